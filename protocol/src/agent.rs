@@ -1,0 +1,160 @@
+//! Frames on the agent socket (`/ws/agent`), used by the console and by bots or tools that log in
+//! as an agent.
+
+use serde::{Deserialize, Serialize};
+
+use crate::context::PageContext;
+use crate::error::ErrorFrame;
+use crate::event::{Author, Event};
+use crate::ids::{ClientId, ConversationId, Seq};
+
+/// An agent as others see them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// Stable id.
+    pub id: String,
+    /// Login name.
+    pub username: String,
+    /// Name shown to visitors ("Mina").
+    pub display_name: String,
+}
+
+/// Where a conversation stands. New states may be added later: treat unknown ones as `open`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationStatus {
+    /// Waiting for an agent to take it.
+    Open,
+    /// An agent has it.
+    Assigned,
+    /// Finished.
+    Closed,
+}
+
+/// A conversation as listed in the console.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    /// Its id.
+    pub id: ConversationId,
+    /// The site's key.
+    pub site: String,
+    /// The site's display name.
+    pub site_name: String,
+    /// The visitor's stable id.
+    pub visitor_id: String,
+    /// Where it stands.
+    pub status: ConversationStatus,
+    /// The agent who has it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<AgentInfo>,
+    /// Seq of its newest event.
+    pub last_seq: Seq,
+    /// The newest message text, cut to 140 characters, for the list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<String>,
+    /// Created (Unix ms).
+    pub created_at: i64,
+    /// Last changed (Unix ms).
+    pub updated_at: i64,
+    /// The visitor's page as last reported.
+    pub context: PageContext,
+}
+
+/// A frame an agent sends to the relay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentFrame {
+    /// First frame: answered by `welcome` with the conversation list.
+    Hello {
+        /// Protocol version the client speaks.
+        v: u32,
+    },
+    /// Subscribe to a conversation's events; the relay answers with `history` of the events after
+    /// `after_seq` (all when absent), then streams new ones as `event`.
+    Open {
+        /// Which conversation.
+        conversation_id: ConversationId,
+        /// Highest seq already held.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_seq: Option<Seq>,
+    },
+    /// Take (be assigned) the conversation. Refused with `forbidden` if another agent has it.
+    Take {
+        /// Which conversation.
+        conversation_id: ConversationId,
+    },
+    /// Reply. Taking the conversation first is implied when nobody has it.
+    Send {
+        /// Which conversation.
+        conversation_id: ConversationId,
+        /// Idempotency key.
+        client_id: ClientId,
+        /// Plain text.
+        text: String,
+    },
+    /// Started or stopped typing in a conversation.
+    Typing {
+        /// Which conversation.
+        conversation_id: ConversationId,
+        /// True while typing.
+        active: bool,
+    },
+    /// Close the conversation.
+    Close {
+        /// Which conversation.
+        conversation_id: ConversationId,
+    },
+}
+
+/// A frame the relay sends to an agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToAgent {
+    /// Answer to `hello`.
+    Welcome {
+        /// Protocol version the relay speaks.
+        v: u32,
+        /// Who you are logged in as.
+        agent: AgentInfo,
+        /// Open and recently closed conversations, newest first.
+        conversations: Vec<ConversationSummary>,
+        /// Agents online now, you included.
+        agents_online: Vec<AgentInfo>,
+    },
+    /// A conversation was created or changed: replace it in the list.
+    Conversation(ConversationSummary),
+    /// Answer to `open`: the events after `after_seq`, in seq order.
+    History {
+        /// Which conversation.
+        conversation_id: ConversationId,
+        /// The events.
+        events: Vec<Event>,
+    },
+    /// A new event in a conversation you opened.
+    Event(Event),
+    /// Your send with this client id is stored as `seq`.
+    Ack {
+        /// The client id of the send.
+        client_id: ClientId,
+        /// Its conversation.
+        conversation_id: ConversationId,
+        /// Its seq.
+        seq: Seq,
+    },
+    /// Someone is typing in a conversation you opened.
+    Typing {
+        /// Which conversation.
+        conversation_id: ConversationId,
+        /// Who.
+        author: Author,
+        /// True while typing.
+        active: bool,
+    },
+    /// The set of agents online changed.
+    Presence {
+        /// Agents online now.
+        agents_online: Vec<AgentInfo>,
+    },
+    /// A frame was refused.
+    Error(ErrorFrame),
+}

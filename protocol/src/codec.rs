@@ -1,0 +1,182 @@
+//! Text ⇄ frame, with errors typed the way the relay reports them.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::agent::{AgentFrame, ToAgent};
+use crate::error::{ErrorCode, ErrorFrame};
+use crate::visitor::{ToVisitor, VisitorFrame};
+
+/// A frame type: which `type` values it accepts, so an unknown one is told apart from a broken one.
+pub trait Frame: Serialize + DeserializeOwned {
+    /// Every `type` value of this frame enum.
+    const TYPES: &'static [&'static str];
+}
+
+impl Frame for VisitorFrame {
+    const TYPES: &'static [&'static str] = &["hello", "send", "typing", "context"];
+}
+
+impl Frame for ToVisitor {
+    const TYPES: &'static [&'static str] = &[
+        "welcome", "event", "ack", "typing", "presence", "error",
+    ];
+}
+
+impl Frame for AgentFrame {
+    const TYPES: &'static [&'static str] = &["hello", "open", "take", "send", "typing", "close"];
+}
+
+impl Frame for ToAgent {
+    const TYPES: &'static [&'static str] = &[
+        "welcome",
+        "conversation",
+        "history",
+        "event",
+        "ack",
+        "typing",
+        "presence",
+        "error",
+    ];
+}
+
+/// Why a text could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError {
+    /// `malformed`, `unknown_type` or `invalid`.
+    pub code: ErrorCode,
+    /// What was wrong, for developers.
+    pub detail: String,
+}
+
+impl From<DecodeError> for ErrorFrame {
+    fn from(e: DecodeError) -> Self {
+        ErrorFrame::new(e.code, e.detail)
+    }
+}
+
+/// Parses one frame. Valid frames take the fast path (one parse); a failure is parsed again
+/// loosely to say whether the JSON, the `type` or a field was at fault.
+pub fn decode<T: Frame>(text: &str) -> Result<T, DecodeError> {
+    match serde_json::from_str::<T>(text) {
+        Ok(frame) => Ok(frame),
+        Err(err) => Err(diagnose::<T>(text, err)),
+    }
+}
+
+fn diagnose<T: Frame>(text: &str, err: serde_json::Error) -> DecodeError {
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return DecodeError {
+                code: ErrorCode::Malformed,
+                detail: format!("not JSON: {e}"),
+            }
+        }
+    };
+    match value.get("type").and_then(|t| t.as_str()) {
+        None => DecodeError {
+            code: ErrorCode::Malformed,
+            detail: "a frame is a JSON object with a string `type`".into(),
+        },
+        Some(t) if !T::TYPES.contains(&t) => DecodeError {
+            code: ErrorCode::UnknownType,
+            detail: format!("unknown frame type `{t}`; expected one of {:?}", T::TYPES),
+        },
+        Some(t) => DecodeError {
+            code: ErrorCode::Invalid,
+            detail: format!("bad `{t}` frame: {err}"),
+        },
+    }
+}
+
+/// Serializes a frame. Infallible for the types of this crate (no maps with non-string keys).
+pub fn encode<T: Serialize>(frame: &T) -> String {
+    serde_json::to_string(frame).unwrap_or_else(|e| {
+        // Unreachable for this crate's types; kept total so no caller has to unwrap.
+        format!(r#"{{"type":"error","code":"internal","message":"encode failed: {e}"}}"#)
+    })
+}
+
+/// Checks a chat text: not blank, at most [`crate::MAX_TEXT_BYTES`] bytes.
+pub fn validate_text(text: &str) -> Result<(), ErrorFrame> {
+    if text.trim().is_empty() {
+        return Err(ErrorFrame::new(ErrorCode::Invalid, "empty message"));
+    }
+    if text.len() > crate::MAX_TEXT_BYTES {
+        return Err(ErrorFrame::new(
+            ErrorCode::TooLarge,
+            format!(
+                "message is {} bytes; the limit is {}",
+                text.len(),
+                crate::MAX_TEXT_BYTES
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClientId, PageContext};
+
+    #[test]
+    fn tells_malformed_unknown_and_invalid_apart() {
+        let e = decode::<VisitorFrame>("{nope").unwrap_err();
+        assert_eq!(e.code, ErrorCode::Malformed);
+        let e = decode::<VisitorFrame>(r#"{"text":"hi"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Malformed);
+        let e = decode::<VisitorFrame>(r#"{"type":"launch_missiles"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownType);
+        let e = decode::<VisitorFrame>(r#"{"type":"send","text":"hi"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Invalid);
+    }
+
+    #[test]
+    fn round_trips_and_types_are_listed() {
+        let frames = vec![
+            VisitorFrame::Hello {
+                v: 1,
+                token: None,
+                last_seq: Some(3),
+                context: PageContext::default(),
+            },
+            VisitorFrame::Send {
+                client_id: ClientId::from("c1"),
+                text: "hello".into(),
+            },
+            VisitorFrame::Typing { active: true },
+            VisitorFrame::Context {
+                context: PageContext::default(),
+            },
+        ];
+        for f in frames {
+            let text = encode(&f);
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let t = v["type"].as_str().unwrap();
+            assert!(VisitorFrame::TYPES.contains(&t), "{t} missing from TYPES");
+            assert_eq!(decode::<VisitorFrame>(&text).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn serialization_is_deterministic() {
+        let f = VisitorFrame::Send {
+            client_id: ClientId::from("abc"),
+            text: "hi".into(),
+        };
+        assert_eq!(
+            encode(&f),
+            r#"{"type":"send","client_id":"abc","text":"hi"}"#
+        );
+    }
+
+    #[test]
+    fn text_limits() {
+        assert_eq!(validate_text("  ").unwrap_err().code, ErrorCode::Invalid);
+        let big = "a".repeat(crate::MAX_TEXT_BYTES + 1);
+        assert_eq!(validate_text(&big).unwrap_err().code, ErrorCode::TooLarge);
+        assert!(validate_text("안녕하세요").is_ok());
+    }
+}

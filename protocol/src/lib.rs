@@ -1,0 +1,46 @@
+//! The Parley wire protocol, version 1: every frame a visitor, an agent or the relay sends.
+//!
+//! This crate is shared by the widget (wasm32), the console (wasm32), the relay and the test and
+//! load tools (native). It knows nothing of transport: it turns text into typed frames and back,
+//! validates them, and keeps a client's view of a conversation ([`timeline::Timeline`]).
+//! `PROTOCOL.md` at the repository root is the human-readable contract and must agree with it.
+//!
+//! Serialization is deterministic: struct fields are written in declaration order and optional
+//! fields that are `None` are left out, so the same frame always produces the same bytes.
+
+pub mod agent;
+pub mod codec;
+pub mod context;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod timeline;
+pub mod visitor;
+
+pub use agent::{AgentFrame, AgentInfo, ConversationStatus, ConversationSummary, ToAgent};
+pub use codec::{decode, encode, validate_text, DecodeError, Frame};
+pub use context::{PageContext, Viewport};
+pub use error::{ErrorCode, ErrorFrame};
+pub use event::{Author, Event, EventBody, Role};
+pub use ids::{ClientId, ConversationId, Seq};
+pub use visitor::{ToVisitor, VisitorFrame};
+
+/// The protocol version spoken by this crate. Sent in every `hello` and `welcome`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest chat message text, in bytes of UTF-8. Longer texts are refused with `too_large`.
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+
+/// Largest WebSocket message the relay reads from a client. A bigger one closes the socket with
+/// code 1009 (message too big): the relay cannot parse it, so it cannot answer it with a typed error.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Close code sent when a frame exceeds [`MAX_FRAME_BYTES`] (RFC 6455 "message too big").
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Close code sent on graceful shutdown of a relay (RFC 6455 "going away"): reconnect elsewhere.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// Close code sent when a socket stays silent past the idle timeout or a policy is violated
+/// (RFC 6455 "policy violation").
+pub const CLOSE_POLICY: u16 = 1008;
