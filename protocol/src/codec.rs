@@ -139,6 +139,7 @@ mod tests {
             VisitorFrame::Hello {
                 v: 1,
                 token: None,
+                conversation_id: Some("c1".into()),
                 last_seq: Some(3),
                 context: PageContext::default(),
             },

@@ -18,6 +18,10 @@ pub enum VisitorFrame {
         /// The visitor token from an earlier `welcome`; absent for a first visit.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        /// The conversation the client holds events of, if any. When it is not the visitor's
+        /// current conversation, `welcome` says `recovered: false` and all events are replayed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation_id: Option<ConversationId>,
         /// Highest seq this client holds for its conversation; the relay replays what follows.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         last_seq: Option<Seq>,
