@@ -1,0 +1,76 @@
+//! The console's HTTP calls to the relay: log in, who am I, log out (`/api/*`, same origin, the
+//! session cookie travels by itself).
+
+use gloo_net::http::{Request, Response};
+use protocol::AgentInfo;
+use serde::{Deserialize, Serialize};
+
+use crate::format::login_error;
+
+#[derive(Serialize)]
+struct LoginBody<'a> {
+    username: &'a str,
+    password: &'a str,
+}
+
+#[derive(Deserialize)]
+struct LoginOk {
+    agent: AgentInfo,
+}
+
+/// The body of a refused request; only the retry hint of a 429 matters here.
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    retry_after_ms: Option<u64>,
+}
+
+/// `POST /api/login`. `Err` is the sentence to show under the form.
+pub async fn login(username: &str, password: &str) -> Result<AgentInfo, String> {
+    let request = Request::post("/api/login")
+        .json(&LoginBody { username, password })
+        .map_err(|e| format!("Cannot send the login: {e}"))?;
+    let response = request.send().await.map_err(|_| login_error(0, None))?;
+    if response.ok() {
+        return parse::<LoginOk>(response).await.map(|ok| ok.agent);
+    }
+    let status = response.status();
+    let body = response.json::<ErrorBody>().await.unwrap_or_default();
+    Err(login_error(status, body.retry_after_ms))
+}
+
+/// Why [`me`] found no agent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MeError {
+    /// 401: not logged in (or the session ended).
+    Unauthorized,
+    /// Network failure or unexpected answer: the session may still be valid.
+    Unavailable,
+}
+
+/// `GET /api/me`: the logged-in agent.
+pub async fn me() -> Result<AgentInfo, MeError> {
+    let response = Request::get("/api/me")
+        .send()
+        .await
+        .map_err(|_| MeError::Unavailable)?;
+    match response.status() {
+        200 => parse::<AgentInfo>(response)
+            .await
+            .map_err(|_| MeError::Unavailable),
+        401 | 403 => Err(MeError::Unauthorized),
+        _ => Err(MeError::Unavailable),
+    }
+}
+
+/// `POST /api/logout`. Errors are ignored: the console forgets the session either way.
+pub async fn logout() {
+    let _ = Request::post("/api/logout").send().await;
+}
+
+async fn parse<T: for<'de> Deserialize<'de>>(response: Response) -> Result<T, String> {
+    response
+        .json::<T>()
+        .await
+        .map_err(|e| format!("Unexpected answer from the server: {e}"))
+}

@@ -1,0 +1,234 @@
+//! Middle column: the shown conversation's header (take / close), transcript and composer.
+
+use leptos::html;
+use leptos::prelude::*;
+use protocol::ConversationStatus;
+
+use crate::app::{new_client_id, now_ms, Ctx};
+use crate::format::clock_time;
+use crate::state::{status_key, Line, LineState};
+
+/// The middle column. Reads everything from the [`Ctx`] context; no props.
+#[component]
+pub fn ConversationPane() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let header = Memo::new(move |_| ctx.model.with(|m| m.header()));
+    let selected = Memo::new(move |_| ctx.model.with(|m| m.selected.is_some()));
+
+    view! {
+        <main class="conversation-pane">
+            <Show
+                when=move || selected.get()
+                fallback=|| {
+                    view! {
+                        <div class="no-selection">
+                            <p>"Pick a conversation from the list."</p>
+                        </div>
+                    }
+                }
+            >
+                <ConversationHeader header=header/>
+                <Transcript/>
+                <Show when=move || ctx.model.with(|m| m.visitor_typing(ctx.tick.get()))>
+                    <div class="visitor-typing" aria-live="polite">"Visitor is typing…"</div>
+                </Show>
+                <Composer closed=Signal::derive(move || {
+                    header.with(|h| h.as_ref().is_some_and(|h| h.status == ConversationStatus::Closed))
+                })/>
+            </Show>
+        </main>
+    }
+}
+
+/// Title, status and actions of the shown conversation.
+///
+/// * `header` — the shown conversation's summary (None until the list has it).
+#[component]
+fn ConversationHeader(header: Memo<Option<crate::state::Header>>) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let status = Memo::new(move |_| header.with(|h| h.as_ref().map(|h| h.status)));
+    let take = move |_| ctx.act(|m| m.take());
+    let close = move |_| ctx.act(|m| m.close());
+    view! {
+        <header class="conv-header">
+            <div class="conv-title">
+                <h1>{move || header.with(|h| h.as_ref().map(|h| h.visitor.clone()))}</h1>
+                <span class="conv-sub">
+                    {move || header.with(|h| h.as_ref().map(|h| h.site_name.clone()))}
+                    {move || {
+                        header
+                            .with(|h| {
+                                h.as_ref()
+                                    .and_then(|h| {
+                                        h.assignee
+                                            .clone()
+                                            .map(|a| if h.mine { " · assigned to you".to_owned() } else { format!(" · assigned to {a}") })
+                                    })
+                            })
+                    }}
+                </span>
+            </div>
+            <span
+                class="badge"
+                data-status=move || status.get().map(status_key).unwrap_or("open")
+            >
+                {move || status.get().map(status_key).unwrap_or("")}
+            </span>
+            <div class="conv-actions">
+                <Show when=move || status.get() == Some(ConversationStatus::Open)>
+                    <button type="button" class="take primary" on:click=take>"Take"</button>
+                </Show>
+                <Show when=move || {
+                    status.get().is_some_and(|s| s != ConversationStatus::Closed)
+                }>
+                    <button type="button" class="close-conversation" on:click=close>"Close"</button>
+                </Show>
+            </div>
+        </header>
+        <Show when=move || ctx.model.with(|m| m.notice.is_some())>
+            <div class="conv-notice" role="alert">
+                {move || ctx.model.with(|m| m.notice.clone()).unwrap_or_default()}
+            </div>
+        </Show>
+    }
+}
+
+/// The event list, kept scrolled to the newest line.
+#[component]
+fn Transcript() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let lines = Memo::new(move |_| ctx.model.with(|m| m.transcript()));
+    let list = NodeRef::<html::Ol>::new();
+    Effect::new(move |_| {
+        lines.track();
+        if let Some(el) = list.get() {
+            request_animation_frame(move || el.set_scroll_top(el.scroll_height()));
+        }
+    });
+    view! {
+        <ol class="transcript" node_ref=list aria-live="polite">
+            <For each=move || lines.get() key=|line| line.clone() let:line>
+                <EventLine line=line/>
+            </For>
+        </ol>
+    }
+}
+
+/// One transcript line: a message (text only, never HTML) or a system line.
+///
+/// * `line` — what to show.
+#[component]
+fn EventLine(line: Line) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let time = line.at.map(|at| clock_time(at, ctx.tz_offset));
+    let (pending, failed) = match &line.state {
+        LineState::Pending => (true, None),
+        LineState::Failed(why) => (false, Some(why.clone())),
+        LineState::Stored | LineState::Delivered => (false, None),
+    };
+    let is_failed = failed.is_some();
+    let dismiss = move |_| ctx.model.update(|m| m.dismiss_failed());
+    view! {
+        <li
+            class="event"
+            class:notice=line.is_notice
+            class:pending=pending
+            class:failed=is_failed
+            data-seq=line.seq.map(|s| s.to_string())
+            data-role=line.role
+        >
+            {(!line.is_notice)
+                .then(|| {
+                    view! {
+                        <div class="meta">
+                            <span class="who">{line.who.clone()}</span>
+                            <span class="at">
+                                {time.clone().unwrap_or_else(|| if pending { "sending…".into() } else { String::new() })}
+                            </span>
+                        </div>
+                    }
+                })}
+            <div class="text">{line.text}</div>
+            {line.is_notice.then(|| view! { <span class="at">{time.unwrap_or_default()}</span> })}
+            {failed
+                .map(|why| {
+                    view! {
+                        <div class="send-error" role="alert">
+                            {why}
+                            " "
+                            <button type="button" class="link" on:click=dismiss>"Dismiss"</button>
+                        </div>
+                    }
+                })}
+        </li>
+    }
+}
+
+/// Reply box: Enter sends, Shift+Enter adds a line; typing frames are throttled.
+///
+/// * `closed` — the conversation is closed: the box is disabled.
+#[component]
+fn Composer(#[prop(into)] closed: Signal<bool>) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let draft = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let send = move || {
+        let text = draft.get_untracked();
+        let result = ctx.model.try_update(|m| m.compose(&text, new_client_id()));
+        match result {
+            Some(Ok(fx)) => {
+                ctx.run(fx);
+                draft.set(String::new());
+                error.set(None);
+                ctx.stop_typing();
+            }
+            Some(Err(why)) => error.set(Some(why)),
+            None => {}
+        }
+    };
+    let on_input = move |ev| {
+        draft.set(event_target_value(&ev));
+        error.set(None);
+        if let Some(Some(active)) = ctx.typing.try_update_value(|t| t.on_input(now_ms())) {
+            ctx.send_typing(active);
+        }
+    };
+    let on_key = move |ev: leptos::ev::KeyboardEvent| {
+        if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
+            ev.prevent_default();
+            send();
+        }
+    };
+    view! {
+        <div class="composer">
+            <Show when=move || error.get().is_some()>
+                <div class="composer-error" role="alert">{move || error.get().unwrap_or_default()}</div>
+            </Show>
+            <div class="composer-row">
+                <textarea
+                    aria-label="Reply"
+                    rows="3"
+                    placeholder=move || {
+                        if closed.get() {
+                            "This conversation is closed."
+                        } else {
+                            "Write a reply… (Enter to send, Shift+Enter for a new line)"
+                        }
+                    }
+                    disabled=move || closed.get()
+                    prop:value=move || draft.get()
+                    on:input=on_input
+                    on:keydown=on_key
+                ></textarea>
+                <button
+                    type="button"
+                    class="send primary"
+                    disabled=move || closed.get()
+                    on:click=move |_| send()
+                >
+                    "Send"
+                </button>
+            </div>
+        </div>
+    }
+}

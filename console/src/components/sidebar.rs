@@ -1,0 +1,149 @@
+//! Left column: who is online, the list tabs and the conversation list.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::api;
+use crate::app::Ctx;
+use crate::format::relative_time;
+use crate::state::{ListRow, Tab};
+
+/// The left column. Reads everything from the [`Ctx`] context; no props.
+#[component]
+pub fn Sidebar() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let me = Memo::new(move |_| {
+        ctx.model
+            .with(|m| m.me.as_ref().map(|a| a.display_name.clone()))
+            .unwrap_or_default()
+    });
+    let agents = Memo::new(move |_| {
+        ctx.model.with(|m| {
+            m.agents_online
+                .iter()
+                .map(|a| (a.id.clone(), a.display_name.clone()))
+                .collect::<Vec<_>>()
+        })
+    });
+    let counts = Memo::new(move |_| ctx.model.with(|m| m.counts()));
+    let rows = Memo::new(move |_| {
+        let tab = ctx.tab.get();
+        ctx.model.with(|m| m.rows(tab))
+    });
+    let logout = move |_| {
+        spawn_local(async move {
+            api::logout().await;
+            ctx.logout.run(());
+        });
+    };
+
+    view! {
+        <aside class="sidebar">
+            <header class="brand">
+                <div class="brand-row">
+                    <span class="logo">"Parley"</span>
+                    <span
+                        class="conn-state"
+                        data-state=move || ctx.conn.get().key()
+                        title=move || ctx.conn.get().label()
+                    >
+                        <span class="conn-dot"></span>
+                        {move || ctx.conn.get().label()}
+                    </span>
+                </div>
+                <div class="me-row">
+                    <span class="me">{move || me.get()}</span>
+                    <button class="logout" type="button" on:click=logout>"Log out"</button>
+                </div>
+            </header>
+            <section class="agents-online" aria-label="Agents online">
+                <h2>"Agents online"</h2>
+                <ul>
+                    <For each=move || agents.get() key=|a| a.0.clone() let:agent>
+                        <li class="agent">
+                            <span class="presence-dot"></span>
+                            <span class="agent-name">{agent.1}</span>
+                        </li>
+                    </For>
+                </ul>
+            </section>
+            <nav class="tabs" role="tablist">
+                {Tab::ALL
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, tab)| {
+                        view! {
+                            <button
+                                type="button"
+                                role="tab"
+                                data-tab=tab.key()
+                                class:active=move || ctx.tab.get() == tab
+                                aria-selected=move || (ctx.tab.get() == tab).to_string()
+                                on:click=move |_| ctx.tab.set(tab)
+                            >
+                                {tab.label()}
+                                <span class="count">{move || counts.get()[i]}</span>
+                            </button>
+                        }
+                    })
+                    .collect_view()}
+            </nav>
+            <ul class="conversations">
+                <For each=move || rows.get() key=|row| row.clone() let:row>
+                    <ConversationItem row=row/>
+                </For>
+            </ul>
+            <Show when=move || rows.with(Vec::is_empty)>
+                <p class="empty-list">"No conversations here."</p>
+            </Show>
+        </aside>
+    }
+}
+
+/// One entry of the conversation list.
+///
+/// * `row` — what to show; selecting it opens the conversation in the middle column.
+#[component]
+fn ConversationItem(row: ListRow) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let id = row.id.clone();
+    let select = {
+        let id = id.clone();
+        move || ctx.select(id.clone())
+    };
+    let on_key = {
+        let select = select.clone();
+        move |ev: leptos::ev::KeyboardEvent| {
+            if ev.key() == "Enter" || ev.key() == " " {
+                ev.prevent_default();
+                select();
+            }
+        }
+    };
+    let updated = row.updated_at;
+    let status = row.status;
+    view! {
+        <li
+            class="conversation"
+            class:unread=row.unread
+            class:selected=row.selected
+            data-id=id.0.clone()
+            data-status=status
+            tabindex="0"
+            on:click=move |_| select()
+            on:keydown=on_key
+        >
+            <div class="conv-top">
+                <span class="unread-dot" aria-label=if row.unread { "Unread" } else { "" }></span>
+                <span class="visitor-name">{row.visitor}</span>
+                <span class="time">{move || relative_time(ctx.now.get(), updated)}</span>
+            </div>
+            <div class="conv-site">
+                <span class="site-name">{row.site_name}</span>
+                <span class="badge" data-status=status>{status}</span>
+            </div>
+            <div class="preview">{row.preview}</div>
+            {row.assignee.map(|name| view! { <div class="assignee">{name}</div> })}
+        </li>
+    }
+}
