@@ -1,0 +1,201 @@
+/*! Parley chat widget loader.
+ *
+ * Embed:  <script src="https://RELAY/widget.js" data-site="SITE_KEY" async></script>
+ *   data-site  (required) the site key
+ *   data-lang  (optional) "en" | "ko"; default: the browser language (ko* -> Korean, else English)
+ *
+ * Page API, window.Parley (calls made before the chat panel has loaded are queued):
+ *   Parley.open()              show the chat panel (loading it first if needed)
+ *   Parley.close()             hide it
+ *   Parley.toggle()            open or close
+ *   Parley.identify({name, email})
+ *                              accepted and kept locally by the panel; protocol v1 has no frame
+ *                              for it, so it is sent nowhere yet
+ *   Parley.on('message', cb)   cb(detail) for every new message from an agent or a bot, where
+ *   Parley.off('message', cb)  detail = {conversation_id, seq, at, text, author: {role, id?, name?}};
+ *                              the same detail is dispatched as window event 'parley:message'
+ *
+ * Footprint on the page: one <parley-chat data-parley-host> element at the end of <body> (its
+ * open shadow root holds everything, styled by constructed stylesheets, so a style-src 'self'
+ * CSP is fine) and window.Parley. localStorage ("parley:KEY:*": visitor token, unsent messages,
+ * read marker) is written only once the visitor opens the chat or sends; sessionStorage
+ * "parley:KEY:entered" keeps when this browsing session reached the site (for "time on site").
+ * The launcher is drawn at once; the wasm panel is fetched on the launcher's first hover, focus
+ * or click, or right away for a returning visitor (who then gets live messages and unread counts).
+ */
+(() => {
+  'use strict';
+  if (window.Parley) return;
+  const me = document.currentScript || document.querySelector('script[data-site]');
+  if (!me) return;
+  const key = me.getAttribute('data-site') || '';
+  let base = location.origin;
+  try {
+    base = new URL(me.src, location.href).origin;
+  } catch (e) {}
+  const want = (me.getAttribute('data-lang') || '').toLowerCase();
+  const lang = want == 'ko' || want == 'en' ? want : /^ko\b/i.test(navigator.language || '') ? 'ko' : 'en';
+  const LABEL = lang == 'ko' ? ['채팅 열기', '채팅 닫기'] : ['Open chat', 'Close chat'];
+  const pre = 'parley:' + key + ':';
+  const listeners = new Set();
+  const queue = [];
+  let handle, loading, site, launcher, badge, icons, dead = false;
+  let ready;
+  const siteKnown = new Promise((r) => (ready = r));
+
+  const call = (fn, arg) => {
+    if (dead) return;
+    if (handle) return handle[fn](arg);
+    queue.push([fn, arg]);
+    if (fn == 'open' || fn == 'toggle') load();
+  };
+  window.Parley = Object.freeze({
+    open: () => call('open'),
+    close: () => call('close'),
+    toggle: () => call('toggle'),
+    identify: (info) => call('identify', Object(info)),
+    on: (ev, cb) => ev == 'message' && typeof cb == 'function' && listeners.add(cb),
+    off: (ev, cb) => ev == 'message' && listeners.delete(cb),
+  });
+
+  try {
+    if (!sessionStorage.getItem(pre + 'entered')) sessionStorage.setItem(pre + 'entered', '' + Date.now());
+  } catch (e) {}
+
+  const host = document.createElement('parley-chat');
+  host.setAttribute('data-parley-host', '');
+  const root = host.attachShadow({ mode: 'open' });
+
+  // Callbacks given to the panel (see widget/src/host.rs).
+  const onUnread = (n) => {
+    badge.textContent = n > 99 ? '99+' : '' + n;
+    badge.hidden = !n;
+  };
+  const onOpen = (open, restoreFocus) => {
+    launcher.setAttribute('aria-label', LABEL[+open]);
+    launcher.setAttribute('aria-expanded', '' + open);
+    icons[0].toggleAttribute('hidden', open);
+    icons[1].toggleAttribute('hidden', !open);
+    if (!open && restoreFocus) launcher.focus();
+  };
+  const onMessage = (detail) => {
+    for (const cb of listeners) {
+      try {
+        cb(detail);
+      } catch (e) {
+        console.error(e);
+      }
+    }
+    window.dispatchEvent(new CustomEvent('parley:message', { detail }));
+  };
+
+  const load = () =>
+    loading ||
+    (loading = siteKnown
+      .then(async () => {
+        const m = await import(base + '/widget/panel.js');
+        await m.default({ module_or_path: base + '/widget/panel_bg.wasm' });
+        handle = m.mount(root, {
+          base,
+          site: key,
+          name: site.name,
+          lang,
+          agentsOnline: site.agents_online,
+          onUnread,
+          onOpen,
+          onMessage,
+        });
+        for (const [fn, arg] of queue.splice(0)) handle[fn](arg);
+      })
+      .catch((e) => {
+        loading = null;
+        console.error('Parley: could not load the chat panel', e);
+      }));
+
+  const NS = 'http://www.w3.org/2000/svg';
+  const svg = (d) => {
+    const s = document.createElementNS(NS, 'svg');
+    s.setAttribute('viewBox', '0 0 24 24');
+    s.setAttribute('aria-hidden', 'true');
+    const p = document.createElementNS(NS, 'path');
+    p.setAttribute('d', d);
+    s.append(p);
+    return s;
+  };
+
+  const draw = (info) => {
+    info = info || {};
+    const color = /^#([0-9a-f]{3}){1,2}$/i.test(info.color) ? info.color : '#2563eb';
+    site = { name: typeof info.name == 'string' && info.name ? info.name : 'Chat', agents_online: info.agents_online };
+    // Dark or light text on the accent, by its luminance.
+    const hex = color.length == 4 ? color.replace(/\w/g, '$&$&') : color;
+    const [r, g, b] = [1, 3, 5].map((i) => parseInt(hex.substr(i, 2), 16));
+    const on = 0.299 * r + 0.587 * g + 0.114 * b > 170 ? '#111' : '#fff';
+    const sheet = new CSSStyleSheet();
+    // `all: initial !important` on :host beats any page rule (important declarations of the inner
+    // context win), so `* { all: unset !important }` and friends cannot touch the widget.
+    sheet.replaceSync(
+      `:host{all:initial!important;display:block!important;--parley-accent:${color}!important;--parley-on-accent:${on}!important}` +
+        '[hidden]{display:none!important}' +
+        '.parley-launcher{all:initial;box-sizing:border-box;position:fixed;right:20px;bottom:20px;z-index:2147483647;width:58px;height:58px;border-radius:50%;' +
+        'background:var(--parley-accent);color:var(--parley-on-accent);cursor:pointer;display:flex;align-items:center;justify-content:center;' +
+        'box-shadow:0 4px 16px rgba(0,0,0,.25);transition:transform .15s}' +
+        '.parley-launcher:hover{transform:scale(1.06)}' +
+        '.parley-launcher:focus-visible{outline:3px solid #1a73e8;outline-offset:3px}' +
+        '.parley-launcher svg{width:28px;height:28px;fill:currentColor}' +
+        '.parley-badge{position:absolute;top:-4px;right:-4px;min-width:20px;height:20px;padding:0 6px;box-sizing:border-box;border-radius:10px;' +
+        'background:#e5322d;color:#fff;font:700 12px/20px system-ui,sans-serif;text-align:center}'
+    );
+    root.adoptedStyleSheets = [sheet];
+    launcher = document.createElement('button');
+    launcher.className = 'parley-launcher';
+    launcher.type = 'button';
+    launcher.setAttribute('aria-label', LABEL[0]);
+    launcher.setAttribute('aria-expanded', 'false');
+    launcher.setAttribute('aria-haspopup', 'dialog');
+    icons = [
+      svg('M6 4h12a2 2 0 0 1 2 2v9a2 2 0 0 1-2 2H9l-5 4V6a2 2 0 0 1 2-2z'),
+      svg('M6.4 5 12 10.6 17.6 5 19 6.4 13.4 12 19 17.6 17.6 19 12 13.4 6.4 19 5 17.6 10.6 12 5 6.4z'),
+    ];
+    icons[1].toggleAttribute('hidden', true);
+    badge = document.createElement('span');
+    badge.className = 'parley-badge';
+    badge.hidden = true;
+    launcher.append(icons[0], icons[1], badge);
+    launcher.addEventListener('pointerenter', load);
+    launcher.addEventListener('focus', load);
+    launcher.addEventListener('click', () => (handle ? handle.toggle() : queue.some((q) => q[0] == 'open') || call('open')));
+    launcher.addEventListener('keydown', (e) => e.key == 'Escape' && handle && handle.isOpen() && handle.close());
+    root.append(launcher);
+    document.body.append(host);
+    ready();
+    let returning = false;
+    try {
+      returning = !!(localStorage.getItem(pre + 'token') || localStorage.getItem(pre + 'outbox'));
+    } catch (e) {}
+    if (returning || queue.length) load();
+  };
+
+  const start = () =>
+    fetch(base + '/api/sites/' + encodeURIComponent(key), { credentials: 'omit' })
+      .then(
+        (r) => {
+          if (r.ok) return r.json();
+          // The relay is up but failing: chat may recover, so draw with defaults like when it is down.
+          if (r.status >= 500) return {};
+          throw r.status == 404
+            ? `unknown site key "${key}": check data-site on the widget.js script tag (the relay answered 404 unknown_site)`
+            : `the relay refused site "${key}" (HTTP ${r.status})`;
+        },
+        // Network failure (relay down): draw anyway; the panel keeps retrying its socket.
+        () => ({})
+      )
+      .then(draw, (why) => {
+        dead = true;
+        queue.length = 0;
+        console.error('Parley: ' + why);
+      });
+
+  if (document.body) start();
+  else document.addEventListener('DOMContentLoaded', start);
+})();

@@ -1,0 +1,923 @@
+//! The visitor's conversation as a state machine: socket lifecycle, frames in and out, the
+//! timeline, the outbox, unread counts and typing. The view only reads the [`Ui`] signals and
+//! calls the public methods of [`Chat`].
+//!
+//! Borrow discipline: `State` lives in a `RefCell`; no method calls page JavaScript while it
+//! holds a borrow (host callbacks are deferred to a microtask, see [`crate::host`]), and sockets
+//! are dropped in a later task so a socket is never freed from inside its own callback.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use gloo_timers::callback::{Interval, Timeout};
+use leptos::prelude::*;
+use protocol::timeline::{Applied, Outbox, Timeline};
+use protocol::{
+    encode, validate_text, Author, ClientId, ConversationId, ErrorCode, ErrorFrame, Event,
+    EventBody, PageContext, Role, Seq, ToVisitor, VisitorFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
+use wasm_bindgen::prelude::*;
+
+use crate::connection::{backoff_ms, socket_url, ConnState, Socket};
+use crate::host::{Host, MountOptions};
+use crate::i18n::Lang;
+use crate::outbox;
+use crate::page;
+use crate::storage::{Store, READ, TOKEN};
+
+/// How long an agent's "typing" stays shown without a refresh (their client re-sends every
+/// couple of seconds while typing; a lost "stopped" frame must not leave it on forever).
+const THEIR_TYPING_MS: u32 = 8_000;
+/// Our "typing" goes quiet after this much idleness.
+const OUR_TYPING_IDLE_MS: u32 = 3_000;
+/// At most one "typing: true" per this many milliseconds.
+const OUR_TYPING_EVERY_MS: f64 = 2_000.0;
+
+/// One line of the message list, ready to render.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Item {
+    /// Stable key: a visitor message keeps its key from ack to event, so it is not redrawn.
+    pub key: String,
+    /// `class` attribute (`parley-msg`, plus `parley-pending` / `parley-failed` / `parley-sys`).
+    pub class: &'static str,
+    /// `data-role`.
+    pub role: &'static str,
+    /// `data-kind` for system lines (`joined`, `left`, `closed`).
+    pub kind: Option<&'static str>,
+    /// `data-seq`; absent while unacknowledged.
+    pub seq: Option<Seq>,
+    /// Sender and time ("Mina · 14:05"); absent on system lines.
+    pub meta: Option<String>,
+    /// The text, rendered as text.
+    pub text: String,
+    /// "Sending…" or why the message failed.
+    pub note: Option<&'static str>,
+}
+
+/// The reactive state the view reads. Signals are `Copy` handles.
+#[derive(Clone, Copy)]
+pub struct Ui {
+    /// Whether the panel is shown.
+    pub open: RwSignal<bool>,
+    /// Connection state for `.parley-conn`.
+    pub conn: RwSignal<ConnState>,
+    /// The message list.
+    pub items: RwSignal<Vec<Item>>,
+    /// Agents online (None until known): 0 shows `.parley-notice`.
+    pub agents_online: RwSignal<Option<u32>>,
+    /// "Mina is typing…" while an agent types.
+    pub typing: RwSignal<Option<String>>,
+    /// The latest incoming message, for the aria-live region.
+    pub announce: RwSignal<String>,
+}
+
+/// A send the relay has acknowledged but whose event has not arrived yet.
+struct Acked {
+    client_id: ClientId,
+    text: String,
+    seq: Seq,
+    at: f64,
+}
+
+/// A send the relay refused for good.
+struct Failed {
+    client_id: ClientId,
+    text: String,
+    reason: &'static str,
+}
+
+#[derive(Default)]
+struct State {
+    /// The socket has been started (on open, on send, or because a token was stored).
+    started: bool,
+    /// The visitor opened the panel or sent (or did so on an earlier visit): only then is
+    /// anything written to localStorage.
+    consented: bool,
+    token: Option<String>,
+    timeline: Timeline,
+    outbox: Outbox,
+    acked: Vec<Acked>,
+    failed: Vec<Failed>,
+    socket: Option<Socket>,
+    /// `welcome` received on the current socket: frames other than `hello` may be sent.
+    welcomed: bool,
+    attempt: u32,
+    /// The relay refused our protocol version: stop reconnecting.
+    stopped: bool,
+    reconnect: Option<Timeout>,
+    /// Conversation and seq the relay's `welcome` named: events up to it are replays, not news.
+    replay_upto: (Option<ConversationId>, Seq),
+    /// Newest event seen with the panel open.
+    read: (Option<ConversationId>, Seq),
+    unread: u32,
+    /// The context the relay last heard.
+    sent_ctx: Option<PageContext>,
+    typing_on: bool,
+    typing_at: f64,
+    typing_idle: Option<Timeout>,
+    their_typing: Option<Timeout>,
+    /// Name and email from `Parley.identify`, kept locally: protocol v1 has no frame for them.
+    identity: Option<(String, String)>,
+}
+
+struct Inner {
+    lang: Lang,
+    url: String,
+    store: Store,
+    host: Host,
+    ui: Ui,
+    st: RefCell<State>,
+}
+
+/// The visitor's chat. Cheap to clone (one shared state).
+#[derive(Clone)]
+pub struct Chat(Rc<Inner>);
+
+fn now() -> f64 {
+    js_sys::Date::now()
+}
+
+/// "14:05" in the visitor's local time.
+pub fn clock(ms: f64) -> String {
+    let d = js_sys::Date::new(&JsValue::from_f64(ms));
+    format!("{:02}:{:02}", d.get_hours(), d.get_minutes())
+}
+
+fn role_str(role: Role) -> &'static str {
+    match role {
+        Role::Visitor => "visitor",
+        Role::Agent => "agent",
+        Role::Bot => "bot",
+        Role::System => "system",
+    }
+}
+
+/// The text of an event worth showing as a message (unknown kinds are stored as empty ones).
+fn shown_text(e: &Event) -> Option<&str> {
+    e.message_text().filter(|t| !t.is_empty())
+}
+
+fn incoming(e: &Event) -> bool {
+    matches!(e.author.role, Role::Agent | Role::Bot) && shown_text(e).is_some()
+}
+
+fn encode_read(read: &(Option<ConversationId>, Seq)) -> String {
+    format!(
+        "{}:{}",
+        read.1,
+        read.0.as_ref().map(|c| c.0.as_str()).unwrap_or("")
+    )
+}
+
+fn decode_read(text: &str) -> (Option<ConversationId>, Seq) {
+    let (seq, conv) = text.split_once(':').unwrap_or((text, ""));
+    let conv = (!conv.is_empty()).then(|| ConversationId(conv.to_owned()));
+    (conv, seq.parse().unwrap_or(0))
+}
+
+/// An `event` frame whose body kind this build does not know: kept as an empty message so the
+/// seq stays contiguous, and rendered as nothing.
+fn unknown_kind_event(text: &str) -> Option<Event> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    if v.get("type")?.as_str()? != "event" {
+        return None;
+    }
+    Some(Event {
+        conversation_id: ConversationId(v.get("conversation_id")?.as_str()?.to_owned()),
+        seq: v.get("seq")?.as_u64()?,
+        at: v.get("at").and_then(|a| a.as_i64()).unwrap_or(0),
+        author: v
+            .get("author")
+            .and_then(|a| serde_json::from_value::<Author>(a.clone()).ok())
+            .unwrap_or_else(Author::system),
+        body: EventBody::Message {
+            text: String::new(),
+            client_id: None,
+        },
+    })
+}
+
+impl Chat {
+    /// A chat for these options; nothing connects or is stored until [`Chat::start`] / open.
+    pub fn new(opts: MountOptions) -> Self {
+        let store = Store::new(&opts.site);
+        let token = store.get(TOKEN).filter(|t| !t.is_empty());
+        let outbox = outbox::load(&store);
+        let read = store.get(READ).map(|r| decode_read(&r)).unwrap_or_default();
+        let ui = Ui {
+            open: RwSignal::new(false),
+            conn: RwSignal::new(ConnState::Connecting),
+            items: RwSignal::new(Vec::new()),
+            agents_online: RwSignal::new(opts.agents_online),
+            typing: RwSignal::new(None),
+            announce: RwSignal::new(String::new()),
+        };
+        let state = State {
+            consented: token.is_some() || !outbox.pending().is_empty(),
+            token,
+            outbox,
+            read,
+            ..State::default()
+        };
+        let chat = Chat(Rc::new(Inner {
+            lang: opts.lang,
+            url: socket_url(&opts.base, &opts.site),
+            store,
+            host: opts.host,
+            ui,
+            st: RefCell::new(state),
+        }));
+        chat.refresh();
+        chat
+    }
+
+    /// The signals the view reads.
+    pub fn ui(&self) -> Ui {
+        self.0.ui
+    }
+
+    /// The panel's language.
+    pub fn lang(&self) -> Lang {
+        self.0.lang
+    }
+
+    /// Whether a returning visitor should be connected at once (live messages, unread badge).
+    pub fn has_history(&self) -> bool {
+        let st = self.0.st.borrow();
+        st.token.is_some() || !st.outbox.pending().is_empty()
+    }
+
+    /// Connects (once) and starts watching the page for navigation.
+    pub fn start(&self) {
+        {
+            let mut st = self.0.st.borrow_mut();
+            if st.started {
+                return;
+            }
+            st.started = true;
+        }
+        self.watch_page();
+        self.connect();
+    }
+
+    fn watch_page(&self) {
+        let me = self.clone();
+        Interval::new(1_000, move || me.check_context()).forget();
+        let Some(window) = web_sys::window() else {
+            return;
+        };
+        let listen = |name: &str, f: Box<dyn FnMut()>| {
+            let cb = Closure::<dyn FnMut()>::wrap(f);
+            let _ = window.add_event_listener_with_callback(name, cb.as_ref().unchecked_ref());
+            cb.forget();
+        };
+        for name in ["popstate", "hashchange", "resize"] {
+            let me = self.clone();
+            listen(name, Box::new(move || me.check_context()));
+        }
+        let me = self.clone();
+        listen("online", Box::new(move || me.network_back()));
+        let me = self.clone();
+        listen(
+            "offline",
+            Box::new(move || {
+                if !me.0.st.borrow().welcomed {
+                    me.0.ui.conn.set(ConnState::Offline);
+                }
+            }),
+        );
+    }
+
+    fn network_back(&self) {
+        let retry = {
+            let mut st = self.0.st.borrow_mut();
+            let idle = st.socket.is_none() && st.started && !st.stopped;
+            if idle {
+                st.reconnect = None;
+                st.attempt = 0;
+            }
+            idle
+        };
+        if retry {
+            self.connect();
+        }
+    }
+
+    fn connect(&self) {
+        let mut st = self.0.st.borrow_mut();
+        if st.socket.is_some() || st.stopped {
+            return;
+        }
+        st.reconnect = None;
+        let (a, b, c) = (self.clone(), self.clone(), self.clone());
+        match Socket::open(
+            &self.0.url,
+            move || a.on_open(),
+            move |text| b.on_text(&text),
+            move |code| c.on_closed(code),
+        ) {
+            Ok(sock) => st.socket = Some(sock),
+            Err(e) => {
+                web_sys::console::error_2(&JsValue::from_str("Parley: cannot open socket"), &e);
+                drop(st);
+                self.on_closed(1006);
+                return;
+            }
+        }
+        let state = if st.attempt == 0 {
+            ConnState::Connecting
+        } else {
+            ConnState::Reconnecting
+        };
+        drop(st);
+        if self.0.ui.conn.get_untracked() != ConnState::Offline || state == ConnState::Connecting {
+            self.0.ui.conn.set(state);
+        }
+    }
+
+    fn on_open(&self) {
+        let ctx = page::current(&self.0.store);
+        let mut st = self.0.st.borrow_mut();
+        let last = st.timeline.last_seq();
+        let hello = VisitorFrame::Hello {
+            v: PROTOCOL_VERSION,
+            token: st.token.clone(),
+            conversation_id: st.timeline.conversation_id().filter(|_| last > 0).cloned(),
+            last_seq: (last > 0).then_some(last),
+            context: ctx.clone(),
+        };
+        if let Some(sock) = &st.socket {
+            sock.send(&encode(&hello));
+        }
+        st.sent_ctx = Some(ctx);
+    }
+
+    fn on_closed(&self, code: u16) {
+        let delay = {
+            let mut st = self.0.st.borrow_mut();
+            if let Some(sock) = st.socket.take() {
+                sock.detach();
+                // Freed later: this may run inside the socket's own close callback.
+                wasm_bindgen_futures::spawn_local(async move { drop(sock) });
+            }
+            st.welcomed = false;
+            st.typing_on = false;
+            st.their_typing = None;
+            if st.stopped {
+                return;
+            }
+            let delay = backoff_ms(st.attempt, js_sys::Math::random());
+            st.attempt = st.attempt.saturating_add(1);
+            delay
+        };
+        let online = web_sys::window().is_none_or(|w| w.navigator().on_line());
+        self.0.ui.typing.set(None);
+        self.0.ui.conn.set(if online {
+            ConnState::Reconnecting
+        } else {
+            ConnState::Offline
+        });
+        let _ = code;
+        let me = self.clone();
+        let timer = Timeout::new(delay, move || me.connect());
+        self.0.st.borrow_mut().reconnect = Some(timer);
+    }
+
+    /// Drops the socket and connects again at once (to fill a seq gap).
+    fn reconnect_now(&self) {
+        {
+            let mut st = self.0.st.borrow_mut();
+            if let Some(sock) = st.socket.take() {
+                sock.detach();
+                wasm_bindgen_futures::spawn_local(async move { drop(sock) });
+            }
+            st.welcomed = false;
+        }
+        self.connect();
+    }
+
+    fn send_frame(&self, frame: &VisitorFrame) -> bool {
+        let st = self.0.st.borrow();
+        match &st.socket {
+            Some(sock) if st.welcomed => sock.send(&encode(frame)),
+            _ => false,
+        }
+    }
+
+    fn on_text(&self, text: &str) {
+        let frame = match protocol::decode::<ToVisitor>(text) {
+            Ok(f) => f,
+            Err(e) => {
+                if let Some(ev) = unknown_kind_event(text) {
+                    self.on_event(ev);
+                } else {
+                    web_sys::console::warn_1(&JsValue::from_str(&format!(
+                        "Parley: ignored a frame: {}",
+                        e.detail
+                    )));
+                }
+                return;
+            }
+        };
+        match frame {
+            ToVisitor::Welcome {
+                token,
+                conversation_id,
+                last_seq,
+                recovered,
+                agents_online,
+                ..
+            } => self.on_welcome(token, conversation_id, last_seq, recovered, agents_online),
+            ToVisitor::Event(e) => self.on_event(e),
+            ToVisitor::Ack { client_id, seq, .. } => {
+                {
+                    let mut st = self.0.st.borrow_mut();
+                    if let Some(p) = st.outbox.settle(&client_id) {
+                        outbox::persist_settle(&self.0.store, &client_id);
+                        let held = st.timeline.events().iter().any(|e| e.seq == seq);
+                        if !held {
+                            st.acked.push(Acked {
+                                client_id,
+                                text: p.text,
+                                seq,
+                                at: now(),
+                            });
+                        }
+                    }
+                }
+                self.refresh();
+            }
+            ToVisitor::Typing { author, active } => self.on_their_typing(author, active),
+            ToVisitor::Presence { agents_online } => {
+                self.0.ui.agents_online.set(Some(agents_online));
+            }
+            ToVisitor::Error(e) => self.on_error(e),
+        }
+    }
+
+    fn on_welcome(
+        &self,
+        token: String,
+        conversation_id: Option<ConversationId>,
+        last_seq: Seq,
+        recovered: bool,
+        agents_online: u32,
+    ) {
+        let resend: Vec<VisitorFrame> = {
+            let mut st = self.0.st.borrow_mut();
+            if st.consented && st.token.as_deref() != Some(token.as_str()) {
+                self.0.store.set(TOKEN, &token);
+            }
+            st.token = Some(token);
+            if !recovered {
+                st.timeline.reset();
+                st.acked.clear();
+            }
+            st.replay_upto = (conversation_id, last_seq);
+            st.welcomed = true;
+            st.attempt = 0;
+            st.outbox
+                .pending()
+                .iter()
+                .map(|p| VisitorFrame::Send {
+                    client_id: p.client_id.clone(),
+                    text: p.text.clone(),
+                })
+                .collect()
+        };
+        self.0.ui.conn.set(ConnState::Online);
+        self.0.ui.agents_online.set(Some(agents_online));
+        for f in &resend {
+            self.send_frame(f);
+        }
+        self.refresh();
+        self.recount();
+    }
+
+    fn on_event(&self, e: Event) {
+        let applied = self.0.st.borrow_mut().timeline.apply(e.clone());
+        match applied {
+            Applied::Appended => {}
+            Applied::Duplicate => return,
+            Applied::Gap { .. } => {
+                self.reconnect_now();
+                return;
+            }
+        }
+        let live = {
+            let mut st = self.0.st.borrow_mut();
+            if let (
+                Role::Visitor,
+                EventBody::Message {
+                    client_id: Some(cid),
+                    ..
+                },
+            ) = (e.author.role, &e.body)
+            {
+                if st.outbox.settle(cid).is_some() {
+                    outbox::persist_settle(&self.0.store, cid);
+                }
+                st.acked.retain(|a| &a.client_id != cid);
+            }
+            let (conv, upto) = &st.replay_upto;
+            conv.as_ref() != Some(&e.conversation_id) || e.seq > *upto
+        };
+        if incoming(&e) {
+            if let Some(text) = shown_text(&e) {
+                let who = e.author.name.clone().unwrap_or_default();
+                if live {
+                    self.0.ui.announce.set(if who.is_empty() {
+                        text.to_owned()
+                    } else {
+                        format!("{who}: {text}")
+                    });
+                    self.0.host.message(&e, text);
+                }
+            }
+            self.0.st.borrow_mut().their_typing = None;
+            self.0.ui.typing.set(None);
+        }
+        self.refresh();
+        self.recount();
+    }
+
+    fn on_their_typing(&self, author: Author, active: bool) {
+        if author.role == Role::Visitor {
+            return;
+        }
+        if !active {
+            self.0.st.borrow_mut().their_typing = None;
+            self.0.ui.typing.set(None);
+            return;
+        }
+        let t = self.0.lang.strings();
+        let name = author.name.unwrap_or_else(|| {
+            if author.role == Role::Bot {
+                t.bot
+            } else {
+                t.agent
+            }
+            .to_owned()
+        });
+        self.0.ui.typing.set(Some(self.0.lang.typing(&name)));
+        let ui = self.0.ui;
+        let timer = Timeout::new(THEIR_TYPING_MS, move || ui.typing.set(None));
+        self.0.st.borrow_mut().their_typing = Some(timer);
+    }
+
+    fn on_error(&self, e: ErrorFrame) {
+        let t = self.0.lang.strings();
+        match (e.code, e.client_id) {
+            (ErrorCode::RateLimited | ErrorCode::Internal, Some(cid)) => {
+                let ms = e.retry_after_ms.unwrap_or(1_000).clamp(50, 60_000) as u32;
+                let me = self.clone();
+                Timeout::new(ms, move || me.resend(&cid)).forget();
+            }
+            (ErrorCode::RateLimited, None) => {
+                // A typing or context frame: let the next context check send it again.
+                self.0.st.borrow_mut().sent_ctx = None;
+            }
+            (ErrorCode::HelloRequired, _) => self.on_open(),
+            (ErrorCode::UnsupportedVersion, _) => {
+                self.0.st.borrow_mut().stopped = true;
+                self.0.ui.conn.set(ConnState::Offline);
+            }
+            (code, Some(cid)) => {
+                let reason = match code {
+                    ErrorCode::TooLarge => t.too_large,
+                    ErrorCode::Invalid => t.invalid,
+                    _ => t.not_sent,
+                };
+                {
+                    let mut st = self.0.st.borrow_mut();
+                    if let Some(p) = st.outbox.settle(&cid) {
+                        outbox::persist_settle(&self.0.store, &cid);
+                        st.failed.push(Failed {
+                            client_id: cid,
+                            text: p.text,
+                            reason,
+                        });
+                    }
+                }
+                self.refresh();
+            }
+            (_, None) => web_sys::console::warn_1(&JsValue::from_str(&format!(
+                "Parley: relay error {:?}: {}",
+                e.code, e.message
+            ))),
+        }
+    }
+
+    fn resend(&self, cid: &ClientId) {
+        let frame = {
+            let st = self.0.st.borrow();
+            st.outbox
+                .pending()
+                .iter()
+                .find(|p| &p.client_id == cid)
+                .map(|p| VisitorFrame::Send {
+                    client_id: p.client_id.clone(),
+                    text: p.text.clone(),
+                })
+        };
+        if let Some(f) = frame {
+            self.send_frame(&f);
+        }
+    }
+
+    fn check_context(&self) {
+        let ctx = page::current(&self.0.store);
+        let send = {
+            let mut st = self.0.st.borrow_mut();
+            let changed = st
+                .sent_ctx
+                .as_ref()
+                .is_none_or(|sent| page::changed_notably(sent, &ctx));
+            if changed && st.welcomed {
+                st.sent_ctx = Some(ctx.clone());
+                true
+            } else {
+                false
+            }
+        };
+        if send {
+            self.send_frame(&VisitorFrame::Context { context: ctx });
+        }
+    }
+
+    /// The visitor opened the panel or sent: from now on the token and read marker may be stored.
+    fn consent(&self) {
+        let mut st = self.0.st.borrow_mut();
+        if st.consented {
+            return;
+        }
+        st.consented = true;
+        if let Some(token) = &st.token {
+            self.0.store.set(TOKEN, token);
+        }
+    }
+
+    /// Whether the panel is shown.
+    pub fn is_open(&self) -> bool {
+        self.0.ui.open.get_untracked()
+    }
+
+    /// Shows the panel and connects if needed.
+    pub fn open(&self) {
+        if self.is_open() {
+            return;
+        }
+        self.consent();
+        self.0.ui.open.set(true);
+        self.0.host.opened(true, false);
+        self.start();
+        self.recount();
+    }
+
+    /// Hides the panel; `restore_focus` asks the loader to focus the launcher.
+    pub fn close(&self, restore_focus: bool) {
+        if !self.is_open() {
+            return;
+        }
+        self.0.ui.open.set(false);
+        self.0.host.opened(false, restore_focus);
+    }
+
+    /// Keeps the name and email given to `Parley.identify` (not sent: protocol v1 has no field).
+    pub fn identify(&self, name: String, email: String) {
+        self.0.st.borrow_mut().identity = Some((name, email));
+    }
+
+    /// The name and email given to `Parley.identify`, if any.
+    pub fn identity(&self) -> Option<(String, String)> {
+        self.0.st.borrow().identity.clone()
+    }
+
+    /// Sends a message typed by the visitor. Returns false when there was nothing to send (the
+    /// composer keeps its text).
+    pub fn send_text(&self, text: &str) -> bool {
+        if text.trim().is_empty() {
+            return false;
+        }
+        self.consent();
+        self.stop_typing();
+        let client_id = outbox::new_client_id();
+        let frame = VisitorFrame::Send {
+            client_id: client_id.clone(),
+            text: text.to_owned(),
+        };
+        let too_big = validate_text(text).is_err() || encode(&frame).len() > MAX_FRAME_BYTES;
+        {
+            let mut st = self.0.st.borrow_mut();
+            if too_big {
+                st.failed.push(Failed {
+                    client_id,
+                    text: text.to_owned(),
+                    reason: self.0.lang.strings().too_large,
+                });
+            } else {
+                st.outbox.push(client_id.clone(), text.to_owned());
+                outbox::persist_push(&self.0.store, &client_id, text);
+            }
+        }
+        if !too_big {
+            self.send_frame(&frame);
+            self.start();
+        }
+        self.refresh();
+        true
+    }
+
+    /// The visitor edited the composer: tell the agent (at most every 2 s), and go quiet after
+    /// 3 s of idleness or when the composer is emptied.
+    pub fn composing(&self, empty: bool) {
+        if empty {
+            self.stop_typing();
+            return;
+        }
+        let t = now();
+        let send = {
+            let mut st = self.0.st.borrow_mut();
+            if !st.welcomed {
+                return;
+            }
+            let send = !st.typing_on || t - st.typing_at >= OUR_TYPING_EVERY_MS;
+            if send {
+                st.typing_on = true;
+                st.typing_at = t;
+            }
+            send
+        };
+        if send {
+            self.send_frame(&VisitorFrame::Typing { active: true });
+        }
+        let me = self.clone();
+        let idle = Timeout::new(OUR_TYPING_IDLE_MS, move || me.stop_typing());
+        self.0.st.borrow_mut().typing_idle = Some(idle);
+    }
+
+    fn stop_typing(&self) {
+        let was = {
+            let mut st = self.0.st.borrow_mut();
+            // Not dropping the timer here: this may run inside it (it is replaced next time).
+            std::mem::replace(&mut st.typing_on, false)
+        };
+        if was {
+            self.send_frame(&VisitorFrame::Typing { active: false });
+        }
+    }
+
+    /// Unread = agent/bot messages newer than what was seen with the panel open.
+    fn recount(&self) {
+        let open = self.is_open();
+        let (count, changed) = {
+            let mut st = self.0.st.borrow_mut();
+            if open {
+                let newest = (
+                    st.timeline.conversation_id().cloned(),
+                    st.timeline.last_seq(),
+                );
+                if newest.1 > 0 && newest != st.read {
+                    if st.consented {
+                        self.0.store.set(READ, &encode_read(&newest));
+                    }
+                    st.read = newest;
+                }
+            }
+            let count = if open {
+                0
+            } else {
+                let same = st.read.0.as_ref() == st.timeline.conversation_id();
+                let read = if same { st.read.1 } else { 0 };
+                st.timeline
+                    .events()
+                    .iter()
+                    .filter(|e| e.seq > read && incoming(e))
+                    .count() as u32
+            };
+            let changed = count != st.unread;
+            st.unread = count;
+            (count, changed)
+        };
+        if changed {
+            self.0.host.unread(count);
+        }
+    }
+
+    /// Rebuilds the message list from the timeline, the acked and pending sends, and failures.
+    fn refresh(&self) {
+        let items = {
+            let st = self.0.st.borrow();
+            self.build(&st)
+        };
+        self.0.ui.items.set(items);
+    }
+
+    fn build(&self, st: &State) -> Vec<Item> {
+        let lang = self.0.lang;
+        let t = lang.strings();
+        let mut items = Vec::new();
+        let mine = |key: String, seq, at, text: &str, class, note| Item {
+            key,
+            class,
+            role: "visitor",
+            kind: None,
+            seq,
+            meta: Some(format!("{} · {}", t.you, clock(at))),
+            text: text.to_owned(),
+            note,
+        };
+        for e in st.timeline.events() {
+            let name = || {
+                e.author.name.clone().unwrap_or_else(|| {
+                    match e.author.role {
+                        Role::Bot => t.bot,
+                        _ => t.agent,
+                    }
+                    .to_owned()
+                })
+            };
+            let system = |kind, text: String| Item {
+                key: format!("s{}", e.seq),
+                class: "parley-msg parley-sys",
+                role: "system",
+                kind: Some(kind),
+                seq: Some(e.seq),
+                meta: None,
+                text,
+                note: None,
+            };
+            let item = match &e.body {
+                EventBody::Message { text, client_id } => {
+                    if text.is_empty() {
+                        continue;
+                    }
+                    match (e.author.role, client_id) {
+                        (Role::Visitor, Some(cid)) => mine(
+                            format!("c{cid}:{}", e.seq),
+                            Some(e.seq),
+                            e.at as f64,
+                            text,
+                            "parley-msg",
+                            None,
+                        ),
+                        (role, _) => Item {
+                            key: format!("s{}", e.seq),
+                            class: "parley-msg",
+                            role: role_str(role),
+                            kind: None,
+                            seq: Some(e.seq),
+                            meta: Some(format!(
+                                "{} · {}",
+                                if role == Role::Visitor {
+                                    t.you.to_owned()
+                                } else {
+                                    name()
+                                },
+                                clock(e.at as f64)
+                            )),
+                            text: text.clone(),
+                            note: None,
+                        },
+                    }
+                }
+                EventBody::Joined => system("joined", lang.joined(&name())),
+                EventBody::Left => system("left", lang.left(&name())),
+                EventBody::Closed => system("closed", t.closed.to_owned()),
+            };
+            items.push(item);
+        }
+        for a in &st.acked {
+            items.push(mine(
+                format!("c{}:{}", a.client_id, a.seq),
+                Some(a.seq),
+                a.at,
+                &a.text,
+                "parley-msg",
+                None,
+            ));
+        }
+        let t_now = now();
+        for p in st.outbox.pending() {
+            items.push(mine(
+                format!("c{}", p.client_id),
+                None,
+                t_now,
+                &p.text,
+                "parley-msg parley-pending",
+                Some(t.sending),
+            ));
+        }
+        for f in &st.failed {
+            items.push(mine(
+                format!("f{}", f.client_id),
+                None,
+                t_now,
+                &f.text,
+                "parley-msg parley-failed",
+                Some(f.reason),
+            ));
+        }
+        items
+    }
+}

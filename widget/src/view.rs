@@ -1,0 +1,148 @@
+//! The panel's DOM: header with connection state, notice, message list, typing line, composer
+//! and the aria-live region. Class names and aria-labels here are hooks the browser tests use
+//! (see notes/CONTEXT.md); all untrusted text is inserted as text nodes.
+
+use gloo_timers::callback::Timeout;
+use leptos::html;
+use leptos::prelude::*;
+use web_sys::KeyboardEvent;
+
+use crate::chat::{Chat, Item};
+
+fn row(item: Item) -> impl IntoView {
+    view! {
+        <li class=item.class data-role=item.role data-kind=item.kind data-seq=item.seq.map(|s| s.to_string())>
+            {item.meta.map(|m| view! { <div class="parley-meta">{m}</div> })}
+            <div class="parley-text">{item.text}</div>
+            {item.note.map(|n| view! { <div class="parley-note">{n}</div> })}
+        </li>
+    }
+}
+
+/// The whole panel. `name` is the site's name (dialog title and label).
+pub fn panel(chat: Chat, name: String) -> impl IntoView {
+    let label = name.clone();
+    let ui = chat.ui();
+    let lang = chat.lang();
+    let t = lang.strings();
+    let list: NodeRef<html::Ol> = NodeRef::new();
+    let input: NodeRef<html::Textarea> = NodeRef::new();
+
+    // Newest message in view, and the composer focused when the panel opens. Deferred by a
+    // timeout so the DOM (the `hidden` attribute, new rows) is up to date first.
+    Effect::new(move |_| {
+        ui.items.track();
+        ui.typing.track();
+        let open = ui.open.get();
+        Timeout::new(0, move || {
+            if let Some(el) = list.get_untracked() {
+                el.set_scroll_top(el.scroll_height());
+            }
+        })
+        .forget();
+        let _ = open;
+    });
+    Effect::new(move |prev: Option<bool>| {
+        let open = ui.open.get();
+        if open && prev != Some(true) {
+            Timeout::new(0, move || {
+                if let Some(el) = input.get_untracked() {
+                    let _ = el.focus();
+                }
+            })
+            .forget();
+        }
+        open
+    });
+
+    let submit = {
+        let chat = chat.clone();
+        move || {
+            if let Some(el) = input.get_untracked() {
+                if chat.send_text(&el.value()) {
+                    el.set_value("");
+                }
+            }
+        }
+    };
+    let on_key = {
+        let submit = submit.clone();
+        move |ev: KeyboardEvent| {
+            // 229 / isComposing: Enter that confirms a Korean (IME) syllable is not a send.
+            if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() && ev.key_code() != 229
+            {
+                ev.prevent_default();
+                submit();
+            }
+        }
+    };
+    let on_input = {
+        let chat = chat.clone();
+        move |_| {
+            let empty = input
+                .get_untracked()
+                .is_none_or(|el| el.value().trim().is_empty());
+            chat.composing(empty);
+        }
+    };
+    let on_panel_key = {
+        let chat = chat.clone();
+        move |ev: KeyboardEvent| {
+            if ev.key() == "Escape" {
+                ev.stop_propagation();
+                chat.close(true);
+            }
+        }
+    };
+    let on_close = {
+        let chat = chat.clone();
+        move |_| chat.close(true)
+    };
+
+    view! {
+        <section class="parley-panel" role="dialog" aria-label=label
+            hidden=move || !ui.open.get() on:keydown=on_panel_key>
+            <header class="parley-head">
+                <div class="parley-heading">
+                    <h2 class="parley-title">{name}</h2>
+                    <span class="parley-conn" data-state=move || ui.conn.get().as_str()>
+                        {move || {
+                            use crate::connection::ConnState::*;
+                            match ui.conn.get() {
+                                Connecting => t.connecting,
+                                Online => t.online,
+                                Reconnecting => t.reconnecting,
+                                Offline => t.offline,
+                            }
+                        }}
+                    </span>
+                </div>
+                <button type="button" class="parley-close" aria-label=t.close on:click=on_close>
+                    "×"
+                </button>
+            </header>
+            <Show when=move || ui.agents_online.get() == Some(0)>
+                <p class="parley-notice">{t.no_agents}</p>
+            </Show>
+            <ol class="parley-messages" node_ref=list tabindex="0" aria-label=t.history>
+                <For each=move || ui.items.get() key=|i| i.key.clone() children=row />
+            </ol>
+            <Show when=move || ui.typing.get().is_some()>
+                <p class="parley-typing">{move || ui.typing.get().unwrap_or_default()}</p>
+            </Show>
+            <form class="parley-composer" on:submit=move |ev| {
+                ev.prevent_default();
+                submit();
+            }>
+                <textarea node_ref=input rows="2" aria-label=t.message placeholder=t.placeholder
+                    on:keydown=on_key on:input=on_input></textarea>
+                <button type="submit" class="parley-send" aria-label=t.send>
+                    <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true">
+                        <path fill="currentColor" d="M3 20.5 21 12 3 3.5 3 10l12 2-12 2z"></path>
+                    </svg>
+                </button>
+            </form>
+        </section>
+        <div class="parley-sr" aria-live="polite">{move || ui.announce.get()}</div>
+    }
+}
