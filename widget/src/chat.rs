@@ -24,6 +24,7 @@ use crate::i18n::Lang;
 use crate::outbox;
 use crate::page;
 use crate::storage::{Store, READ, TOKEN};
+use crate::wire;
 
 /// How long an agent's "typing" stays shown without a refresh (their client re-sends every
 /// couple of seconds while typing; a lost "stopped" frame must not leave it on forever).
@@ -143,7 +144,7 @@ pub fn clock(ms: f64) -> String {
     format!("{:02}:{:02}", d.get_hours(), d.get_minutes())
 }
 
-fn role_str(role: Role) -> &'static str {
+pub(crate) fn role_str(role: Role) -> &'static str {
     match role {
         Role::Visitor => "visitor",
         Role::Agent => "agent",
@@ -173,28 +174,6 @@ fn decode_read(text: &str) -> (Option<ConversationId>, Seq) {
     let (seq, conv) = text.split_once(':').unwrap_or((text, ""));
     let conv = (!conv.is_empty()).then(|| ConversationId(conv.to_owned()));
     (conv, seq.parse().unwrap_or(0))
-}
-
-/// An `event` frame whose body kind this build does not know: kept as an empty message so the
-/// seq stays contiguous, and rendered as nothing.
-fn unknown_kind_event(text: &str) -> Option<Event> {
-    let v: serde_json::Value = serde_json::from_str(text).ok()?;
-    if v.get("type")?.as_str()? != "event" {
-        return None;
-    }
-    Some(Event {
-        conversation_id: ConversationId(v.get("conversation_id")?.as_str()?.to_owned()),
-        seq: v.get("seq")?.as_u64()?,
-        at: v.get("at").and_then(|a| a.as_i64()).unwrap_or(0),
-        author: v
-            .get("author")
-            .and_then(|a| serde_json::from_value::<Author>(a.clone()).ok())
-            .unwrap_or_else(Author::system),
-        body: EventBody::Message {
-            text: String::new(),
-            client_id: None,
-        },
-    })
 }
 
 impl Chat {
@@ -405,19 +384,12 @@ impl Chat {
     }
 
     fn on_text(&self, text: &str) {
-        let frame = match protocol::decode::<ToVisitor>(text) {
-            Ok(f) => f,
-            Err(e) => {
-                if let Some(ev) = unknown_kind_event(text) {
-                    self.on_event(ev);
-                } else {
-                    web_sys::console::warn_1(&JsValue::from_str(&format!(
-                        "Parley: ignored a frame: {}",
-                        e.detail
-                    )));
-                }
-                return;
-            }
+        let Some(frame) = wire::decode(text) else {
+            web_sys::console::warn_2(
+                &JsValue::from_str("Parley: ignored a frame"),
+                &JsValue::from_str(text),
+            );
+            return;
         };
         match frame {
             ToVisitor::Welcome {

@@ -102,8 +102,11 @@ impl Host {
             let _ = Reflect::set(o, &JsValue::from_str(k), &v);
         };
         let author = js_sys::Object::new();
-        let role = serde_json::to_string(&event.author.role).unwrap_or_default();
-        set(&author, "role", JsValue::from_str(role.trim_matches('"')));
+        set(
+            &author,
+            "role",
+            JsValue::from_str(crate::chat::role_str(event.author.role)),
+        );
         if let Some(id) = &event.author.id {
             set(&author, "id", JsValue::from_str(id));
         }

@@ -11,7 +11,8 @@
 //! ```
 //! (the options are described in [`host`]). Modules are cut by domain: [`chat`] is the state
 //! machine, [`connection`] the socket, [`view`] the DOM, [`i18n`] the words, [`storage`] and
-//! [`outbox`] what survives a reload, [`page`] the visitor's page context, [`style`] the CSS.
+//! [`outbox`] what survives a reload, [`page`] the visitor's page context, [`style`] the CSS,
+//! [`wire`] the decoding of relay frames.
 
 pub mod chat;
 pub mod connection;
@@ -22,6 +23,7 @@ pub mod page;
 pub mod storage;
 pub mod style;
 pub mod view;
+pub mod wire;
 
 use wasm_bindgen::prelude::*;
 use web_sys::ShadowRoot;

@@ -6,12 +6,13 @@
 
 use protocol::timeline::Outbox;
 use protocol::ClientId;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::storage::{Store, OUTBOX};
 
 /// One stored send; the protocol's `Pending` is not serde, and the stored shape is ours anyway.
-#[derive(Serialize, Deserialize)]
+/// Read back through [`crate::wire::pairs`] (the browser's JSON parser, for size).
+#[derive(Serialize)]
 struct Stored {
     client_id: String,
     text: String,
@@ -21,11 +22,10 @@ struct Stored {
 /// the storage belongs to the host page's origin and anything may be in it.
 pub fn decode(text: &str) -> Outbox {
     let mut outbox = Outbox::new();
-    let list: Vec<Stored> = serde_json::from_str(text).unwrap_or_default();
-    for s in list {
-        let id = ClientId(s.client_id);
-        if id.is_valid() && !s.text.is_empty() && !has(&outbox, &id) {
-            outbox.push(id, s.text);
+    for (client_id, text) in crate::wire::pairs(text) {
+        let id = ClientId(client_id);
+        if id.is_valid() && !text.is_empty() && !has(&outbox, &id) {
+            outbox.push(id, text);
         }
     }
     outbox

@@ -1,0 +1,146 @@
+//! Relay → visitor frames, decoded with the browser's own `JSON.parse` into the protocol
+//! crate's types.
+//!
+//! Why not `serde_json`: deserializing the protocol's internally tagged enums links serde's
+//! buffering deserializer, serde_json's parser and their error formatting (float printing
+//! included) — about a quarter of the panel's wasm. The browser already has a JSON parser, so
+//! the panel reads the parsed object field by field instead. Sending still uses
+//! `protocol::encode` (serialization is small). The rules follow PROTOCOL.md: unknown fields
+//! are ignored, a missing required field drops the frame, an event of an unknown `kind` becomes
+//! an empty message (kept so seqs stay contiguous; the view shows it as nothing).
+
+use js_sys::{Array, Reflect, JSON};
+use protocol::{
+    Author, ClientId, ConversationId, ErrorCode, ErrorFrame, Event, EventBody, Role, ToVisitor,
+};
+use wasm_bindgen::JsValue;
+
+fn get(o: &JsValue, key: &str) -> JsValue {
+    Reflect::get(o, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+fn text(o: &JsValue, key: &str) -> Option<String> {
+    get(o, key).as_string()
+}
+
+fn uint(o: &JsValue, key: &str) -> Option<u64> {
+    get(o, key)
+        .as_f64()
+        .filter(|n| *n >= 0.0 && n.fract() == 0.0 && *n <= 9_007_199_254_740_991.0)
+        .map(|n| n as u64)
+}
+
+fn flag(o: &JsValue, key: &str) -> Option<bool> {
+    get(o, key).as_bool()
+}
+
+/// Parses JSON text into a JS value (None when it is not JSON).
+pub fn parse(json: &str) -> Option<JsValue> {
+    JSON::parse(json).ok().filter(|v| v.is_object())
+}
+
+fn role(name: &str) -> Role {
+    match name {
+        "visitor" => Role::Visitor,
+        "agent" => Role::Agent,
+        "bot" => Role::Bot,
+        // PROTOCOL.md lists four roles; anything newer is shown like the relay's own lines.
+        _ => Role::System,
+    }
+}
+
+fn error_code(name: &str) -> ErrorCode {
+    match name {
+        "malformed" => ErrorCode::Malformed,
+        "unknown_type" => ErrorCode::UnknownType,
+        "too_large" => ErrorCode::TooLarge,
+        "rate_limited" => ErrorCode::RateLimited,
+        "hello_required" => ErrorCode::HelloRequired,
+        "unsupported_version" => ErrorCode::UnsupportedVersion,
+        "not_found" => ErrorCode::NotFound,
+        "forbidden" => ErrorCode::Forbidden,
+        "closed" => ErrorCode::Closed,
+        "internal" => ErrorCode::Internal,
+        // `invalid` and codes of later revisions: not retried.
+        _ => ErrorCode::Invalid,
+    }
+}
+
+fn author(o: &JsValue) -> Option<Author> {
+    Some(Author {
+        role: role(&text(o, "role")?),
+        id: text(o, "id"),
+        name: text(o, "name"),
+    })
+}
+
+fn event(o: &JsValue) -> Option<Event> {
+    let body = get(o, "body");
+    let body = match text(&body, "kind")?.as_str() {
+        "message" => EventBody::Message {
+            text: text(&body, "text")?,
+            client_id: text(&body, "client_id").map(ClientId),
+        },
+        "joined" => EventBody::Joined,
+        "left" => EventBody::Left,
+        "closed" => EventBody::Closed,
+        _ => EventBody::Message {
+            text: String::new(),
+            client_id: None,
+        },
+    };
+    Some(Event {
+        conversation_id: ConversationId(text(o, "conversation_id")?),
+        seq: uint(o, "seq")?,
+        at: get(o, "at").as_f64().unwrap_or(0.0) as i64,
+        author: author(&get(o, "author"))?,
+        body,
+    })
+}
+
+/// Decodes one frame from the relay; None for anything that is not a well-formed visitor frame.
+pub fn decode(json: &str) -> Option<ToVisitor> {
+    let o = parse(json)?;
+    Some(match text(&o, "type")?.as_str() {
+        "welcome" => ToVisitor::Welcome {
+            v: uint(&o, "v")? as u32,
+            token: text(&o, "token")?,
+            visitor_id: text(&o, "visitor_id").unwrap_or_default(),
+            conversation_id: text(&o, "conversation_id").map(ConversationId),
+            last_seq: uint(&o, "last_seq").unwrap_or(0),
+            recovered: flag(&o, "recovered")?,
+            agents_online: uint(&o, "agents_online").unwrap_or(0) as u32,
+        },
+        "event" => ToVisitor::Event(event(&o)?),
+        "ack" => ToVisitor::Ack {
+            client_id: ClientId(text(&o, "client_id")?),
+            conversation_id: ConversationId(text(&o, "conversation_id")?),
+            seq: uint(&o, "seq")?,
+        },
+        "typing" => ToVisitor::Typing {
+            author: author(&get(&o, "author"))?,
+            active: flag(&o, "active")?,
+        },
+        "presence" => ToVisitor::Presence {
+            agents_online: uint(&o, "agents_online")? as u32,
+        },
+        "error" => ToVisitor::Error(ErrorFrame {
+            code: error_code(&text(&o, "code")?),
+            message: text(&o, "message").unwrap_or_default(),
+            client_id: text(&o, "client_id").map(ClientId),
+            retry_after_ms: uint(&o, "retry_after_ms"),
+        }),
+        _ => return None,
+    })
+}
+
+/// The `(client_id, text)` pairs of a stored outbox (`[{"client_id","text"}, …]`).
+pub fn pairs(json: &str) -> Vec<(String, String)> {
+    let Some(list) = parse(json).filter(Array::is_array) else {
+        return Vec::new();
+    };
+    Array::from(&list)
+        .iter()
+        .filter_map(|item| Some((text(&item, "client_id")?, text(&item, "text")?)))
+        .collect()
+}
