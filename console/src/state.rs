@@ -246,7 +246,7 @@ impl Model {
                 if self.hidden && notable(prev, &c, &me, selected) {
                     self.attention += 1;
                 }
-                self.conversations.insert(c.id.clone(), c);
+                self.conversations.insert(c.id.clone(), *c);
                 self.mark_selected_seen();
             }
             ToAgent::History {
@@ -857,7 +857,7 @@ mod tests {
         assert!(!m.rows(Tab::All)[0].unread);
         m.set_hidden(true);
         m.receive(
-            ToAgent::Conversation(conv("b", ConversationStatus::Open, None, 5)),
+            ToAgent::Conversation(Box::new(conv("b", ConversationStatus::Open, None, 5))),
             0,
         );
         m.receive(

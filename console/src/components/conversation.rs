@@ -1,8 +1,10 @@
 //! Middle column: the shown conversation's header (take / close), transcript and composer.
 
+use std::collections::HashMap;
+
 use leptos::html;
 use leptos::prelude::*;
-use protocol::ConversationStatus;
+use protocol::{ConversationId, ConversationStatus};
 
 use crate::app::{new_client_id, now_ms, Ctx};
 use crate::format::clock_time;
@@ -172,6 +174,25 @@ fn Composer(#[prop(into)] closed: Signal<bool>) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let draft = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
+    // One draft per conversation, so switching never carries a half-written reply to the wrong
+    // visitor.
+    let drafts = StoredValue::new(HashMap::<ConversationId, String>::new());
+    let selected = Memo::new(move |_| ctx.model.with(|m| m.selected.clone()));
+    Effect::new(move |previous: Option<Option<ConversationId>>| {
+        let current = selected.get();
+        drafts.update_value(|d| {
+            if let Some(Some(old)) = previous {
+                d.insert(old, draft.get_untracked());
+            }
+            let text = current
+                .as_ref()
+                .and_then(|id| d.remove(id))
+                .unwrap_or_default();
+            draft.set(text);
+        });
+        error.set(None);
+        current
+    });
     let send = move || {
         let text = draft.get_untracked();
         let result = ctx.model.try_update(|m| m.compose(&text, new_client_id()));
