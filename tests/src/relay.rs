@@ -1,0 +1,128 @@
+//! A real relay for one test: bound to 127.0.0.1 on a free port, storing into SQLite in a
+//! temporary directory that disappears with it, serving the built bundles and the demo site, and
+//! seeded with the agents of [`crate::AGENTS`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use relay_server::config::{AgentSeed, Config, Limits};
+
+use crate::{dist_dir, repo_root, AGENTS};
+
+/// A running relay. Shut it down with [`TestRelay::shutdown`]; dropping it also ends the test's
+/// runtime, which stops the server tasks.
+pub struct TestRelay {
+    /// The server; `None` once shut down.
+    relay: Option<relay_server::Relay>,
+    /// Where it listens.
+    addr: SocketAddr,
+    /// Holds the SQLite file; removed when the test ends so runs never share state.
+    _data: tempfile::TempDir,
+}
+
+/// Starts a relay with the default test settings.
+pub async fn start_server() -> anyhow::Result<TestRelay> {
+    TestRelay::builder().start().await
+}
+
+/// Adjusts the test relay's settings before it starts.
+pub struct TestRelayBuilder {
+    /// Changes to apply to the config once its paths and origin are known.
+    tweaks: Vec<Box<dyn FnOnce(&mut Config) + Send>>,
+}
+
+impl TestRelayBuilder {
+    /// Changes the limits (rate, sizes, timeouts).
+    pub fn limits(mut self, f: impl FnOnce(&mut Limits) + Send + 'static) -> Self {
+        self.tweaks
+            .push(Box::new(move |c: &mut Config| f(&mut c.limits)));
+        self
+    }
+
+    /// Changes anything else in the config (sites, agents...).
+    pub fn config(mut self, f: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.tweaks.push(Box::new(f));
+        self
+    }
+
+    /// Binds a free port and starts the relay.
+    pub async fn start(self) -> anyhow::Result<TestRelay> {
+        let data = tempfile::tempdir().context("temp dir for the database")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("bind 127.0.0.1:0")?;
+        let local = listener.local_addr()?;
+        let origin = format!("http://{local}");
+        let db = data.path().join("parley.db");
+        let mut config = Config::for_tests(
+            format!("sqlite://{}", db.display()),
+            dist_dir(),
+            vec![origin],
+        );
+        config.demo_dir = Some(repo_root().join("demo-site"));
+        for (username, display_name, password) in AGENTS {
+            config.agents.push(AgentSeed {
+                username: username.into(),
+                display_name: display_name.into(),
+                password: password.into(),
+            });
+        }
+        for tweak in self.tweaks {
+            tweak(&mut config);
+        }
+        let relay = relay_server::Relay::start(config, listener)
+            .await
+            .context("Relay::start")?;
+        let addr = relay.addr();
+        Ok(TestRelay {
+            relay: Some(relay),
+            addr,
+            _data: data,
+        })
+    }
+}
+
+impl TestRelay {
+    /// Settings to customise before starting.
+    pub fn builder() -> TestRelayBuilder {
+        TestRelayBuilder { tweaks: Vec::new() }
+    }
+
+    /// Where the relay listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` — also the only origin allowed for the `demo` site.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The relay's own origin (same as [`TestRelay::base_url`]).
+    pub fn origin(&self) -> String {
+        self.base_url()
+    }
+
+    /// An absolute `http://` URL for `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// An absolute `ws://` URL for `path` (which starts with `/`).
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// The demo site's directory (for tests that check a page exists).
+    pub fn demo_dir(&self) -> PathBuf {
+        repo_root().join("demo-site")
+    }
+
+    /// Stops the relay gracefully (sockets get close 1001).
+    pub async fn shutdown(mut self) {
+        if let Some(relay) = self.relay.take() {
+            relay.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,570 @@
+//! WebSocket clients that speak the Parley protocol over real sockets: [`VisitorClient`] (what the
+//! widget does), [`AgentClient`] (what the console does) and [`RawSocket`] (bytes on the wire, for
+//! feeding the relay garbage).
+//!
+//! Every read has a deadline: a test that waits for a frame that never comes fails with the frames
+//! it did receive, rather than hanging.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use futures::{SinkExt as _, StreamExt as _};
+use protocol::{
+    AgentFrame, AgentInfo, ClientId, ConversationId, ConversationSummary, Event, PageContext, Seq,
+    ToAgent, ToVisitor, VisitorFrame, PROTOCOL_VERSION,
+};
+use serde::de::DeserializeOwned;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::{TestRelay, TIMEOUT};
+
+/// The underlying stream type.
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket with deadlines on every read and nothing protocol-specific.
+pub struct RawSocket {
+    /// The connection.
+    ws: Ws,
+}
+
+/// How a refused WebSocket upgrade was answered.
+#[derive(Debug)]
+pub struct Refusal {
+    /// HTTP status.
+    pub status: u16,
+    /// Body text (the JSON error).
+    pub body: String,
+}
+
+impl Refusal {
+    /// The `error` field of the JSON body, if the body is JSON with one.
+    pub fn error_code(&self) -> Option<String> {
+        serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()?
+            .get("error")?
+            .as_str()
+            .map(str::to_owned)
+    }
+}
+
+/// What came back when a socket was expected to close.
+#[derive(Debug)]
+pub enum Closed {
+    /// A close frame (with its code and reason, if any).
+    Frame(Option<CloseFrame>),
+    /// The TCP connection ended (or errored) without a close frame.
+    Dropped(String),
+}
+
+impl RawSocket {
+    /// Opens `url` with extra request headers (e.g. `Origin`, `Cookie`).
+    pub async fn connect(url: &str, headers: &[(&str, &str)]) -> Result<Self, tungstenite::Error> {
+        let mut request = url.into_client_request()?;
+        for (name, value) in headers {
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
+            let name: tungstenite::http::HeaderName =
+                name.parse()
+                    .map_err(|e: tungstenite::http::header::InvalidHeaderName| {
+                        tungstenite::Error::HttpFormat(e.into())
+                    })?;
+            request.headers_mut().insert(name, value);
+        }
+        let (ws, _response) =
+            tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
+                .await
+                .map_err(|_| tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into()))??;
+        Ok(Self { ws })
+    }
+
+    /// Tries to open `url` and expects the upgrade to be refused with an HTTP status.
+    pub async fn refused(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Refusal> {
+        match Self::connect(url, headers).await {
+            Ok(_) => bail!("expected the upgrade of {url} to be refused, but the socket opened"),
+            Err(tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                Ok(Refusal { status, body })
+            }
+            Err(e) => bail!("expected an HTTP refusal from {url}, got another error: {e}"),
+        }
+    }
+
+    /// Sends one text frame.
+    pub async fn send_text(&mut self, text: impl Into<String>) -> anyhow::Result<()> {
+        self.ws
+            .send(Message::Text(text.into().into()))
+            .await
+            .context("sending a text frame")
+    }
+
+    /// Sends a serializable frame as JSON.
+    pub async fn send_json<T: serde::Serialize>(&mut self, frame: &T) -> anyhow::Result<()> {
+        self.send_text(serde_json::to_string(frame)?).await
+    }
+
+    /// The next data or close message (pings and pongs are skipped), within `within`.
+    pub async fn next_message_within(&mut self, within: Duration) -> anyhow::Result<Message> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .map_err(|_| anyhow!("no frame within {within:?}"))?;
+            match next {
+                None => bail!("the socket ended"),
+                Some(Err(e)) => bail!("the socket failed: {e}"),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(m)) => return Ok(m),
+            }
+        }
+    }
+
+    /// The next text frame within [`TIMEOUT`]; a close or binary frame is an error.
+    pub async fn next_text(&mut self) -> anyhow::Result<String> {
+        self.next_text_within(TIMEOUT).await
+    }
+
+    /// The next text frame within `within`.
+    pub async fn next_text_within(&mut self, within: Duration) -> anyhow::Result<String> {
+        match self.next_message_within(within).await? {
+            Message::Text(t) => Ok(t.to_string()),
+            Message::Close(c) => bail!("the relay closed the socket: {c:?}"),
+            other => bail!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// The next text frame parsed as `T`; the error quotes the text if it does not parse.
+    pub async fn next_json<T: DeserializeOwned>(&mut self) -> anyhow::Result<T> {
+        let text = self.next_text().await?;
+        serde_json::from_str(&text).map_err(|e| anyhow!("frame does not parse ({e}): {text}"))
+    }
+
+    /// Reads until the relay closes the socket; reports how. Text frames before the close are
+    /// returned too so a failing assertion can show them.
+    pub async fn expect_close(&mut self) -> anyhow::Result<(Closed, Vec<String>)> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .map_err(|_| {
+                    anyhow!("the relay did not close the socket within {TIMEOUT:?}; saw {seen:?}")
+                })?;
+            match next {
+                None => return Ok((Closed::Dropped("stream ended".into()), seen)),
+                Some(Err(e)) => return Ok((Closed::Dropped(e.to_string()), seen)),
+                Some(Ok(Message::Close(frame))) => return Ok((Closed::Frame(frame), seen)),
+                Some(Ok(Message::Text(t))) => seen.push(t.to_string()),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+/// Reads frames of type `T` until one matches, failing after [`TIMEOUT`] with everything seen.
+async fn expect_frame<T: DeserializeOwned + Debug>(
+    sock: &mut RawSocket,
+    what: &str,
+    mut matches: impl FnMut(&T) -> bool,
+    mut on_frame: impl FnMut(&T),
+) -> anyhow::Result<T> {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let text = match sock.next_text_within(left).await {
+            Ok(t) => t,
+            Err(e) => bail!("waiting for {what}: {e}; frames seen meanwhile: {seen:#?}"),
+        };
+        let frame: T = serde_json::from_str(&text)
+            .map_err(|e| anyhow!("waiting for {what}: a frame does not parse ({e}): {text}"))?;
+        on_frame(&frame);
+        if matches(&frame) {
+            return Ok(frame);
+        }
+        seen.push(text);
+    }
+}
+
+/// Reads frames for `within` and fails if one matches (e.g. "no second event").
+async fn expect_none<T: DeserializeOwned + Debug>(
+    sock: &mut RawSocket,
+    what: &str,
+    within: Duration,
+    mut matches: impl FnMut(&T) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        match sock.next_message_within(left).await {
+            Err(_) => return Ok(()),
+            Ok(Message::Text(text)) => {
+                let frame: T = serde_json::from_str(&text)
+                    .map_err(|e| anyhow!("a frame does not parse ({e}): {text}"))?;
+                if matches(&frame) {
+                    bail!("expected no {what} within {within:?}, but got {text}");
+                }
+            }
+            Ok(Message::Close(c)) => bail!("the relay closed the socket: {c:?}"),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A visitor connected through `/ws/visitor?site=demo` with the relay's own origin, past `hello`.
+pub struct VisitorClient {
+    /// The socket.
+    pub sock: RawSocket,
+    /// The token from `welcome` (present it to reconnect as the same visitor).
+    pub token: String,
+    /// The visitor id from `welcome`.
+    pub visitor_id: String,
+    /// The conversation, once known (from `welcome` or the first `ack`).
+    pub conversation_id: Option<ConversationId>,
+    /// `welcome.last_seq`.
+    pub welcome_last_seq: Seq,
+    /// `welcome.recovered`.
+    pub recovered: bool,
+    /// `welcome.agents_online`.
+    pub agents_online: u32,
+}
+
+impl VisitorClient {
+    /// Opens the visitor socket for the `demo` site without saying hello.
+    pub async fn raw(relay: &TestRelay) -> anyhow::Result<RawSocket> {
+        RawSocket::connect(
+            &relay.ws_url("/ws/visitor?site=demo"),
+            &[("Origin", relay.origin().as_str())],
+        )
+        .await
+        .context("opening /ws/visitor")
+    }
+
+    /// Connects as a new visitor (no token) or as the visitor owning `token`.
+    pub async fn connect(relay: &TestRelay, token: Option<&str>) -> anyhow::Result<Self> {
+        Self::connect_with(relay, token, None).await
+    }
+
+    /// Connects presenting `token` and the conversation and highest seq this client holds
+    /// (`held`); the replayed events are left unread.
+    pub async fn connect_with(
+        relay: &TestRelay,
+        token: Option<&str>,
+        held: Option<(&ConversationId, Seq)>,
+    ) -> anyhow::Result<Self> {
+        let mut sock = Self::raw(relay).await?;
+        sock.send_json(&VisitorFrame::Hello {
+            v: PROTOCOL_VERSION,
+            token: token.map(str::to_owned),
+            conversation_id: held.map(|(c, _)| c.clone()),
+            last_seq: held.map(|(_, s)| s),
+            context: PageContext {
+                url: relay.url("/"),
+                title: "Integration test".into(),
+                language: "en-US".into(),
+                ..Default::default()
+            },
+        })
+        .await?;
+        let frame: ToVisitor = sock.next_json().await.context("waiting for welcome")?;
+        match frame {
+            ToVisitor::Welcome {
+                v,
+                token,
+                visitor_id,
+                conversation_id,
+                last_seq,
+                recovered,
+                agents_online,
+            } => {
+                if v != PROTOCOL_VERSION {
+                    bail!("welcome speaks v{v}, expected v{PROTOCOL_VERSION}");
+                }
+                Ok(Self {
+                    sock,
+                    token,
+                    visitor_id,
+                    conversation_id,
+                    welcome_last_seq: last_seq,
+                    recovered,
+                    agents_online,
+                })
+            }
+            other => bail!("expected welcome after hello, got {other:?}"),
+        }
+    }
+
+    /// Sends a chat message.
+    pub async fn send(&mut self, client_id: &str, text: &str) -> anyhow::Result<()> {
+        self.sock
+            .send_json(&VisitorFrame::Send {
+                client_id: ClientId(client_id.into()),
+                text: text.into(),
+            })
+            .await
+    }
+
+    /// Sends `typing`.
+    pub async fn typing(&mut self, active: bool) -> anyhow::Result<()> {
+        self.sock.send_json(&VisitorFrame::Typing { active }).await
+    }
+
+    /// The next frame within [`TIMEOUT`].
+    pub async fn next_frame(&mut self) -> anyhow::Result<ToVisitor> {
+        self.sock.next_json().await
+    }
+
+    /// Skips frames until one matches `pred`; fails after [`TIMEOUT`] listing what was seen.
+    pub async fn expect(
+        &mut self,
+        what: &str,
+        pred: impl FnMut(&ToVisitor) -> bool,
+    ) -> anyhow::Result<ToVisitor> {
+        let conversation = &mut self.conversation_id;
+        expect_frame(&mut self.sock, what, pred, |f: &ToVisitor| {
+            if let ToVisitor::Ack {
+                conversation_id, ..
+            } = f
+            {
+                *conversation = Some(conversation_id.clone());
+            }
+        })
+        .await
+    }
+
+    /// Waits for the `ack` of `client_id` and returns its seq; an `error` naming it fails.
+    pub async fn expect_ack(&mut self, client_id: &str) -> anyhow::Result<Seq> {
+        let frame = self
+            .expect(&format!("ack or error for {client_id}"), |f| match f {
+                ToVisitor::Ack { client_id: c, .. } => c.0 == client_id,
+                ToVisitor::Error(e) => e.client_id.as_ref().is_some_and(|c| c.0 == client_id),
+                _ => false,
+            })
+            .await?;
+        match frame {
+            ToVisitor::Ack { seq, .. } => Ok(seq),
+            other => bail!("expected an ack for {client_id}, got {other:?}"),
+        }
+    }
+
+    /// Waits for an event matching `pred`.
+    pub async fn expect_event(
+        &mut self,
+        what: &str,
+        mut pred: impl FnMut(&Event) -> bool,
+    ) -> anyhow::Result<Event> {
+        match self
+            .expect(what, |f| matches!(f, ToVisitor::Event(e) if pred(e)))
+            .await?
+        {
+            ToVisitor::Event(e) => Ok(e),
+            other => bail!("expected an event, got {other:?}"),
+        }
+    }
+
+    /// Fails if a frame matching `pred` arrives within `within`.
+    pub async fn expect_none(
+        &mut self,
+        what: &str,
+        within: Duration,
+        pred: impl FnMut(&ToVisitor) -> bool,
+    ) -> anyhow::Result<()> {
+        expect_none(&mut self.sock, what, within, pred).await
+    }
+}
+
+/// An agent logged in over HTTP and connected to `/ws/agent`, past `hello`.
+pub struct AgentClient {
+    /// The socket.
+    pub sock: RawSocket,
+    /// Who the relay says we are.
+    pub agent: AgentInfo,
+    /// The conversation list from `welcome`.
+    pub conversations: Vec<ConversationSummary>,
+    /// Agents online according to `welcome`.
+    pub agents_online: Vec<AgentInfo>,
+}
+
+/// Logs in over HTTP and returns the `parley_session=…` cookie pair to send back.
+pub async fn login_cookie(relay: &TestRelay, user: &str, pass: &str) -> anyhow::Result<String> {
+    let response = reqwest::Client::new()
+        .post(relay.url("/api/login"))
+        .json(&serde_json::json!({ "username": user, "password": pass }))
+        .send()
+        .await
+        .context("POST /api/login")?;
+    let status = response.status();
+    let cookie = response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("parley_session="))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned);
+    let body = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("login as {user} failed: HTTP {status}: {body}");
+    }
+    cookie.ok_or_else(|| anyhow!("login as {user} returned {status} but no parley_session cookie"))
+}
+
+impl AgentClient {
+    /// Logs in as `user` and opens the agent socket with the session cookie (and no Origin,
+    /// like a bot).
+    pub async fn login(relay: &TestRelay, user: &str, pass: &str) -> anyhow::Result<Self> {
+        let cookie = login_cookie(relay, user, pass).await?;
+        let mut sock =
+            RawSocket::connect(&relay.ws_url("/ws/agent"), &[("Cookie", cookie.as_str())])
+                .await
+                .context("opening /ws/agent with the session cookie")?;
+        sock.send_json(&AgentFrame::Hello {
+            v: PROTOCOL_VERSION,
+        })
+        .await?;
+        match sock.next_json::<ToAgent>().await.context("agent welcome")? {
+            ToAgent::Welcome {
+                agent,
+                conversations,
+                agents_online,
+                ..
+            } => Ok(Self {
+                sock,
+                agent,
+                conversations,
+                agents_online,
+            }),
+            other => bail!("expected welcome after agent hello, got {other:?}"),
+        }
+    }
+
+    /// Subscribes to a conversation and returns the `history` the relay answers with.
+    pub async fn open(
+        &mut self,
+        conversation_id: &ConversationId,
+        after_seq: Option<Seq>,
+    ) -> anyhow::Result<Vec<Event>> {
+        self.sock
+            .send_json(&AgentFrame::Open {
+                conversation_id: conversation_id.clone(),
+                after_seq,
+            })
+            .await?;
+        match self
+            .expect("history", |f| {
+                matches!(f, ToAgent::History { conversation_id: c, .. } if c == conversation_id)
+                    || matches!(f, ToAgent::Error(_))
+            })
+            .await?
+        {
+            ToAgent::History { events, .. } => Ok(events),
+            other => bail!("expected history for {conversation_id}, got {other:?}"),
+        }
+    }
+
+    /// Takes a conversation.
+    pub async fn take(&mut self, conversation_id: &ConversationId) -> anyhow::Result<()> {
+        self.sock
+            .send_json(&AgentFrame::Take {
+                conversation_id: conversation_id.clone(),
+            })
+            .await
+    }
+
+    /// Sends a reply.
+    pub async fn send(
+        &mut self,
+        conversation_id: &ConversationId,
+        client_id: &str,
+        text: &str,
+    ) -> anyhow::Result<()> {
+        self.sock
+            .send_json(&AgentFrame::Send {
+                conversation_id: conversation_id.clone(),
+                client_id: ClientId(client_id.into()),
+                text: text.into(),
+            })
+            .await
+    }
+
+    /// Sends `typing`.
+    pub async fn typing(
+        &mut self,
+        conversation_id: &ConversationId,
+        active: bool,
+    ) -> anyhow::Result<()> {
+        self.sock
+            .send_json(&AgentFrame::Typing {
+                conversation_id: conversation_id.clone(),
+                active,
+            })
+            .await
+    }
+
+    /// The next frame within [`TIMEOUT`].
+    pub async fn next_frame(&mut self) -> anyhow::Result<ToAgent> {
+        self.sock.next_json().await
+    }
+
+    /// Skips frames until one matches `pred`; fails after [`TIMEOUT`] listing what was seen.
+    pub async fn expect(
+        &mut self,
+        what: &str,
+        pred: impl FnMut(&ToAgent) -> bool,
+    ) -> anyhow::Result<ToAgent> {
+        expect_frame(&mut self.sock, what, pred, |_: &ToAgent| {}).await
+    }
+
+    /// Waits for the `ack` of `client_id` and returns its seq; an `error` naming it fails.
+    pub async fn expect_ack(&mut self, client_id: &str) -> anyhow::Result<Seq> {
+        let frame = self
+            .expect(&format!("ack or error for {client_id}"), |f| match f {
+                ToAgent::Ack { client_id: c, .. } => c.0 == client_id,
+                ToAgent::Error(e) => e.client_id.as_ref().is_some_and(|c| c.0 == client_id),
+                _ => false,
+            })
+            .await?;
+        match frame {
+            ToAgent::Ack { seq, .. } => Ok(seq),
+            other => bail!("expected an ack for {client_id}, got {other:?}"),
+        }
+    }
+
+    /// Waits for an event matching `pred`.
+    pub async fn expect_event(
+        &mut self,
+        what: &str,
+        mut pred: impl FnMut(&Event) -> bool,
+    ) -> anyhow::Result<Event> {
+        match self
+            .expect(what, |f| matches!(f, ToAgent::Event(e) if pred(e)))
+            .await?
+        {
+            ToAgent::Event(e) => Ok(e),
+            other => bail!("expected an event, got {other:?}"),
+        }
+    }
+
+    /// Fails if a frame matching `pred` arrives within `within`.
+    pub async fn expect_none(
+        &mut self,
+        what: &str,
+        within: Duration,
+        pred: impl FnMut(&ToAgent) -> bool,
+    ) -> anyhow::Result<()> {
+        expect_none(&mut self.sock, what, within, pred).await
+    }
+}

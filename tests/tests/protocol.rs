@@ -1,0 +1,378 @@
+//! The wire protocol over real sockets against a real relay and SQLite: hello/welcome, acks and
+//! events, idempotent sends, gap-free replay, agents taking and answering, several tabs of one
+//! visitor, typing both ways.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use parley_tests::{start_server, AgentClient, VisitorClient, AGENTS};
+use protocol::{ConversationStatus, ErrorCode, Event, EventBody, Role, ToAgent, ToVisitor};
+
+/// How long to listen for something that must NOT arrive.
+const QUIET: Duration = Duration::from_millis(800);
+
+fn is_message(e: &Event, text: &str) -> bool {
+    e.message_text() == Some(text)
+}
+
+#[tokio::test]
+async fn hello_send_ack_then_event() -> anyhow::Result<()> {
+    let relay = start_server().await?;
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    assert!(!v.token.is_empty(), "welcome must carry a token");
+    assert!(!v.visitor_id.is_empty(), "welcome must carry a visitor_id");
+    assert_eq!(
+        v.conversation_id, None,
+        "no conversation exists before the first send"
+    );
+    assert_eq!(v.welcome_last_seq, 0, "a new visitor has no events");
+
+    v.send("c1", "Do you ship to Busan?").await?;
+    // The ack must come first (persist, then acknowledge, then relay).
+    let first = v
+        .expect("ack or event for c1", |f| {
+            matches!(f, ToVisitor::Ack { .. } | ToVisitor::Event(_))
+        })
+        .await?;
+    let conversation = match first {
+        ToVisitor::Ack {
+            client_id,
+            conversation_id,
+            seq,
+        } => {
+            assert_eq!(client_id.0, "c1");
+            assert_eq!(seq, 1, "the first event of a conversation has seq 1");
+            conversation_id
+        }
+        other => bail!("expected the ack before the event, got {other:?}"),
+    };
+    let event = v.expect_event("the message event", |_| true).await?;
+    assert_eq!(event.conversation_id, conversation);
+    assert_eq!(event.seq, 1);
+    assert_eq!(event.author.role, Role::Visitor);
+    assert_eq!(
+        event.body,
+        EventBody::Message {
+            text: "Do you ship to Busan?".into(),
+            client_id: Some("c1".into())
+        }
+    );
+    assert!(
+        event.at > 1_600_000_000_000,
+        "`at` is Unix ms: {}",
+        event.at
+    );
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn repeated_client_id_is_stored_once() -> anyhow::Result<()> {
+    let relay = start_server().await?;
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    v.send("dup-1", "once").await?;
+    assert_eq!(v.expect_ack("dup-1").await?, 1);
+    v.expect_event("the first event", |e| is_message(e, "once"))
+        .await?;
+
+    v.send("dup-1", "once").await?;
+    assert_eq!(
+        v.expect_ack("dup-1").await?,
+        1,
+        "a repeated client_id must be acked with the original seq"
+    );
+    v.expect_none("second event for a repeated send", QUIET, |f| {
+        matches!(f, ToVisitor::Event(_))
+    })
+    .await?;
+
+    v.send("dup-2", "twice").await?;
+    assert_eq!(
+        v.expect_ack("dup-2").await?,
+        2,
+        "the repeat must not have consumed a seq"
+    );
+
+    // Reconnecting and resending (what the widget does with unacked sends) is still idempotent.
+    let token = v.token.clone();
+    let conversation = v.conversation_id.clone().context("conversation")?;
+    drop(v);
+    let mut v2 =
+        VisitorClient::connect_with(&relay, Some(&token), Some((&conversation, 2))).await?;
+    v2.send("dup-2", "twice").await?;
+    assert_eq!(v2.expect_ack("dup-2").await?, 2);
+    v2.expect_none("an event after resending dup-2", QUIET, |f| {
+        matches!(f, ToVisitor::Event(_))
+    })
+    .await?;
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn reconnect_replays_exactly_the_gap() -> anyhow::Result<()> {
+    let relay = start_server().await?;
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    for i in 1..=5u64 {
+        v.send(&format!("m{i}"), &format!("message {i}")).await?;
+        assert_eq!(v.expect_ack(&format!("m{i}")).await?, i);
+    }
+    let conversation = v
+        .conversation_id
+        .clone()
+        .context("conversation after acks")?;
+    let (token, visitor_id) = (v.token.clone(), v.visitor_id.clone());
+    drop(v);
+
+    let mut again =
+        VisitorClient::connect_with(&relay, Some(&token), Some((&conversation, 2))).await?;
+    assert_eq!(again.visitor_id, visitor_id, "same token, same visitor");
+    assert_eq!(again.conversation_id.as_ref(), Some(&conversation));
+    assert_eq!(again.welcome_last_seq, 5);
+    assert!(
+        again.recovered,
+        "seq 2 of the current conversation is replayable"
+    );
+    for seq in 3..=5u64 {
+        let e = again
+            .expect_event(&format!("replayed event {seq}"), |_| true)
+            .await?;
+        assert_eq!(e.seq, seq, "replay must be in order without gaps");
+        assert_eq!(e.message_text(), Some(format!("message {seq}").as_str()));
+    }
+    again
+        .expect_none("events beyond the gap", QUIET, |f| {
+            matches!(f, ToVisitor::Event(_))
+        })
+        .await?;
+
+    let mut up_to_date =
+        VisitorClient::connect_with(&relay, Some(&token), Some((&conversation, 5))).await?;
+    up_to_date
+        .expect_none("replay for a client that holds everything", QUIET, |f| {
+            matches!(f, ToVisitor::Event(_))
+        })
+        .await?;
+
+    // A client holding events of another conversation cannot be patched up: recovered=false,
+    // and the whole current conversation follows.
+    let stale = protocol::ConversationId("not-the-current-one".into());
+    let mut stale_tab =
+        VisitorClient::connect_with(&relay, Some(&token), Some((&stale, 3))).await?;
+    assert!(
+        !stale_tab.recovered,
+        "a foreign conversation_id in hello must give recovered=false"
+    );
+    for seq in 1..=5u64 {
+        let e = stale_tab
+            .expect_event(&format!("full replay event {seq}"), |_| true)
+            .await?;
+        assert_eq!(e.seq, seq, "after recovered=false every event is replayed");
+    }
+
+    let mut fresh_tab = VisitorClient::connect_with(&relay, Some(&token), None).await?;
+    for seq in 1..=5u64 {
+        let e = fresh_tab
+            .expect_event(&format!("replayed event {seq}"), |_| true)
+            .await?;
+        assert_eq!(e.seq, seq);
+    }
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn agent_sees_takes_and_replies() -> anyhow::Result<()> {
+    let relay = start_server().await?;
+    let (user, name, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&relay, user, pass).await?;
+    assert_eq!(agent.agent.username, user);
+    assert_eq!(agent.agent.display_name, name);
+    assert!(
+        agent.agents_online.iter().any(|a| a.username == user),
+        "welcome.agents_online must include me: {:?}",
+        agent.agents_online
+    );
+
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    assert!(
+        v.agents_online >= 1,
+        "an agent is connected, welcome said {}",
+        v.agents_online
+    );
+    v.send("v1", "Do you ship to Busan?").await?;
+    assert_eq!(v.expect_ack("v1").await?, 1);
+    let conversation = v.conversation_id.clone().context("conversation id")?;
+
+    let summary = agent
+        .expect(
+            "a conversation frame for the new conversation",
+            |f| matches!(f, ToAgent::Conversation(c) if c.id == conversation),
+        )
+        .await?;
+    if let ToAgent::Conversation(c) = summary {
+        assert_eq!(c.status, ConversationStatus::Open);
+        assert_eq!(c.site, "demo");
+        assert_eq!(c.visitor_id, v.visitor_id);
+        assert!(c.last_seq >= 1);
+    }
+
+    // An agent who logs in later gets it in the welcome list.
+    let (user2, _, pass2) = AGENTS[1];
+    let mut other = AgentClient::login(&relay, user2, pass2).await?;
+    assert!(
+        other
+            .conversations
+            .iter()
+            .any(|c| c.id == conversation && c.preview.as_deref() == Some("Do you ship to Busan?")),
+        "welcome.conversations must list the open conversation with its preview: {:?}",
+        other.conversations
+    );
+
+    let history = agent.open(&conversation, Some(0)).await?;
+    assert_eq!(history.len(), 1, "history: {history:?}");
+    assert!(is_message(&history[0], "Do you ship to Busan?"));
+    assert_eq!(history[0].seq, 1);
+
+    agent.take(&conversation).await?;
+    let joined = v
+        .expect_event("the joined event", |e| e.body == EventBody::Joined)
+        .await?;
+    assert_eq!(joined.seq, 2, "seq strictly +1");
+    assert_eq!(joined.author.role, Role::Agent);
+    assert_eq!(joined.author.name.as_deref(), Some(name));
+
+    agent
+        .expect("the conversation becoming assigned", |f| {
+            matches!(f, ToAgent::Conversation(c) if c.id == conversation
+                && c.status == ConversationStatus::Assigned
+                && c.assignee.as_ref().is_some_and(|a| a.username == user))
+        })
+        .await?;
+
+    agent.send(&conversation, "a-1", "Yes, in 2 days.").await?;
+    assert_eq!(agent.expect_ack("a-1").await?, 3);
+    let reply = v
+        .expect_event("the agent's reply", |e| is_message(e, "Yes, in 2 days."))
+        .await?;
+    assert_eq!(reply.seq, 3, "seq strictly +1");
+    assert_eq!(reply.author.role, Role::Agent);
+    assert_eq!(reply.author.name.as_deref(), Some(name));
+
+    // Someone else's conversation: refused, not silently dropped.
+    other.take(&conversation).await?;
+    let refused = other
+        .expect("forbidden for taking a taken conversation", |f| {
+            matches!(f, ToAgent::Error(_))
+        })
+        .await?;
+    assert!(
+        matches!(&refused, ToAgent::Error(e) if e.code == ErrorCode::Forbidden),
+        "got {refused:?}"
+    );
+    other.send(&conversation, "j-1", "me too").await?;
+    let refused = other
+        .expect("forbidden for j-1", |f| {
+            matches!(f, ToAgent::Error(e) if e.client_id.as_ref().is_some_and(|c| c.0 == "j-1"))
+                || matches!(f, ToAgent::Ack { .. })
+        })
+        .await?;
+    assert!(
+        matches!(&refused, ToAgent::Error(e) if e.code == ErrorCode::Forbidden),
+        "a send into another agent's conversation must be refused with forbidden, got {refused:?}"
+    );
+    v.expect_none(
+        "joon's refused message",
+        QUIET,
+        |f| matches!(f, ToVisitor::Event(e) if is_message(e, "me too")),
+    )
+    .await?;
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_sockets_with_one_token_both_receive() -> anyhow::Result<()> {
+    let relay = start_server().await?;
+    let mut tab1 = VisitorClient::connect(&relay, None).await?;
+    tab1.send("t1", "from tab one").await?;
+    tab1.expect_ack("t1").await?;
+    let conversation = tab1.conversation_id.clone().context("conversation")?;
+
+    let mut tab2 =
+        VisitorClient::connect_with(&relay, Some(&tab1.token), Some((&conversation, 1))).await?;
+    assert_eq!(tab2.conversation_id.as_ref(), Some(&conversation));
+
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&relay, user, pass).await?;
+    agent.open(&conversation, None).await?;
+    agent.send(&conversation, "a-1", "hello both tabs").await?;
+    agent.expect_ack("a-1").await?;
+    for (name, tab) in [("tab 1", &mut tab1), ("tab 2", &mut tab2)] {
+        tab.expect_event(&format!("the agent message in {name}"), |e| {
+            is_message(e, "hello both tabs")
+        })
+        .await?;
+    }
+
+    // What one tab sends, the other sees live.
+    tab2.send("t2", "from tab two").await?;
+    tab2.expect_ack("t2").await?;
+    tab1.expect_event("tab two's message in tab one", |e| {
+        is_message(e, "from tab two")
+    })
+    .await?;
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn typing_reaches_the_other_side() -> anyhow::Result<()> {
+    let relay = start_server().await?;
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    v.send("c1", "hi").await?;
+    v.expect_ack("c1").await?;
+    let conversation = v.conversation_id.clone().context("conversation")?;
+    let (user, name, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&relay, user, pass).await?;
+    agent.open(&conversation, None).await?;
+
+    agent.typing(&conversation, true).await?;
+    let typing = v
+        .expect("agent typing", |f| matches!(f, ToVisitor::Typing { .. }))
+        .await?;
+    match typing {
+        ToVisitor::Typing { author, active } => {
+            assert!(active);
+            assert_eq!(author.role, Role::Agent);
+            assert_eq!(author.name.as_deref(), Some(name));
+        }
+        other => bail!("expected typing, got {other:?}"),
+    }
+
+    v.typing(true).await?;
+    let typing = agent
+        .expect("visitor typing", |f| matches!(f, ToAgent::Typing { .. }))
+        .await?;
+    match typing {
+        ToAgent::Typing {
+            conversation_id,
+            author,
+            active,
+        } => {
+            assert!(active);
+            assert_eq!(conversation_id, conversation);
+            assert_eq!(author.role, Role::Visitor);
+        }
+        other => bail!("expected typing, got {other:?}"),
+    }
+
+    v.typing(false).await?;
+    agent
+        .expect("visitor stopped typing", |f| {
+            matches!(f, ToAgent::Typing { active: false, .. })
+        })
+        .await?;
+    relay.shutdown().await;
+    Ok(())
+}
