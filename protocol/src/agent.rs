@@ -122,7 +122,7 @@ pub enum ToAgent {
         agents_online: Vec<AgentInfo>,
     },
     /// A conversation was created or changed: replace it in the list.
-    Conversation(ConversationSummary),
+    Conversation(Box<ConversationSummary>),
     /// Answer to `open`: the events after `after_seq`, in seq order.
     History {
         /// Which conversation.

@@ -18,9 +18,8 @@ impl Frame for VisitorFrame {
 }
 
 impl Frame for ToVisitor {
-    const TYPES: &'static [&'static str] = &[
-        "welcome", "event", "ack", "typing", "presence", "error",
-    ];
+    const TYPES: &'static [&'static str] =
+        &["welcome", "event", "ack", "typing", "presence", "error"];
 }
 
 impl Frame for AgentFrame {

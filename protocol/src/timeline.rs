@@ -109,7 +109,10 @@ impl Outbox {
 
     /// Removes the send with this client id (acked, or refused for good). Returns it if held.
     pub fn settle(&mut self, client_id: &ClientId) -> Option<Pending> {
-        let i = self.pending.iter().position(|p| &p.client_id == client_id)?;
+        let i = self
+            .pending
+            .iter()
+            .position(|p| &p.client_id == client_id)?;
         Some(self.pending.remove(i))
     }
 

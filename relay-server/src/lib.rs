@@ -1,1 +1,222 @@
-//! placeholder
+//! The Parley relay as a library: [`Relay::start`] runs it on a listener, which is how both the
+//! binary (`main.rs`) and the integration tests start it.
+//!
+//! Codemap: `config` (CLI, TOML), `http` (routes, errors, static files), `auth` (agents, sessions),
+//! `visitor` / `agent` (the two sockets, one handler per frame variant), `connection` (what every
+//! socket does: limits, pings, ordered delivery), `hub` (in-process fan-out and presence),
+//! `store` (durable state), `token` (bearer secrets).
+
+pub mod agent;
+pub mod auth;
+pub mod config;
+pub mod connection;
+pub mod http;
+pub mod hub;
+pub mod store;
+pub mod token;
+pub mod visitor;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use protocol::{AgentInfo, ConversationSummary};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Limits, SiteConfig};
+use crate::hub::Hub;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Appended, ConversationRecord, Store};
+
+/// Shared state of a running relay.
+pub struct App {
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// Live fan-out.
+    pub hub: Arc<Hub>,
+    /// Sites by key.
+    pub sites: HashMap<String, SiteConfig>,
+    /// Client limits.
+    pub limits: Limits,
+    /// Built bundles.
+    pub assets_dir: PathBuf,
+    /// Demo site, if served.
+    pub demo_dir: Option<PathBuf>,
+    /// Cancelled on shutdown: every socket closes with 1001.
+    pub shutdown: CancellationToken,
+    /// Socket tasks, awaited on shutdown so their last frames are flushed.
+    pub tasks: TaskTracker,
+    /// Login attempts per username.
+    pub login_limiter: auth::LoginLimiter,
+    /// A real argon2 hash to verify unknown usernames against (equal timing).
+    pub dummy_hash: String,
+    /// Agent names by id, for conversation summaries (agents are few and rarely change).
+    agents: RwLock<HashMap<String, AgentInfo>>,
+}
+
+impl App {
+    /// The console's view of a conversation.
+    pub async fn summary(&self, c: &ConversationRecord) -> ConversationSummary {
+        let assignee = match &c.assignee_id {
+            Some(id) => self.agent_info(id).await,
+            None => None,
+        };
+        ConversationSummary {
+            id: c.id.clone(),
+            site: c.site.clone(),
+            site_name: self
+                .sites
+                .get(&c.site)
+                .map(|s| s.name.clone())
+                .unwrap_or_else(|| c.site.clone()),
+            visitor_id: c.visitor_id.clone(),
+            status: c.status,
+            assignee,
+            last_seq: c.last_seq,
+            preview: c.preview.clone(),
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            context: c.context.clone(),
+        }
+    }
+
+    async fn agent_info(&self, id: &str) -> Option<AgentInfo> {
+        if let Some(a) = self
+            .agents
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
+            return Some(a.clone());
+        }
+        let record = self.store.agent_by_id(id).await.ok()??;
+        let info = auth::info(&record);
+        self.agents
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), info.clone());
+        Some(info)
+    }
+
+    /// Tells listeners about a stored event and every agent about its conversation.
+    pub async fn publish(&self, appended: &Appended) {
+        self.hub.publish_event(Arc::new(appended.event.clone()));
+        self.publish_summary(&appended.conversation).await;
+    }
+
+    /// Tells every agent a conversation changed.
+    pub async fn publish_summary(&self, c: &ConversationRecord) {
+        let summary = self.summary(c).await;
+        self.hub.publish_summary(Arc::new(summary));
+    }
+}
+
+/// A running relay.
+pub struct Relay {
+    addr: SocketAddr,
+    app: Arc<App>,
+    server: tokio::task::JoinHandle<()>,
+    store: SqliteStore,
+}
+
+impl Relay {
+    /// Opens the store, creates configured agents (or a first `admin`), and serves on `listener`.
+    pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
+        if !config.database_url.starts_with("sqlite:") {
+            anyhow::bail!(
+                "unsupported database URL {:?}: this build stores data in SQLite (sqlite://PATH)",
+                config.database_url
+            );
+        }
+        let store = SqliteStore::connect(&config.database_url).await?;
+        for seed in &config.agents {
+            let hash = auth::hash_password(&seed.password)?;
+            store
+                .upsert_agent(&seed.username, &seed.display_name, &hash)
+                .await?;
+        }
+        if store.agent_count().await? == 0 {
+            let password = token::generate()[..16].to_owned();
+            store
+                .upsert_agent("admin", "Admin", &auth::hash_password(&password)?)
+                .await?;
+            println!(
+                "\n  Created the first agent. Sign in at /console with\n    username: admin\n    password: {password}\n  (shown once; stored only as an argon2 hash)\n"
+            );
+        }
+        if !config.assets_dir.join("widget.js").exists() {
+            tracing::warn!(dir = %config.assets_dir.display(), "widget bundle missing: run `cargo xtask build`");
+        }
+        let app = Arc::new(App {
+            store: Arc::new(store.clone()),
+            hub: Hub::new(),
+            sites: config
+                .sites
+                .iter()
+                .map(|s| (s.key.clone(), s.clone()))
+                .collect(),
+            limits: config.limits.clone(),
+            assets_dir: config.assets_dir.clone(),
+            demo_dir: config.demo_dir.clone(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            login_limiter: auth::login_limiter(config.limits.logins_per_minute),
+            dummy_hash: auth::hash_password(&token::generate())?,
+            agents: RwLock::new(HashMap::new()),
+        });
+        let addr = listener.local_addr()?;
+        let router = http::router(app.clone());
+        let shutdown = app.shutdown.clone();
+        let server = tokio::spawn(async move {
+            // TCP_NODELAY on every socket: chat frames are small and latency-bound (Nagle would
+            // hold them back up to 40 ms).
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::warn!(error = %e, "could not set TCP_NODELAY");
+                }
+            });
+            let result = axum::serve(listener, router.into_make_service())
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "server stopped");
+            }
+        });
+        tracing::info!(%addr, "relay listening");
+        Ok(Self {
+            addr,
+            app,
+            server,
+            store,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Shared state (for tests and metrics).
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Graceful stop: every socket gets close 1001, their tasks finish, the store is flushed.
+    pub async fn shutdown(self) {
+        self.app.shutdown.cancel();
+        self.app.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.app.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some sockets did not close within 10 s");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+        self.store.close().await;
+    }
+}

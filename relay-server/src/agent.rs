@@ -1,0 +1,371 @@
+//! The agent socket: `/ws/agent`, authenticated by the session cookie. Runs an [`AgentSession`]:
+//! one handler per [`AgentFrame`] variant.
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use protocol::{
+    AgentFrame, AgentInfo, Author, ClientId, ConversationId, ConversationStatus, ErrorCode,
+    ErrorFrame, EventBody, Role, Seq, ToAgent,
+};
+
+use crate::auth::{self, CurrentAgent};
+use crate::connection::{self, Cursor, Rate, Session};
+use crate::http::AppError;
+use crate::hub::{Inbox, Mailbox, Signal};
+use crate::store::{Effect, NewEvent, StoreError};
+use crate::App;
+
+/// How many conversations `welcome` lists.
+const LIST_LIMIT: i64 = 200;
+
+/// `GET /ws/agent`: 401 without a session, 403 from a foreign origin.
+pub async fn upgrade(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    agent: CurrentAgent,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, AppError> {
+    auth::check_same_origin(&headers)?;
+    let ws = ws.map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let limits = app.limits.clone();
+    let app2 = app.clone();
+    Ok(ws
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(limits.max_frame_bytes * 2)
+        .max_frame_size(limits.max_frame_bytes * 2)
+        .on_upgrade(move |socket| {
+            let mailbox = app2.hub.mailbox();
+            let session = AgentSession::new(app2.clone(), agent.0, &mailbox);
+            let rate = Rate {
+                per_second: limits.agent_per_second,
+                burst: limits.agent_burst,
+            };
+            let tracker = app2.tasks.clone();
+            tracker.track_future(connection::run(socket, session, mailbox, app2, rate))
+        })
+        .into_response())
+}
+
+/// One agent connection (one console tab, or a bot).
+pub struct AgentSession {
+    app: Arc<App>,
+    agent: AgentInfo,
+    inbox: Inbox,
+    /// Set by `hello`.
+    greeted: bool,
+    cursor: Cursor,
+}
+
+impl AgentSession {
+    /// A session before `hello`.
+    pub fn new(app: Arc<App>, agent: AgentInfo, mailbox: &Mailbox) -> Self {
+        Self {
+            app,
+            agent,
+            inbox: mailbox.inbox.clone(),
+            greeted: false,
+            cursor: Cursor::default(),
+        }
+    }
+
+    fn author(&self) -> Author {
+        Author {
+            role: Role::Agent,
+            id: Some(self.agent.id.clone()),
+            name: Some(self.agent.display_name.clone()),
+        }
+    }
+
+    async fn on_hello(&mut self, v: u32, out: &mut Vec<ToAgent>) {
+        if v != protocol::PROTOCOL_VERSION {
+            return out.push(ToAgent::Error(ErrorFrame::new(
+                ErrorCode::UnsupportedVersion,
+                format!("this relay speaks protocol v{}", protocol::PROTOCOL_VERSION),
+            )));
+        }
+        if !self.greeted {
+            self.greeted = true;
+            self.app.hub.join_agent(&self.inbox, self.agent.clone());
+        }
+        let conversations = match self.app.store.recent_conversations(LIST_LIMIT).await {
+            Ok(list) => list,
+            Err(e) => return out.push(internal(e, None)),
+        };
+        let mut summaries = Vec::with_capacity(conversations.len());
+        for c in &conversations {
+            summaries.push(self.app.summary(c).await);
+        }
+        out.push(ToAgent::Welcome {
+            v: protocol::PROTOCOL_VERSION,
+            agent: self.agent.clone(),
+            conversations: summaries,
+            agents_online: self.app.hub.agents_online(),
+        });
+    }
+
+    async fn on_open(
+        &mut self,
+        conversation_id: ConversationId,
+        after_seq: Option<Seq>,
+        out: &mut Vec<ToAgent>,
+    ) {
+        match self.app.store.conversation(&conversation_id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return out.push(not_found(None)),
+            Err(e) => return out.push(internal(e, None)),
+        }
+        self.app.hub.subscribe(&conversation_id, &self.inbox);
+        self.cursor.track(&conversation_id, after_seq.unwrap_or(0));
+        match self
+            .cursor
+            .catch_up(&*self.app.store, &conversation_id)
+            .await
+        {
+            Ok(events) => out.push(ToAgent::History {
+                conversation_id,
+                events,
+            }),
+            Err(e) => out.push(internal(e, None)),
+        }
+    }
+
+    /// Appends `joined` if nobody has the conversation. `Ok(false)`: someone else has it.
+    async fn take(
+        &mut self,
+        conversation_id: &ConversationId,
+        client_id: Option<&ClientId>,
+    ) -> Result<(), ToAgent> {
+        let conversation = match self.app.store.conversation(conversation_id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(not_found(client_id.cloned())),
+            Err(e) => return Err(internal(e, client_id.cloned())),
+        };
+        if conversation.status == ConversationStatus::Closed {
+            return Err(closed(client_id.cloned()));
+        }
+        match conversation.assignee_id.as_deref() {
+            Some(me) if me == self.agent.id => return Ok(()),
+            Some(_) => return Err(forbidden(client_id.cloned())),
+            None => {}
+        }
+        let new = NewEvent {
+            author: self.author(),
+            body: EventBody::Joined,
+            client_id: None,
+            effect: Effect::Assign(self.agent.id.clone()),
+        };
+        match self.app.store.append(conversation_id, new).await {
+            Ok(appended) => {
+                self.app.publish(&appended).await;
+                Ok(())
+            }
+            Err(e) => Err(store_error(e, client_id.cloned())),
+        }
+    }
+
+    async fn on_take(&mut self, conversation_id: ConversationId, out: &mut Vec<ToAgent>) {
+        if let Err(e) = self.take(&conversation_id, None).await {
+            out.push(e);
+        }
+    }
+
+    async fn on_send(
+        &mut self,
+        conversation_id: ConversationId,
+        client_id: ClientId,
+        text: String,
+        out: &mut Vec<ToAgent>,
+    ) {
+        if !client_id.is_valid() {
+            return out.push(ToAgent::Error(
+                ErrorFrame::new(
+                    ErrorCode::Invalid,
+                    "client_id must be 1-64 of [A-Za-z0-9_-]",
+                )
+                .for_client(Some(client_id)),
+            ));
+        }
+        if let Err(e) = protocol::validate_text(&text) {
+            return out.push(ToAgent::Error(e.for_client(Some(client_id))));
+        }
+        if let Err(e) = self.take(&conversation_id, Some(&client_id)).await {
+            return out.push(e);
+        }
+        let new = NewEvent {
+            author: self.author(),
+            body: EventBody::Message {
+                text,
+                client_id: Some(client_id.clone()),
+            },
+            client_id: Some(client_id.clone()),
+            // Re-checked inside the append transaction: nobody else can have taken it meanwhile.
+            effect: Effect::Assign(self.agent.id.clone()),
+        };
+        match self.app.store.append(&conversation_id, new).await {
+            Ok(appended) => {
+                out.push(ToAgent::Ack {
+                    client_id,
+                    conversation_id,
+                    seq: appended.event.seq,
+                });
+                if !appended.duplicate {
+                    self.app.publish(&appended).await;
+                }
+            }
+            Err(e) => out.push(store_error(e, Some(client_id))),
+        }
+    }
+
+    async fn on_typing(
+        &mut self,
+        conversation_id: ConversationId,
+        active: bool,
+        _out: &mut Vec<ToAgent>,
+    ) {
+        let author = self.author();
+        self.app
+            .hub
+            .publish_typing(&self.inbox, &conversation_id, author, active);
+    }
+
+    async fn on_close(&mut self, conversation_id: ConversationId, out: &mut Vec<ToAgent>) {
+        let new = NewEvent {
+            author: self.author(),
+            body: EventBody::Closed,
+            client_id: None,
+            effect: Effect::Close,
+        };
+        match self.app.store.append(&conversation_id, new).await {
+            Ok(appended) => self.app.publish(&appended).await,
+            Err(e) => out.push(store_error(e, None)),
+        }
+    }
+}
+
+fn not_found(client_id: Option<ClientId>) -> ToAgent {
+    ToAgent::Error(
+        ErrorFrame::new(ErrorCode::NotFound, "no such conversation").for_client(client_id),
+    )
+}
+
+fn forbidden(client_id: Option<ClientId>) -> ToAgent {
+    ToAgent::Error(
+        ErrorFrame::new(
+            ErrorCode::Forbidden,
+            "conversation is assigned to someone else",
+        )
+        .for_client(client_id),
+    )
+}
+
+fn closed(client_id: Option<ClientId>) -> ToAgent {
+    ToAgent::Error(
+        ErrorFrame::new(ErrorCode::Closed, "conversation is closed").for_client(client_id),
+    )
+}
+
+fn internal(e: StoreError, client_id: Option<ClientId>) -> ToAgent {
+    tracing::error!(error = %e, "store failed on an agent frame");
+    ToAgent::Error(
+        ErrorFrame::new(ErrorCode::Internal, "the relay could not store this; retry")
+            .for_client(client_id),
+    )
+}
+
+fn store_error(e: StoreError, client_id: Option<ClientId>) -> ToAgent {
+    match e {
+        StoreError::NotFound => not_found(client_id),
+        StoreError::Forbidden => forbidden(client_id),
+        StoreError::Closed => closed(client_id),
+        other => internal(other, client_id),
+    }
+}
+
+impl Session for AgentSession {
+    type In = AgentFrame;
+    type Out = ToAgent;
+
+    fn error(e: ErrorFrame) -> ToAgent {
+        ToAgent::Error(e)
+    }
+
+    fn client_id(frame: &AgentFrame) -> Option<ClientId> {
+        match frame {
+            AgentFrame::Send { client_id, .. } => Some(client_id.clone()),
+            _ => None,
+        }
+    }
+
+    async fn on_frame(&mut self, frame: AgentFrame, out: &mut Vec<ToAgent>) {
+        if !self.greeted && !matches!(frame, AgentFrame::Hello { .. }) {
+            return out.push(ToAgent::Error(
+                ErrorFrame::new(ErrorCode::HelloRequired, "send hello first")
+                    .for_client(Self::client_id(&frame)),
+            ));
+        }
+        match frame {
+            AgentFrame::Hello { v } => self.on_hello(v, out).await,
+            AgentFrame::Open {
+                conversation_id,
+                after_seq,
+            } => self.on_open(conversation_id, after_seq, out).await,
+            AgentFrame::Take { conversation_id } => self.on_take(conversation_id, out).await,
+            AgentFrame::Send {
+                conversation_id,
+                client_id,
+                text,
+            } => self.on_send(conversation_id, client_id, text, out).await,
+            AgentFrame::Typing {
+                conversation_id,
+                active,
+            } => self.on_typing(conversation_id, active, out).await,
+            AgentFrame::Close { conversation_id } => self.on_close(conversation_id, out).await,
+        }
+    }
+
+    async fn on_signal(&mut self, signal: Signal, out: &mut Vec<ToAgent>) {
+        match signal {
+            Signal::Event(event) => match self.cursor.deliver(&*self.app.store, event).await {
+                Ok(events) => out.extend(events.into_iter().map(ToAgent::Event)),
+                Err(e) => out.push(internal(e, None)),
+            },
+            Signal::Typing {
+                conversation_id,
+                author,
+                active,
+            } => out.push(ToAgent::Typing {
+                conversation_id,
+                author,
+                active,
+            }),
+            Signal::Summary(summary) => {
+                out.push(ToAgent::Conversation(Box::new((*summary).clone())))
+            }
+            Signal::Presence => out.push(ToAgent::Presence {
+                agents_online: self.app.hub.agents_online(),
+            }),
+        }
+    }
+
+    async fn resync(&mut self, out: &mut Vec<ToAgent>) {
+        for conversation in self.cursor.conversations() {
+            match self.cursor.catch_up(&*self.app.store, &conversation).await {
+                Ok(events) => out.extend(events.into_iter().map(ToAgent::Event)),
+                Err(e) => out.push(internal(e, None)),
+            }
+        }
+        // List updates may have been lost too: send the list again.
+        if self.greeted {
+            self.on_hello(protocol::PROTOCOL_VERSION, out).await;
+        }
+    }
+
+    fn finish(self) {
+        self.app.hub.leave(&self.inbox);
+    }
+}

@@ -1,0 +1,250 @@
+//! Relay settings: the command line (clap) and the TOML config file it may name.
+//!
+//! Everything has a default so that `parley-relay` with no flags serves the demo site on
+//! 127.0.0.1:8080 from an SQLite file under `./data`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Command line of `parley-relay`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "parley-relay",
+    version,
+    about = "Parley relay: live chat between site visitors and agents",
+    long_about = "Parley relay: serves the widget, the agents' console and the visitor and agent \
+                  WebSockets, and stores every message before acknowledging it.\n\n\
+                  With no flags it listens on 127.0.0.1:8080, stores data in ./data/parley.db \
+                  and serves the demo site from ./demo-site. On first start without agents it \
+                  creates the agent `admin` and prints a one-time password."
+)]
+pub struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Database URL: `sqlite://PATH` (created if missing).
+    #[arg(
+        long,
+        env = "PARLEY_DATABASE",
+        default_value = "sqlite://data/parley.db"
+    )]
+    pub database: String,
+
+    /// TOML config file with sites and agents (see README). Without it the demo site is used.
+    #[arg(long, short, env = "PARLEY_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Directory with the built widget and console bundles (`cargo xtask build` writes it).
+    #[arg(long, env = "PARLEY_ASSETS", default_value = "dist")]
+    pub assets: PathBuf,
+
+    /// Directory of a static site to serve at `/` (the demo shop). Empty to serve none.
+    #[arg(long, env = "PARLEY_DEMO_SITE", default_value = "demo-site")]
+    pub demo_site: PathBuf,
+
+    /// Log filter, e.g. `info` or `parley_relay=debug,tower_http=info`.
+    #[arg(long, env = "PARLEY_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "PARLEY_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// One site that may embed the widget.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct SiteConfig {
+    /// The key in `data-site="…"`.
+    pub key: String,
+    /// Name shown in the widget header and the console.
+    pub name: String,
+    /// Accent colour of the widget, CSS hex (`#2b6cb0`).
+    #[serde(default = "default_color")]
+    pub color: String,
+    /// Origins allowed to open visitor sockets for this site (`https://shop.example`), or `*`.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+impl SiteConfig {
+    /// Whether a visitor socket from this `Origin` header value may be opened.
+    pub fn allows_origin(&self, origin: Option<&str>) -> bool {
+        if self.allowed_origins.iter().any(|o| o == "*") {
+            return true;
+        }
+        match origin {
+            Some(origin) => self
+                .allowed_origins
+                .iter()
+                .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin)),
+            None => false,
+        }
+    }
+}
+
+fn default_color() -> String {
+    "#2b6cb0".into()
+}
+
+/// An agent account created (or whose password is reset) at start.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct AgentSeed {
+    /// Login name.
+    pub username: String,
+    /// Name shown to visitors.
+    pub display_name: String,
+    /// Password, hashed with argon2 before it is stored. Only in config files you protect.
+    pub password: String,
+}
+
+/// The config file (TOML).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct FileConfig {
+    /// Sites.
+    #[serde(default, rename = "site")]
+    pub sites: Vec<SiteConfig>,
+    /// Agents.
+    #[serde(default, rename = "agent")]
+    pub agents: Vec<AgentSeed>,
+}
+
+/// Everything the relay needs to start, however it was gathered (CLI, file, tests).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `sqlite://PATH` or `sqlite::memory:`.
+    pub database_url: String,
+    /// Built bundles (`widget.js`, `widget/`, `console/`).
+    pub assets_dir: PathBuf,
+    /// Static site served at `/`, if any.
+    pub demo_dir: Option<PathBuf>,
+    /// Sites that may embed the widget.
+    pub sites: Vec<SiteConfig>,
+    /// Agents to create at start.
+    pub agents: Vec<AgentSeed>,
+    /// Limits on clients.
+    pub limits: Limits,
+}
+
+/// Per-connection limits. Defaults are the ones PROTOCOL.md documents.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest WebSocket message read; bigger ones close the socket with 1009.
+    pub max_frame_bytes: usize,
+    /// Visitor frames per second, sustained.
+    pub visitor_per_second: u32,
+    /// Visitor burst.
+    pub visitor_burst: u32,
+    /// Agent frames per second, sustained.
+    pub agent_per_second: u32,
+    /// Agent burst.
+    pub agent_burst: u32,
+    /// Interval between pings the relay sends.
+    pub ping_interval: std::time::Duration,
+    /// A socket silent for this long is closed.
+    pub idle_timeout: std::time::Duration,
+    /// Failed logins allowed per username per minute.
+    pub logins_per_minute: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: protocol::MAX_FRAME_BYTES,
+            visitor_per_second: 10,
+            visitor_burst: 20,
+            agent_per_second: 30,
+            agent_burst: 60,
+            ping_interval: std::time::Duration::from_secs(20),
+            idle_timeout: std::time::Duration::from_secs(60),
+            logins_per_minute: 10,
+        }
+    }
+}
+
+/// The demo shop, used when no config file names sites.
+pub fn demo_site(origins: Vec<String>) -> SiteConfig {
+    SiteConfig {
+        key: "demo".into(),
+        name: "Demo Shop".into(),
+        color: default_color(),
+        allowed_origins: origins,
+    }
+}
+
+impl Config {
+    /// Settings for a relay on `listen` from the CLI and its config file.
+    pub fn from_cli(cli: &Cli) -> anyhow::Result<Self> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| anyhow::anyhow!("bad config {}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let mut sites = file.sites;
+        if sites.is_empty() {
+            let port = cli.listen.port();
+            sites.push(demo_site(vec![
+                format!("http://127.0.0.1:{port}"),
+                format!("http://localhost:{port}"),
+                format!("http://{}", cli.listen),
+            ]));
+        }
+        let demo_dir = (!cli.demo_site.as_os_str().is_empty()).then(|| cli.demo_site.clone());
+        Ok(Self {
+            database_url: cli.database.clone(),
+            assets_dir: cli.assets.clone(),
+            demo_dir,
+            sites,
+            agents: file.agents,
+            limits: Limits::default(),
+        })
+    }
+
+    /// Settings for tests: in-memory-free SQLite at `database_url`, one site with the given origins.
+    pub fn for_tests(database_url: String, assets_dir: PathBuf, origins: Vec<String>) -> Self {
+        Self {
+            database_url,
+            assets_dir,
+            demo_dir: None,
+            sites: vec![demo_site(origins)],
+            agents: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_config_file() {
+        let file: FileConfig = toml::from_str(
+            r##"
+            [[site]]
+            key = "shop"
+            name = "Shop"
+            color = "#ff0000"
+            allowed_origins = ["https://shop.example"]
+
+            [[agent]]
+            username = "mina"
+            display_name = "Mina"
+            password = "correct horse"
+            "##,
+        )
+        .expect("valid config");
+        assert_eq!(file.sites[0].key, "shop");
+        assert!(file.sites[0].allows_origin(Some("https://shop.example")));
+        assert!(!file.sites[0].allows_origin(Some("https://evil.example")));
+        assert!(!file.sites[0].allows_origin(None));
+        assert_eq!(file.agents[0].display_name, "Mina");
+    }
+}

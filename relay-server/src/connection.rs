@@ -1,0 +1,232 @@
+//! What every WebSocket connection does, whoever is on the other end: read with a size limit,
+//! rate-limit, decode into typed frames, answer bad input with typed errors, ping and time out
+//! idle peers, deliver hub signals in seq order, and close with 1001 on shutdown.
+//!
+//! The per-kind logic lives behind [`Session`] (visitor, agent): it turns frames and signals into
+//! outgoing frames pushed to a `Vec`, so it can be tested without a socket.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use governor::clock::{Clock, DefaultClock};
+use governor::{Quota, RateLimiter};
+use protocol::{ClientId, ConversationId, ErrorCode, ErrorFrame, Event, Frame, Seq};
+use serde::Serialize;
+
+use crate::hub::{Mailbox, Signal};
+use crate::store::{Store, StoreResult};
+use crate::App;
+
+/// The per-kind half of a connection.
+pub trait Session: Send {
+    /// Frames the client sends.
+    type In: Frame + Send;
+    /// Frames the relay sends.
+    type Out: Serialize + Send;
+
+    /// Wraps an error frame.
+    fn error(e: ErrorFrame) -> Self::Out;
+    /// The client id a frame carries, so a refusal can name it.
+    fn client_id(frame: &Self::In) -> Option<ClientId>;
+    /// Handles one decoded, rate-checked frame.
+    fn on_frame(
+        &mut self,
+        frame: Self::In,
+        out: &mut Vec<Self::Out>,
+    ) -> impl std::future::Future<Output = ()> + Send;
+    /// Handles one hub signal.
+    fn on_signal(
+        &mut self,
+        signal: Signal,
+        out: &mut Vec<Self::Out>,
+    ) -> impl std::future::Future<Output = ()> + Send;
+    /// Some signals were not queued: re-read what was missed from the store.
+    fn resync(&mut self, out: &mut Vec<Self::Out>) -> impl std::future::Future<Output = ()> + Send;
+    /// The socket is gone: leave the hub.
+    fn finish(self);
+}
+
+/// Rate limit of a connection kind.
+#[derive(Clone, Copy, Debug)]
+pub struct Rate {
+    /// Sustained frames per second.
+    pub per_second: u32,
+    /// Burst.
+    pub burst: u32,
+}
+
+/// Runs a connection until the peer leaves, misbehaves past repair, idles out, or the relay stops.
+pub async fn run<S: Session>(
+    mut socket: WebSocket,
+    mut session: S,
+    mut mailbox: Mailbox,
+    app: Arc<App>,
+    rate: Rate,
+) {
+    let quota = Quota::per_second(NonZeroU32::new(rate.per_second).unwrap_or(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN));
+    let limiter = RateLimiter::direct(quota);
+    let limits = app.limits.clone();
+    let mut ping = tokio::time::interval(limits.ping_interval);
+    ping.reset();
+    let mut last_seen = Instant::now();
+    let mut out: Vec<S::Out> = Vec::new();
+    let mut close: Option<(u16, &'static str)> = None;
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = app.shutdown.cancelled() => {
+                close = Some((protocol::CLOSE_GOING_AWAY, "relay shutting down"));
+            }
+            msg = socket.recv() => match msg {
+                None | Some(Ok(Message::Close(_))) => break,
+                Some(Err(e)) => {
+                    // tungstenite refuses messages above its hard cap while reading them.
+                    if e.to_string().contains("too long") || e.to_string().contains("Space limit") {
+                        close = Some((protocol::CLOSE_TOO_BIG, "message too big"));
+                    } else {
+                        tracing::debug!(error = %e, "socket read failed");
+                        break;
+                    }
+                }
+                Some(Ok(Message::Text(text))) => {
+                    last_seen = Instant::now();
+                    if text.len() > limits.max_frame_bytes {
+                        close = Some((protocol::CLOSE_TOO_BIG, "message too big"));
+                    } else {
+                        let decoded = protocol::decode::<S::In>(&text);
+                        match limiter.check() {
+                            Err(not_until) => {
+                                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                                let mut e = ErrorFrame::new(ErrorCode::RateLimited, "too many frames; retry later")
+                                    .for_client(decoded.as_ref().ok().and_then(S::client_id));
+                                e.retry_after_ms = Some(wait.as_millis().max(1) as u64);
+                                out.push(S::error(e));
+                            }
+                            Ok(()) => match decoded {
+                                Ok(frame) => session.on_frame(frame, &mut out).await,
+                                Err(e) => out.push(S::error(e.into())),
+                            },
+                        }
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    last_seen = Instant::now();
+                    out.push(S::error(ErrorFrame::new(ErrorCode::Malformed, "binary frames are not accepted; send JSON text")));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_seen = Instant::now(),
+            },
+            signal = mailbox.rx.recv() => {
+                if let Some(signal) = signal {
+                    session.on_signal(signal, &mut out).await;
+                }
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() > limits.idle_timeout {
+                    close = Some((protocol::CLOSE_POLICY, "idle timeout"));
+                } else if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+        }
+        if mailbox.lagged.swap(false, Ordering::AcqRel) {
+            session.resync(&mut out).await;
+        }
+        let mut failed = false;
+        for frame in out.drain(..) {
+            let text = protocol::encode(&frame);
+            if socket.send(Message::Text(text.into())).await.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        if failed {
+            break;
+        }
+        if let Some((code, reason)) = close {
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                })))
+                .await;
+            break;
+        }
+    }
+    session.finish();
+}
+
+/// Per-conversation delivery position of one connection: makes every client see each event once,
+/// in seq order, with no gap, even when hub signals arrive out of order or were dropped.
+#[derive(Default)]
+pub struct Cursor {
+    delivered: HashMap<ConversationId, Seq>,
+}
+
+impl Cursor {
+    /// Starts tracking a conversation from `seq` (what the client already holds).
+    pub fn track(&mut self, conversation: &ConversationId, seq: Seq) {
+        self.delivered.insert(conversation.clone(), seq);
+    }
+
+    /// Whether a conversation is tracked.
+    pub fn tracks(&self, conversation: &ConversationId) -> bool {
+        self.delivered.contains_key(conversation)
+    }
+
+    /// Stops tracking a conversation.
+    pub fn forget(&mut self, conversation: &ConversationId) {
+        self.delivered.remove(conversation);
+    }
+
+    /// The events to send for a signalled event: none if already delivered, it alone if next,
+    /// else everything missing from the store up to and including it.
+    pub async fn deliver(
+        &mut self,
+        store: &dyn Store,
+        event: Arc<Event>,
+    ) -> StoreResult<Vec<Event>> {
+        let Some(&have) = self.delivered.get(&event.conversation_id) else {
+            return Ok(Vec::new());
+        };
+        if event.seq <= have {
+            return Ok(Vec::new());
+        }
+        if event.seq == have + 1 {
+            self.delivered
+                .insert(event.conversation_id.clone(), event.seq);
+            return Ok(vec![(*event).clone()]);
+        }
+        self.catch_up(store, &event.conversation_id).await
+    }
+
+    /// Everything stored after what was delivered, for one conversation.
+    pub async fn catch_up(
+        &mut self,
+        store: &dyn Store,
+        conversation: &ConversationId,
+    ) -> StoreResult<Vec<Event>> {
+        let Some(&have) = self.delivered.get(conversation) else {
+            return Ok(Vec::new());
+        };
+        let events = store.events_after(conversation, have, REPLAY_LIMIT).await?;
+        if let Some(last) = events.last() {
+            self.delivered.insert(conversation.clone(), last.seq);
+        }
+        Ok(events)
+    }
+
+    /// Every tracked conversation.
+    pub fn conversations(&self) -> Vec<ConversationId> {
+        self.delivered.keys().cloned().collect()
+    }
+}
+
+/// Most events replayed in one go. A conversation with more is replayed in several rounds
+/// (the next signal or resync continues from the new position).
+pub const REPLAY_LIMIT: i64 = 10_000;

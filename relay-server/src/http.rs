@@ -1,0 +1,148 @@
+//! The HTTP surface besides the sockets: routes, static bundles, the public site settings, health,
+//! and [`AppError`], which logs details and never leaks them.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::services::{ServeDir, ServeFile};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::{agent, auth, visitor, App};
+
+/// Every error an HTTP handler returns. The body is `{"error": code, "message": text}`.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// No site has that key.
+    #[error("unknown site")]
+    UnknownSite,
+    /// The request's origin is not allowed.
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    /// No valid session.
+    #[error("login required")]
+    Unauthorized,
+    /// Wrong username or password.
+    #[error("wrong username or password")]
+    BadCredentials,
+    /// Too many attempts; retry after this many milliseconds.
+    #[error("too many attempts")]
+    RateLimited(u64),
+    /// The request is not what the endpoint takes (e.g. a plain GET on a socket URL).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Something failed inside; logged, not shown.
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            AppError::UnknownSite => (StatusCode::NOT_FOUND, "unknown_site"),
+            AppError::OriginNotAllowed => (StatusCode::FORBIDDEN, "origin_not_allowed"),
+            AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AppError::BadCredentials => (StatusCode::UNAUTHORIZED, "bad_credentials"),
+            AppError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            AppError::Internal(e) => {
+                tracing::error!(error = ?e, "request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        let mut body = serde_json::json!({ "error": code, "message": self.to_string() });
+        if let AppError::RateLimited(ms) = self {
+            body["retry_after_ms"] = ms.into();
+        }
+        (status, Json(body)).into_response()
+    }
+}
+
+/// `GET /api/sites/{key}`: what the loader needs before drawing the launcher. Public.
+async fn site_info(
+    State(app): State<Arc<App>>,
+    Path(key): Path<String>,
+) -> Result<Response, AppError> {
+    let site = app.sites.get(&key).ok_or(AppError::UnknownSite)?;
+    Ok(Json(serde_json::json!({
+        "key": site.key,
+        "name": site.name,
+        "color": site.color,
+        "agents_online": app.hub.agents_online().len(),
+    }))
+    .into_response())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match app.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: store unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unreachable").into_response()
+        }
+    }
+}
+
+/// All routes.
+pub fn router(app: Arc<App>) -> Router {
+    let assets = app.assets_dir.clone();
+    // The loader and panel are fetched cross-origin by customers' pages (module scripts and wasm
+    // are CORS requests), so they and the public site settings allow any origin.
+    let public_cors = CorsLayer::new().allow_origin(Any).allow_methods(Any);
+    let no_cache = SetResponseHeaderLayer::overriding(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+
+    let widget = Router::new()
+        .route_service(
+            "/widget.js",
+            ServeFile::new(assets.join("widget.js"))
+                .precompressed_br()
+                .precompressed_gzip(),
+        )
+        .nest_service(
+            "/widget",
+            ServeDir::new(assets.join("widget"))
+                .precompressed_br()
+                .precompressed_gzip(),
+        )
+        .route("/api/sites/{key}", get(site_info))
+        .layer(public_cors)
+        .layer(no_cache.clone());
+
+    let console_dir = assets.join("console");
+    let console = Router::new()
+        .route_service("/console", ServeFile::new(console_dir.join("index.html")))
+        .nest_service(
+            "/console/",
+            ServeDir::new(&console_dir)
+                .precompressed_br()
+                .precompressed_gzip()
+                .fallback(ServeFile::new(console_dir.join("index.html"))),
+        )
+        .layer(no_cache);
+
+    let mut router = Router::new()
+        .route("/ws/visitor", get(visitor::upgrade))
+        .route("/ws/agent", get(agent::upgrade))
+        .route("/api/login", post(auth::login))
+        .route("/api/logout", post(auth::logout))
+        .route("/api/me", get(auth::me))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(widget)
+        .merge(console);
+    if let Some(demo) = &app.demo_dir {
+        router = router.fallback_service(ServeDir::new(demo));
+    }
+    router.with_state(app)
+}

@@ -1,0 +1,287 @@
+//! In-process fan-out: who is listening to which conversation, and who is online.
+//!
+//! The hub never holds history. A connection that falls behind (its queue is full) is marked
+//! *lagged* instead of losing signals silently; it then re-reads what it missed from the store,
+//! which is always the source of truth. Cross-node fan-out (Redis) plugs in behind the same
+//! `publish_*` calls.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use protocol::{AgentInfo, Author, ConversationId, ConversationSummary, Event};
+use tokio::sync::mpsc;
+
+/// Queue length per connection. Past it the connection is marked lagged and resyncs from the
+/// store: memory stays bounded whatever a slow client does.
+pub const QUEUE: usize = 256;
+
+/// Something a connection should tell its client.
+#[derive(Clone, Debug)]
+pub enum Signal {
+    /// A stored event of a conversation the connection listens to.
+    Event(Arc<Event>),
+    /// Someone typing in a conversation the connection listens to.
+    Typing {
+        /// Which conversation.
+        conversation_id: ConversationId,
+        /// Who.
+        author: Author,
+        /// Started or stopped.
+        active: bool,
+    },
+    /// A conversation changed (agents only).
+    Summary(Arc<ConversationSummary>),
+    /// The set of online agents changed.
+    Presence,
+}
+
+/// Identifies one connection in the hub.
+pub type ConnId = u64;
+
+/// A connection's inbox, as the hub holds it.
+#[derive(Clone)]
+pub struct Inbox {
+    id: ConnId,
+    tx: mpsc::Sender<Signal>,
+    /// Set when a signal could not be queued; the connection resyncs from the store.
+    lagged: Arc<AtomicBool>,
+}
+
+impl Inbox {
+    fn deliver(&self, signal: Signal) {
+        if self.tx.try_send(signal).is_err() {
+            self.lagged.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// The receiving half a connection keeps.
+pub struct Mailbox {
+    /// Signals in order.
+    pub rx: mpsc::Receiver<Signal>,
+    /// True when some signal was not queued; clear it and resync.
+    pub lagged: Arc<AtomicBool>,
+    /// The hub-side handle, to (un)subscribe.
+    pub inbox: Inbox,
+}
+
+#[derive(Default)]
+struct Tables {
+    /// Listeners per conversation: visitor tabs and agents who opened it.
+    conversations: HashMap<ConversationId, Vec<Inbox>>,
+    /// Every agent connection (conversation list updates, presence).
+    agent_conns: HashMap<ConnId, (Inbox, AgentInfo)>,
+    /// Every visitor connection (presence changes).
+    visitor_conns: HashMap<ConnId, Inbox>,
+}
+
+/// The hub. Cheap to share (`Arc`).
+#[derive(Default)]
+pub struct Hub {
+    tables: Mutex<Tables>,
+    next_id: AtomicU64,
+}
+
+impl Hub {
+    /// A new, empty hub.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
+        // A panic while holding this lock cannot leave the tables half-updated in a way that
+        // matters (every operation is a single insert/remove), so poisoning is ignored.
+        self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new mailbox for a connection.
+    pub fn mailbox(&self) -> Mailbox {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let lagged = Arc::new(AtomicBool::new(false));
+        let inbox = Inbox {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            tx,
+            lagged: lagged.clone(),
+        };
+        Mailbox { rx, lagged, inbox }
+    }
+
+    /// Listens to a conversation's events and typing.
+    pub fn subscribe(&self, conversation: &ConversationId, inbox: &Inbox) {
+        let mut t = self.lock();
+        let list = t.conversations.entry(conversation.clone()).or_default();
+        if !list.iter().any(|i| i.id == inbox.id) {
+            list.push(inbox.clone());
+        }
+    }
+
+    /// Stops listening to a conversation.
+    pub fn unsubscribe(&self, conversation: &ConversationId, inbox: &Inbox) {
+        let mut t = self.lock();
+        if let Some(list) = t.conversations.get_mut(conversation) {
+            list.retain(|i| i.id != inbox.id);
+            if list.is_empty() {
+                t.conversations.remove(conversation);
+            }
+        }
+    }
+
+    /// Registers a visitor connection (for presence).
+    pub fn join_visitor(&self, inbox: &Inbox) {
+        self.lock().visitor_conns.insert(inbox.id, inbox.clone());
+    }
+
+    /// Registers an agent connection. Returns true if this agent just came online.
+    pub fn join_agent(&self, inbox: &Inbox, agent: AgentInfo) -> bool {
+        let mut t = self.lock();
+        let was_online = t.agent_conns.values().any(|(_, a)| a.id == agent.id);
+        t.agent_conns.insert(inbox.id, (inbox.clone(), agent));
+        if !was_online {
+            Self::broadcast_presence(&t);
+        }
+        !was_online
+    }
+
+    /// Removes a connection from everything. Tells others if an agent went offline.
+    pub fn leave(&self, inbox: &Inbox) {
+        let mut t = self.lock();
+        t.visitor_conns.remove(&inbox.id);
+        t.conversations.retain(|_, list| {
+            list.retain(|i| i.id != inbox.id);
+            !list.is_empty()
+        });
+        if let Some((_, agent)) = t.agent_conns.remove(&inbox.id) {
+            if !t.agent_conns.values().any(|(_, a)| a.id == agent.id) {
+                Self::broadcast_presence(&t);
+            }
+        }
+    }
+
+    fn broadcast_presence(t: &Tables) {
+        for inbox in t.visitor_conns.values() {
+            inbox.deliver(Signal::Presence);
+        }
+        for (inbox, _) in t.agent_conns.values() {
+            inbox.deliver(Signal::Presence);
+        }
+    }
+
+    /// Agents online now, one entry per agent, sorted by name.
+    pub fn agents_online(&self) -> Vec<AgentInfo> {
+        let t = self.lock();
+        let mut seen: HashMap<&str, &AgentInfo> = HashMap::new();
+        for (_, a) in t.agent_conns.values() {
+            seen.insert(a.id.as_str(), a);
+        }
+        let mut list: Vec<AgentInfo> = seen.into_values().cloned().collect();
+        list.sort_by(|a, b| a.display_name.cmp(&b.display_name).then(a.id.cmp(&b.id)));
+        list
+    }
+
+    /// Delivers a stored event to the conversation's listeners.
+    pub fn publish_event(&self, event: Arc<Event>) {
+        let t = self.lock();
+        if let Some(list) = t.conversations.get(&event.conversation_id) {
+            for inbox in list {
+                inbox.deliver(Signal::Event(event.clone()));
+            }
+        }
+    }
+
+    /// Delivers a typing signal to the conversation's listeners except `from`.
+    pub fn publish_typing(
+        &self,
+        from: &Inbox,
+        conversation_id: &ConversationId,
+        author: Author,
+        active: bool,
+    ) {
+        let t = self.lock();
+        if let Some(list) = t.conversations.get(conversation_id) {
+            for inbox in list.iter().filter(|i| i.id != from.id) {
+                inbox.deliver(Signal::Typing {
+                    conversation_id: conversation_id.clone(),
+                    author: author.clone(),
+                    active,
+                });
+            }
+        }
+    }
+
+    /// Tells every agent connection that a conversation changed.
+    pub fn publish_summary(&self, summary: Arc<ConversationSummary>) {
+        let t = self.lock();
+        for (inbox, _) in t.agent_conns.values() {
+            inbox.deliver(Signal::Summary(summary.clone()));
+        }
+    }
+
+    /// Live connections (visitor, agent), for metrics and tests.
+    pub fn connection_counts(&self) -> (usize, usize) {
+        let t = self.lock();
+        (t.visitor_conns.len(), t.agent_conns.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{EventBody, Role};
+
+    fn event(conv: &str, seq: u64) -> Arc<Event> {
+        Arc::new(Event {
+            conversation_id: ConversationId::from(conv),
+            seq,
+            at: 0,
+            author: Author {
+                role: Role::Visitor,
+                id: None,
+                name: None,
+            },
+            body: EventBody::Joined,
+        })
+    }
+
+    #[tokio::test]
+    async fn delivers_only_to_subscribers() {
+        let hub = Hub::new();
+        let mut a = hub.mailbox();
+        let mut b = hub.mailbox();
+        hub.subscribe(&ConversationId::from("c1"), &a.inbox);
+        hub.subscribe(&ConversationId::from("c2"), &b.inbox);
+        hub.publish_event(event("c1", 1));
+        assert!(matches!(a.rx.try_recv(), Ok(Signal::Event(e)) if e.seq == 1));
+        assert!(b.rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_marks_the_connection_lagged() {
+        let hub = Hub::new();
+        let m = hub.mailbox();
+        hub.subscribe(&ConversationId::from("c1"), &m.inbox);
+        for seq in 0..(QUEUE as u64 + 5) {
+            hub.publish_event(event("c1", seq));
+        }
+        assert!(m.lagged.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn presence_counts_agents_once() {
+        let hub = Hub::new();
+        let agent = AgentInfo {
+            id: "a1".into(),
+            username: "mina".into(),
+            display_name: "Mina".into(),
+        };
+        let one = hub.mailbox();
+        let two = hub.mailbox();
+        assert!(hub.join_agent(&one.inbox, agent.clone()));
+        assert!(!hub.join_agent(&two.inbox, agent));
+        assert_eq!(hub.agents_online().len(), 1);
+        hub.leave(&one.inbox);
+        assert_eq!(hub.agents_online().len(), 1);
+        hub.leave(&two.inbox);
+        assert!(hub.agents_online().is_empty());
+    }
+}

@@ -1,0 +1,215 @@
+//! Durable state: agents, sessions, visitors, conversations and their sequenced events.
+//!
+//! One trait, [`Store`], so the relay does not care which engine keeps the data. SQLite
+//! ([`sqlite::SqliteStore`]) is the default; the trait is shaped so a PostgreSQL implementation
+//! can keep the same guarantees (seq assigned in the appending transaction, idempotent appends).
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use protocol::{
+    Author, ClientId, ConversationId, ConversationStatus, Event, EventBody, PageContext, Seq,
+};
+
+/// What can go wrong in a store call.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such conversation.
+    #[error("conversation not found")]
+    NotFound,
+    /// The conversation is assigned to another agent.
+    #[error("conversation is assigned to another agent")]
+    Forbidden,
+    /// The conversation is closed.
+    #[error("conversation is closed")]
+    Closed,
+    /// The engine failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Stored data could not be decoded.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An agent account.
+#[derive(Clone, Debug)]
+pub struct AgentRecord {
+    /// Stable id.
+    pub id: String,
+    /// Login name.
+    pub username: String,
+    /// Shown to visitors.
+    pub display_name: String,
+    /// argon2 PHC string.
+    pub password_hash: String,
+}
+
+/// A visitor (one browser, identified by its token).
+#[derive(Clone, Debug)]
+pub struct VisitorRecord {
+    /// Stable id.
+    pub id: String,
+    /// The site key it belongs to.
+    pub site: String,
+}
+
+/// A conversation row.
+#[derive(Clone, Debug)]
+pub struct ConversationRecord {
+    /// Its id.
+    pub id: ConversationId,
+    /// Site key.
+    pub site: String,
+    /// Visitor id.
+    pub visitor_id: String,
+    /// Where it stands.
+    pub status: ConversationStatus,
+    /// Assigned agent id.
+    pub assignee_id: Option<String>,
+    /// Newest seq.
+    pub last_seq: Seq,
+    /// Newest message text, cut.
+    pub preview: Option<String>,
+    /// Visitor's page.
+    pub context: PageContext,
+    /// Created (Unix ms).
+    pub created_at: i64,
+    /// Last changed (Unix ms).
+    pub updated_at: i64,
+}
+
+/// What an appended event does to its conversation besides adding itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Nothing (a message). Refused on closed conversations.
+    None,
+    /// Assign to this agent. Refused if another agent has it or it is closed.
+    Assign(String),
+    /// Close it.
+    Close,
+}
+
+/// An event to append.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    /// Who.
+    pub author: Author,
+    /// What.
+    pub body: EventBody,
+    /// The sender's idempotency key, if any.
+    pub client_id: Option<ClientId>,
+    /// Side effect on the conversation.
+    pub effect: Effect,
+}
+
+/// Result of an append.
+#[derive(Clone, Debug)]
+pub struct Appended {
+    /// The stored event (the original one when this was a repeat).
+    pub event: Event,
+    /// The conversation after the append.
+    pub conversation: ConversationRecord,
+    /// True when the client id was seen before: nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// The durable store. Every method is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks the engine answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Number of agent accounts.
+    async fn agent_count(&self) -> StoreResult<i64>;
+    /// Creates the agent or resets its display name and password hash.
+    async fn upsert_agent(
+        &self,
+        username: &str,
+        display_name: &str,
+        password_hash: &str,
+    ) -> StoreResult<AgentRecord>;
+    /// Looks an agent up by login name.
+    async fn agent_by_username(&self, username: &str) -> StoreResult<Option<AgentRecord>>;
+    /// Looks an agent up by id.
+    async fn agent_by_id(&self, id: &str) -> StoreResult<Option<AgentRecord>>;
+
+    /// Records a login session.
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        agent_id: &str,
+        expires_at: i64,
+    ) -> StoreResult<()>;
+    /// The agent of a live session.
+    async fn session_agent(&self, token_hash: &str, now: i64) -> StoreResult<Option<AgentRecord>>;
+    /// Ends a session.
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+
+    /// Creates a visitor with this token hash.
+    async fn create_visitor(&self, site: &str, token_hash: &str) -> StoreResult<VisitorRecord>;
+    /// The visitor of a token on a site.
+    async fn visitor_by_token(
+        &self,
+        site: &str,
+        token_hash: &str,
+    ) -> StoreResult<Option<VisitorRecord>>;
+
+    /// The visitor's newest conversation, closed or not.
+    async fn latest_conversation(
+        &self,
+        visitor_id: &str,
+    ) -> StoreResult<Option<ConversationRecord>>;
+    /// The visitor's newest conversation if it is not closed, else a new one.
+    async fn open_conversation(
+        &self,
+        site: &str,
+        visitor_id: &str,
+        context: &PageContext,
+    ) -> StoreResult<(ConversationRecord, bool)>;
+    /// One conversation.
+    async fn conversation(&self, id: &ConversationId) -> StoreResult<Option<ConversationRecord>>;
+    /// Newest-changed conversations first.
+    async fn recent_conversations(&self, limit: i64) -> StoreResult<Vec<ConversationRecord>>;
+    /// Stores the visitor's current page on every conversation of theirs that is not closed.
+    async fn update_context(
+        &self,
+        id: &ConversationId,
+        context: &PageContext,
+    ) -> StoreResult<ConversationRecord>;
+
+    /// Appends an event: assigns the next seq, applies the effect, all in one transaction. A
+    /// repeated client id returns the original event with `duplicate: true`.
+    async fn append(&self, id: &ConversationId, event: NewEvent) -> StoreResult<Appended>;
+    /// Events with seq > `after`, oldest first, at most `limit`.
+    async fn events_after(
+        &self,
+        id: &ConversationId,
+        after: Seq,
+        limit: i64,
+    ) -> StoreResult<Vec<Event>>;
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A fresh time-ordered id.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// First 140 characters of a text, for list previews.
+pub fn preview_of(text: &str) -> String {
+    let mut out: String = text.chars().take(140).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,498 @@
+//! The SQLite store: the default, embedded, zero-setup engine.
+//!
+//! Writes go through a pool of exactly one connection, so the relay itself serialises them:
+//! no `SQLITE_BUSY` retries, and "read `last_seq`, write `last_seq + 1`" inside a transaction is
+//! safe without row locks. Reads use a separate pool (WAL lets them run beside the writer).
+//! `synchronous = NORMAL` in WAL mode: a committed transaction survives a crash of the relay
+//! (kill -9); surviving power loss as well needs `synchronous = FULL` (`?synchronous=full`... see
+//! [`SqliteStore::connect`]).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use protocol::{
+    Author, ClientId, ConversationId, ConversationStatus, Event, EventBody, PageContext, Role, Seq,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+
+use super::{
+    new_id, now_ms, preview_of, AgentRecord, Appended, ConversationRecord, Effect, NewEvent, Store,
+    StoreError, StoreResult, VisitorRecord,
+};
+
+/// SQLite-backed [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// One connection: the single writer.
+    write: SqlitePool,
+    /// Readers.
+    read: SqlitePool,
+}
+
+const CONVERSATION_COLUMNS: &str =
+    "id, site, visitor_id, status, assignee_id, last_seq, preview, context, created_at, updated_at";
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://PATH`) and migrates it.
+    /// Add `?synchronous=full` to the URL to survive power loss, not only crashes, at some cost
+    /// in write latency.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let full_sync = url.contains("synchronous=full");
+        let clean = url.split('?').next().unwrap_or(url);
+        if let Some(path) = clean.strip_prefix("sqlite://") {
+            if let Some(dir) = std::path::Path::new(path).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+                }
+            }
+        }
+        let options = SqliteConnectOptions::from_str(clean)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if full_sync {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&write)
+            .await
+            .map_err(|e| StoreError::Database(e.into()))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { write, read })
+    }
+
+    /// Closes both pools, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+fn status_str(s: ConversationStatus) -> &'static str {
+    match s {
+        ConversationStatus::Open => "open",
+        ConversationStatus::Assigned => "assigned",
+        ConversationStatus::Closed => "closed",
+    }
+}
+
+fn parse_status(s: &str) -> StoreResult<ConversationStatus> {
+    match s {
+        "open" => Ok(ConversationStatus::Open),
+        "assigned" => Ok(ConversationStatus::Assigned),
+        "closed" => Ok(ConversationStatus::Closed),
+        other => Err(StoreError::Corrupt(format!("status {other}"))),
+    }
+}
+
+fn role_str(r: Role) -> &'static str {
+    match r {
+        Role::Visitor => "visitor",
+        Role::Agent => "agent",
+        Role::Bot => "bot",
+        Role::System => "system",
+    }
+}
+
+fn parse_role(s: &str) -> StoreResult<Role> {
+    match s {
+        "visitor" => Ok(Role::Visitor),
+        "agent" => Ok(Role::Agent),
+        "bot" => Ok(Role::Bot),
+        "system" => Ok(Role::System),
+        other => Err(StoreError::Corrupt(format!("role {other}"))),
+    }
+}
+
+fn conversation_from_row(row: &SqliteRow) -> StoreResult<ConversationRecord> {
+    let context: String = row.try_get("context")?;
+    Ok(ConversationRecord {
+        id: ConversationId(row.try_get("id")?),
+        site: row.try_get("site")?,
+        visitor_id: row.try_get("visitor_id")?,
+        status: parse_status(row.try_get::<&str, _>("status")?)?,
+        assignee_id: row.try_get("assignee_id")?,
+        last_seq: row.try_get::<i64, _>("last_seq")? as Seq,
+        preview: row.try_get("preview")?,
+        context: serde_json::from_str(&context).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> StoreResult<Event> {
+    let body: String = row.try_get("body")?;
+    Ok(Event {
+        conversation_id: ConversationId(row.try_get("conversation_id")?),
+        seq: row.try_get::<i64, _>("seq")? as Seq,
+        at: row.try_get("at")?,
+        author: Author {
+            role: parse_role(row.try_get::<&str, _>("author_role")?)?,
+            id: row.try_get("author_id")?,
+            name: row.try_get("author_name")?,
+        },
+        body: serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    })
+}
+
+fn agent_from_row(row: &SqliteRow) -> StoreResult<AgentRecord> {
+    Ok(AgentRecord {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        display_name: row.try_get("display_name")?,
+        password_hash: row.try_get("password_hash")?,
+    })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    async fn agent_count(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM agents")
+            .fetch_one(&self.read)
+            .await?)
+    }
+
+    async fn upsert_agent(
+        &self,
+        username: &str,
+        display_name: &str,
+        password_hash: &str,
+    ) -> StoreResult<AgentRecord> {
+        let row = sqlx::query(
+            "INSERT INTO agents (id, username, display_name, password_hash, created_at)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (username) DO UPDATE SET display_name = excluded.display_name,
+                 password_hash = excluded.password_hash
+             RETURNING id, username, display_name, password_hash",
+        )
+        .bind(new_id())
+        .bind(username)
+        .bind(display_name)
+        .bind(password_hash)
+        .bind(now_ms())
+        .fetch_one(&self.write)
+        .await?;
+        agent_from_row(&row)
+    }
+
+    async fn agent_by_username(&self, username: &str) -> StoreResult<Option<AgentRecord>> {
+        sqlx::query(
+            "SELECT id, username, display_name, password_hash FROM agents WHERE username = ?",
+        )
+        .bind(username)
+        .fetch_optional(&self.read)
+        .await?
+        .as_ref()
+        .map(agent_from_row)
+        .transpose()
+    }
+
+    async fn agent_by_id(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
+        sqlx::query("SELECT id, username, display_name, password_hash FROM agents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(agent_from_row)
+            .transpose()
+    }
+
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        agent_id: &str,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO sessions (token_hash, agent_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(token_hash)
+            .bind(agent_id)
+            .bind(now_ms())
+            .bind(expires_at)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn session_agent(&self, token_hash: &str, now: i64) -> StoreResult<Option<AgentRecord>> {
+        sqlx::query(
+            "SELECT a.id, a.username, a.display_name, a.password_hash
+             FROM sessions s JOIN agents a ON a.id = s.agent_id
+             WHERE s.token_hash = ? AND s.expires_at > ?",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.read)
+        .await?
+        .as_ref()
+        .map(agent_from_row)
+        .transpose()
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn create_visitor(&self, site: &str, token_hash: &str) -> StoreResult<VisitorRecord> {
+        let id = new_id();
+        sqlx::query("INSERT INTO visitors (id, site, token_hash, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&id)
+            .bind(site)
+            .bind(token_hash)
+            .bind(now_ms())
+            .execute(&self.write)
+            .await?;
+        Ok(VisitorRecord {
+            id,
+            site: site.to_owned(),
+        })
+    }
+
+    async fn visitor_by_token(
+        &self,
+        site: &str,
+        token_hash: &str,
+    ) -> StoreResult<Option<VisitorRecord>> {
+        let row = sqlx::query("SELECT id, site FROM visitors WHERE token_hash = ? AND site = ?")
+            .bind(token_hash)
+            .bind(site)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| {
+            Ok(VisitorRecord {
+                id: r.try_get("id")?,
+                site: r.try_get("site")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn latest_conversation(
+        &self,
+        visitor_id: &str,
+    ) -> StoreResult<Option<ConversationRecord>> {
+        sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE visitor_id = ?
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(visitor_id)
+        .fetch_optional(&self.read)
+        .await?
+        .as_ref()
+        .map(conversation_from_row)
+        .transpose()
+    }
+
+    async fn open_conversation(
+        &self,
+        site: &str,
+        visitor_id: &str,
+        context: &PageContext,
+    ) -> StoreResult<(ConversationRecord, bool)> {
+        let mut tx = self.write.begin().await?;
+        let existing = sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE visitor_id = ? AND status != 'closed'
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(visitor_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = existing {
+            tx.commit().await?;
+            return Ok((conversation_from_row(&row)?, false));
+        }
+        let now = now_ms();
+        let row = sqlx::query(&format!(
+            "INSERT INTO conversations (id, site, visitor_id, status, context, created_at, updated_at)
+             VALUES (?, ?, ?, 'open', ?, ?, ?) RETURNING {CONVERSATION_COLUMNS}"
+        ))
+        .bind(new_id())
+        .bind(site)
+        .bind(visitor_id)
+        .bind(json(context))
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((conversation_from_row(&row)?, true))
+    }
+
+    async fn conversation(&self, id: &ConversationId) -> StoreResult<Option<ConversationRecord>> {
+        sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
+        ))
+        .bind(&id.0)
+        .fetch_optional(&self.read)
+        .await?
+        .as_ref()
+        .map(conversation_from_row)
+        .transpose()
+    }
+
+    async fn recent_conversations(&self, limit: i64) -> StoreResult<Vec<ConversationRecord>> {
+        sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations ORDER BY updated_at DESC LIMIT ?"
+        ))
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(conversation_from_row)
+        .collect()
+    }
+
+    async fn update_context(
+        &self,
+        id: &ConversationId,
+        context: &PageContext,
+    ) -> StoreResult<ConversationRecord> {
+        let row = sqlx::query(&format!(
+            "UPDATE conversations SET context = ?, updated_at = ? WHERE id = ? RETURNING {CONVERSATION_COLUMNS}"
+        ))
+        .bind(json(context))
+        .bind(now_ms())
+        .bind(&id.0)
+        .fetch_optional(&self.write)
+        .await?;
+        row.as_ref()
+            .map(conversation_from_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn append(&self, id: &ConversationId, new: NewEvent) -> StoreResult<Appended> {
+        let mut tx = self.write.begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
+        ))
+        .bind(&id.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let conv = conversation_from_row(&row)?;
+
+        if let Some(client_id) = &new.client_id {
+            let dup = sqlx::query(
+                "SELECT conversation_id, seq, at, author_role, author_id, author_name, body FROM events
+                 WHERE conversation_id = ? AND author_id IS ? AND client_id = ?",
+            )
+            .bind(&id.0)
+            .bind(&new.author.id)
+            .bind(&client_id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = dup {
+                tx.commit().await?;
+                return Ok(Appended {
+                    event: event_from_row(&row)?,
+                    conversation: conv,
+                    duplicate: true,
+                });
+            }
+        }
+
+        if conv.status == ConversationStatus::Closed {
+            return Err(StoreError::Closed);
+        }
+        let (status, assignee) = match &new.effect {
+            Effect::None => (conv.status, conv.assignee_id.clone()),
+            Effect::Assign(agent) => match &conv.assignee_id {
+                Some(current) if current != agent => return Err(StoreError::Forbidden),
+                _ => (ConversationStatus::Assigned, Some(agent.clone())),
+            },
+            Effect::Close => (ConversationStatus::Closed, conv.assignee_id.clone()),
+        };
+        let preview = match &new.body {
+            EventBody::Message { text, .. } => Some(preview_of(text)),
+            _ => conv.preview.clone(),
+        };
+        let now = now_ms();
+        let row = sqlx::query(&format!(
+            "UPDATE conversations SET last_seq = last_seq + 1, status = ?, assignee_id = ?, preview = ?,
+                 updated_at = ? WHERE id = ? RETURNING {CONVERSATION_COLUMNS}"
+        ))
+        .bind(status_str(status))
+        .bind(&assignee)
+        .bind(&preview)
+        .bind(now)
+        .bind(&id.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        let conversation = conversation_from_row(&row)?;
+        let event = Event {
+            conversation_id: id.clone(),
+            seq: conversation.last_seq,
+            at: now,
+            author: new.author,
+            body: new.body,
+        };
+        sqlx::query(
+            "INSERT INTO events (conversation_id, seq, at, author_role, author_id, author_name, client_id, body)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id.0)
+        .bind(event.seq as i64)
+        .bind(event.at)
+        .bind(role_str(event.author.role))
+        .bind(&event.author.id)
+        .bind(&event.author.name)
+        .bind(new.client_id.as_ref().map(|c: &ClientId| c.0.as_str()))
+        .bind(json(&event.body))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Appended {
+            event,
+            conversation,
+            duplicate: false,
+        })
+    }
+
+    async fn events_after(
+        &self,
+        id: &ConversationId,
+        after: Seq,
+        limit: i64,
+    ) -> StoreResult<Vec<Event>> {
+        sqlx::query(
+            "SELECT conversation_id, seq, at, author_role, author_id, author_name, body FROM events
+             WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(&id.0)
+        .bind(after as i64)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+}

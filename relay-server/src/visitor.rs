@@ -1,0 +1,368 @@
+//! The visitor socket: `/ws/visitor?site=KEY`. Checks site and origin before upgrading, then runs
+//! a [`VisitorSession`]: one handler per [`VisitorFrame`] variant.
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use protocol::{
+    Author, ClientId, ConversationId, ErrorCode, ErrorFrame, EventBody, PageContext, Role, Seq,
+    ToVisitor, VisitorFrame,
+};
+use serde::Deserialize;
+
+use crate::config::SiteConfig;
+use crate::connection::{self, Cursor, Rate, Session};
+use crate::http::AppError;
+use crate::hub::{Inbox, Mailbox, Signal};
+use crate::store::{Effect, NewEvent, StoreError, VisitorRecord};
+use crate::{token, App};
+
+/// Query of the visitor socket URL.
+#[derive(Deserialize)]
+pub struct VisitorQuery {
+    /// Site key.
+    site: Option<String>,
+}
+
+/// `GET /ws/visitor`: 404 for an unknown site, 403 for an origin the site does not allow.
+pub async fn upgrade(
+    State(app): State<Arc<App>>,
+    Query(query): Query<VisitorQuery>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, AppError> {
+    let key = query.site.unwrap_or_default();
+    let site = app.sites.get(&key).cloned().ok_or(AppError::UnknownSite)?;
+    let origin = headers.get("origin").and_then(|v| v.to_str().ok());
+    if !site.allows_origin(origin) {
+        tracing::info!(site = %key, origin = ?origin, "visitor socket refused: origin not allowed");
+        return Err(AppError::OriginNotAllowed);
+    }
+    let ws = ws.map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let limits = app.limits.clone();
+    let app2 = app.clone();
+    Ok(ws
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(limits.max_frame_bytes * 2)
+        .max_frame_size(limits.max_frame_bytes * 2)
+        .on_upgrade(move |socket| {
+            let mailbox = app2.hub.mailbox();
+            app2.hub.join_visitor(&mailbox.inbox);
+            let session = VisitorSession::new(app2.clone(), site, &mailbox);
+            let rate = Rate {
+                per_second: limits.visitor_per_second,
+                burst: limits.visitor_burst,
+            };
+            let tracker = app2.tasks.clone();
+            tracker.track_future(connection::run(socket, session, mailbox, app2, rate))
+        })
+        .into_response())
+}
+
+/// One visitor connection (one browser tab).
+pub struct VisitorSession {
+    app: Arc<App>,
+    site: SiteConfig,
+    inbox: Inbox,
+    /// Set by `hello`; frames before it are refused.
+    visitor: Option<VisitorRecord>,
+    /// The visitor's current conversation, once one exists.
+    conversation: Option<ConversationId>,
+    /// The page the visitor is on, as last reported.
+    context: PageContext,
+    cursor: Cursor,
+}
+
+impl VisitorSession {
+    /// A session before `hello`.
+    pub fn new(app: Arc<App>, site: SiteConfig, mailbox: &Mailbox) -> Self {
+        Self {
+            app,
+            site,
+            inbox: mailbox.inbox.clone(),
+            visitor: None,
+            conversation: None,
+            context: PageContext::default(),
+            cursor: Cursor::default(),
+        }
+    }
+
+    fn author(visitor: &VisitorRecord) -> Author {
+        Author {
+            role: Role::Visitor,
+            id: Some(visitor.id.clone()),
+            name: None,
+        }
+    }
+
+    fn listen(&mut self, conversation: &ConversationId, from: Seq) {
+        self.app.hub.subscribe(conversation, &self.inbox);
+        self.cursor.track(conversation, from);
+        self.conversation = Some(conversation.clone());
+    }
+
+    async fn on_hello(
+        &mut self,
+        v: u32,
+        token: Option<String>,
+        held: Option<ConversationId>,
+        last_seq: Option<Seq>,
+        context: PageContext,
+        out: &mut Vec<ToVisitor>,
+    ) {
+        if v != protocol::PROTOCOL_VERSION {
+            out.push(ToVisitor::Error(ErrorFrame::new(
+                ErrorCode::UnsupportedVersion,
+                format!("this relay speaks protocol v{}", protocol::PROTOCOL_VERSION),
+            )));
+            return;
+        }
+        if self.visitor.is_some() {
+            out.push(ToVisitor::Error(ErrorFrame::new(
+                ErrorCode::Invalid,
+                "hello was already sent",
+            )));
+            return;
+        }
+        self.context = context.truncated();
+        let store = &self.app.store;
+        let known = match &token {
+            Some(t) => {
+                store
+                    .visitor_by_token(&self.site.key, &token::hash(t))
+                    .await
+            }
+            None => Ok(None),
+        };
+        let (visitor, token) = match known {
+            Ok(Some(v)) => (v, token.unwrap_or_default()),
+            Ok(None) => {
+                let fresh = token::generate();
+                match store
+                    .create_visitor(&self.site.key, &token::hash(&fresh))
+                    .await
+                {
+                    Ok(v) => (v, fresh),
+                    Err(e) => return out.push(internal(e, None)),
+                }
+            }
+            Err(e) => return out.push(internal(e, None)),
+        };
+        let latest = match store.latest_conversation(&visitor.id).await {
+            Ok(c) => c,
+            Err(e) => return out.push(internal(e, None)),
+        };
+        let (conversation_id, head, recovered, from) = match &latest {
+            None => (None, 0, held.is_none(), 0),
+            Some(c) => {
+                let same = held.as_ref() == Some(&c.id);
+                let have = if same { last_seq.unwrap_or(0) } else { 0 };
+                let recovered = (same || held.is_none()) && have <= c.last_seq;
+                let from = if recovered { have } else { 0 };
+                (Some(c.id.clone()), c.last_seq, recovered, from)
+            }
+        };
+        out.push(ToVisitor::Welcome {
+            v: protocol::PROTOCOL_VERSION,
+            token,
+            visitor_id: visitor.id.clone(),
+            conversation_id: conversation_id.clone(),
+            last_seq: head,
+            recovered,
+            agents_online: self.app.hub.agents_online().len() as u32,
+        });
+        self.visitor = Some(visitor);
+        if let Some(conversation) = conversation_id {
+            // Listen first, then read: an event stored in between arrives by both ways and the
+            // cursor drops the second copy. Reading first could miss it.
+            self.listen(&conversation, from);
+            match self.cursor.catch_up(&*self.app.store, &conversation).await {
+                Ok(events) => out.extend(events.into_iter().map(ToVisitor::Event)),
+                Err(e) => out.push(internal(e, None)),
+            }
+            if latest
+                .as_ref()
+                .is_some_and(|c| c.status != protocol::ConversationStatus::Closed)
+            {
+                self.store_context(out).await;
+            }
+        }
+    }
+
+    async fn on_send(&mut self, client_id: ClientId, text: String, out: &mut Vec<ToVisitor>) {
+        let Some(visitor) = self.visitor.clone() else {
+            return out.push(hello_required());
+        };
+        if !client_id.is_valid() {
+            return out.push(ToVisitor::Error(
+                ErrorFrame::new(
+                    ErrorCode::Invalid,
+                    "client_id must be 1-64 of [A-Za-z0-9_-]",
+                )
+                .for_client(Some(client_id)),
+            ));
+        }
+        if let Err(e) = protocol::validate_text(&text) {
+            return out.push(ToVisitor::Error(e.for_client(Some(client_id))));
+        }
+        let store = self.app.store.clone();
+        let conversation = match store
+            .open_conversation(&self.site.key, &visitor.id, &self.context)
+            .await
+        {
+            Ok((c, _created)) => c,
+            Err(e) => return out.push(internal(e, Some(client_id))),
+        };
+        if self.conversation.as_ref() != Some(&conversation.id)
+            || !self.cursor.tracks(&conversation.id)
+        {
+            self.listen(&conversation.id, conversation.last_seq);
+        }
+        let new = NewEvent {
+            author: Self::author(&visitor),
+            body: EventBody::Message {
+                text,
+                client_id: Some(client_id.clone()),
+            },
+            client_id: Some(client_id.clone()),
+            effect: Effect::None,
+        };
+        match store.append(&conversation.id, new).await {
+            Ok(appended) => {
+                out.push(ToVisitor::Ack {
+                    client_id,
+                    conversation_id: conversation.id.clone(),
+                    seq: appended.event.seq,
+                });
+                if !appended.duplicate {
+                    self.app.publish(&appended).await;
+                }
+            }
+            Err(StoreError::Closed) => out.push(ToVisitor::Error(
+                ErrorFrame::new(
+                    ErrorCode::Closed,
+                    "conversation closed; send again to start a new one",
+                )
+                .for_client(Some(client_id)),
+            )),
+            Err(e) => out.push(internal(e, Some(client_id))),
+        }
+    }
+
+    async fn on_typing(&mut self, active: bool, out: &mut Vec<ToVisitor>) {
+        let Some(visitor) = &self.visitor else {
+            return out.push(hello_required());
+        };
+        if let Some(conversation) = &self.conversation {
+            self.app
+                .hub
+                .publish_typing(&self.inbox, conversation, Self::author(visitor), active);
+        }
+    }
+
+    async fn on_context(&mut self, context: PageContext, out: &mut Vec<ToVisitor>) {
+        if self.visitor.is_none() {
+            return out.push(hello_required());
+        }
+        self.context = context.truncated();
+        self.store_context(out).await;
+    }
+
+    async fn store_context(&mut self, out: &mut Vec<ToVisitor>) {
+        let Some(conversation) = &self.conversation else {
+            return;
+        };
+        match self
+            .app
+            .store
+            .update_context(conversation, &self.context)
+            .await
+        {
+            Ok(record) => self.app.publish_summary(&record).await,
+            Err(e) => out.push(internal(e, None)),
+        }
+    }
+}
+
+fn hello_required() -> ToVisitor {
+    ToVisitor::Error(ErrorFrame::new(
+        ErrorCode::HelloRequired,
+        "send hello first",
+    ))
+}
+
+fn internal(e: StoreError, client_id: Option<ClientId>) -> ToVisitor {
+    tracing::error!(error = %e, "store failed on a visitor frame");
+    ToVisitor::Error(
+        ErrorFrame::new(ErrorCode::Internal, "the relay could not store this; retry")
+            .for_client(client_id),
+    )
+}
+
+impl Session for VisitorSession {
+    type In = VisitorFrame;
+    type Out = ToVisitor;
+
+    fn error(e: ErrorFrame) -> ToVisitor {
+        ToVisitor::Error(e)
+    }
+
+    fn client_id(frame: &VisitorFrame) -> Option<ClientId> {
+        match frame {
+            VisitorFrame::Send { client_id, .. } => Some(client_id.clone()),
+            _ => None,
+        }
+    }
+
+    async fn on_frame(&mut self, frame: VisitorFrame, out: &mut Vec<ToVisitor>) {
+        match frame {
+            VisitorFrame::Hello {
+                v,
+                token,
+                conversation_id,
+                last_seq,
+                context,
+            } => {
+                self.on_hello(v, token, conversation_id, last_seq, context, out)
+                    .await
+            }
+            VisitorFrame::Send { client_id, text } => self.on_send(client_id, text, out).await,
+            VisitorFrame::Typing { active } => self.on_typing(active, out).await,
+            VisitorFrame::Context { context } => self.on_context(context, out).await,
+        }
+    }
+
+    async fn on_signal(&mut self, signal: Signal, out: &mut Vec<ToVisitor>) {
+        match signal {
+            Signal::Event(event) => match self.cursor.deliver(&*self.app.store, event).await {
+                Ok(events) => out.extend(events.into_iter().map(ToVisitor::Event)),
+                Err(e) => out.push(internal(e, None)),
+            },
+            Signal::Typing { author, active, .. } => out.push(ToVisitor::Typing { author, active }),
+            Signal::Presence => out.push(ToVisitor::Presence {
+                agents_online: self.app.hub.agents_online().len() as u32,
+            }),
+            Signal::Summary(_) => {}
+        }
+    }
+
+    async fn resync(&mut self, out: &mut Vec<ToVisitor>) {
+        for conversation in self.cursor.conversations() {
+            match self.cursor.catch_up(&*self.app.store, &conversation).await {
+                Ok(events) => out.extend(events.into_iter().map(ToVisitor::Event)),
+                Err(e) => out.push(internal(e, None)),
+            }
+        }
+        out.push(ToVisitor::Presence {
+            agents_online: self.app.hub.agents_online().len() as u32,
+        });
+    }
+
+    fn finish(self) {
+        self.app.hub.leave(&self.inbox);
+    }
+}
