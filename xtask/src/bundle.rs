@@ -106,24 +106,21 @@ pub fn build(root: &Path, tools: &Tools, debug: bool) -> Result<PathBuf> {
     );
 
     section("build: sizes");
+    let console_files = bundle_files(&dist, "console")?;
     compress::report(
         &dist,
         &[
             Group {
                 name: "loader",
-                files: vec!["widget.js"],
+                files: vec!["widget.js".into()],
             },
             Group {
                 name: "panel",
-                files: vec!["widget/panel.js", "widget/panel_bg.wasm"],
+                files: vec!["widget/panel.js".into(), "widget/panel_bg.wasm".into()],
             },
             Group {
                 name: "console",
-                files: vec![
-                    "console/index.html",
-                    "console/console.js",
-                    "console/console_bg.wasm",
-                ],
+                files: console_files,
             },
         ],
         profile,
@@ -216,6 +213,22 @@ fn bind_and_optimize(
     }
     fs::write(&stamp_path, stamp)?;
     Ok(())
+}
+
+/// The files a browser downloads from `dist/<sub>` (not the `.gz`/`.br` copies or the stamp),
+/// as `<sub>/<name>`, sorted so the report is stable.
+fn bundle_files(dist: &Path, sub: &str) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dist.join(sub))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let compressed = name.ends_with(".gz") || name.ends_with(".br");
+        if entry.path().is_file() && !compressed && !name.starts_with('.') {
+            files.push(format!("{sub}/{name}"));
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// Copies `from` to `to` unless `to` already has the same bytes (so its mtime, and thus its

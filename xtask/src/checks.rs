@@ -84,11 +84,11 @@ pub fn lint(root: &Path, outcome: &mut Outcome) {
 /// The workspace tests (the browser tests find the built bundles through `PARLEY_DIST`), then
 /// the wasm unit tests of the widget and console in headless Chromium.
 pub fn test(root: &Path, tools: &Tools, dist: &Path, outcome: &mut Outcome) {
-    section("test: cargo test --workspace");
+    section("test: cargo test --workspace (browser tests use dist/ and chromedriver)");
     outcome.record(
         "cargo test --workspace",
         run(exec::cargo(root)
-            .args(["test", "--workspace"])
+            .args(["test", "--workspace", "--no-fail-fast"])
             .env("PARLEY_DIST", dist)
             .env("CHROMEDRIVER", CHROMEDRIVER)
             .env("CHROMIUM", CHROMIUM)),
@@ -102,6 +102,9 @@ pub fn test(root: &Path, tools: &Tools, dist: &Path, outcome: &mut Outcome) {
         run(exec::cargo(root)
             .args([
                 "test",
+                "--no-fail-fast",
+                // Unit and integration tests only: doctests are covered natively above.
+                "--tests",
                 "-p",
                 "parley-widget",
                 "-p",

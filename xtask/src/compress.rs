@@ -131,15 +131,16 @@ impl Sizes {
 pub struct Group {
     /// Name shown in the table and used as the key in `sizes.json`.
     pub name: &'static str,
-    /// Files, relative to `dist/`.
-    pub files: Vec<&'static str>,
+    /// Files, relative to `dist/` (with `/` separators: they are also JSON keys).
+    pub files: Vec<String>,
 }
 
 /// Prints the size table and writes `dist/sizes.json` (cited by BENCHMARKS.md).
 pub fn report(dist: &Path, groups: &[Group], profile: &str) -> Result<()> {
-    let kib = |b: u64| format!("{:.1} KiB", b as f64 / 1024.0);
+    // Bytes exactly (what sizes.json holds) and KiB for the eye.
+    let kib = |b: u64| format!("{b} ({:.1}K)", b as f64 / 1024.0);
     println!(
-        "\n{:<34} {:>12} {:>12} {:>12}",
+        "\n{:<34} {:>16} {:>16} {:>16}",
         "bundle / file", "raw", "gzip", "brotli"
     );
     let mut json_groups = Vec::new();
@@ -149,7 +150,7 @@ pub fn report(dist: &Path, groups: &[Group], profile: &str) -> Result<()> {
         for file in &group.files {
             let s = Sizes::of(&dist.join(file));
             println!(
-                "  {:<32} {:>12} {:>12} {:>12}",
+                "  {:<32} {:>16} {:>16} {:>16}",
                 file,
                 kib(s.raw),
                 kib(s.gzip),
@@ -159,7 +160,7 @@ pub fn report(dist: &Path, groups: &[Group], profile: &str) -> Result<()> {
             json_files.push(format!("      \"{file}\": {}", s.json()));
         }
         println!(
-            "{:<34} {:>12} {:>12} {:>12}",
+            "{:<34} {:>16} {:>16} {:>16}",
             format!("{} (total)", group.name),
             kib(total.raw),
             kib(total.gzip),
