@@ -521,12 +521,14 @@ impl<'a> Console<'a> {
         .map(|_| ())
     }
 
-    /// Clicks "take" and waits for the conversation to show as assigned.
+    /// Clicks "take", switches to the "mine" tab and waits for the conversation to be listed
+    /// there as assigned.
     pub async fn take(&self, id: &str) -> anyhow::Result<()> {
         self.element("button.take").await?.click().await?;
+        self.element("button[data-tab=mine]").await?.click().await?;
         wait_js(
             self.client,
-            "the conversation to become assigned after clicking take",
+            "the conversation to be listed under Mine as assigned after clicking take",
             "const li = document.querySelector(`ul.conversations > li.conversation[data-id=\"${arguments[0]}\"]`);
              return !!li && li.getAttribute('data-status') === 'assigned';",
             vec![json!(id)],

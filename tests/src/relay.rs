@@ -26,10 +26,13 @@ pub async fn start_server() -> anyhow::Result<TestRelay> {
     TestRelay::builder().start().await
 }
 
+/// One change to the config, applied once its paths and origin are known.
+type Tweak = Box<dyn FnOnce(&mut Config) + Send>;
+
 /// Adjusts the test relay's settings before it starts.
 pub struct TestRelayBuilder {
-    /// Changes to apply to the config once its paths and origin are known.
-    tweaks: Vec<Box<dyn FnOnce(&mut Config) + Send>>,
+    /// Changes to apply, in order, after the defaults.
+    tweaks: Vec<Tweak>,
 }
 
 impl TestRelayBuilder {

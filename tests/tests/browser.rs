@@ -1,0 +1,323 @@
+//! End to end in headless Chromium: the real widget bundle on the demo site and the real console,
+//! against a real relay. Also the screenshots in docs/.
+//!
+//! These tests need the built bundles (`cargo xtask build`); without them they fail, never skip.
+
+use anyhow::{bail, Context as _};
+use fantoccini::Client;
+use parley_tests::browser::{screenshot, Browser, Console, Widget};
+use parley_tests::{require_dist, start_server, AgentClient, TestRelay, AGENTS};
+use protocol::{ConversationId, ToAgent};
+
+/// Runs a named part of a scenario, recording its failure instead of stopping, so one run
+/// reports every broken part.
+async fn part(
+    failures: &mut Vec<String>,
+    name: &str,
+    f: impl std::future::Future<Output = anyhow::Result<()>>,
+) {
+    if let Err(e) = f.await {
+        failures.push(format!("── {name} ──\n{e:#}"));
+    }
+}
+
+fn report(failures: Vec<String>) -> anyhow::Result<()> {
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "{} part(s) failed:\n\n{}",
+            failures.len(),
+            failures.join("\n\n")
+        )
+    }
+}
+
+#[tokio::test]
+async fn visitor_and_agent_chat_in_real_browsers() -> anyhow::Result<()> {
+    require_dist()?;
+    let relay = start_server().await?;
+    let browser = Browser::start().await?;
+    let visitor = browser.new_session().await?;
+    let agent = browser.new_session().await?;
+    let result = chat_scenario(&relay, &visitor, &agent).await;
+    let _ = visitor.close().await;
+    let _ = agent.close().await;
+    relay.shutdown().await;
+    result
+}
+
+async fn chat_scenario(relay: &TestRelay, visitor: &Client, agent: &Client) -> anyhow::Result<()> {
+    let (user, name, pass) = AGENTS[0];
+    visitor.goto(&relay.url("/")).await?;
+    let widget = Widget::new(visitor);
+    let launcher = widget.launcher().await?;
+    assert_eq!(launcher.label, "Open chat", "launcher aria-label");
+    screenshot(visitor, "launcher.png").await?;
+
+    widget.open().await.context("opening the panel")?;
+    widget.wait_online().await?;
+    widget.send("hello").await?;
+    widget
+        .wait_message("visitor", "hello")
+        .await
+        .context("the visitor's message must be acked (data-seq)")?;
+
+    let console = Console::new(agent);
+    console.login(&relay.base_url(), user, pass).await?;
+    let styled = agent
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             const sheets = Array.from(document.styleSheets).map(s => {
+               let rules = -1; try { rules = s.cssRules.length; } catch (e) {}
+               return { href: s.href, rules };
+             });
+             const link = document.querySelector('link[rel=stylesheet]');
+             const href = link ? link.href : null;
+             (href ? fetch(href).then(r => r.status + ' ' + (r.headers.get('content-type') || ''), e => String(e))
+                   : Promise.resolve('no <link rel=stylesheet>'))
+               .then(fetched => done({ ok: sheets.some(s => s.rules > 0), sheets, href, fetched }));",
+            vec![],
+        )
+        .await?;
+    assert_eq!(
+        styled["ok"], true,
+        "the console must load its stylesheet (a person sees an unstyled page otherwise): {styled}"
+    );
+    let id = console.wait_conversation("hello").await?;
+    console.open_conversation(&id).await?;
+    console.wait_transcript("visitor", "hello").await?;
+    console.take(&id).await?;
+    console.reply("Hi, how can I help?").await?;
+    console
+        .wait_transcript("agent", "Hi, how can I help?")
+        .await?;
+
+    widget
+        .wait_message("agent", "Hi, how can I help?")
+        .await
+        .context("the visitor must see the agent's reply")?;
+    widget
+        .wait_line_containing(&format!("{name} joined"))
+        .await
+        .context("the visitor must see who joined")?;
+    screenshot(visitor, "panel.png").await?;
+    screenshot(agent, "console.png").await?;
+
+    // A reload keeps the conversation (token in localStorage, replay from the relay).
+    visitor.refresh().await?;
+    widget
+        .open()
+        .await
+        .context("reopening the panel after reload")?;
+    widget
+        .wait_message("visitor", "hello")
+        .await
+        .context("history after reload")?;
+    widget
+        .wait_message("agent", "Hi, how can I help?")
+        .await
+        .context("history after reload")?;
+    let after_reload = widget.messages().await?;
+    let hellos = after_reload
+        .iter()
+        .filter(|m| m.role == "visitor" && m.text == "hello")
+        .count();
+    assert_eq!(
+        hellos, 1,
+        "the visitor's message must appear once after reload: {after_reload:?}"
+    );
+
+    // A second tab of the same visitor (same session: same localStorage).
+    let first_tab = visitor.window().await?;
+    let second = visitor.new_window(true).await?;
+    visitor.switch_to_window(second.handle.clone()).await?;
+    visitor.goto(&relay.url("/")).await?;
+    widget.open().await.context("opening the panel in tab 2")?;
+    widget
+        .wait_message("agent", "Hi, how can I help?")
+        .await
+        .context("tab 2 must show the same conversation")?;
+
+    console.reply("Both tabs see this").await?;
+    widget
+        .wait_message("agent", "Both tabs see this")
+        .await
+        .context("live message in tab 2")?;
+    visitor.switch_to_window(first_tab).await?;
+    widget
+        .wait_message("agent", "Both tabs see this")
+        .await
+        .context("live message in tab 1 (background tab)")?;
+
+    // And the console's visitor context names the page.
+    console
+        .element(".visitor-context")
+        .await
+        .context("visitor context panel")?;
+    let ctx = agent
+        .execute(
+            "return document.querySelector('.visitor-context').textContent;",
+            vec![],
+        )
+        .await?;
+    let ctx = ctx.as_str().unwrap_or_default();
+    assert!(
+        ctx.contains(&relay.base_url()),
+        "visitor context must show the page URL {}; shows: {ctx}",
+        relay.base_url()
+    );
+    Ok(())
+}
+
+/// Waits for the conversation whose newest message is `text`, opens it (once) and replies.
+async fn agent_replies(
+    agent: &mut AgentClient,
+    opened: &mut Option<ConversationId>,
+    text: &str,
+    reply: &str,
+    client_id: &str,
+) -> anyhow::Result<()> {
+    let frame = agent
+        .expect(
+            &format!("a conversation whose preview is {text:?}"),
+            |f| matches!(f, ToAgent::Conversation(c) if c.preview.as_deref() == Some(text)),
+        )
+        .await?;
+    let ToAgent::Conversation(summary) = frame else {
+        bail!("expected a conversation frame");
+    };
+    if opened.as_ref() != Some(&summary.id) {
+        agent.open(&summary.id, None).await?;
+        *opened = Some(summary.id.clone());
+    }
+    agent.send(&summary.id, client_id, reply).await?;
+    agent.expect_ack(client_id).await?;
+    Ok(())
+}
+
+/// The widget on a hostile page: launcher visible, on screen and clickable; panel opens; a
+/// message goes to the agent and the reply comes back.
+async fn hostile_page(
+    relay: &TestRelay,
+    client: &Client,
+    agent: &mut AgentClient,
+    opened: &mut Option<ConversationId>,
+    page: &str,
+) -> anyhow::Result<()> {
+    client.goto(&relay.url(&format!("/{page}"))).await?;
+    let widget = Widget::new(client);
+    let l = widget.launcher().await?;
+    assert!(
+        l.width >= 24.0 && l.height >= 24.0,
+        "{page}: launcher too small to use: {l:?}"
+    );
+    assert!(
+        l.x >= 0.0 && l.y >= 0.0 && l.x + l.width <= l.vw && l.y + l.height <= l.vh,
+        "{page}: launcher must be fully on screen: {l:?}"
+    );
+    assert!(
+        l.on_top,
+        "{page}: something covers the launcher's centre: {l:?}"
+    );
+    widget.open().await?;
+    let text = format!("hi from {page}");
+    widget.send(&text).await?;
+    widget.wait_message("visitor", &text).await?;
+    let reply = format!("reply on {page}");
+    let cid = format!("r-{}", page.replace('.', "-"));
+    agent_replies(agent, opened, &text, &reply, &cid).await?;
+    widget.wait_message("agent", &reply).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn widget_on_hostile_pages_unread_badge_and_korean() -> anyhow::Result<()> {
+    require_dist()?;
+    let relay = start_server().await?;
+    let browser = Browser::start().await?;
+    let client = browser.new_session().await?;
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&relay, user, pass).await?;
+    let mut opened = None;
+    let mut failures = Vec::new();
+
+    for page in ["hostile.html", "hostile-strict.html"] {
+        part(
+            &mut failures,
+            page,
+            hostile_page(&relay, &client, &mut agent, &mut opened, page),
+        )
+        .await;
+    }
+
+    part(&mut failures, "unread badge", async {
+        client.goto(&relay.url("/")).await?;
+        let widget = Widget::new(&client);
+        widget.open().await?;
+        widget.send("badge please").await?;
+        widget.wait_message("visitor", "badge please").await?;
+        // Close the panel with the launcher, then an agent message arrives.
+        widget.find("button.parley-launcher").await?.click().await?;
+        widget
+            .wait(
+                "the panel to close (launcher labelled Open chat, panel hidden)",
+                "const l = root.querySelector('button.parley-launcher');
+                 const p = root.querySelector('section.parley-panel');
+                 return !!l && l.getAttribute('aria-label') === 'Open chat'
+                   && (!p || p.hidden || p.getBoundingClientRect().height === 0);",
+                vec![],
+            )
+            .await?;
+        agent_replies(
+            &mut agent,
+            &mut opened,
+            "badge please",
+            "you have mail",
+            "badge-1",
+        )
+        .await?;
+        widget.wait_badge("1").await?;
+        widget.open().await?;
+        widget.wait_message("agent", "you have mail").await?;
+        widget
+            .wait(
+                "the badge to clear once the panel is open",
+                "const b = root.querySelector('.parley-badge');
+                 return !b || b.hidden || b.getBoundingClientRect().width === 0 || b.textContent.trim() === '' || b.textContent.trim() === '0';",
+                vec![],
+            )
+            .await?;
+        Ok(())
+    })
+    .await;
+
+    part(&mut failures, "Korean (ko.html)", async {
+        client.goto(&relay.url("/ko.html")).await?;
+        let widget = Widget::new(&client);
+        let l = widget.launcher().await?;
+        if l.label != "채팅 열기" {
+            bail!(
+                "ko.html launcher aria-label is {:?}, expected \"채팅 열기\"",
+                l.label
+            );
+        }
+        widget.open().await?;
+        widget
+            .wait(
+                "Korean labels in the open panel (채팅 닫기, 메시지, 보내기)",
+                "const l = root.querySelector('button.parley-launcher');
+                 return !!l && l.getAttribute('aria-label') === '채팅 닫기'
+                   && !!root.querySelector('textarea[aria-label=\"메시지\"]')
+                   && !!root.querySelector('button[aria-label=\"보내기\"]');",
+                vec![],
+            )
+            .await?;
+        Ok(())
+    })
+    .await;
+
+    let _ = client.close().await;
+    relay.shutdown().await;
+    report(failures)
+}
