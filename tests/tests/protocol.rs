@@ -376,3 +376,101 @@ async fn typing_reaches_the_other_side() -> anyhow::Result<()> {
     relay.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn shutdown_closes_sockets_with_going_away() -> anyhow::Result<()> {
+    use parley_tests::ws::Closed;
+    let relay = start_server().await?;
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    let stopping = tokio::spawn(relay.shutdown());
+    let (closed, seen) = v.sock.expect_close().await?;
+    match closed {
+        Closed::Frame(Some(f)) => assert_eq!(
+            u16::from(f.code),
+            protocol::CLOSE_GOING_AWAY,
+            "shutdown must close with 1001: {f:?}; frames before: {seen:?}"
+        ),
+        other => bail!("expected close 1001 on shutdown, got {other:?}; frames before: {seen:?}"),
+    }
+    tokio::time::timeout(parley_tests::TIMEOUT, stopping)
+        .await
+        .context("shutdown did not finish")??;
+    Ok(())
+}
+
+/// Close codes found in raw server-to-client WebSocket bytes (server frames are unmasked).
+fn close_codes(mut bytes: &[u8]) -> Vec<u16> {
+    let mut codes = Vec::new();
+    while bytes.len() >= 2 {
+        let opcode = bytes[0] & 0x0f;
+        let (len, header) = match bytes[1] & 0x7f {
+            126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+            127 if bytes.len() >= 10 => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(&bytes[2..10]);
+                (u64::from_be_bytes(n) as usize, 10)
+            }
+            n if n < 126 => (n as usize, 2),
+            _ => break,
+        };
+        let Some(payload) = bytes.get(header..header + len) else {
+            break;
+        };
+        if opcode == 0x8 && payload.len() >= 2 {
+            codes.push(u16::from_be_bytes([payload[0], payload[1]]));
+        }
+        bytes = &bytes[header + len..];
+    }
+    codes
+}
+
+#[tokio::test]
+async fn a_silent_socket_is_closed_with_1008() -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt as _;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let relay = parley_tests::TestRelay::builder()
+        .limits(|l| {
+            l.ping_interval = Duration::from_millis(300);
+            l.idle_timeout = Duration::from_millis(1200);
+        })
+        .start()
+        .await?;
+
+    // A client that completes the upgrade and then never reads nor answers pings. (A
+    // tungstenite client would answer pings as soon as it reads, so this one uses raw TCP after
+    // the handshake.)
+    let mut tcp = tokio::net::TcpStream::connect(relay.addr()).await?;
+    let mut request = relay
+        .ws_url("/ws/visitor?site=demo")
+        .into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Origin", relay.origin().parse()?);
+    let (ws, _) = tokio_tungstenite::client_async(request, &mut tcp).await?;
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut bytes = Vec::new();
+    tokio::time::timeout(parley_tests::TIMEOUT, tcp.read_to_end(&mut bytes))
+        .await
+        .context("the relay did not end the silent connection")??;
+    let codes = close_codes(&bytes);
+    assert!(
+        codes.contains(&protocol::CLOSE_POLICY),
+        "a silent socket must be closed with 1008; close codes received: {codes:?} ({} bytes)",
+        bytes.len()
+    );
+
+    // A socket that answers pings (tungstenite does while reading) stays up past the timeout.
+    let mut alive = VisitorClient::connect(&relay, None).await?;
+    alive
+        .expect_none(
+            "any frame while idle but answering pings",
+            Duration::from_millis(2500),
+            |_| true,
+        )
+        .await?;
+    alive.send("still-here", "yes").await?;
+    alive.expect_ack("still-here").await?;
+    relay.shutdown().await;
+    Ok(())
+}
