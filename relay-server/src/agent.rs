@@ -13,7 +13,7 @@ use protocol::{
 };
 
 use crate::auth::{self, CurrentAgent};
-use crate::connection::{self, Cursor, Rate, Session};
+use crate::connection::{self, Cursor, Rate, Session, SOCKET_BUFFER};
 use crate::http::AppError;
 use crate::hub::{Inbox, Mailbox, Signal};
 use crate::store::{Effect, NewEvent, StoreError};
@@ -34,8 +34,8 @@ pub async fn upgrade(
     let limits = app.limits.clone();
     let app2 = app.clone();
     Ok(ws
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(4 * 1024)
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
         .max_message_size(limits.max_frame_bytes * 2)
         .max_frame_size(limits.max_frame_bytes * 2)
         .on_upgrade(move |socket| {
@@ -334,14 +334,10 @@ impl Session for AgentSession {
                 Ok(events) => out.extend(events.into_iter().map(ToAgent::Event)),
                 Err(e) => out.push(internal(e, None)),
             },
-            Signal::Typing {
-                conversation_id,
-                author,
-                active,
-            } => out.push(ToAgent::Typing {
-                conversation_id,
-                author,
-                active,
+            Signal::Typing(t) => out.push(ToAgent::Typing {
+                conversation_id: t.conversation_id.clone(),
+                author: t.author.clone(),
+                active: t.active,
             }),
             Signal::Summary(summary) => {
                 out.push(ToAgent::Conversation(Box::new((*summary).clone())))

@@ -42,9 +42,13 @@ pub struct Cli {
     #[arg(long, env = "PARLEY_ASSETS", default_value = "dist")]
     pub assets: PathBuf,
 
-    /// Directory of a static site to serve at `/` (the demo shop). Empty to serve none.
+    /// Directory of a static site to serve at `/` (the demo shop).
     #[arg(long, env = "PARLEY_DEMO_SITE", default_value = "demo-site")]
     pub demo_site: PathBuf,
+
+    /// Serve no site at `/` (production: the relay only serves the widget, console and sockets).
+    #[arg(long)]
+    pub no_demo_site: bool,
 
     /// Log filter, e.g. `info` or `parley_relay=debug,tower_http=info`.
     #[arg(long, env = "PARLEY_LOG", default_value = "info")]
@@ -196,7 +200,7 @@ impl Config {
                 format!("http://{}", cli.listen),
             ]));
         }
-        let demo_dir = (!cli.demo_site.as_os_str().is_empty()).then(|| cli.demo_site.clone());
+        let demo_dir = (!cli.no_demo_site).then(|| cli.demo_site.clone());
         Ok(Self {
             database_url: cli.database.clone(),
             assets_dir: cli.assets.clone(),

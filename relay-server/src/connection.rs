@@ -50,6 +50,10 @@ pub trait Session: Send {
     fn finish(self);
 }
 
+/// Initial read and write buffer of every socket. Chat frames are small; tungstenite grows the
+/// buffer for a bigger frame. Its default (128 KiB) would cost ~137 KB per idle connection.
+pub const SOCKET_BUFFER: usize = 1024;
+
 /// Rate limit of a connection kind.
 #[derive(Clone, Copy, Debug)]
 pub struct Rate {
@@ -109,7 +113,9 @@ pub async fn run<S: Session>(
                                 out.push(S::error(e));
                             }
                             Ok(()) => match decoded {
-                                Ok(frame) => session.on_frame(frame, &mut out).await,
+                                // Boxed: the handler's state lives on the heap only while a frame is handled,
+                                // so an idle connection does not carry it.
+                                Ok(frame) => Box::pin(session.on_frame(frame, &mut out)).await,
                                 Err(e) => out.push(S::error(e.into())),
                             },
                         }
@@ -123,7 +129,7 @@ pub async fn run<S: Session>(
             },
             signal = mailbox.rx.recv() => {
                 if let Some(signal) = signal {
-                    session.on_signal(signal, &mut out).await;
+                    Box::pin(session.on_signal(signal, &mut out)).await;
                 }
             }
             _ = ping.tick() => {
@@ -135,7 +141,7 @@ pub async fn run<S: Session>(
             }
         }
         if mailbox.lagged.swap(false, Ordering::AcqRel) {
-            session.resync(&mut out).await;
+            Box::pin(session.resync(&mut out)).await;
         }
         let mut failed = false;
         for frame in out.drain(..) {

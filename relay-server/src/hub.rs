@@ -22,18 +22,23 @@ pub enum Signal {
     /// A stored event of a conversation the connection listens to.
     Event(Arc<Event>),
     /// Someone typing in a conversation the connection listens to.
-    Typing {
-        /// Which conversation.
-        conversation_id: ConversationId,
-        /// Who.
-        author: Author,
-        /// Started or stopped.
-        active: bool,
-    },
+    Typing(Arc<Typing>),
     /// A conversation changed (agents only).
     Summary(Arc<ConversationSummary>),
     /// The set of online agents changed.
     Presence,
+}
+
+/// Someone started or stopped typing. Behind an `Arc` so that [`Signal`] stays two words: every
+/// connection's queue is sized in signals.
+#[derive(Clone, Debug)]
+pub struct Typing {
+    /// Which conversation.
+    pub conversation_id: ConversationId,
+    /// Who.
+    pub author: Author,
+    /// Started or stopped.
+    pub active: bool,
 }
 
 /// Identifies one connection in the hub.
@@ -199,12 +204,13 @@ impl Hub {
     ) {
         let t = self.lock();
         if let Some(list) = t.conversations.get(conversation_id) {
+            let typing = Arc::new(Typing {
+                conversation_id: conversation_id.clone(),
+                author,
+                active,
+            });
             for inbox in list.iter().filter(|i| i.id != from.id) {
-                inbox.deliver(Signal::Typing {
-                    conversation_id: conversation_id.clone(),
-                    author: author.clone(),
-                    active,
-                });
+                inbox.deliver(Signal::Typing(typing.clone()));
             }
         }
     }

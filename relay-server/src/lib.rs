@@ -40,7 +40,7 @@ pub struct App {
     /// Live fan-out.
     pub hub: Arc<Hub>,
     /// Sites by key.
-    pub sites: HashMap<String, SiteConfig>,
+    pub sites: HashMap<String, Arc<SiteConfig>>,
     /// Client limits.
     pub limits: Limits,
     /// Built bundles.
@@ -158,7 +158,7 @@ impl Relay {
             sites: config
                 .sites
                 .iter()
-                .map(|s| (s.key.clone(), s.clone()))
+                .map(|s| (s.key.clone(), Arc::new(s.clone())))
                 .collect(),
             limits: config.limits.clone(),
             assets_dir: config.assets_dir.clone(),

@@ -17,6 +17,12 @@ async fn main() -> anyhow::Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
+    // Every socket is a file: lift the soft open-file limit to the hard one (20k here), or the
+    // relay would stop accepting at the usual default of 1024.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     let config = Config::from_cli(&cli)?;
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await

@@ -14,7 +14,7 @@ use protocol::{
 use serde::Deserialize;
 
 use crate::config::SiteConfig;
-use crate::connection::{self, Cursor, Rate, Session};
+use crate::connection::{self, Cursor, Rate, Session, SOCKET_BUFFER};
 use crate::http::AppError;
 use crate::hub::{Inbox, Mailbox, Signal};
 use crate::store::{Effect, NewEvent, StoreError, VisitorRecord};
@@ -45,8 +45,8 @@ pub async fn upgrade(
     let limits = app.limits.clone();
     let app2 = app.clone();
     Ok(ws
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(4 * 1024)
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
         .max_message_size(limits.max_frame_bytes * 2)
         .max_frame_size(limits.max_frame_bytes * 2)
         .on_upgrade(move |socket| {
@@ -66,7 +66,7 @@ pub async fn upgrade(
 /// One visitor connection (one browser tab).
 pub struct VisitorSession {
     app: Arc<App>,
-    site: SiteConfig,
+    site: Arc<SiteConfig>,
     inbox: Inbox,
     /// Set by `hello`; frames before it are refused.
     visitor: Option<VisitorRecord>,
@@ -79,7 +79,7 @@ pub struct VisitorSession {
 
 impl VisitorSession {
     /// A session before `hello`.
-    pub fn new(app: Arc<App>, site: SiteConfig, mailbox: &Mailbox) -> Self {
+    pub fn new(app: Arc<App>, site: Arc<SiteConfig>, mailbox: &Mailbox) -> Self {
         Self {
             app,
             site,
@@ -342,7 +342,10 @@ impl Session for VisitorSession {
                 Ok(events) => out.extend(events.into_iter().map(ToVisitor::Event)),
                 Err(e) => out.push(internal(e, None)),
             },
-            Signal::Typing { author, active, .. } => out.push(ToVisitor::Typing { author, active }),
+            Signal::Typing(t) => out.push(ToVisitor::Typing {
+                author: t.author.clone(),
+                active: t.active,
+            }),
             Signal::Presence => out.push(ToVisitor::Presence {
                 agents_online: self.app.hub.agents_online().len() as u32,
             }),

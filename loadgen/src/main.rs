@@ -1,0 +1,476 @@
+//! `parley-load`: a load generator written against PROTOCOL.md alone.
+//!
+//! Two scenarios:
+//! - `idle`: opens N visitor sockets (each says `hello` and waits), then reads the relay's RSS
+//!   from `/proc/PID/status` and prints the memory each connection costs.
+//! - `chat`: V visitors each open a conversation, M agents log in and open them all, then the
+//!   visitors send at a fixed total rate for a fixed time; every message carries its send time, and
+//!   the agents measure visitor→agent latency (sent → event received, i.e. stored and relayed).
+//!
+//! Connections are spread over several 127.0.0.x source addresses (≈28k ephemeral ports each).
+//! Everything is bounded in count and time and targets loopback only.
+
+mod stats;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use futures::{SinkExt, StreamExt};
+use protocol::{
+    AgentFrame, ClientId, ConversationId, PageContext, ToAgent, ToVisitor, VisitorFrame,
+};
+use tokio::net::TcpSocket;
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+#[derive(Parser)]
+#[command(
+    name = "parley-load",
+    about = "Load generator for the Parley relay (loopback only)"
+)]
+struct Cli {
+    /// Relay base URL (must be on 127.0.0.0/8).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Site key.
+    #[arg(long, default_value = "demo")]
+    site: String,
+    /// Origin header sent by visitors (must be allowed by the site).
+    #[arg(long)]
+    origin: Option<String>,
+    /// Relay process id, to read its RSS (Linux /proc).
+    #[arg(long)]
+    relay_pid: Option<u32>,
+    /// How many 127.0.0.x source addresses to spread connections over (1 = 127.0.0.1 only).
+    #[arg(long, default_value_t = 4)]
+    sources: u8,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Hold N idle visitor connections and report relay memory per connection.
+    Idle {
+        /// Connections to open.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Seconds to hold them before measuring.
+        #[arg(long, default_value_t = 5)]
+        hold: u64,
+    },
+    /// Visitors send to agents at a fixed rate; report throughput and latency.
+    Chat {
+        /// Visitors (each one conversation).
+        #[arg(long, default_value_t = 100)]
+        visitors: usize,
+        /// Agents (each opens every conversation).
+        #[arg(long, default_value_t = 1)]
+        agents: usize,
+        /// Agent login name (the same account may hold several sockets).
+        #[arg(long, default_value = "admin")]
+        username: String,
+        /// Agent password.
+        #[arg(long, env = "PARLEY_LOAD_PASSWORD")]
+        password: String,
+        /// Total visitor messages per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
+}
+
+fn host_port(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url
+        .strip_prefix("http://")
+        .context("url must start with http://")?;
+    let addr: SocketAddr = rest
+        .trim_end_matches('/')
+        .parse()
+        .context("url must be http://IP:PORT")?;
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => Ok(addr),
+        _ => bail!("refusing a non-loopback target {addr}: load tests stay on 127.0.0.0/8"),
+    }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Opens a WebSocket from source address 127.0.0.(1 + n % sources).
+async fn connect(
+    target: SocketAddr,
+    path: &str,
+    n: usize,
+    sources: u8,
+    headers: &[(&'static str, String)],
+) -> anyhow::Result<Ws> {
+    let source = Ipv4Addr::new(127, 0, 0, 1 + (n % sources.max(1) as usize) as u8);
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+    let stream = socket.connect(target).await?;
+    stream.set_nodelay(true)?;
+    let mut request = format!("ws://{target}{path}").into_client_request()?;
+    for (name, value) in headers {
+        request.headers_mut().insert(*name, value.parse()?);
+    }
+    let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await?;
+    Ok(ws)
+}
+
+async fn send<T: serde::Serialize>(ws: &mut Ws, frame: &T) -> anyhow::Result<()> {
+    ws.send(Message::Text(protocol::encode(frame).into()))
+        .await?;
+    Ok(())
+}
+
+async fn visitor_hello(ws: &mut Ws) -> anyhow::Result<()> {
+    send(
+        ws,
+        &VisitorFrame::Hello {
+            v: protocol::PROTOCOL_VERSION,
+            token: None,
+            conversation_id: None,
+            last_seq: None,
+            context: PageContext {
+                url: "http://127.0.0.1/load".into(),
+                ..Default::default()
+            },
+        },
+    )
+    .await?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                if let Ok(ToVisitor::Welcome { .. }) = protocol::decode::<ToVisitor>(&t) {
+                    return Ok(());
+                }
+            }
+            Some(Ok(_)) => {}
+            other => bail!("socket ended before welcome: {other:?}"),
+        }
+    }
+}
+
+async fn idle(cli: &Cli, connections: usize, hold: u64) -> anyhow::Result<()> {
+    let target = host_port(&cli.url)?;
+    let origin = cli
+        .origin
+        .clone()
+        .unwrap_or_else(|| cli.url.trim_end_matches('/').to_owned());
+    let path = format!("/ws/visitor?site={}", cli.site);
+    let before = cli.relay_pid.and_then(rss_kib);
+    let started = Instant::now();
+    let mut held = Vec::with_capacity(connections);
+    let mut failures = 0usize;
+    // Connect in waves of 500 so the relay's accept queue is not the thing being measured.
+    for wave in (0..connections).collect::<Vec<_>>().chunks(500) {
+        let tasks: Vec<_> = wave
+            .iter()
+            .map(|&n| {
+                let path = path.clone();
+                let headers = vec![("origin", origin.clone())];
+                let sources = cli.sources;
+                tokio::spawn(async move {
+                    let mut ws = connect(target, &path, n, sources, &headers).await?;
+                    visitor_hello(&mut ws).await?;
+                    anyhow::Ok(ws)
+                })
+            })
+            .collect();
+        for t in tasks {
+            match t.await? {
+                Ok(ws) => held.push(ws),
+                Err(e) => {
+                    failures += 1;
+                    if failures <= 3 {
+                        eprintln!("connect failed: {e:#}");
+                    }
+                }
+            }
+        }
+    }
+    let connect_time = started.elapsed();
+    // Keep the sockets read so pings are answered while holding.
+    let count = held.len();
+    let readers: Vec<_> = held
+        .into_iter()
+        .map(|mut ws| tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} }))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(hold)).await;
+    let after = cli.relay_pid.and_then(rss_kib);
+    println!("scenario: idle visitor connections");
+    println!(
+        "connections held: {count} (failed: {failures}) in {:.1} s",
+        connect_time.as_secs_f64()
+    );
+    match (before, after) {
+        (Some(b), Some(a)) => {
+            println!("relay RSS before: {b} KiB, after: {a} KiB");
+            println!(
+                "relay RSS per connection: {:.2} KiB",
+                (a.saturating_sub(b)) as f64 / count.max(1) as f64
+            );
+        }
+        _ => println!("relay RSS: pass --relay-pid to measure"),
+    }
+    for r in readers {
+        r.abort();
+    }
+    Ok(())
+}
+
+async fn login(url: &str, username: &str, password: &str) -> anyhow::Result<String> {
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/api/login", url.trim_end_matches('/')))
+        .json(&serde_json::json!({ "username": username, "password": password }))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("login failed: {}", response.status());
+    }
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .context("no session cookie")?
+        .to_owned();
+    Ok(cookie)
+}
+
+/// Opens a conversation on an agent socket, waiting for its history and honouring
+/// `rate_limited` the way PROTOCOL.md asks clients to.
+async fn open_conversation(ws: &mut Ws, conversation: &ConversationId) -> anyhow::Result<()> {
+    loop {
+        let frame = AgentFrame::Open {
+            conversation_id: conversation.clone(),
+            after_seq: None,
+        };
+        send(ws, &frame).await?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => match protocol::decode::<ToAgent>(&t) {
+                    Ok(ToAgent::History {
+                        conversation_id, ..
+                    }) if &conversation_id == conversation => return Ok(()),
+                    Ok(ToAgent::Error(e)) if e.code == protocol::ErrorCode::RateLimited => {
+                        let wait = e.retry_after_ms.unwrap_or(100);
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        break;
+                    }
+                    Ok(ToAgent::Error(e)) => bail!("open refused: {e:?}"),
+                    _ => {}
+                },
+                Some(Ok(_)) => {}
+                other => bail!("agent socket ended: {other:?}"),
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn chat(
+    cli: &Cli,
+    visitors: usize,
+    agents: usize,
+    username: &str,
+    password: &str,
+    rate: u64,
+    duration: u64,
+) -> anyhow::Result<()> {
+    let target = host_port(&cli.url)?;
+    let origin = cli
+        .origin
+        .clone()
+        .unwrap_or_else(|| cli.url.trim_end_matches('/').to_owned());
+    let epoch = Instant::now();
+    let latencies = Arc::new(Mutex::new(stats::Samples::default()));
+    let received = Arc::new(AtomicU64::new(0));
+
+    // Visitors connect and each opens a conversation with a first message.
+    let mut visitor_socks = Vec::with_capacity(visitors);
+    let mut conversations: Vec<ConversationId> = Vec::with_capacity(visitors);
+    for n in 0..visitors {
+        let mut ws = connect(
+            target,
+            &format!("/ws/visitor?site={}", cli.site),
+            n,
+            cli.sources,
+            &[("origin", origin.clone())],
+        )
+        .await?;
+        visitor_hello(&mut ws).await?;
+        send(
+            &mut ws,
+            &VisitorFrame::Send {
+                client_id: ClientId(format!("open-{n}")),
+                text: "hello".into(),
+            },
+        )
+        .await?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    if let Ok(ToVisitor::Ack {
+                        conversation_id, ..
+                    }) = protocol::decode::<ToVisitor>(&t)
+                    {
+                        conversations.push(conversation_id);
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => bail!("visitor socket ended: {other:?}"),
+            }
+        }
+        visitor_socks.push(ws);
+    }
+
+    // Agents log in and open every conversation.
+    let cookie = login(&cli.url, username, password).await?;
+    let mut agent_tasks = Vec::new();
+    for n in 0..agents {
+        let mut ws = connect(
+            target,
+            "/ws/agent",
+            n,
+            cli.sources,
+            &[("cookie", cookie.clone())],
+        )
+        .await?;
+        send(
+            &mut ws,
+            &AgentFrame::Hello {
+                v: protocol::PROTOCOL_VERSION,
+            },
+        )
+        .await?;
+        for c in &conversations {
+            open_conversation(&mut ws, c).await?;
+        }
+        let latencies = latencies.clone();
+        let received = received.clone();
+        agent_tasks.push(tokio::spawn(async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                let Message::Text(t) = msg else { continue };
+                if let Ok(ToAgent::Event(e)) = protocol::decode::<ToAgent>(&t) {
+                    if let Some(sent) = e.message_text().and_then(|t| t.strip_prefix("t=")) {
+                        if let Ok(sent_us) = sent.parse::<u64>() {
+                            let now_us = epoch.elapsed().as_micros() as u64;
+                            latencies.lock().await.push(now_us.saturating_sub(sent_us));
+                            received.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Each visitor sends at rate / visitors per second, with its own reader draining acks.
+    let per_visitor = (rate as f64 / visitors as f64).max(0.001);
+    let interval = Duration::from_secs_f64(1.0 / per_visitor);
+    let deadline = Instant::now() + Duration::from_secs(duration);
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut senders = Vec::new();
+    for (n, ws) in visitor_socks.into_iter().enumerate() {
+        let (mut tx, mut rx) = ws.split();
+        let sent = sent.clone();
+        let drain = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
+        senders.push(tokio::spawn(async move {
+            // Spread the visitors' first sends over one interval.
+            tokio::time::sleep(interval.mul_f64(n as f64 / visitors as f64)).await;
+            let mut tick = tokio::time::interval(interval);
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                tick.tick().await;
+                let text = format!("t={}", epoch.elapsed().as_micros());
+                let frame = VisitorFrame::Send {
+                    client_id: ClientId(format!("v{n}m{i}")),
+                    text,
+                };
+                if tx
+                    .send(Message::Text(protocol::encode(&frame).into()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+            drain.abort();
+        }));
+    }
+    let started = Instant::now();
+    for s in senders {
+        let _ = s.await;
+    }
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for t in agent_tasks {
+        t.abort();
+    }
+    let sent = sent.load(Ordering::Relaxed);
+    let received = received.load(Ordering::Relaxed);
+    let samples = latencies.lock().await;
+    println!("scenario: chat, {visitors} visitors -> {agents} agent sockets, target {rate} msg/s for {duration} s");
+    println!("connections held: {}", visitors + agents);
+    println!(
+        "messages sent: {sent} ({:.0} msg/s); received by agents: {received} (expected {})",
+        sent as f64 / elapsed.as_secs_f64(),
+        sent * agents as u64
+    );
+    println!("visitor->agent latency: {}", samples.summary());
+    if let Some(pid) = cli.relay_pid {
+        if let Some(rss) = rss_kib(pid) {
+            println!("relay RSS: {rss} KiB");
+        }
+    }
+    if received < sent * agents as u64 {
+        bail!(
+            "{} messages were not received by every agent",
+            sent * agents as u64 - received
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("could not raise the open-file limit: {e}");
+    }
+    match &cli.scenario {
+        Scenario::Idle { connections, hold } => idle(&cli, *connections, *hold).await,
+        Scenario::Chat {
+            visitors,
+            agents,
+            username,
+            password,
+            rate,
+            duration,
+        } => {
+            chat(
+                &cli, *visitors, *agents, username, password, *rate, *duration,
+            )
+            .await
+        }
+    }
+}
