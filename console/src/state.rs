@@ -56,7 +56,7 @@ impl Tab {
     /// Whether conversation `c` belongs in this tab for the agent with id `me`.
     pub fn includes(self, c: &ConversationSummary, me: &str) -> bool {
         match self {
-            Tab::Unassigned => c.status == ConversationStatus::Open,
+            Tab::Unassigned => is_waiting(c.status),
             Tab::Mine => {
                 c.status != ConversationStatus::Closed
                     && c.assignee.as_ref().is_some_and(|a| a.id == me)
@@ -592,10 +592,16 @@ fn send_frame(id: &ConversationId, p: &Pending) -> AgentFrame {
     }
 }
 
+/// Waiting for an agent (an unknown status counts as waiting, as PROTOCOL.md asks).
+pub fn is_waiting(s: ConversationStatus) -> bool {
+    matches!(s, ConversationStatus::Open | ConversationStatus::Unknown)
+}
+
 /// The `data-status` value.
 pub fn status_key(s: ConversationStatus) -> &'static str {
     match s {
-        ConversationStatus::Open => "open",
+        // A status from a newer relay is shown as waiting, as PROTOCOL.md asks.
+        ConversationStatus::Open | ConversationStatus::Unknown => "open",
         ConversationStatus::Assigned => "assigned",
         ConversationStatus::Closed => "closed",
     }
@@ -633,6 +639,8 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
             ("Conversation closed".to_owned(), true)
         }
         EventBody::Closed => (format!("Conversation closed by {name}"), true),
+        // A kind from a newer relay: a neutral line keeps the seq visible without guessing.
+        EventBody::Unknown => ("(an update this console cannot show)".to_owned(), true),
     };
     Line {
         key: format!("s{}", e.seq),
@@ -657,7 +665,7 @@ fn notable(
     selected: bool,
 ) -> bool {
     match prev {
-        None => new.status == ConversationStatus::Open,
+        None => is_waiting(new.status),
         Some(_) if selected => false,
         Some(p) => {
             new.last_seq > p.last_seq

@@ -29,6 +29,9 @@ pub enum ConversationStatus {
     Assigned,
     /// Finished.
     Closed,
+    /// A status added by a later revision; treat it as `Open`. Never sent by this relay.
+    #[serde(other)]
+    Unknown,
 }
 
 /// A conversation as listed in the console.

@@ -173,6 +173,18 @@ mod tests {
     }
 
     #[test]
+    fn unknown_event_kinds_and_statuses_still_decode() {
+        let text = r#"{"type":"event","conversation_id":"c","seq":4,"at":1,"author":{"role":"system"},"body":{"kind":"poll","question":"?"}}"#;
+        match decode::<ToVisitor>(text).expect("decodes") {
+            ToVisitor::Event(e) => assert_eq!(e.body, crate::EventBody::Unknown),
+            other => panic!("expected an event, got {other:?}"),
+        }
+        let status: crate::ConversationStatus =
+            serde_json::from_str(r#""snoozed""#).expect("decodes");
+        assert_eq!(status, crate::ConversationStatus::Unknown);
+    }
+
+    #[test]
     fn text_limits() {
         assert_eq!(validate_text("  ").unwrap_err().code, ErrorCode::Invalid);
         let big = "a".repeat(crate::MAX_TEXT_BYTES + 1);

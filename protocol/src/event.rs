@@ -61,6 +61,10 @@ pub enum EventBody {
     Left,
     /// The conversation was closed (the author says by whom).
     Closed,
+    /// A kind added by a later revision of the protocol. Never sent by this relay; receiving it
+    /// lets an older client skip the event instead of failing to decode the whole frame.
+    #[serde(other)]
+    Unknown,
 }
 
 /// One sequenced event of a conversation, exactly as stored.

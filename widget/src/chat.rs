@@ -856,6 +856,8 @@ impl Chat {
                 EventBody::Joined => system("joined", lang.joined(&name())),
                 EventBody::Left => system("left", lang.left(&name())),
                 EventBody::Closed => system("closed", t.closed.to_owned()),
+                // A kind from a newer relay: kept in the timeline, shown as nothing.
+                EventBody::Unknown => continue,
             };
             items.push(item);
         }

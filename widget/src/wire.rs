@@ -7,7 +7,7 @@
 //! the panel reads the parsed object field by field instead. Sending still uses
 //! `protocol::encode` (serialization is small). The rules follow PROTOCOL.md: unknown fields
 //! are ignored, a missing required field drops the frame, an event of an unknown `kind` becomes
-//! an empty message (kept so seqs stay contiguous; the view shows it as nothing).
+//! `EventBody::Unknown` (kept so seqs stay contiguous; the view shows it as nothing).
 
 use js_sys::{Array, Reflect, JSON};
 use protocol::{
@@ -84,10 +84,7 @@ fn event(o: &JsValue) -> Option<Event> {
         "joined" => EventBody::Joined,
         "left" => EventBody::Left,
         "closed" => EventBody::Closed,
-        _ => EventBody::Message {
-            text: String::new(),
-            client_id: None,
-        },
+        _ => EventBody::Unknown,
     };
     Some(Event {
         conversation_id: ConversationId(text(o, "conversation_id")?),

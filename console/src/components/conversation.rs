@@ -77,7 +77,7 @@ fn ConversationHeader(header: Memo<Option<crate::state::Header>>) -> impl IntoVi
                 {move || status.get().map(status_key).unwrap_or("")}
             </span>
             <div class="conv-actions">
-                <Show when=move || status.get() == Some(ConversationStatus::Open)>
+                <Show when=move || status.get().is_some_and(crate::state::is_waiting)>
                     <button type="button" class="take primary" on:click=take>"Take"</button>
                 </Show>
                 <Show when=move || {

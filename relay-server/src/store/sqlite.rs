@@ -85,7 +85,7 @@ impl SqliteStore {
 
 fn status_str(s: ConversationStatus) -> &'static str {
     match s {
-        ConversationStatus::Open => "open",
+        ConversationStatus::Open | ConversationStatus::Unknown => "open",
         ConversationStatus::Assigned => "assigned",
         ConversationStatus::Closed => "closed",
     }
