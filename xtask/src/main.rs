@@ -27,7 +27,7 @@ use crate::checks::Outcome;
 
 /// Parley's build helper.
 #[derive(Parser)]
-#[command(name = "cargo xtask", about, long_about = None)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about, long_about = None)]
 struct Cli {
     /// What to do.
     #[command(subcommand)]
