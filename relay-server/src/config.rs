@@ -26,7 +26,8 @@ pub struct Cli {
     #[arg(long, env = "PARLEY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Database URL: `sqlite://PATH` (created if missing).
+    /// Database URL: `sqlite://PATH` (created if missing) or `postgres://USER@HOST/DB` (the
+    /// database must exist; several relays may share it).
     #[arg(
         long,
         env = "PARLEY_DATABASE",

@@ -30,7 +30,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Limits, SiteConfig};
 use crate::hub::Hub;
-use crate::store::sqlite::SqliteStore;
 use crate::store::{Appended, ConversationRecord, Store};
 
 /// Shared state of a running relay.
@@ -121,19 +120,15 @@ pub struct Relay {
     addr: SocketAddr,
     app: Arc<App>,
     server: tokio::task::JoinHandle<()>,
-    store: SqliteStore,
+    /// Closed last on shutdown, after every socket task ended.
+    store: Arc<dyn Store>,
 }
 
 impl Relay {
     /// Opens the store, creates configured agents (or a first `admin`), and serves on `listener`.
     pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
-        if !config.database_url.starts_with("sqlite:") {
-            anyhow::bail!(
-                "unsupported database URL {:?}: this build stores data in SQLite (sqlite://PATH)",
-                config.database_url
-            );
-        }
-        let store = SqliteStore::connect(&config.database_url).await?;
+        // SQLite for `sqlite:` URLs, PostgreSQL for `postgres://` / `postgresql://`.
+        let store = store::connect(&config.database_url).await?;
         for seed in &config.agents {
             let hash = auth::hash_password(&seed.password)?;
             store
@@ -153,7 +148,7 @@ impl Relay {
             tracing::warn!(dir = %config.assets_dir.display(), "widget bundle missing: run `cargo xtask build`");
         }
         let app = Arc::new(App {
-            store: Arc::new(store.clone()),
+            store: store.clone(),
             hub: Hub::new(),
             sites: config
                 .sites

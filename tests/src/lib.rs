@@ -7,6 +7,7 @@
 //! reads as a scenario, not as plumbing.
 
 pub mod browser;
+pub mod pg;
 pub mod relay;
 pub mod ws;
 

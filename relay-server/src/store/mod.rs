@@ -1,14 +1,18 @@
 //! Durable state: agents, sessions, visitors, conversations and their sequenced events.
 //!
 //! One trait, [`Store`], so the relay does not care which engine keeps the data. SQLite
-//! ([`sqlite::SqliteStore`]) is the default; the trait is shaped so a PostgreSQL implementation
-//! can keep the same guarantees (seq assigned in the appending transaction, idempotent appends).
+//! ([`sqlite::SqliteStore`]) is the default; PostgreSQL ([`postgres::PgStore`]) keeps the same
+//! guarantees (seq assigned in the appending transaction, idempotent appends) for several relay
+//! nodes sharing one database. [`connect`] picks the engine from the URL.
 
+pub mod postgres;
 pub mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use protocol::{
-    Author, ClientId, ConversationId, ConversationStatus, Event, EventBody, PageContext, Seq,
+    Author, ClientId, ConversationId, ConversationStatus, Event, EventBody, PageContext, Role, Seq,
 };
 
 /// What can go wrong in a store call.
@@ -119,6 +123,10 @@ pub struct Appended {
 /// The durable store. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Closes the connections (on shutdown, after the last socket task ended), flushing what the
+    /// engine buffers.
+    async fn close(&self);
+
     /// Checks the engine answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 
@@ -190,6 +198,63 @@ pub trait Store: Send + Sync + 'static {
         after: Seq,
         limit: i64,
     ) -> StoreResult<Vec<Event>>;
+}
+
+/// Opens the store a database URL names: `sqlite://PATH` (or `sqlite:PATH`) or
+/// `postgres://...` / `postgresql://...`. Anything else is refused with a message naming the
+/// accepted forms rather than guessing.
+pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+    } else {
+        anyhow::bail!(
+            "unsupported database URL {url:?}: use sqlite://PATH or postgres://USER@HOST/DB"
+        )
+    }
+}
+
+// Text forms shared by every engine, so rows mean the same in SQLite and PostgreSQL.
+
+/// How a status is stored.
+pub(crate) fn status_str(s: ConversationStatus) -> &'static str {
+    match s {
+        ConversationStatus::Open | ConversationStatus::Unknown => "open",
+        ConversationStatus::Assigned => "assigned",
+        ConversationStatus::Closed => "closed",
+    }
+}
+
+/// A stored status.
+pub(crate) fn parse_status(s: &str) -> StoreResult<ConversationStatus> {
+    match s {
+        "open" => Ok(ConversationStatus::Open),
+        "assigned" => Ok(ConversationStatus::Assigned),
+        "closed" => Ok(ConversationStatus::Closed),
+        other => Err(StoreError::Corrupt(format!("status {other}"))),
+    }
+}
+
+/// How a role is stored.
+pub(crate) fn role_str(r: Role) -> &'static str {
+    match r {
+        Role::Visitor => "visitor",
+        Role::Agent => "agent",
+        Role::Bot => "bot",
+        Role::System => "system",
+    }
+}
+
+/// A stored role.
+pub(crate) fn parse_role(s: &str) -> StoreResult<Role> {
+    match s {
+        "visitor" => Ok(Role::Visitor),
+        "agent" => Ok(Role::Agent),
+        "bot" => Ok(Role::Bot),
+        "system" => Ok(Role::System),
+        other => Err(StoreError::Corrupt(format!("role {other}"))),
+    }
 }
 
 /// Now, in Unix milliseconds.

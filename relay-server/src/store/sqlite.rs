@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use protocol::{
-    Author, ClientId, ConversationId, ConversationStatus, Event, EventBody, PageContext, Role, Seq,
+    Author, ClientId, ConversationId, ConversationStatus, Event, EventBody, PageContext, Seq,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -20,8 +20,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    new_id, now_ms, preview_of, AgentRecord, Appended, ConversationRecord, Effect, NewEvent, Store,
-    StoreError, StoreResult, VisitorRecord,
+    new_id, now_ms, parse_role, parse_status, preview_of, role_str, status_str, AgentRecord,
+    Appended, ConversationRecord, Effect, NewEvent, Store, StoreError, StoreResult, VisitorRecord,
 };
 
 /// SQLite-backed [`Store`].
@@ -83,42 +83,6 @@ impl SqliteStore {
     }
 }
 
-fn status_str(s: ConversationStatus) -> &'static str {
-    match s {
-        ConversationStatus::Open | ConversationStatus::Unknown => "open",
-        ConversationStatus::Assigned => "assigned",
-        ConversationStatus::Closed => "closed",
-    }
-}
-
-fn parse_status(s: &str) -> StoreResult<ConversationStatus> {
-    match s {
-        "open" => Ok(ConversationStatus::Open),
-        "assigned" => Ok(ConversationStatus::Assigned),
-        "closed" => Ok(ConversationStatus::Closed),
-        other => Err(StoreError::Corrupt(format!("status {other}"))),
-    }
-}
-
-fn role_str(r: Role) -> &'static str {
-    match r {
-        Role::Visitor => "visitor",
-        Role::Agent => "agent",
-        Role::Bot => "bot",
-        Role::System => "system",
-    }
-}
-
-fn parse_role(s: &str) -> StoreResult<Role> {
-    match s {
-        "visitor" => Ok(Role::Visitor),
-        "agent" => Ok(Role::Agent),
-        "bot" => Ok(Role::Bot),
-        "system" => Ok(Role::System),
-        other => Err(StoreError::Corrupt(format!("role {other}"))),
-    }
-}
-
 fn conversation_from_row(row: &SqliteRow) -> StoreResult<ConversationRecord> {
     let context: String = row.try_get("context")?;
     Ok(ConversationRecord {
@@ -165,6 +129,11 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn close(&self) {
+        // The inherent method (both pools, WAL checkpoint).
+        SqliteStore::close(self).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())

@@ -1,0 +1,546 @@
+//! The PostgreSQL store: for several relay nodes sharing one database.
+//!
+//! Unlike SQLite ([`super::sqlite`]), writes are not serialised by the relay: many nodes and a
+//! pool of connections append at once, so every guarantee is held by the database itself.
+//!
+//! - **Seq**: `append` locks the conversation row (`SELECT ... FOR UPDATE`) before anything
+//!   else and bumps `last_seq` in the same transaction that inserts the event, so concurrent
+//!   appends to one conversation (from any node) run one after another and get `n`, `n + 1`, ...
+//!   Each append locks exactly one row, so appends cannot deadlock each other.
+//! - **Idempotency**: the duplicate check runs under that lock, so a racing twin has either
+//!   committed (and is found) or not started. The unique index `events_idempotency` backs it
+//!   up: should an insert still collide, the original is read and returned as a duplicate.
+//! - **One open conversation per visitor**: a partial unique index on `visitor_id` where the
+//!   status is not `closed`; `open_conversation` inserts with `ON CONFLICT DO NOTHING` and reads
+//!   the winner.
+//!
+//! Transactions run at READ COMMITTED (the default): each statement after the lock sees what
+//! other transactions committed before it, which is what the checks above rely on.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use protocol::{
+    Author, ClientId, ConversationId, ConversationStatus, Event, EventBody, PageContext, Seq,
+};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use super::{
+    new_id, now_ms, parse_role, parse_status, preview_of, role_str, status_str, AgentRecord,
+    Appended, ConversationRecord, Effect, NewEvent, Store, StoreError, StoreResult, VisitorRecord,
+};
+
+/// Connections per relay node. Appends hold one for a few milliseconds; 16 keeps a node's
+/// bursts from queueing while leaving room for many nodes under PostgreSQL's default
+/// `max_connections` (100).
+const POOL_SIZE: u32 = 16;
+
+/// How many times `open_conversation` retries when the open conversation it lost a race to was
+/// closed before it could read it. Each retry needs another node to open *and* close one in
+/// between, so more than a couple never happen in practice.
+const OPEN_ATTEMPTS: usize = 5;
+
+const CONVERSATION_COLUMNS: &str =
+    "id, site, visitor_id, status, assignee_id, last_seq, preview, context, created_at, updated_at";
+
+const EVENT_COLUMNS: &str = "conversation_id, seq, at, author_role, author_id, author_name, body";
+
+/// PostgreSQL-backed [`Store`].
+#[derive(Clone)]
+pub struct PgStore {
+    /// Shared by reads and writes: the database, not the relay, serialises writers.
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://USER[:PASS]@HOST[:PORT]/DB`) and migrates the database.
+    /// The database must exist. Several nodes may start at once: sqlx's migrator holds an
+    /// advisory lock while it migrates.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Database(e.into()))?;
+        Ok(Self { pool })
+    }
+
+    /// The event a client id already produced, if any.
+    async fn original<'e, E>(
+        executor: E,
+        id: &ConversationId,
+        author_id: &Option<String>,
+        client_id: &ClientId,
+    ) -> StoreResult<Option<Event>>
+    where
+        E: sqlx::Executor<'e, Database = Postgres>,
+    {
+        sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE conversation_id = $1 AND COALESCE(author_id, '') = COALESCE($2, '')
+               AND client_id = $3"
+        ))
+        .bind(&id.0)
+        .bind(author_id)
+        .bind(&client_id.0)
+        .fetch_optional(executor)
+        .await?
+        .as_ref()
+        .map(event_from_row)
+        .transpose()
+    }
+
+    /// The visitor's conversation that is not closed, if any.
+    async fn open_of(&self, visitor_id: &str) -> StoreResult<Option<ConversationRecord>> {
+        sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations
+             WHERE visitor_id = $1 AND status <> 'closed'"
+        ))
+        .bind(visitor_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(conversation_from_row)
+        .transpose()
+    }
+
+    /// The body of [`Store::append`] inside `tx`; the caller commits.
+    async fn append_in(
+        tx: &mut Transaction<'_, Postgres>,
+        id: &ConversationId,
+        new: NewEvent,
+    ) -> StoreResult<Appended> {
+        // The row lock: every append to this conversation waits here for the previous one.
+        let row = sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(&id.0)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let conv = conversation_from_row(&row)?;
+
+        if let Some(client_id) = &new.client_id {
+            if let Some(event) = Self::original(&mut **tx, id, &new.author.id, client_id).await? {
+                return Ok(Appended {
+                    event,
+                    conversation: conv,
+                    duplicate: true,
+                });
+            }
+        }
+
+        if conv.status == ConversationStatus::Closed {
+            return Err(StoreError::Closed);
+        }
+        let (status, assignee) = match &new.effect {
+            Effect::None => (conv.status, conv.assignee_id.clone()),
+            Effect::Assign(agent) => match &conv.assignee_id {
+                Some(current) if current != agent => return Err(StoreError::Forbidden),
+                _ => (ConversationStatus::Assigned, Some(agent.clone())),
+            },
+            Effect::Close => (ConversationStatus::Closed, conv.assignee_id.clone()),
+        };
+        let preview = match &new.body {
+            EventBody::Message { text, .. } => Some(preview_of(text)),
+            _ => conv.preview.clone(),
+        };
+        let now = now_ms();
+        let row = sqlx::query(&format!(
+            "UPDATE conversations SET last_seq = last_seq + 1, status = $1, assignee_id = $2,
+                 preview = $3, updated_at = $4 WHERE id = $5 RETURNING {CONVERSATION_COLUMNS}"
+        ))
+        .bind(status_str(status))
+        .bind(&assignee)
+        .bind(&preview)
+        .bind(now)
+        .bind(&id.0)
+        .fetch_one(&mut **tx)
+        .await?;
+        let conversation = conversation_from_row(&row)?;
+        let event = Event {
+            conversation_id: id.clone(),
+            seq: conversation.last_seq,
+            at: now,
+            author: new.author,
+            body: new.body,
+        };
+        sqlx::query(
+            "INSERT INTO events (conversation_id, seq, at, author_role, author_id, author_name,
+                 client_id, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&id.0)
+        .bind(event.seq as i64)
+        .bind(event.at)
+        .bind(role_str(event.author.role))
+        .bind(&event.author.id)
+        .bind(&event.author.name)
+        .bind(new.client_id.as_ref().map(|c| c.0.as_str()))
+        .bind(json(&event.body))
+        .execute(&mut **tx)
+        .await?;
+        Ok(Appended {
+            event,
+            conversation,
+            duplicate: false,
+        })
+    }
+}
+
+/// True when `e` is a unique violation of the named index.
+fn violates(e: &StoreError, index: &str) -> bool {
+    match e {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            db.is_unique_violation() && db.constraint() == Some(index)
+        }
+        _ => false,
+    }
+}
+
+fn conversation_from_row(row: &PgRow) -> StoreResult<ConversationRecord> {
+    let Json(context): Json<PageContext> = row.try_get("context")?;
+    Ok(ConversationRecord {
+        id: ConversationId(row.try_get("id")?),
+        site: row.try_get("site")?,
+        visitor_id: row.try_get("visitor_id")?,
+        status: parse_status(row.try_get::<&str, _>("status")?)?,
+        assignee_id: row.try_get("assignee_id")?,
+        last_seq: seq_from(row.try_get("last_seq")?)?,
+        preview: row.try_get("preview")?,
+        context,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn event_from_row(row: &PgRow) -> StoreResult<Event> {
+    let body: &str = row.try_get("body")?;
+    Ok(Event {
+        conversation_id: ConversationId(row.try_get("conversation_id")?),
+        seq: seq_from(row.try_get("seq")?)?,
+        at: row.try_get("at")?,
+        author: Author {
+            role: parse_role(row.try_get::<&str, _>("author_role")?)?,
+            id: row.try_get("author_id")?,
+            name: row.try_get("author_name")?,
+        },
+        body: serde_json::from_str(body).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    })
+}
+
+fn agent_from_row(row: &PgRow) -> StoreResult<AgentRecord> {
+    Ok(AgentRecord {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        display_name: row.try_get("display_name")?,
+        password_hash: row.try_get("password_hash")?,
+    })
+}
+
+/// A stored BIGINT seq; negative only if the row was tampered with.
+fn seq_from(v: i64) -> StoreResult<Seq> {
+    Seq::try_from(v).map_err(|_| StoreError::Corrupt(format!("seq {v}")))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn agent_count(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM agents")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn upsert_agent(
+        &self,
+        username: &str,
+        display_name: &str,
+        password_hash: &str,
+    ) -> StoreResult<AgentRecord> {
+        let row = sqlx::query(
+            "INSERT INTO agents (id, username, display_name, password_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (username) DO UPDATE SET display_name = EXCLUDED.display_name,
+                 password_hash = EXCLUDED.password_hash
+             RETURNING id, username, display_name, password_hash",
+        )
+        .bind(new_id())
+        .bind(username)
+        .bind(display_name)
+        .bind(password_hash)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        agent_from_row(&row)
+    }
+
+    async fn agent_by_username(&self, username: &str) -> StoreResult<Option<AgentRecord>> {
+        sqlx::query(
+            "SELECT id, username, display_name, password_hash FROM agents WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(agent_from_row)
+        .transpose()
+    }
+
+    async fn agent_by_id(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
+        sqlx::query("SELECT id, username, display_name, password_hash FROM agents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(agent_from_row)
+            .transpose()
+    }
+
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        agent_id: &str,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, agent_id, created_at, expires_at)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(agent_id)
+        .bind(now_ms())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_agent(&self, token_hash: &str, now: i64) -> StoreResult<Option<AgentRecord>> {
+        sqlx::query(
+            "SELECT a.id, a.username, a.display_name, a.password_hash
+             FROM sessions s JOIN agents a ON a.id = s.agent_id
+             WHERE s.token_hash = $1 AND s.expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(agent_from_row)
+        .transpose()
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn create_visitor(&self, site: &str, token_hash: &str) -> StoreResult<VisitorRecord> {
+        let id = new_id();
+        sqlx::query(
+            "INSERT INTO visitors (id, site, token_hash, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&id)
+        .bind(site)
+        .bind(token_hash)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(VisitorRecord {
+            id,
+            site: site.to_owned(),
+        })
+    }
+
+    async fn visitor_by_token(
+        &self,
+        site: &str,
+        token_hash: &str,
+    ) -> StoreResult<Option<VisitorRecord>> {
+        let row = sqlx::query("SELECT id, site FROM visitors WHERE token_hash = $1 AND site = $2")
+            .bind(token_hash)
+            .bind(site)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(VisitorRecord {
+                id: r.try_get("id")?,
+                site: r.try_get("site")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn latest_conversation(
+        &self,
+        visitor_id: &str,
+    ) -> StoreResult<Option<ConversationRecord>> {
+        sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE visitor_id = $1
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(visitor_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(conversation_from_row)
+        .transpose()
+    }
+
+    async fn open_conversation(
+        &self,
+        site: &str,
+        visitor_id: &str,
+        context: &PageContext,
+    ) -> StoreResult<(ConversationRecord, bool)> {
+        for _ in 0..OPEN_ATTEMPTS {
+            if let Some(existing) = self.open_of(visitor_id).await? {
+                return Ok((existing, false));
+            }
+            // A concurrent twin makes this wait for it and then do nothing; the next loop turn
+            // reads the twin's conversation.
+            let now = now_ms();
+            let created = sqlx::query(&format!(
+                "INSERT INTO conversations (id, site, visitor_id, status, context, created_at,
+                     updated_at)
+                 VALUES ($1, $2, $3, 'open', $4, $5, $6)
+                 ON CONFLICT (visitor_id) WHERE status <> 'closed' DO NOTHING
+                 RETURNING {CONVERSATION_COLUMNS}"
+            ))
+            .bind(new_id())
+            .bind(site)
+            .bind(visitor_id)
+            .bind(Json(context))
+            .bind(now)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = created {
+                return Ok((conversation_from_row(&row)?, true));
+            }
+        }
+        Err(StoreError::Corrupt(format!(
+            "visitor {visitor_id}: no open conversation after {OPEN_ATTEMPTS} attempts \
+             (conversations are being opened and closed faster than they can be read)"
+        )))
+    }
+
+    async fn conversation(&self, id: &ConversationId) -> StoreResult<Option<ConversationRecord>> {
+        sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"
+        ))
+        .bind(&id.0)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(conversation_from_row)
+        .transpose()
+    }
+
+    async fn recent_conversations(&self, limit: i64) -> StoreResult<Vec<ConversationRecord>> {
+        sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations
+             ORDER BY updated_at DESC, id DESC LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(conversation_from_row)
+        .collect()
+    }
+
+    async fn update_context(
+        &self,
+        id: &ConversationId,
+        context: &PageContext,
+    ) -> StoreResult<ConversationRecord> {
+        let row = sqlx::query(&format!(
+            "UPDATE conversations SET context = $1, updated_at = $2 WHERE id = $3
+             RETURNING {CONVERSATION_COLUMNS}"
+        ))
+        .bind(Json(context))
+        .bind(now_ms())
+        .bind(&id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(conversation_from_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn append(&self, id: &ConversationId, new: NewEvent) -> StoreResult<Appended> {
+        let client_id = new.client_id.clone();
+        let author_id = new.author.id.clone();
+        let mut tx = self.pool.begin().await?;
+        match Self::append_in(&mut tx, id, new).await {
+            Ok(appended) => match tx.commit().await {
+                Ok(()) => Ok(appended),
+                Err(e) => Err(e.into()),
+            },
+            // The lock makes this unreachable today; should the twin still slip past the
+            // check, the index refuses it and the original is the answer, as for any repeat.
+            Err(e) if violates(&e, "events_idempotency") => {
+                drop(tx);
+                let Some(client_id) = client_id else {
+                    return Err(e);
+                };
+                let Some(event) = Self::original(&self.pool, id, &author_id, &client_id).await?
+                else {
+                    return Err(e);
+                };
+                let conversation = self.conversation(id).await?.ok_or(StoreError::NotFound)?;
+                Ok(Appended {
+                    event,
+                    conversation,
+                    duplicate: true,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn events_after(
+        &self,
+        id: &ConversationId,
+        after: Seq,
+        limit: i64,
+    ) -> StoreResult<Vec<Event>> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(&id.0)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+}

@@ -1,0 +1,674 @@
+//! One conformance suite for every `Store` engine: each case in [`cases`] is written once against
+//! `Arc<dyn Store>` and runs twice, as `<case>::sqlite` (a file in a temp dir) and
+//! `<case>::postgres` (a fresh database per test, see `parley_tests::pg` for why a database
+//! and not a schema). If PostgreSQL is not reachable the `postgres` tests FAIL, saying so.
+//!
+//! At the end, the relay itself runs once on PostgreSQL end to end (visitor send → ack → agent
+//! sees it), and an unknown database URL is refused.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use parley_tests::pg::TestDatabase;
+use parley_tests::{AgentClient, TestRelay, VisitorClient, AGENTS};
+use relay_server::store::{self, Store};
+
+/// A case's future, boxed so one runner can take any case.
+type CaseFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// Runs a case on its own task so a failed `assert!` (a panic) still lets the runner close the
+/// store and drop the database before the failure is passed on.
+async fn run_case(store: Arc<dyn Store>, case: fn(Arc<dyn Store>) -> CaseFuture) -> CaseOutcome {
+    let outcome = tokio::spawn(case(store.clone())).await;
+    store.close().await;
+    outcome
+}
+
+type CaseOutcome = Result<anyhow::Result<()>, tokio::task::JoinError>;
+
+/// The case's result, re-raising its panic if it had one.
+fn finish(outcome: CaseOutcome) -> anyhow::Result<()> {
+    match outcome {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs `case` on a new SQLite file.
+async fn on_sqlite(case: fn(Arc<dyn Store>) -> CaseFuture) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("parley.db").display());
+    let store = store::connect(&url).await?;
+    finish(run_case(store, case).await)
+}
+
+/// Runs `case` on a new PostgreSQL database, dropped afterwards whatever happened.
+async fn on_postgres(case: fn(Arc<dyn Store>) -> CaseFuture) -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    let store = match store::connect(db.url()).await {
+        Ok(store) => store,
+        Err(e) => {
+            db.drop_now().await;
+            return Err(e.context("PgStore::connect"));
+        }
+    };
+    let outcome = run_case(store, case).await;
+    db.drop_now().await;
+    finish(outcome)
+}
+
+/// Declares, for every case name, a module with a `sqlite` and a `postgres` test.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() -> anyhow::Result<()> {
+                super::on_sqlite(|s| Box::pin(super::cases::$case(s))).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() -> anyhow::Result<()> {
+                super::on_postgres(|s| Box::pin(super::cases::$case(s))).await
+            }
+        }
+    )*};
+}
+
+conformance!(
+    seq_counts_up_from_one,
+    repeated_client_id_returns_the_original,
+    same_client_id_from_another_author_is_new,
+    concurrent_appends_are_gap_free,
+    concurrent_duplicates_store_one,
+    concurrent_opens_make_one_conversation,
+    assign_effect,
+    close_effect,
+    events_after_pages,
+    sessions_expire,
+    visitor_by_token_is_site_scoped,
+    recent_conversations_newest_first,
+    update_context_round_trip,
+    upsert_agent_updates,
+);
+
+/// The cases: each gets a fresh, empty store.
+mod cases {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use anyhow::Context as _;
+    use protocol::{
+        Author, ClientId, ConversationId, ConversationStatus, EventBody, PageContext, Role, Seq,
+        Viewport,
+    };
+    use relay_server::store::{
+        now_ms, ConversationRecord, Effect, NewEvent, Store, StoreError, VisitorRecord,
+    };
+
+    /// Tasks that append at once in the concurrency cases.
+    const TASKS: u64 = 8;
+    /// Appends per task.
+    const PER_TASK: u64 = 50;
+
+    fn context(url: &str) -> PageContext {
+        PageContext {
+            url: url.into(),
+            title: "Shoes".into(),
+            language: "ko-KR".into(),
+            ..Default::default()
+        }
+    }
+
+    /// A new visitor of `demo` with an open conversation.
+    async fn chat(store: &dyn Store) -> anyhow::Result<(VisitorRecord, ConversationRecord)> {
+        let visitor = store
+            .create_visitor("demo", &relay_server::store::new_id())
+            .await?;
+        let (conversation, created) = store
+            .open_conversation("demo", &visitor.id, &context("https://shop.example/"))
+            .await?;
+        assert!(created, "a new visitor's conversation is new");
+        Ok((visitor, conversation))
+    }
+
+    fn visitor_author(v: &VisitorRecord) -> Author {
+        Author {
+            role: Role::Visitor,
+            id: Some(v.id.clone()),
+            name: None,
+        }
+    }
+
+    fn agent_author(id: &str) -> Author {
+        Author {
+            role: Role::Agent,
+            id: Some(id.into()),
+            name: Some("Mina".into()),
+        }
+    }
+
+    fn message(author: Author, client_id: Option<&str>, text: &str) -> NewEvent {
+        NewEvent {
+            author,
+            body: EventBody::Message {
+                text: text.into(),
+                client_id: client_id.map(ClientId::from),
+            },
+            client_id: client_id.map(ClientId::from),
+            effect: Effect::None,
+        }
+    }
+
+    async fn seqs(store: &dyn Store, id: &ConversationId) -> anyhow::Result<Vec<Seq>> {
+        Ok(store
+            .events_after(id, 0, 10_000)
+            .await?
+            .iter()
+            .map(|e| e.seq)
+            .collect())
+    }
+
+    pub async fn seq_counts_up_from_one(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let (v, c) = chat(&*store).await?;
+        assert_eq!(c.last_seq, 0, "a new conversation has no events");
+        for i in 1..=5u64 {
+            let a = store
+                .append(
+                    &c.id,
+                    message(
+                        visitor_author(&v),
+                        Some(&format!("m{i}")),
+                        &format!("hi {i}"),
+                    ),
+                )
+                .await?;
+            assert!(!a.duplicate);
+            assert_eq!(a.event.seq, i, "seq strictly +1 from 1");
+            assert_eq!(a.conversation.last_seq, i);
+            assert_eq!(a.conversation.preview.as_deref(), Some(&*format!("hi {i}")));
+        }
+        let events = store.events_after(&c.id, 0, 100).await?;
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!(events[2].message_text(), Some("hi 3"));
+        assert_eq!(events[2].author, visitor_author(&v));
+        assert_eq!(events[2].conversation_id, c.id);
+        Ok(())
+    }
+
+    pub async fn repeated_client_id_returns_the_original(
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        let (v, c) = chat(&*store).await?;
+        let first = store
+            .append(&c.id, message(visitor_author(&v), Some("c1"), "hello"))
+            .await?;
+        let again = store
+            .append(
+                &c.id,
+                message(visitor_author(&v), Some("c1"), "hello, edited"),
+            )
+            .await?;
+        assert!(again.duplicate, "a repeated client id is a duplicate");
+        assert_eq!(again.event, first.event, "the original event comes back");
+        assert_eq!(again.conversation.last_seq, 1, "nothing new was stored");
+        assert_eq!(seqs(&*store, &c.id).await?, [1]);
+        let next = store
+            .append(&c.id, message(visitor_author(&v), Some("c2"), "next"))
+            .await?;
+        assert_eq!(next.event.seq, 2, "the repeat used no seq");
+        Ok(())
+    }
+
+    pub async fn same_client_id_from_another_author_is_new(
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        let (v, c) = chat(&*store).await?;
+        let agent = store.upsert_agent("mina", "Mina", "$argon2id$x").await?;
+        let a = store
+            .append(
+                &c.id,
+                message(visitor_author(&v), Some("c1"), "from visitor"),
+            )
+            .await?;
+        let b = store
+            .append(
+                &c.id,
+                message(agent_author(&agent.id), Some("c1"), "from agent"),
+            )
+            .await?;
+        assert!(
+            !a.duplicate && !b.duplicate,
+            "different authors, different messages"
+        );
+        assert_eq!((a.event.seq, b.event.seq), (1, 2));
+        assert_eq!(seqs(&*store, &c.id).await?, [1, 2]);
+        Ok(())
+    }
+
+    pub async fn concurrent_appends_are_gap_free(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let (v, c) = chat(&*store).await?;
+        let mut tasks = Vec::new();
+        for t in 0..TASKS {
+            let (store, v, id) = (store.clone(), v.clone(), c.id.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for i in 0..PER_TASK {
+                    let a = store
+                        .append(
+                            &id,
+                            message(visitor_author(&v), Some(&format!("t{t}-{i}")), "x"),
+                        )
+                        .await?;
+                    anyhow::ensure!(!a.duplicate, "t{t}-{i} is not a repeat");
+                    got.push(a.event.seq);
+                }
+                anyhow::Ok(got)
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            let got = task.await??;
+            assert!(
+                got.windows(2).all(|w| w[0] < w[1]),
+                "one task's appends are ordered: {got:?}"
+            );
+            all.extend(got);
+        }
+        all.sort_unstable();
+        let expected: Vec<Seq> = (1..=TASKS * PER_TASK).collect();
+        assert_eq!(
+            all,
+            expected,
+            "acked seqs are exactly 1..={}",
+            TASKS * PER_TASK
+        );
+        assert_eq!(
+            seqs(&*store, &c.id).await?,
+            expected,
+            "stored seqs, no gap or twin"
+        );
+        let conv = store.conversation(&c.id).await?.context("conversation")?;
+        assert_eq!(conv.last_seq, TASKS * PER_TASK);
+        Ok(())
+    }
+
+    pub async fn concurrent_duplicates_store_one(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let (v, c) = chat(&*store).await?;
+        for round in 0..5u64 {
+            let mut tasks = Vec::new();
+            for _ in 0..TASKS {
+                let (store, v, id) = (store.clone(), v.clone(), c.id.clone());
+                let client_id = format!("dup-{round}");
+                tasks.push(tokio::spawn(async move {
+                    store
+                        .append(&id, message(visitor_author(&v), Some(&client_id), "same"))
+                        .await
+                }));
+            }
+            let mut results = Vec::new();
+            for task in tasks {
+                results.push(task.await??);
+            }
+            let fresh = results.iter().filter(|a| !a.duplicate).count();
+            assert_eq!(
+                fresh, 1,
+                "round {round}: exactly one append stores the event"
+            );
+            assert!(
+                results.iter().all(|a| a.event == results[0].event),
+                "round {round}: every twin gets the one stored event"
+            );
+            assert_eq!(results[0].event.seq, round + 1);
+        }
+        assert_eq!(seqs(&*store, &c.id).await?, [1, 2, 3, 4, 5]);
+        Ok(())
+    }
+
+    pub async fn concurrent_opens_make_one_conversation(
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        for round in 0..5 {
+            let visitor = store
+                .create_visitor("demo", &relay_server::store::new_id())
+                .await?;
+            let mut tasks = Vec::new();
+            for _ in 0..TASKS {
+                let (store, visitor_id) = (store.clone(), visitor.id.clone());
+                tasks.push(tokio::spawn(async move {
+                    store
+                        .open_conversation("demo", &visitor_id, &context("https://a/"))
+                        .await
+                }));
+            }
+            let mut results = Vec::new();
+            for task in tasks {
+                results.push(task.await??);
+            }
+            let created = results.iter().filter(|(_, created)| *created).count();
+            assert_eq!(
+                created, 1,
+                "round {round}: one open creates, the rest find it"
+            );
+            assert!(
+                results.iter().all(|(c, _)| c.id == results[0].0.id),
+                "round {round}: everyone gets the same conversation"
+            );
+
+            // Once it is closed, the next open starts a new one.
+            let id = results[0].0.id.clone();
+            store
+                .append(
+                    &id,
+                    NewEvent {
+                        author: visitor_author(&visitor),
+                        body: EventBody::Closed,
+                        client_id: None,
+                        effect: Effect::Close,
+                    },
+                )
+                .await?;
+            let (next, created) = store
+                .open_conversation("demo", &visitor.id, &context("https://a/"))
+                .await?;
+            assert!(
+                created && next.id != id,
+                "a closed conversation is not reopened"
+            );
+            let latest = store
+                .latest_conversation(&visitor.id)
+                .await?
+                .context("latest")?;
+            assert_eq!(latest.id, next.id, "latest_conversation is the newest");
+        }
+        Ok(())
+    }
+
+    fn take(agent_id: &str) -> NewEvent {
+        NewEvent {
+            author: agent_author(agent_id),
+            body: EventBody::Joined,
+            client_id: None,
+            effect: Effect::Assign(agent_id.into()),
+        }
+    }
+
+    pub async fn assign_effect(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let (_, c) = chat(&*store).await?;
+        assert_eq!(c.status, ConversationStatus::Open);
+        assert_eq!(c.assignee_id, None);
+        let mina = store.upsert_agent("mina", "Mina", "$argon2id$a").await?;
+        let joon = store.upsert_agent("joon", "Joon", "$argon2id$b").await?;
+
+        let a = store.append(&c.id, take(&mina.id)).await?;
+        assert_eq!(a.conversation.status, ConversationStatus::Assigned);
+        assert_eq!(a.conversation.assignee_id.as_deref(), Some(&*mina.id));
+        assert_eq!(a.event.body, EventBody::Joined);
+
+        let refused = store.append(&c.id, take(&joon.id)).await;
+        assert!(
+            matches!(refused, Err(StoreError::Forbidden)),
+            "another agent cannot take it: {refused:?}"
+        );
+        let again = store.append(&c.id, take(&mina.id)).await?;
+        assert_eq!(again.conversation.assignee_id.as_deref(), Some(&*mina.id));
+        assert_eq!(
+            seqs(&*store, &c.id).await?,
+            [1, 2],
+            "the refusal stored nothing"
+        );
+        let missing = store
+            .append(&ConversationId("nope".into()), take(&mina.id))
+            .await;
+        assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+        Ok(())
+    }
+
+    pub async fn close_effect(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let (v, c) = chat(&*store).await?;
+        let first = store
+            .append(&c.id, message(visitor_author(&v), Some("c1"), "bye"))
+            .await?;
+        let closed = store
+            .append(
+                &c.id,
+                NewEvent {
+                    author: visitor_author(&v),
+                    body: EventBody::Closed,
+                    client_id: None,
+                    effect: Effect::Close,
+                },
+            )
+            .await?;
+        assert_eq!(closed.conversation.status, ConversationStatus::Closed);
+        assert_eq!(closed.event.seq, 2);
+        let refused = store
+            .append(&c.id, message(visitor_author(&v), Some("c2"), "hello?"))
+            .await;
+        assert!(matches!(refused, Err(StoreError::Closed)), "{refused:?}");
+        // A resend of something stored before the close is still answered with the original.
+        let resend = store
+            .append(&c.id, message(visitor_author(&v), Some("c1"), "bye"))
+            .await?;
+        assert!(resend.duplicate);
+        assert_eq!(resend.event, first.event);
+        assert_eq!(seqs(&*store, &c.id).await?, [1, 2]);
+        let stored = store.conversation(&c.id).await?.context("conversation")?;
+        assert_eq!(stored.status, ConversationStatus::Closed);
+        Ok(())
+    }
+
+    pub async fn events_after_pages(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let (v, c) = chat(&*store).await?;
+        for i in 1..=25 {
+            store
+                .append(&c.id, message(visitor_author(&v), None, &format!("m{i}")))
+                .await?;
+        }
+        let page = |after: Seq| {
+            let (store, id) = (store.clone(), c.id.clone());
+            async move {
+                anyhow::Ok(
+                    store
+                        .events_after(&id, after, 10)
+                        .await?
+                        .iter()
+                        .map(|e| e.seq)
+                        .collect::<Vec<_>>(),
+                )
+            }
+        };
+        assert_eq!(page(0).await?, (1..=10).collect::<Vec<_>>());
+        assert_eq!(page(10).await?, (11..=20).collect::<Vec<_>>());
+        assert_eq!(page(20).await?, (21..=25).collect::<Vec<_>>());
+        assert_eq!(page(25).await?, Vec::<Seq>::new());
+        assert_eq!(page(7).await?, (8..=17).collect::<Vec<_>>());
+        let none = store
+            .events_after(&ConversationId("nope".into()), 0, 10)
+            .await?;
+        assert!(none.is_empty());
+        Ok(())
+    }
+
+    pub async fn sessions_expire(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let agent = store.upsert_agent("mina", "Mina", "$argon2id$a").await?;
+        let now = now_ms();
+        store
+            .create_session("tok-hash", &agent.id, now + 60_000)
+            .await?;
+        let live = store.session_agent("tok-hash", now).await?;
+        assert_eq!(live.map(|a| a.id), Some(agent.id.clone()));
+        assert!(
+            store
+                .session_agent("tok-hash", now + 60_000)
+                .await?
+                .is_none(),
+            "a session is dead at its expiry time"
+        );
+        assert!(store
+            .session_agent("tok-hash", now + 120_000)
+            .await?
+            .is_none());
+        assert!(store.session_agent("other", now).await?.is_none());
+        store.delete_session("tok-hash").await?;
+        assert!(store.session_agent("tok-hash", now).await?.is_none());
+        Ok(())
+    }
+
+    pub async fn visitor_by_token_is_site_scoped(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let v = store.create_visitor("demo", "hash-1").await?;
+        assert_eq!(v.site, "demo");
+        let found = store.visitor_by_token("demo", "hash-1").await?;
+        assert_eq!(found.map(|f| f.id), Some(v.id));
+        assert!(
+            store.visitor_by_token("other", "hash-1").await?.is_none(),
+            "a token is only good on its own site"
+        );
+        assert!(store.visitor_by_token("demo", "hash-2").await?.is_none());
+        Ok(())
+    }
+
+    pub async fn recent_conversations_newest_first(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let (v, c) = chat(&*store).await?;
+            // updated_at has millisecond resolution: keep the changes apart.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            store
+                .append(&c.id, message(visitor_author(&v), None, &format!("m{i}")))
+                .await?;
+            ids.push((v, c.id));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        store
+            .append(&ids[0].1, message(visitor_author(&ids[0].0), None, "again"))
+            .await?;
+        let recent: Vec<ConversationId> = store
+            .recent_conversations(10)
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(
+            recent,
+            [ids[0].1.clone(), ids[2].1.clone(), ids[1].1.clone()],
+            "newest-changed first"
+        );
+        assert_eq!(store.recent_conversations(2).await?.len(), 2, "limit");
+        Ok(())
+    }
+
+    pub async fn update_context_round_trip(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let (_, c) = chat(&*store).await?;
+        assert_eq!(c.context, context("https://shop.example/"));
+        let page = PageContext {
+            url: "https://shop.example/cart?id=3".into(),
+            title: "장바구니 \"cart\" <b>".into(),
+            referrer: "https://search.example/?q=shoes".into(),
+            language: "ko-KR".into(),
+            user_agent: "Mozilla/5.0 (Test)".into(),
+            viewport: Some(Viewport {
+                width: 390,
+                height: 844,
+            }),
+            entered_at: Some(1_700_000_000_123),
+        };
+        let updated = store.update_context(&c.id, &page).await?;
+        assert_eq!(updated.context, page);
+        assert!(updated.updated_at >= c.updated_at);
+        let stored = store.conversation(&c.id).await?.context("conversation")?;
+        assert_eq!(stored.context, page);
+        let missing = store
+            .update_context(&ConversationId("nope".into()), &page)
+            .await;
+        assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+        Ok(())
+    }
+
+    pub async fn upsert_agent_updates(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        assert_eq!(store.agent_count().await?, 0);
+        let first = store.upsert_agent("mina", "Mina", "$argon2id$a").await?;
+        let second = store.upsert_agent("mina", "Mina K.", "$argon2id$b").await?;
+        assert_eq!(first.id, second.id, "same username, same agent");
+        assert_eq!(store.agent_count().await?, 1);
+        let found = store.agent_by_username("mina").await?.context("by name")?;
+        assert_eq!(
+            (found.display_name.as_str(), found.password_hash.as_str()),
+            ("Mina K.", "$argon2id$b")
+        );
+        let by_id = store.agent_by_id(&first.id).await?.context("by id")?;
+        assert_eq!(by_id.username, "mina");
+        assert!(store.agent_by_username("nobody").await?.is_none());
+        store.ping().await?;
+        Ok(())
+    }
+}
+
+/// The whole relay on PostgreSQL: agents seeded there, a visitor's message stored, acked and
+/// seen by an agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_runs_on_postgres() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    let url = db.url().to_owned();
+    // On its own task, like the cases: a failed assert must not skip dropping the database.
+    let outcome = tokio::spawn(async move {
+        let relay = TestRelay::builder()
+            .config(move |c| c.database_url = url)
+            .start()
+            .await?;
+        let mut v = VisitorClient::connect(&relay, None).await?;
+        v.send("pg-1", "Hello from PostgreSQL").await?;
+        assert_eq!(v.expect_ack("pg-1").await?, 1, "first event has seq 1");
+        let conversation = v.conversation_id.clone().context("conversation id")?;
+
+        let (user, _, pass) = AGENTS[0];
+        let mut agent = AgentClient::login(&relay, user, pass).await?;
+        assert!(
+            agent.conversations.iter().any(|c| c.id == conversation),
+            "the agent's welcome lists the conversation: {:?}",
+            agent.conversations
+        );
+        let history = agent.open(&conversation, Some(0)).await?;
+        assert_eq!(history.len(), 1, "{history:?}");
+        assert_eq!(history[0].message_text(), Some("Hello from PostgreSQL"));
+        agent.send(&conversation, "a-1", "Hi!").await?;
+        // Replying may first store a `joined` event, so only "after the visitor's" is certain.
+        let seq = agent.expect_ack("a-1").await?;
+        assert!(
+            seq >= 2,
+            "the reply comes after the visitor's message: {seq}"
+        );
+        let reply = v
+            .expect_event("the agent's reply", |e| e.message_text() == Some("Hi!"))
+            .await?;
+        assert_eq!(reply.seq, seq, "the visitor sees the stored seq");
+        relay.shutdown().await;
+        anyhow::Ok(())
+    })
+    .await;
+    db.drop_now().await;
+    finish(outcome)
+}
+
+/// A URL naming no supported engine stops the relay at start with a message naming both.
+#[tokio::test]
+async fn unknown_database_url_is_refused() -> anyhow::Result<()> {
+    let Err(e) = TestRelay::builder()
+        .config(|c| c.database_url = "mysql://root@localhost/parley".into())
+        .start()
+        .await
+    else {
+        anyhow::bail!("a mysql:// URL must be refused");
+    };
+    let message = format!("{e:#}");
+    assert!(
+        message.contains("sqlite://") && message.contains("postgres://"),
+        "the error names the accepted forms: {message}"
+    );
+    Ok(())
+}
