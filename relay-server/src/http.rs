@@ -119,6 +119,15 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(public_cors)
         .layer(no_cache.clone());
 
+    // The console holds agent sessions: no framing by other sites (clickjacking), no inline or
+    // foreign scripts (XSS through a visitor message would have nowhere to run).
+    let console_csp = SetResponseHeaderLayer::overriding(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; \
+             img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
     let console_dir = assets.join("console");
     let console = Router::new()
         .route_service("/console", ServeFile::new(console_dir.join("index.html")))
@@ -129,7 +138,12 @@ pub fn router(app: Arc<App>) -> Router {
                 .precompressed_gzip()
                 .fallback(ServeFile::new(console_dir.join("index.html"))),
         )
-        .layer(no_cache);
+        .layer(no_cache)
+        .layer(console_csp)
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ));
 
     let mut router = Router::new()
         .route("/ws/visitor", get(visitor::upgrade))
