@@ -9,7 +9,9 @@
 //! | `cargo xtask test` | setup + build + all tests |
 //! | `cargo xtask lint` | rustfmt + clippy (native and wasm32) |
 //! | `cargo xtask ci` | setup + lint + test: what `.ci/run` calls |
+//! | `cargo xtask bench` | relay memory per idle connection and chat latency (BENCHMARKS.md) |
 
+mod bench;
 mod bundle;
 mod checks;
 mod compress;
@@ -60,6 +62,21 @@ enum Cmd {
     Lint,
     /// Everything CI checks: setup, lint, test.
     Ci,
+    /// The relay figures of BENCHMARKS.md: idle-connection memory and chat latency (loopback).
+    Bench {
+        /// Idle visitor connections to hold (this machine allows 20k open files per process).
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Visitors in the chat scenario (one conversation each).
+        #[arg(long, default_value_t = 200)]
+        visitors: usize,
+        /// Total visitor messages per second in the chat scenario.
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        /// Seconds of chat traffic.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
 }
 
 /// The workspace root: xtask lives in `<root>/xtask`.
@@ -117,6 +134,20 @@ fn dispatch(root: &Path, command: Cmd) -> Result<()> {
             checks::lint(root, &mut outcome);
             outcome.finish("lint")
         }
+        Cmd::Bench {
+            connections,
+            visitors,
+            rate,
+            duration,
+        } => bench::bench(
+            root,
+            &bench::BenchArgs {
+                connections,
+                visitors,
+                rate,
+                duration,
+            },
+        ),
         Cmd::Ci => {
             let tools = tools::setup(root, true)?;
             let mut outcome = Outcome::default();
