@@ -159,7 +159,7 @@ impl AgentSession {
             client_id: None,
             effect: Effect::Assign(self.agent.id.clone()),
         };
-        match self.app.store.append(conversation_id, new).await {
+        match self.app.append(conversation_id, new).await {
             Ok(appended) => {
                 self.app.publish(&appended).await;
                 Ok(())
@@ -206,7 +206,7 @@ impl AgentSession {
             // Re-checked inside the append transaction: nobody else can have taken it meanwhile.
             effect: Effect::Assign(self.agent.id.clone()),
         };
-        match self.app.store.append(&conversation_id, new).await {
+        match self.app.append(&conversation_id, new).await {
             Ok(appended) => {
                 out.push(ToAgent::Ack {
                     client_id,
@@ -240,7 +240,7 @@ impl AgentSession {
             client_id: None,
             effect: Effect::Close,
         };
-        match self.app.store.append(&conversation_id, new).await {
+        match self.app.append(&conversation_id, new).await {
             Ok(appended) => self.app.publish(&appended).await,
             Err(e) => out.push(store_error(e, None)),
         }
@@ -292,6 +292,13 @@ impl Session for AgentSession {
 
     fn error(e: ErrorFrame) -> ToAgent {
         ToAgent::Error(e)
+    }
+
+    fn error_code(frame: &ToAgent) -> Option<ErrorCode> {
+        match frame {
+            ToAgent::Error(e) => Some(e.code),
+            _ => None,
+        }
     }
 
     fn client_id(frame: &AgentFrame) -> Option<ClientId> {

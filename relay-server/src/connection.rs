@@ -30,6 +30,8 @@ pub trait Session: Send {
 
     /// Wraps an error frame.
     fn error(e: ErrorFrame) -> Self::Out;
+    /// The error code if this outgoing frame is an error (counted in `/metrics`).
+    fn error_code(frame: &Self::Out) -> Option<ErrorCode>;
     /// The client id a frame carries, so a refusal can name it.
     fn client_id(frame: &Self::In) -> Option<ClientId>;
     /// Handles one decoded, rate-checked frame.
@@ -145,6 +147,9 @@ pub async fn run<S: Session>(
         }
         let mut failed = false;
         for frame in out.drain(..) {
+            if let Some(code) = S::error_code(&frame) {
+                app.metrics.refused(code);
+            }
             let text = protocol::encode(&frame);
             if socket.send(Message::Text(text.into())).await.is_err() {
                 failed = true;

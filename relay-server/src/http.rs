@@ -77,6 +77,19 @@ async fn site_info(
     .into_response())
 }
 
+/// `GET /metrics`: Prometheus text exposition.
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let (visitors, agents) = app.hub.connection_counts();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(visitors, agents),
+    )
+        .into_response()
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -153,6 +166,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/me", get(auth::me))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(widget)
         .merge(console);
     if let Some(demo) = &app.demo_dir {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod connection;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod store;
 pub mod token;
 pub mod visitor;
@@ -38,6 +39,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// Live fan-out.
     pub hub: Arc<Hub>,
+    /// Prometheus metrics.
+    pub metrics: metrics::Metrics,
     /// Sites by key.
     pub sites: HashMap<String, Arc<SiteConfig>>,
     /// Client limits.
@@ -102,6 +105,24 @@ impl App {
         Some(info)
     }
 
+    /// Stores an event (see [`Store::append`]), timing it for `/metrics`.
+    pub async fn append(
+        &self,
+        id: &protocol::ConversationId,
+        new: store::NewEvent,
+    ) -> store::StoreResult<Appended> {
+        let role = new.author.role;
+        let started = std::time::Instant::now();
+        let result = self.store.append(id, new).await;
+        self.metrics
+            .append_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if matches!(&result, Ok(a) if !a.duplicate) {
+            self.metrics.stored(role);
+        }
+        result
+    }
+
     /// Tells listeners about a stored event and every agent about its conversation.
     pub async fn publish(&self, appended: &Appended) {
         self.hub.publish_event(Arc::new(appended.event.clone()));
@@ -150,6 +171,7 @@ impl Relay {
         let app = Arc::new(App {
             store: store.clone(),
             hub: Hub::new(),
+            metrics: metrics::Metrics::default(),
             sites: config
                 .sites
                 .iter()

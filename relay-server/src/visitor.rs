@@ -231,7 +231,7 @@ impl VisitorSession {
             client_id: Some(client_id.clone()),
             effect: Effect::None,
         };
-        match store.append(&conversation.id, new).await {
+        match self.app.append(&conversation.id, new).await {
             Ok(appended) => {
                 out.push(ToVisitor::Ack {
                     client_id,
@@ -309,6 +309,13 @@ impl Session for VisitorSession {
 
     fn error(e: ErrorFrame) -> ToVisitor {
         ToVisitor::Error(e)
+    }
+
+    fn error_code(frame: &ToVisitor) -> Option<ErrorCode> {
+        match frame {
+            ToVisitor::Error(e) => Some(e.code),
+            _ => None,
+        }
     }
 
     fn client_id(frame: &VisitorFrame) -> Option<ClientId> {

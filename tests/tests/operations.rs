@@ -1,0 +1,49 @@
+//! Operations endpoints over real HTTP: health, readiness and Prometheus metrics that move when
+//! messages are stored and frames are refused.
+
+use parley_tests::{start_server, VisitorClient};
+
+async fn get_text(url: &str) -> anyhow::Result<(u16, String)> {
+    let response = reqwest::get(url).await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() -> anyhow::Result<()> {
+    let relay = start_server().await?;
+    assert_eq!(get_text(&relay.url("/healthz")).await?.0, 200);
+    assert_eq!(get_text(&relay.url("/readyz")).await?.0, 200);
+
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    v.send("m1", "hello").await?;
+    v.expect_ack("m1").await?;
+    // An empty message is refused with a typed error, which /metrics counts.
+    v.send("m2", "   ").await?;
+    v.expect(
+        "invalid error",
+        |f| matches!(f, protocol::ToVisitor::Error(e) if e.code == protocol::ErrorCode::Invalid),
+    )
+    .await?;
+
+    let (status, text) = get_text(&relay.url("/metrics")).await?;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(r#"parley_events_stored_total{author="visitor"} 1"#),
+        "one visitor message stored:\n{text}"
+    );
+    assert!(
+        text.contains(r#"parley_frames_refused_total{code="invalid"} 1"#),
+        "one refusal counted:\n{text}"
+    );
+    assert!(
+        text.contains(r#"parley_connections{kind="Visitor"} 1"#),
+        "one visitor socket open:\n{text}"
+    );
+    assert!(
+        text.contains("parley_store_append_seconds_count 1"),
+        "{text}"
+    );
+    relay.shutdown().await;
+    Ok(())
+}
