@@ -125,7 +125,11 @@ mod tests {
         ] {
             assert!(wants_human(t, Lang::Ko), "{t}");
         }
-        for t in ["배송은 얼마나 걸려요?", "반품하고 싶어요", "사람들이 많이 사나요"] {
+        for t in [
+            "배송은 얼마나 걸려요?",
+            "반품하고 싶어요",
+            "사람들이 많이 사나요",
+        ] {
             assert!(!wants_human(t, Lang::Ko), "{t}");
         }
         // Mixed languages.

@@ -10,16 +10,24 @@
 //! # Confidence
 //! Raw BM25 scores are not comparable between queries or languages (they grow with query
 //! length, and Korean queries produce more n-grams than English ones), so a fixed threshold on
-//! them does not work. The confidence is instead *IDF-weighted query coverage* of the top
-//! entry: the share of the query's information (sum of IDF of its terms) that the entry
-//! contains, in `0.0..=1.0`. It is the BM25 ratio "top score / the query's self-score" with
-//! term frequency and length normalisation taken out:
-//! a query that only an entry could have produced scores 1, a query made of words the KB never
-//! uses (weather, stock prices) scores near 0 because unseen terms carry the highest IDF, and
-//! stop-word-like terms that every entry shares count for little. N-gram coverage and word
-//! coverage are blended (words matter more in English, where 2-grams are weak), which keeps
-//! the scale the same across languages so one threshold works for both.
-//! Candidates are the BM25 top hits, re-ranked by this confidence (BM25 breaks ties).
+//! them does not work. The confidence is instead the *IDF-weighted share of the question's
+//! content words that the entry contains*, in `0.0..=1.0` — the ratio "top score / the
+//! query's self-score" with term frequency and length normalisation taken out:
+//!
+//! - English words count after stop-word removal and stemming; a word the entry lacks still
+//!   counts partly if most of its trigrams occur there (typos such as "shiping").
+//! - Korean words are reduced to their first two syllables (≈ the stem: 배송은 → 배송,
+//!   가능해요 → 가능; 컵이 → 컵), because particles and endings differ between the KB's
+//!   합니다-style and visitors' 해요-style; words made only of endings (있어요) are dropped.
+//! - Words the KB never uses (weather, stock prices, 날씨, 주가) carry the highest IDF, so an
+//!   out-of-scope question scores near 0 even if it shares a few common words with an entry.
+//!
+//! Both languages thus land on the same scale, and one threshold works for both; it is
+//! calibrated with `parley-bot-eval` (see [`crate::DEFAULT_THRESHOLD`]). A margin between
+//! the top two BM25 scores is not used: related entries (refunds vs returns) give small
+//! margins even when the top one is right, and a margin says nothing about an out-of-scope
+//! question whose few common words happen to favour one entry.
+//! Candidates are the BM25 top hits, re-ranked by a key that is mostly BM25.
 
 use std::collections::{HashMap, HashSet};
 
@@ -36,6 +44,10 @@ use crate::tokenize::{self, NGRAM, WORD_EN, WORD_PLAIN};
 
 /// How many BM25 hits are re-ranked by confidence.
 const CANDIDATES: usize = 10;
+/// Weight of the confidence in the ranking key (the rest is BM25 relative to the top hit).
+/// BM25 alone ranks best-first better than confidence alone; a little confidence breaks
+/// near-ties in favour of the entry that covers more of the question (eval: +1 correct).
+const RANK_CONFIDENCE_WEIGHT: f32 = 0.2;
 /// Boosts for the (title, questions, body) fields.
 const FIELD_BOOSTS: [f32; 3] = [1.5, 2.0, 1.0];
 
@@ -79,9 +91,22 @@ impl TermStats {
     fn idf(&self, term: &str) -> f32 {
         let n = self.per_entry.len() as f32;
         let df = self.df.get(term).copied().unwrap_or(0) as f32;
-        (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
+        idf(n, df)
     }
 
+    /// True if entry `i` has a term starting with `prefix` (one-syllable Korean stems, which
+    /// the 2–3 gram index has no term for).
+    fn has_prefix(&self, i: usize, prefix: &str) -> bool {
+        self.per_entry[i].iter().any(|t| t.starts_with(prefix))
+    }
+
+    /// IDF of "has a term starting with `prefix`".
+    fn prefix_idf(&self, prefix: &str) -> f32 {
+        let df = (0..self.per_entry.len())
+            .filter(|&i| self.has_prefix(i, prefix))
+            .count();
+        idf(self.per_entry.len() as f32, df as f32)
+    }
 }
 
 /// One unit of meaning in a query, for the confidence score.
@@ -105,9 +130,18 @@ fn units(question: &str, word_analyzer: &mut TextAnalyzer) -> Vec<Unit> {
     let mut out = Vec::new();
     for (_, word) in tokenize::words(question) {
         let lower = word.to_lowercase();
-        let is_hangul = lower.chars().any(|c| ('\u{ac00}'..='\u{d7a3}').contains(&c));
+        let is_hangul = lower
+            .chars()
+            .any(|c| ('\u{ac00}'..='\u{d7a3}').contains(&c));
         if is_hangul {
-            let stem: String = lower.chars().take(2).collect();
+            let chars: Vec<char> = lower.chars().collect();
+            // 컵이 → 컵: a one-syllable noun plus a particle keeps only the noun.
+            let keep = if chars.len() >= 2 && tokenize::is_function_gram(&chars[1].to_string()) {
+                1
+            } else {
+                2
+            };
+            let stem: String = chars.iter().take(keep).collect();
             if !tokenize::is_function_gram(&stem) {
                 out.push(Unit::Stem(stem));
             }
@@ -128,14 +162,23 @@ fn confidence(units: &[Unit], grams: &TermStats, words: &TermStats, i: usize) ->
     let mut found = 0.0;
     for unit in units {
         let (weight, matched) = match unit {
-            Unit::Stem(stem) => (grams.idf(stem), f32::from(grams.per_entry[i].contains(stem))),
+            Unit::Stem(stem) if stem.chars().count() == 1 => {
+                (grams.prefix_idf(stem), f32::from(grams.has_prefix(i, stem)))
+            }
+            Unit::Stem(stem) => (
+                grams.idf(stem),
+                f32::from(grams.per_entry[i].contains(stem)),
+            ),
             Unit::Word { term, grams: tri } => {
                 let weight = words.idf(term);
                 if words.per_entry[i].contains(term) {
                     (weight, 1.0)
                 } else if tri.len() >= 3 {
                     // Typo tolerance: most of the word's trigrams occur in the entry.
-                    let hit = tri.iter().filter(|g| grams.per_entry[i].contains(*g)).count();
+                    let hit = tri
+                        .iter()
+                        .filter(|g| grams.per_entry[i].contains(*g))
+                        .count();
                     let share = hit as f32 / tri.len() as f32;
                     (weight, if share >= 0.6 { share * 0.8 } else { 0.0 })
                 } else {
@@ -151,6 +194,11 @@ fn confidence(units: &[Unit], grams: &TermStats, words: &TermStats, i: usize) ->
     } else {
         0.0
     }
+}
+
+/// BM25's IDF for a term in `df` of `n` documents.
+fn idf(n: f32, df: f32) -> f32 {
+    (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
 }
 
 /// Everything searchable in an entry, for term statistics.
@@ -290,7 +338,17 @@ impl LangIndex {
 
     /// BM25 top hits re-ranked by confidence.
     fn rank(&self, question: &str) -> tantivy::Result<Vec<Hit>> {
-        let gram_terms = tokenize::terms(&mut self.gram_analyzer.clone(), question);
+        // N-grams only of content words: grams of "will I have to" would otherwise pull up
+        // whichever long entry happens to contain them.
+        let mut word_analyzer = self.word_analyzer.clone();
+        let content: Vec<&str> = tokenize::words(question)
+            .map(|(_, w)| w)
+            .filter(|w| {
+                w.chars().any(|c| ('\u{ac00}'..='\u{d7a3}').contains(&c))
+                    || !tokenize::terms(&mut word_analyzer, w).is_empty()
+            })
+            .collect();
+        let gram_terms = tokenize::terms(&mut self.gram_analyzer.clone(), &content.join(" "));
         let word_terms = tokenize::terms(&mut self.word_analyzer.clone(), question);
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for (fields, terms) in [
@@ -324,16 +382,20 @@ impl LangIndex {
             };
             let slot = slot as usize;
             let confidence = confidence(&units, &self.grams, &self.words, slot);
-            hits.push((Hit { entry: self.entries[slot], confidence }, bm25));
+            hits.push((
+                Hit {
+                    entry: self.entries[slot],
+                    confidence,
+                },
+                bm25,
+            ));
         }
-        if std::env::var_os("PARLEY_BOT_RANK_BM25").is_some() {
-            return Ok(hits.into_iter().map(|(h, _)| h).collect());
-        }
-        hits.sort_by(|a, b| {
-            b.0.confidence
-                .total_cmp(&a.0.confidence)
-                .then(b.1.total_cmp(&a.1))
-        });
+        let top_bm25 = hits.first().map_or(1.0, |h| h.1).max(f32::MIN_POSITIVE);
+        let key = |h: &(Hit, f32)| {
+            RANK_CONFIDENCE_WEIGHT * h.0.confidence
+                + (1.0 - RANK_CONFIDENCE_WEIGHT) * h.1 / top_bm25
+        };
+        hits.sort_by(|a, b| key(b).total_cmp(&key(a)));
         Ok(hits.into_iter().map(|(h, _)| h).collect())
     }
 }

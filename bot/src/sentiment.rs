@@ -65,13 +65,21 @@ const EN_LEXICON: &[(&str, f32)] = &[
 
 /// English words that flip the next sentiment word within three words.
 const EN_NEGATIONS: &[&str] = &[
-    "not", "never", "don't", "dont", "doesn't", "doesnt", "isn't", "isnt", "wasn't",
-    "wasnt", "aren't", "didn't", "didnt", "can't", "cant", "won't", "hardly",
+    "not", "never", "don't", "dont", "doesn't", "doesnt", "isn't", "isnt", "wasn't", "wasnt",
+    "aren't", "didn't", "didnt", "can't", "cant", "won't", "hardly",
 ];
 
 /// English intensifiers.
 const EN_INTENSIFIERS: &[&str] = &[
-    "very", "really", "so", "extremely", "super", "totally", "absolutely", "incredibly", "too",
+    "very",
+    "really",
+    "so",
+    "extremely",
+    "super",
+    "totally",
+    "absolutely",
+    "incredibly",
+    "too",
 ];
 
 /// Korean lexicon: (stem, score), matched as substrings of a word; longer stems listed first
@@ -121,7 +129,9 @@ const KO_NEGATIONS_BEFORE: &[&str] = &["안", "못", "전혀"];
 /// Korean negation starting the word after the predicate ("좋지 않아요", "좋지 못해요").
 const KO_NEGATIONS_AFTER: &[&str] = &["않", "못", "아니"];
 /// Korean intensifiers.
-const KO_INTENSIFIERS: &[&str] = &["너무", "정말", "진짜", "완전", "엄청", "매우", "아주", "넘", "진심", "참"];
+const KO_INTENSIFIERS: &[&str] = &[
+    "너무", "정말", "진짜", "완전", "엄청", "매우", "아주", "넘", "진심", "참",
+];
 
 /// Scores `text` (English and Korean may be mixed).
 pub fn sentiment(text: &str) -> Sentiment {

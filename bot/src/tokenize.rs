@@ -134,18 +134,18 @@ pub(crate) fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
 /// They are not in tantivy's English stop list but would otherwise count as terms the KB
 /// lacks and drag the confidence down.
 const EXTRA_EN_STOP_WORDS: &[&str] = &[
-    "i", "me", "my", "you", "your", "we", "our", "can", "could", "would", "should", "do",
-    "does", "did", "want", "wanted", "like", "need", "please", "pls", "hi", "hello", "hey",
-    "tell", "know", "help", "just", "get", "got", "what", "how", "when", "where", "why",
-    "which", "who", "is", "am", "are", "was", "any", "there", "it", "its", "i'm", "i'd", "thanks",
-    "one", "some", "way", "possible", "still",
+    "i", "me", "my", "you", "your", "we", "our", "can", "could", "would", "should", "do", "does",
+    "did", "want", "wanted", "like", "need", "please", "pls", "hi", "hello", "hey", "tell", "know",
+    "help", "just", "get", "got", "what", "how", "when", "where", "why", "which", "who", "is",
+    "am", "are", "was", "any", "there", "it", "its", "i'm", "i'd", "thanks", "one", "some", "way",
+    "possible", "still",
 ];
 
 /// Common English function words (tantivy's own list is not public).
 const EN_STOP_WORDS: &[&str] = &[
-    "a", "an", "and", "as", "at", "be", "but", "by", "for", "if", "in", "into", "no", "not",
-    "of", "on", "or", "such", "that", "the", "their", "then", "these", "they", "this", "to",
-    "will", "with", "have", "has", "had", "so", "than", "too", "very", "from", "about", "us",
+    "a", "an", "and", "as", "at", "be", "but", "by", "for", "if", "in", "into", "no", "not", "of",
+    "on", "or", "such", "that", "the", "their", "then", "these", "they", "this", "to", "will",
+    "with", "have", "has", "had", "so", "than", "too", "very", "from", "about", "us",
 ];
 
 /// [`EN_STOP_WORDS`] plus [`EXTRA_EN_STOP_WORDS`].
@@ -170,7 +170,11 @@ pub(crate) fn analyzers() -> tantivy::Result<Vec<(&'static str, TextAnalyzer)>> 
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
         .build();
-    Ok(vec![(NGRAM, ngram), (WORD_EN, word_en), (WORD_PLAIN, word_plain)])
+    Ok(vec![
+        (NGRAM, ngram),
+        (WORD_EN, word_en),
+        (WORD_PLAIN, word_plain),
+    ])
 }
 
 /// The distinct terms `analyzer` produces for `text`, in first-seen order.

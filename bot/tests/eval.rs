@@ -26,8 +26,16 @@ fn demo_kb_meets_quality_targets() {
         .iter()
         .map(|m| format!("{:?} -> {:?} ({:.2})", m.question.text, m.got, m.score))
         .collect();
-    assert!(r.correct_pct() >= 80.0, "correct {:.1}%: {misses:#?}", r.correct_pct());
-    assert!(r.wrong_pct() <= 5.0, "wrong {:.1}%: {misses:#?}", r.wrong_pct());
+    assert!(
+        r.correct_pct() >= 80.0,
+        "correct {:.1}%: {misses:#?}",
+        r.correct_pct()
+    );
+    assert!(
+        r.wrong_pct() <= 5.0,
+        "wrong {:.1}%: {misses:#?}",
+        r.wrong_pct()
+    );
 }
 
 #[test]
@@ -43,14 +51,29 @@ fn demo_kb_has_both_languages() {
 fn answers_carry_suggestions_and_never_panic_on_odd_input() {
     let (kb_dir, _) = paths();
     let kb = KnowledgeBase::load(kb_dir).unwrap();
-    match kb.answer("how long does delivery take and how much does shipping cost", Lang::En) {
-        Answer::Confident { suggestions, entry, .. } => {
+    match kb.answer(
+        "how long does delivery take and how much does shipping cost",
+        Lang::En,
+    ) {
+        Answer::Confident {
+            suggestions, entry, ..
+        } => {
             assert!(suggestions.len() <= 3);
             assert!(suggestions.iter().all(|s| s.id != entry.id));
         }
         other => panic!("{other:?}"),
     }
-    for odd in ["", "   ", "???", "+++", "\"", "a", "😀😀", "AND OR NOT (", "가"] {
+    for odd in [
+        "",
+        "   ",
+        "???",
+        "+++",
+        "\"",
+        "a",
+        "😀😀",
+        "AND OR NOT (",
+        "가",
+    ] {
         for lang in [Lang::En, Lang::Ko] {
             let _ = kb.answer(odd, lang);
         }
