@@ -2,6 +2,7 @@
 //! the figures the targets are stated in, a per-miss list, and a threshold sweep for
 //! calibrating [`parley_bot::DEFAULT_THRESHOLD`].
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -43,43 +44,62 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let r = eval::run(&kb, &questions);
-    println!(
+    // A closed pipe (`| head`) ends the report quietly instead of panicking.
+    match report(&kb, &questions) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints the figures, the misses and the threshold sweep.
+fn report(kb: &KnowledgeBase, questions: &[eval::Question]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let r = eval::run(kb, questions);
+    writeln!(
+        out,
         "{} questions ({} answerable, {} out of scope), threshold {:.2}",
         questions.len(),
         r.answerable,
         r.out_of_scope,
         r.threshold
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "answered correctly:  {:5.1}% of answerable ({}/{})",
         r.correct_pct(),
         r.correct,
         r.answerable
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "answered wrongly:    {:5.1}% of all ({}/{})",
         r.wrong_pct(),
         r.wrong,
         r.answerable + r.out_of_scope
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "correctly not sure:  {:5.1}% of out-of-scope ({}/{})",
         r.correctly_not_sure_pct(),
         r.correctly_not_sure,
         r.out_of_scope
-    );
-    println!("\nmisses:");
+    )?;
+    writeln!(out, "\nmisses:")?;
     for m in &r.misses {
         let kind = if m.wrong { "WRONG" } else { "unsure" };
-        println!(
+        writeln!(
+            out,
             "  {kind:6} [{}] {:?} expected {} got {} (score {:.2})",
             m.question.lang.code(),
             m.question.text,
             m.question.expect,
             m.got.as_deref().unwrap_or("-"),
             m.score
-        );
+        )?;
     }
 
     // Sweep: the best match per question does not depend on the threshold, so one pass suffices.
@@ -90,7 +110,10 @@ fn main() -> ExitCode {
                 .map_or((None, 0.0), |(e, s)| (Some(e.id.clone()), s))
         })
         .collect();
-    println!("\nthreshold sweep (correct% / wrong% / not-sure-on-oos%):");
+    writeln!(
+        out,
+        "\nthreshold sweep (correct% / wrong% / not-sure-on-oos%):"
+    )?;
     for step in 4..=16 {
         let t = step as f32 * 0.05;
         let (mut correct, mut wrong, mut oos_ok) = (0, 0, 0);
@@ -103,12 +126,13 @@ fn main() -> ExitCode {
                 (false, false) => {}
             }
         }
-        println!(
+        writeln!(
+            out,
             "  {t:.2}: {:5.1} / {:4.1} / {:5.1}",
             100.0 * correct as f32 / r.answerable.max(1) as f32,
             100.0 * wrong as f32 / questions.len().max(1) as f32,
             100.0 * oos_ok as f32 / r.out_of_scope.max(1) as f32
-        );
+        )?;
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
