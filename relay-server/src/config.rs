@@ -51,6 +51,15 @@ pub struct Cli {
     #[arg(long)]
     pub no_demo_site: bool,
 
+    /// Redis URL of the cross-node bus (`redis://127.0.0.1:6379/`). Needed when several relays
+    /// share one PostgreSQL database behind one address; without it the relay is one node.
+    #[arg(long, env = "PARLEY_BUS")]
+    pub bus: Option<String>,
+
+    /// Prefix of the bus's Redis keys and channel, so deployments sharing a Redis stay apart.
+    #[arg(long, env = "PARLEY_BUS_PREFIX", default_value = "parley")]
+    pub bus_prefix: String,
+
     /// Log filter, e.g. `info` or `parley_relay=debug,tower_http=info`.
     #[arg(long, env = "PARLEY_LOG", default_value = "info")]
     pub log: String,
@@ -132,6 +141,11 @@ pub struct Config {
     pub agents: Vec<AgentSeed>,
     /// Limits on clients.
     pub limits: Limits,
+    /// Redis URL of the cross-node bus; `None` runs one node (in-process fan-out only).
+    pub bus_url: Option<String>,
+    /// Prefix of the bus's Redis keys and channel: deployments (and test runs) sharing one
+    /// Redis must use different prefixes or they would see each other's nodes.
+    pub bus_prefix: String,
 }
 
 /// Per-connection limits. Defaults are the ones PROTOCOL.md documents.
@@ -209,6 +223,8 @@ impl Config {
             sites,
             agents: file.agents,
             limits: Limits::default(),
+            bus_url: cli.bus.clone(),
+            bus_prefix: cli.bus_prefix.clone(),
         })
     }
 
@@ -221,6 +237,8 @@ impl Config {
             sites: vec![demo_site(origins)],
             agents: Vec::new(),
             limits: Limits::default(),
+            bus_url: None,
+            bus_prefix: "parley".into(),
         }
     }
 }

@@ -2,15 +2,21 @@
 //!
 //! The hub never holds history. A connection that falls behind (its queue is full) is marked
 //! *lagged* instead of losing signals silently; it then re-reads what it missed from the store,
-//! which is always the source of truth. Cross-node fan-out (Redis) plugs in behind the same
-//! `publish_*` calls.
+//! which is always the source of truth.
+//!
+//! Cross-node fan-out: every `publish_*` call delivers locally and then hands the signal to the
+//! bus (see [`crate::bus`]) if one is attached; signals from other nodes come back in through
+//! the `deliver_*` calls, which only deliver locally. Agents online on other nodes are kept in
+//! `remote_agents`, refreshed by the bus, and [`Hub::agents_online`] returns the union.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use protocol::{AgentInfo, Author, ConversationId, ConversationSummary, Event};
 use tokio::sync::mpsc;
+
+use crate::bus::Nudge;
 
 /// Queue length per connection. Past it the connection is marked lagged and resyncs from the
 /// store: memory stays bounded whatever a slow client does.
@@ -30,8 +36,8 @@ pub enum Signal {
 }
 
 /// Someone started or stopped typing. Behind an `Arc` so that [`Signal`] stays two words: every
-/// connection's queue is sized in signals.
-#[derive(Clone, Debug)]
+/// connection's queue is sized in signals. Serializable because it crosses nodes on the bus.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Typing {
     /// Which conversation.
     pub conversation_id: ConversationId,
@@ -86,6 +92,11 @@ struct Tables {
 pub struct Hub {
     tables: Mutex<Tables>,
     next_id: AtomicU64,
+    /// Agents online on other nodes (from the bus), sorted; empty without a bus.
+    remote_agents: Mutex<Vec<AgentInfo>>,
+    /// Where signals go to reach other nodes, once a bus is attached. A full queue drops the
+    /// nudge: other nodes' connections then catch up from the store on the next one.
+    outbox: OnceLock<mpsc::Sender<Nudge>>,
 }
 
 impl Hub {
@@ -98,6 +109,19 @@ impl Hub {
         // A panic while holding this lock cannot leave the tables half-updated in a way that
         // matters (every operation is a single insert/remove), so poisoning is ignored.
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends every later `publish_*` signal to other nodes too (see [`crate::bus`]).
+    pub fn attach_bus(&self, outbox: mpsc::Sender<Nudge>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    fn forward(&self, nudge: Nudge) {
+        if let Some(outbox) = self.outbox.get() {
+            if outbox.try_send(nudge).is_err() {
+                tracing::warn!("bus queue full or closed: a cross-node nudge was dropped");
+            }
+        }
     }
 
     /// A new mailbox for a connection.
@@ -144,6 +168,8 @@ impl Hub {
         t.agent_conns.insert(inbox.id, (inbox.clone(), agent));
         if !was_online {
             Self::broadcast_presence(&t);
+            drop(t);
+            self.forward(Nudge::Presence);
         }
         !was_online
     }
@@ -159,7 +185,48 @@ impl Hub {
         if let Some((_, agent)) = t.agent_conns.remove(&inbox.id) {
             if !t.agent_conns.values().any(|(_, a)| a.id == agent.id) {
                 Self::broadcast_presence(&t);
+                drop(t);
+                self.forward(Nudge::Presence);
             }
+        }
+    }
+
+    /// Agents connected to this node, one entry per agent (what the bus advertises).
+    pub fn local_agents(&self) -> Vec<AgentInfo> {
+        let t = self.lock();
+        let mut seen: HashMap<&str, &AgentInfo> = HashMap::new();
+        for (_, a) in t.agent_conns.values() {
+            seen.insert(a.id.as_str(), a);
+        }
+        seen.into_values().cloned().collect()
+    }
+
+    /// Replaces the agents online on other nodes; tells local connections if the set changed.
+    pub fn set_remote_agents(&self, mut agents: Vec<AgentInfo>) {
+        agents.sort_by(|a, b| a.id.cmp(&b.id));
+        agents.dedup_by(|a, b| a.id == b.id);
+        let changed = {
+            let mut remote = self.remote_agents.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = *remote != agents;
+            *remote = agents;
+            changed
+        };
+        if changed {
+            Self::broadcast_presence(&self.lock());
+        }
+    }
+
+    /// Marks every local connection lagged and wakes it, so it re-reads what it may have missed
+    /// from the store (after the bus was disconnected, nudges from other nodes may be lost).
+    pub fn resync_all(&self) {
+        let t = self.lock();
+        let all = t
+            .visitor_conns
+            .values()
+            .chain(t.agent_conns.values().map(|(i, _)| i));
+        for inbox in all {
+            inbox.lagged.store(true, Ordering::Release);
+            inbox.deliver(Signal::Presence);
         }
     }
 
@@ -172,20 +239,29 @@ impl Hub {
         }
     }
 
-    /// Agents online now, one entry per agent, sorted by name.
+    /// Agents online now on any node, one entry per agent, sorted by name.
     pub fn agents_online(&self) -> Vec<AgentInfo> {
-        let t = self.lock();
-        let mut seen: HashMap<&str, &AgentInfo> = HashMap::new();
-        for (_, a) in t.agent_conns.values() {
-            seen.insert(a.id.as_str(), a);
+        let mut list = self.local_agents();
+        {
+            let remote = self.remote_agents.lock().unwrap_or_else(|p| p.into_inner());
+            for a in remote.iter() {
+                if !list.iter().any(|l| l.id == a.id) {
+                    list.push(a.clone());
+                }
+            }
         }
-        let mut list: Vec<AgentInfo> = seen.into_values().cloned().collect();
         list.sort_by(|a, b| a.display_name.cmp(&b.display_name).then(a.id.cmp(&b.id)));
         list
     }
 
-    /// Delivers a stored event to the conversation's listeners.
+    /// Delivers a stored event to the conversation's listeners, here and on other nodes.
     pub fn publish_event(&self, event: Arc<Event>) {
+        self.deliver_event(event.clone());
+        self.forward(Nudge::Event(event));
+    }
+
+    /// Delivers a stored event to this node's listeners only (events from the bus).
+    pub fn deliver_event(&self, event: Arc<Event>) {
         let t = self.lock();
         if let Some(list) = t.conversations.get(&event.conversation_id) {
             for inbox in list {
@@ -202,21 +278,33 @@ impl Hub {
         author: Author,
         active: bool,
     ) {
+        let typing = Arc::new(Typing {
+            conversation_id: conversation_id.clone(),
+            author,
+            active,
+        });
+        self.deliver_typing(Some(from.id), typing.clone());
+        self.forward(Nudge::Typing(typing));
+    }
+
+    /// Delivers a typing signal to this node's listeners of its conversation, except `except`.
+    pub fn deliver_typing(&self, except: Option<ConnId>, typing: Arc<Typing>) {
         let t = self.lock();
-        if let Some(list) = t.conversations.get(conversation_id) {
-            let typing = Arc::new(Typing {
-                conversation_id: conversation_id.clone(),
-                author,
-                active,
-            });
-            for inbox in list.iter().filter(|i| i.id != from.id) {
+        if let Some(list) = t.conversations.get(&typing.conversation_id) {
+            for inbox in list.iter().filter(|i| Some(i.id) != except) {
                 inbox.deliver(Signal::Typing(typing.clone()));
             }
         }
     }
 
-    /// Tells every agent connection that a conversation changed.
+    /// Tells every agent connection, here and on other nodes, that a conversation changed.
     pub fn publish_summary(&self, summary: Arc<ConversationSummary>) {
+        self.deliver_summary(summary.clone());
+        self.forward(Nudge::Summary(summary));
+    }
+
+    /// Tells this node's agent connections that a conversation changed (summaries from the bus).
+    pub fn deliver_summary(&self, summary: Arc<ConversationSummary>) {
         let t = self.lock();
         for (inbox, _) in t.agent_conns.values() {
             inbox.deliver(Signal::Summary(summary.clone()));

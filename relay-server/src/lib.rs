@@ -4,10 +4,12 @@
 //! Codemap: `config` (CLI, TOML), `http` (routes, errors, static files), `auth` (agents, sessions),
 //! `visitor` / `agent` (the two sockets, one handler per frame variant), `connection` (what every
 //! socket does: limits, pings, ordered delivery), `hub` (in-process fan-out and presence),
-//! `store` (durable state), `token` (bearer secrets).
+//! `bus` (cross-node fan-out and presence through Redis), `store` (durable state), `token`
+//! (bearer secrets).
 
 pub mod agent;
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod connection;
 pub mod http;
@@ -186,6 +188,22 @@ impl Relay {
             dummy_hash: auth::hash_password(&token::generate())?,
             agents: RwLock::new(HashMap::new()),
         });
+        // After the store, before serving: a node that cannot reach its bus must not serve.
+        let bus = bus::Bus::start(
+            bus::BusSettings {
+                url: config.bus_url.as_deref(),
+                prefix: &config.bus_prefix,
+                errors: app.metrics.bus_errors.clone(),
+            },
+            app.hub.clone(),
+            app.shutdown.clone(),
+            &app.tasks,
+        )
+        .await;
+        if let Err(e) = bus {
+            store.close().await;
+            return Err(e);
+        }
         let addr = listener.local_addr()?;
         let router = http::router(app.clone());
         let shutdown = app.shutdown.clone();

@@ -53,6 +53,9 @@ pub struct Metrics {
     pub refused: Family<CodeLabel, Counter>,
     /// Time to store one event (the transaction that assigns its seq), in seconds.
     pub append_seconds: Histogram,
+    /// Failed operations on the cross-node bus (Redis): while it is down, nodes serve their own
+    /// connections only and this counts what did not cross.
+    pub bus_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -63,6 +66,12 @@ impl Default for Metrics {
         let refused = Family::<CodeLabel, Counter>::default();
         // 50 µs .. ~0.8 s: an append on a quiet SQLite takes ~100 µs.
         let append_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 15));
+        let bus_errors = Counter::default();
+        registry.register(
+            "bus_errors",
+            "Failed operations on the cross-node bus",
+            bus_errors.clone(),
+        );
         registry.register("connections", "Open WebSockets", connections.clone());
         registry.register(
             "events_stored",
@@ -85,6 +94,7 @@ impl Default for Metrics {
             events,
             refused,
             append_seconds,
+            bus_errors,
         }
     }
 }

@@ -1,0 +1,490 @@
+//! Cross-node fan-out: several relays sharing one PostgreSQL database tell each other about new
+//! events, typing, conversation changes and presence through Redis.
+//!
+//! The bus carries *nudges*, never the only copy of anything: every event is stored (and gets its
+//! seq) before it is published, and each connection's `Cursor` drops duplicates and refills gaps
+//! from the store. So a nudge lost while Redis is down, or delivered twice or late, costs at most
+//! a store read; it never loses or reorders a message.
+//!
+//! Without `--bus` the relay uses [`Bus::InProcess`]: the hub alone, as on a single node. With
+//! `--bus redis://…` ([`Bus::Redis`]):
+//! - one pub/sub channel `{prefix}:signals` carries small JSON envelopes `{node, kind, payload}`;
+//!   each node runs one subscriber that ignores its own node id and hands the rest to the hub's
+//!   `deliver_*` calls, exactly as if they were local. The subscriber reconnects with backoff,
+//!   and after a reconnect it wakes every local connection to resync from the store.
+//! - the hash `{prefix}:agents` maps `{node}:{agent_id}` to `{info, node, expires_at}`. Each node
+//!   rewrites its own entries every [`PRESENCE_REFRESH`] and on every local presence change, and
+//!   reads the others' unexpired entries into the hub, whose `agents_online` is the union.
+//! - publishing while Redis is unreachable fails softly: it is logged once, counted in
+//!   `parley_bus_errors_total`, and the node keeps storing and serving its own connections.
+//!
+//! A relay started with an unreachable Redis URL refuses to start (a clear error naming the URL):
+//! a misconfigured bus would otherwise split the nodes silently.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use futures::StreamExt as _;
+use prometheus_client::metrics::counter::Counter;
+use protocol::{AgentInfo, ConversationSummary, Event};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncCommands as _;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::hub::{Hub, Typing};
+
+/// Something the hub hands to the bus to reach other nodes.
+#[derive(Clone, Debug)]
+pub enum Nudge {
+    /// A stored event.
+    Event(Arc<Event>),
+    /// Someone typing.
+    Typing(Arc<Typing>),
+    /// A conversation changed.
+    Summary(Arc<ConversationSummary>),
+    /// This node's set of online agents changed.
+    Presence,
+}
+
+/// Nudges waiting to be published. Past it nudges are dropped (and other nodes catch up from the
+/// store on the next one): a slow Redis must not grow the relay's memory.
+pub const BUS_QUEUE: usize = 4096;
+
+/// How often each node rewrites its presence entries and re-reads the others'.
+pub const PRESENCE_REFRESH: Duration = Duration::from_secs(3);
+
+/// How long a presence entry counts after it was written: a node that died without cleaning up
+/// drops out of `agents_online` within this.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(15);
+
+/// Entries expired for longer than this are deleted by whichever node sees them.
+const PRESENCE_FORGET: Duration = Duration::from_secs(120);
+
+/// Connecting and every command give up after this: a stuck Redis must not stall a publisher.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Longest wait between two subscriber reconnects.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Which bus a relay runs with.
+#[derive(Debug)]
+pub enum Bus {
+    /// One node: the hub delivers to local connections only.
+    InProcess,
+    /// Several nodes through Redis.
+    Redis {
+        /// This node's id on the bus (random per start).
+        node_id: String,
+    },
+}
+
+/// Settings of [`Bus::start`].
+pub struct BusSettings<'a> {
+    /// `redis://…`, or `None` for [`Bus::InProcess`].
+    pub url: Option<&'a str>,
+    /// Prefix of the Redis keys and channel, so several deployments (or test runs) can share one
+    /// Redis without seeing each other.
+    pub prefix: &'a str,
+    /// Counted on every failed Redis operation.
+    pub errors: Counter,
+}
+
+impl Bus {
+    /// Starts the bus for `hub`. With Redis: connects (failing clearly if it cannot), attaches
+    /// the hub's outbox and spawns the publisher, subscriber and presence tasks on `tasks`; they
+    /// stop when `shutdown` is cancelled.
+    pub async fn start(
+        settings: BusSettings<'_>,
+        hub: Arc<Hub>,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> anyhow::Result<Self> {
+        let Some(url) = settings.url else {
+            return Ok(Self::InProcess);
+        };
+        let shown = redact(url);
+        let client = redis::Client::open(url).with_context(|| format!("bad bus URL {shown}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1);
+        let conn = tokio::time::timeout(
+            REDIS_TIMEOUT * 2,
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        .map_err(|_| anyhow!("Redis bus not reachable at {shown}: timed out"))?
+        .map_err(|e| anyhow!("Redis bus not reachable at {shown}: {e}"))?;
+        let node_id = crate::store::new_id();
+        let redis = Arc::new(RedisBus {
+            client,
+            conn,
+            node: node_id.clone(),
+            channel: format!("{}:signals", settings.prefix),
+            agents_key: format!("{}:agents", settings.prefix),
+            hub: hub.clone(),
+            errors: settings.errors,
+            failing: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::channel(BUS_QUEUE);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        tasks.spawn(redis.clone().subscriber(shutdown.clone(), ready_tx));
+        // Ready only once subscribed: a nudge published by another node from now on reaches us.
+        match tokio::time::timeout(REDIS_TIMEOUT * 2, ready_rx).await {
+            Ok(Ok(())) => {}
+            _ => {
+                shutdown.cancel();
+                return Err(anyhow!(
+                    "Redis bus at {shown}: could not subscribe to {}",
+                    redis.channel
+                ));
+            }
+        }
+        hub.attach_bus(tx);
+        tasks.spawn(redis.clone().publisher(rx, shutdown.clone()));
+        tasks.spawn(redis.presence_loop(shutdown));
+        tracing::info!(node = %node_id, bus = %shown, "cross-node bus connected");
+        Ok(Self::Redis { node_id })
+    }
+}
+
+/// `redis://user:secret@host` → `redis://***@host`: URLs are logged and shown in errors.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// One message on the signals channel.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    /// Sender's node id: a node ignores its own messages (it delivered them locally already).
+    node: String,
+    #[serde(flatten)]
+    body: Body,
+}
+
+/// What an [`Envelope`] carries.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "payload", rename_all = "snake_case")]
+enum Body {
+    Event(Event),
+    Typing(Typing),
+    Summary(Box<ConversationSummary>),
+    Presence,
+}
+
+/// One agent online on one node, as stored in the presence hash.
+#[derive(Debug, Serialize, Deserialize)]
+struct PresenceEntry {
+    info: AgentInfo,
+    node: String,
+    /// Unix milliseconds after which the entry no longer counts.
+    expires_at: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The Redis side of one node.
+struct RedisBus {
+    /// For the subscriber, which needs its own connection.
+    client: redis::Client,
+    /// Commands (publish, presence); reconnects by itself after Redis returns.
+    conn: ConnectionManager,
+    node: String,
+    channel: String,
+    agents_key: String,
+    hub: Arc<Hub>,
+    errors: Counter,
+    /// Whether the last operation failed, so an outage is logged once, not per nudge.
+    failing: AtomicBool,
+}
+
+impl RedisBus {
+    /// Records the outcome of a Redis operation: counts and logs failures (once per outage).
+    fn outcome<T>(&self, what: &str, result: anyhow::Result<T>) -> Option<T> {
+        match result {
+            Ok(v) => {
+                if self.failing.swap(false, Ordering::AcqRel) {
+                    tracing::info!("Redis bus reachable again");
+                }
+                Some(v)
+            }
+            Err(e) => {
+                self.errors.inc();
+                if !self.failing.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(error = %e, "Redis bus {what} failed; serving local connections only until it returns");
+                } else {
+                    tracing::debug!(error = %e, "Redis bus {what} failed");
+                }
+                None
+            }
+        }
+    }
+
+    async fn publish(&self, body: Body) -> anyhow::Result<()> {
+        let text = serde_json::to_string(&Envelope {
+            node: self.node.clone(),
+            body,
+        })?;
+        let mut conn = self.conn.clone();
+        let _: () = tokio::time::timeout(REDIS_TIMEOUT, conn.publish(&self.channel, text))
+            .await
+            .map_err(|_| anyhow!("publish timed out"))??;
+        Ok(())
+    }
+
+    /// Writes this node's agents to the presence hash, deletes its stale and long-expired
+    /// entries, and gives the hub the other nodes' live agents.
+    async fn sync_presence(&self) -> anyhow::Result<()> {
+        let now = now_ms();
+        let local = self.hub.local_agents();
+        let mut conn = self.conn.clone();
+        let expires_at = now + PRESENCE_TTL.as_millis() as u64;
+        let mut items = Vec::with_capacity(local.len());
+        for a in &local {
+            let entry = PresenceEntry {
+                info: a.clone(),
+                node: self.node.clone(),
+                expires_at,
+            };
+            items.push((
+                format!("{}:{}", self.node, a.id),
+                serde_json::to_string(&entry)?,
+            ));
+        }
+        if !items.is_empty() {
+            let _: () = conn.hset_multiple(&self.agents_key, &items).await?;
+        }
+        let all: HashMap<String, String> = conn.hgetall(&self.agents_key).await?;
+        let forget = PRESENCE_FORGET.as_millis() as u64;
+        let mut remote = Vec::new();
+        let mut stale = Vec::new();
+        for (field, value) in all {
+            match serde_json::from_str::<PresenceEntry>(&value) {
+                Ok(e) if e.node == self.node => {
+                    if !local.iter().any(|a| a.id == e.info.id) {
+                        stale.push(field);
+                    }
+                }
+                Ok(e) if e.expires_at > now => remote.push(e.info),
+                Ok(e) if e.expires_at + forget < now => stale.push(field),
+                Ok(_) => {}
+                Err(_) => stale.push(field),
+            }
+        }
+        if !stale.is_empty() {
+            let _: () = conn.hdel(&self.agents_key, stale).await?;
+        }
+        self.hub.set_remote_agents(remote);
+        Ok(())
+    }
+
+    /// Deletes this node's presence entries (on shutdown) and tells the others.
+    async fn withdraw_presence(&self) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        let fields: Vec<String> = conn.hkeys(&self.agents_key).await?;
+        let mine: Vec<String> = fields
+            .into_iter()
+            .filter(|f| f.starts_with(&format!("{}:", self.node)))
+            .collect();
+        if !mine.is_empty() {
+            let _: () = conn.hdel(&self.agents_key, mine).await?;
+        }
+        self.publish(Body::Presence).await
+    }
+
+    /// Publishes the hub's nudges in order until shutdown.
+    async fn publisher(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Nudge>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let nudge = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                n = rx.recv() => match n {
+                    Some(n) => n,
+                    None => break,
+                },
+            };
+            let body = match nudge {
+                Nudge::Event(e) => Body::Event((*e).clone()),
+                Nudge::Typing(t) => Body::Typing((*t).clone()),
+                Nudge::Summary(s) => Body::Summary(Box::new((*s).clone())),
+                Nudge::Presence => {
+                    // Write the hash first, so a node reading it on our nudge sees the change.
+                    let synced = self.sync_presence().await;
+                    self.outcome("presence update", synced);
+                    Body::Presence
+                }
+            };
+            let published = self.publish(body).await;
+            self.outcome("publish", published);
+        }
+    }
+
+    /// Refreshes presence every [`PRESENCE_REFRESH`]; withdraws it on shutdown.
+    async fn presence_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(PRESENCE_REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    let synced = self.sync_presence().await;
+                    self.outcome("presence refresh", synced);
+                }
+            }
+        }
+        let withdrawn = tokio::time::timeout(REDIS_TIMEOUT, self.withdraw_presence()).await;
+        if !matches!(withdrawn, Ok(Ok(()))) {
+            tracing::debug!("could not withdraw presence from the Redis bus on shutdown");
+        }
+    }
+
+    /// Listens to the signals channel, reconnecting with backoff, until shutdown. `ready` fires
+    /// once the first subscription is in place.
+    async fn subscriber(self: Arc<Self>, shutdown: CancellationToken, ready: oneshot::Sender<()>) {
+        let mut ready = Some(ready);
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let ended = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.listen(&mut ready) => r,
+            };
+            if self.outcome("subscription", ended).is_some() {
+                // The connection ended after working: start the backoff over.
+                backoff = Duration::from_millis(250);
+                self.errors.inc();
+                tracing::warn!("Redis bus subscription lost; reconnecting");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// One subscription: returns `Ok` when the connection ends after having worked.
+    async fn listen(
+        self: &Arc<Self>,
+        ready: &mut Option<oneshot::Sender<()>>,
+    ) -> anyhow::Result<()> {
+        let mut pubsub = tokio::time::timeout(REDIS_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| anyhow!("connect timed out"))??;
+        tokio::time::timeout(REDIS_TIMEOUT, pubsub.subscribe(&self.channel))
+            .await
+            .map_err(|_| anyhow!("subscribe timed out"))??;
+        match ready.take() {
+            Some(ready) => {
+                let _ = ready.send(());
+            }
+            // A reconnect: nudges may have been lost meanwhile, so every local connection
+            // re-reads from the store now rather than at the next message.
+            None => {
+                tracing::info!("Redis bus subscription restored; resyncing local connections");
+                self.hub.resync_all();
+            }
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let synced = this.sync_presence().await;
+            this.outcome("presence refresh", synced);
+        });
+        let mut messages = pubsub.on_message();
+        while let Some(msg) = messages.next().await {
+            match msg.get_payload::<String>() {
+                Ok(text) => self.receive(&text),
+                Err(e) => tracing::warn!(error = %e, "unreadable message on the Redis bus"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers another node's nudge to local listeners.
+    fn receive(self: &Arc<Self>, text: &str) {
+        let envelope = match serde_json::from_str::<Envelope>(text) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed message on the Redis bus ignored");
+                return;
+            }
+        };
+        if envelope.node == self.node {
+            return;
+        }
+        match envelope.body {
+            Body::Event(e) => self.hub.deliver_event(Arc::new(e)),
+            Body::Typing(t) => self.hub.deliver_typing(None, Arc::new(t)),
+            Body::Summary(s) => self.hub.deliver_summary(Arc::new(*s)),
+            Body::Presence => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let synced = this.sync_presence().await;
+                    this.outcome("presence refresh", synced);
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{Author, ConversationId, Role};
+
+    #[test]
+    fn envelopes_round_trip() {
+        let typing = Typing {
+            conversation_id: ConversationId::from("c1"),
+            author: Author {
+                role: Role::Agent,
+                id: Some("a1".into()),
+                name: Some("Mina".into()),
+            },
+            active: true,
+        };
+        let text = serde_json::to_string(&Envelope {
+            node: "n1".into(),
+            body: Body::Typing(typing),
+        })
+        .expect("serializes");
+        assert!(text.contains(r#""kind":"typing""#), "{text}");
+        let back: Envelope = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back.node, "n1");
+        assert!(matches!(back.body, Body::Typing(t) if t.active && t.conversation_id.0 == "c1"));
+        let presence = serde_json::to_string(&Envelope {
+            node: "n2".into(),
+            body: Body::Presence,
+        })
+        .expect("serializes");
+        let back: Envelope = serde_json::from_str(&presence).expect("parses");
+        assert!(matches!(back.body, Body::Presence));
+    }
+
+    #[test]
+    fn redacts_credentials() {
+        assert_eq!(
+            redact("redis://user:pw@10.0.0.1:6379/0"),
+            "redis://***@10.0.0.1:6379/0"
+        );
+        assert_eq!(redact("redis://127.0.0.1/"), "redis://127.0.0.1/");
+    }
+}
