@@ -23,8 +23,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
 use futures::StreamExt as _;
@@ -131,6 +131,7 @@ impl Bus {
             hub: hub.clone(),
             errors: settings.errors,
             failing: AtomicBool::new(false),
+            presence_read_at: Mutex::new(Instant::now()),
         });
         let (tx, rx) = mpsc::channel(BUS_QUEUE);
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -212,6 +213,9 @@ struct RedisBus {
     errors: Counter,
     /// Whether the last operation failed, so an outage is logged once, not per nudge.
     failing: AtomicBool,
+    /// When presence was last read from Redis: past [`PRESENCE_TTL`] without a read (Redis
+    /// down) the other nodes' agents are no longer counted, as they could have left.
+    presence_read_at: Mutex<Instant>,
 }
 
 impl RedisBus {
@@ -291,6 +295,10 @@ impl RedisBus {
             let _: () = conn.hdel(&self.agents_key, stale).await?;
         }
         self.hub.set_remote_agents(remote);
+        *self
+            .presence_read_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
         Ok(())
     }
 
@@ -347,7 +355,12 @@ impl RedisBus {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
                     let synced = self.sync_presence().await;
-                    self.outcome("presence refresh", synced);
+                    if self.outcome("presence refresh", synced).is_none() {
+                        let read_at = *self.presence_read_at.lock().unwrap_or_else(|p| p.into_inner());
+                        if read_at.elapsed() > PRESENCE_TTL {
+                            self.hub.set_remote_agents(Vec::new());
+                        }
+                    }
                 }
             }
         }
