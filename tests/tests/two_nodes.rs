@@ -5,8 +5,11 @@
 //! Needs real PostgreSQL (`PARLEY_TEST_PG_URL`, see `parley_tests::pg`) and real Redis
 //! (`PARLEY_TEST_REDIS_URL`, default [`DEFAULT_REDIS_URL`]). Either one unreachable is a failure
 //! with a clear message, never a skip: a green run must mean the cross-node path was tested.
-//! Every test uses its own bus prefix, so runs sharing one Redis cannot see each other.
+//! Every test uses its own bus prefix, so runs sharing one Redis cannot see each other. The outage
+//! test cuts one node's bus through a TCP proxy, never by stopping the shared Redis server.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -27,9 +30,13 @@ fn is_message(e: &Event, text: &str) -> bool {
 
 /// A relay on the shared database and bus.
 async fn node(database_url: &str, prefix: &str) -> anyhow::Result<TestRelay> {
+    node_via(database_url, prefix, redis_url()).await
+}
+
+/// A relay on the shared database, reaching the bus at `redis`.
+async fn node_via(database_url: &str, prefix: &str, redis: String) -> anyhow::Result<TestRelay> {
     let database_url = database_url.to_owned();
     let prefix = prefix.to_owned();
-    let redis = redis_url();
     TestRelay::builder()
         .config(move |c| {
             c.database_url = database_url;
@@ -211,5 +218,140 @@ async fn an_unreachable_bus_stops_the_relay_from_starting() -> anyhow::Result<()
             );
         }
     }
+    Ok(())
+}
+
+/// A TCP proxy in front of Redis that can cut every connection and refuse new ones, so one node
+/// can lose its bus while the shared Redis server keeps running for everyone else.
+struct CuttableProxy {
+    /// `redis://127.0.0.1:PORT/` of the proxy.
+    url: String,
+    /// While false, new connections are closed at once.
+    open: Arc<AtomicBool>,
+    /// The forwarding tasks, aborted by [`CuttableProxy::cut`].
+    links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    async fn start(target: &str) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("redis://{}/", listener.local_addr()?);
+        let open = Arc::new(AtomicBool::new(true));
+        let links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let target = target.to_owned();
+        let (open2, links2) = (open.clone(), links.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !open2.load(Ordering::Acquire) {
+                    continue; // dropped: the connection closes at once
+                }
+                let target = target.clone();
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                links2.lock().unwrap_or_else(|p| p.into_inner()).push(link);
+            }
+        });
+        Ok(Self {
+            url,
+            open,
+            links,
+            accept,
+        })
+    }
+
+    /// Redis "goes away" for whoever uses the proxy.
+    fn cut(&self) {
+        self.open.store(false, Ordering::Release);
+        for link in self
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            link.abort();
+        }
+    }
+
+    /// Redis is back.
+    fn restore(&self) {
+        self.open.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// `host:port` of a `redis://host:port/...` URL.
+fn host_port(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .split_once("://")
+        .map(|(_, r)| r)
+        .context("redis URL without scheme")?;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    Ok(rest.split('/').next().unwrap_or(rest).to_owned())
+}
+
+#[tokio::test]
+async fn a_node_that_lost_its_bus_catches_up_when_it_returns() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    let prefix = format!("parley-test-{}", relay_server::store::new_id());
+    let result = outage(db.url(), &prefix).await;
+    db.drop_now().await;
+    result
+}
+
+async fn outage(database_url: &str, prefix: &str) -> anyhow::Result<()> {
+    let proxy = CuttableProxy::start(&host_port(&redis_url())?).await?;
+    let a = node(database_url, prefix).await?;
+    let b = node_via(database_url, prefix, proxy.url.clone()).await?;
+
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&b, user, pass).await?;
+    let mut v = VisitorClient::connect(&a, None).await?;
+    v.send("v1", "before the outage").await?;
+    v.expect_ack("v1").await?;
+    let conversation = v.conversation_id.clone().context("conversation id")?;
+    agent.open(&conversation, Some(0)).await?;
+
+    // B loses Redis: A keeps storing and acknowledging; the nudge cannot reach B.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    v.send("v2", "during the outage").await?;
+    assert_eq!(
+        v.expect_ack("v2").await?,
+        2,
+        "A keeps serving while B's bus is down"
+    );
+
+    // Redis is back for B: its subscriber reconnects and every local connection resyncs, so the
+    // agent gets the missed message without anything new being sent.
+    proxy.restore();
+    let missed = agent
+        .expect_event("the message sent while B had no bus", |e| {
+            is_message(e, "during the outage")
+        })
+        .await?;
+    assert_eq!(missed.seq, 2);
+
+    // And live delivery works again.
+    v.send("v3", "after the outage").await?;
+    v.expect_ack("v3").await?;
+    let live = agent
+        .expect_event("a message after the outage", |e| {
+            is_message(e, "after the outage")
+        })
+        .await?;
+    assert_eq!(live.seq, 3, "seq strictly +1, no duplicate");
+
+    a.shutdown().await;
+    b.shutdown().await;
     Ok(())
 }
