@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::SinkExt;
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
 use protocol::{ClientId, ConversationId, ErrorCode, ErrorFrame, Event, Frame, Seq};
@@ -55,6 +56,9 @@ pub trait Session: Send {
 /// Initial read and write buffer of every socket. Chat frames are small; tungstenite grows the
 /// buffer for a bigger frame. Its default (128 KiB) would cost ~137 KB per idle connection.
 pub const SOCKET_BUFFER: usize = 1024;
+
+/// Most queued signals handled before the connection writes and flushes its batch.
+const BATCH: usize = 64;
 
 /// Rate limit of a connection kind.
 #[derive(Clone, Copy, Debug)]
@@ -132,6 +136,14 @@ pub async fn run<S: Session>(
             signal = mailbox.rx.recv() => {
                 if let Some(signal) = signal {
                     Box::pin(session.on_signal(signal, &mut out)).await;
+                    // Take what else is already queued, so a busy connection writes one batch
+                    // and flushes once instead of a syscall per frame.
+                    for _ in 0..BATCH {
+                        match mailbox.rx.try_recv() {
+                            Ok(signal) => Box::pin(session.on_signal(signal, &mut out)).await,
+                            Err(_) => break,
+                        }
+                    }
                 }
             }
             _ = ping.tick() => {
@@ -145,19 +157,21 @@ pub async fn run<S: Session>(
         if mailbox.lagged.swap(false, Ordering::AcqRel) {
             Box::pin(session.resync(&mut out)).await;
         }
-        let mut failed = false;
-        for frame in out.drain(..) {
-            if let Some(code) = S::error_code(&frame) {
-                app.metrics.refused(code);
+        if !out.is_empty() {
+            let mut failed = false;
+            for frame in out.drain(..) {
+                if let Some(code) = S::error_code(&frame) {
+                    app.metrics.refused(code);
+                }
+                let text = protocol::encode(&frame);
+                if socket.feed(Message::Text(text.into())).await.is_err() {
+                    failed = true;
+                    break;
+                }
             }
-            let text = protocol::encode(&frame);
-            if socket.send(Message::Text(text.into())).await.is_err() {
-                failed = true;
+            if failed || socket.flush().await.is_err() {
                 break;
             }
-        }
-        if failed {
-            break;
         }
         if let Some((code, reason)) = close {
             let _ = socket

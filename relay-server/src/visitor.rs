@@ -72,6 +72,10 @@ pub struct VisitorSession {
     visitor: Option<VisitorRecord>,
     /// The visitor's current conversation, once one exists.
     conversation: Option<ConversationId>,
+    /// Whether `conversation` was open when last seen: sends then go straight to it instead of
+    /// asking the store for the open conversation first (a write transaction per message).
+    /// A send that finds it closed clears this and opens a new one.
+    conversation_open: bool,
     /// The page the visitor is on, as last reported.
     context: PageContext,
     cursor: Cursor,
@@ -86,6 +90,7 @@ impl VisitorSession {
             inbox: mailbox.inbox.clone(),
             visitor: None,
             conversation: None,
+            conversation_open: false,
             context: PageContext::default(),
             cursor: Cursor::default(),
         }
@@ -180,6 +185,9 @@ impl VisitorSession {
             // Listen first, then read: an event stored in between arrives by both ways and the
             // cursor drops the second copy. Reading first could miss it.
             self.listen(&conversation, from);
+            self.conversation_open = latest
+                .as_ref()
+                .is_some_and(|c| c.status != protocol::ConversationStatus::Closed);
             match self.cursor.catch_up(&*self.app.store, &conversation).await {
                 Ok(events) => out.extend(events.into_iter().map(ToVisitor::Event)),
                 Err(e) => out.push(internal(e, None)),
@@ -209,19 +217,6 @@ impl VisitorSession {
         if let Err(e) = protocol::validate_text(&text) {
             return out.push(ToVisitor::Error(e.for_client(Some(client_id))));
         }
-        let store = self.app.store.clone();
-        let conversation = match store
-            .open_conversation(&self.site.key, &visitor.id, &self.context)
-            .await
-        {
-            Ok((c, _created)) => c,
-            Err(e) => return out.push(internal(e, Some(client_id))),
-        };
-        if self.conversation.as_ref() != Some(&conversation.id)
-            || !self.cursor.tracks(&conversation.id)
-        {
-            self.listen(&conversation.id, conversation.last_seq);
-        }
         let new = NewEvent {
             author: Self::author(&visitor),
             body: EventBody::Message {
@@ -231,26 +226,49 @@ impl VisitorSession {
             client_id: Some(client_id.clone()),
             effect: Effect::None,
         };
-        match self.app.append(&conversation.id, new).await {
-            Ok(appended) => {
-                out.push(ToVisitor::Ack {
-                    client_id,
-                    conversation_id: conversation.id.clone(),
-                    seq: appended.event.seq,
-                });
-                if !appended.duplicate {
-                    self.app.publish(&appended).await;
+        // At most twice: a conversation believed open may have been closed by an agent meanwhile.
+        for _ in 0..2 {
+            let conversation = match (&self.conversation, self.conversation_open) {
+                (Some(id), true) => id.clone(),
+                _ => match self
+                    .app
+                    .store
+                    .open_conversation(&self.site.key, &visitor.id, &self.context)
+                    .await
+                {
+                    Ok((c, _created)) => {
+                        if self.conversation.as_ref() != Some(&c.id) || !self.cursor.tracks(&c.id) {
+                            self.listen(&c.id, c.last_seq);
+                        }
+                        self.conversation_open = true;
+                        c.id
+                    }
+                    Err(e) => return out.push(internal(e, Some(client_id))),
+                },
+            };
+            match self.app.append(&conversation, new.clone()).await {
+                Ok(appended) => {
+                    out.push(ToVisitor::Ack {
+                        client_id,
+                        conversation_id: conversation,
+                        seq: appended.event.seq,
+                    });
+                    if !appended.duplicate {
+                        self.app.publish(&appended).await;
+                    }
+                    return;
                 }
+                Err(StoreError::Closed) => self.conversation_open = false,
+                Err(e) => return out.push(internal(e, Some(client_id))),
             }
-            Err(StoreError::Closed) => out.push(ToVisitor::Error(
-                ErrorFrame::new(
-                    ErrorCode::Closed,
-                    "conversation closed; send again to start a new one",
-                )
-                .for_client(Some(client_id)),
-            )),
-            Err(e) => out.push(internal(e, Some(client_id))),
         }
+        out.push(ToVisitor::Error(
+            ErrorFrame::new(
+                ErrorCode::Closed,
+                "conversation closed; send again to start a new one",
+            )
+            .for_client(Some(client_id)),
+        ));
     }
 
     async fn on_typing(&mut self, active: bool, out: &mut Vec<ToVisitor>) {

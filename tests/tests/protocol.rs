@@ -474,3 +474,52 @@ async fn a_silent_socket_is_closed_with_1008() -> anyhow::Result<()> {
     relay.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_send_after_the_agent_closed_starts_a_new_conversation() -> anyhow::Result<()> {
+    let relay = start_server().await?;
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    v.send("first", "hello").await?;
+    v.expect_ack("first").await?;
+    let old = v
+        .conversation_id
+        .clone()
+        .context("conversation after first send")?;
+
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&relay, user, pass).await?;
+    agent
+        .sock
+        .send_json(&protocol::AgentFrame::Close {
+            conversation_id: old.clone(),
+        })
+        .await?;
+    v.expect_event("closed event", |e| e.body == EventBody::Closed)
+        .await?;
+
+    // The visitor's session still believes the old conversation is open: the relay must notice
+    // it is closed and store the message in a fresh conversation, not refuse it.
+    v.send("second", "one more question").await?;
+    let ack = v
+        .expect(
+            "ack for second",
+            |f| matches!(f, ToVisitor::Ack { client_id, .. } if client_id.0 == "second"),
+        )
+        .await?;
+    match ack {
+        ToVisitor::Ack {
+            conversation_id,
+            seq,
+            ..
+        } => {
+            assert_ne!(
+                conversation_id, old,
+                "a closed conversation must not take new messages"
+            );
+            assert_eq!(seq, 1, "the new conversation starts at seq 1");
+        }
+        other => bail!("expected an ack, got {other:?}"),
+    }
+    relay.shutdown().await;
+    Ok(())
+}

@@ -358,6 +358,100 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, id: &ConversationId, new: NewEvent) -> StoreResult<Appended> {
+        if let Some(appended) = self.append_fast(id, &new).await? {
+            return Ok(appended);
+        }
+        self.append_checked(id, new).await
+    }
+
+    async fn events_after(
+        &self,
+        id: &ConversationId,
+        after: Seq,
+        limit: i64,
+    ) -> StoreResult<Vec<Event>> {
+        sqlx::query(
+            "SELECT conversation_id, seq, at, author_role, author_id, author_name, body FROM events
+             WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(&id.0)
+        .bind(after as i64)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+}
+
+impl SqliteStore {
+    /// The common case in four statements: the conversation's checks (not closed, assignable)
+    /// live in the `UPDATE`'s `WHERE`, and a repeated client id trips the unique index. Anything
+    /// unusual (closed, taken, unknown, a repeat) rolls back and returns `None`, and
+    /// [`Self::append_checked`] works out which it was. Every statement is a round trip to
+    /// SQLite's worker thread, so this is what bounds the single writer's messages per second.
+    async fn append_fast(
+        &self,
+        id: &ConversationId,
+        new: &NewEvent,
+    ) -> StoreResult<Option<Appended>> {
+        let preview = match &new.body {
+            EventBody::Message { text, .. } => Some(preview_of(text)),
+            _ => None,
+        };
+        let (set_effect, guard) = match &new.effect {
+            Effect::None => ("", ""),
+            Effect::Assign(_) => (
+                ", status = 'assigned', assignee_id = ?4",
+                " AND (assignee_id IS NULL OR assignee_id = ?4)",
+            ),
+            Effect::Close => (", status = 'closed'", ""),
+        };
+        let sql = format!(
+            "UPDATE conversations SET last_seq = last_seq + 1, preview = COALESCE(?1, preview),
+                 updated_at = ?2{set_effect}
+             WHERE id = ?3 AND status != 'closed'{guard}
+             RETURNING {CONVERSATION_COLUMNS}"
+        );
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let mut query = sqlx::query(&sql).bind(&preview).bind(now).bind(&id.0);
+        if let Effect::Assign(agent) = &new.effect {
+            query = query.bind(agent);
+        }
+        let Some(row) = query.fetch_optional(&mut *tx).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let conversation = conversation_from_row(&row)?;
+        let event = Event {
+            conversation_id: id.clone(),
+            seq: conversation.last_seq,
+            at: now,
+            author: new.author.clone(),
+            body: new.body.clone(),
+        };
+        match insert_event(&mut tx, &event, new.client_id.as_ref()).await {
+            Ok(()) => {
+                tx.commit().await?;
+                Ok(Some(Appended {
+                    event,
+                    conversation,
+                    duplicate: false,
+                }))
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                tx.rollback().await?;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The careful path: reads the conversation, answers a repeated client id with the original
+    /// event, refuses closed or taken conversations with the precise error.
+    async fn append_checked(&self, id: &ConversationId, new: NewEvent) -> StoreResult<Appended> {
         let mut tx = self.write.begin().await?;
         let row = sqlx::query(&format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
@@ -423,20 +517,7 @@ impl Store for SqliteStore {
             author: new.author,
             body: new.body,
         };
-        sqlx::query(
-            "INSERT INTO events (conversation_id, seq, at, author_role, author_id, author_name, client_id, body)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id.0)
-        .bind(event.seq as i64)
-        .bind(event.at)
-        .bind(role_str(event.author.role))
-        .bind(&event.author.id)
-        .bind(&event.author.name)
-        .bind(new.client_id.as_ref().map(|c: &ClientId| c.0.as_str()))
-        .bind(json(&event.body))
-        .execute(&mut *tx)
-        .await?;
+        insert_event(&mut tx, &event, new.client_id.as_ref()).await?;
         tx.commit().await?;
         Ok(Appended {
             event,
@@ -444,24 +525,27 @@ impl Store for SqliteStore {
             duplicate: false,
         })
     }
+}
 
-    async fn events_after(
-        &self,
-        id: &ConversationId,
-        after: Seq,
-        limit: i64,
-    ) -> StoreResult<Vec<Event>> {
-        sqlx::query(
-            "SELECT conversation_id, seq, at, author_role, author_id, author_name, body FROM events
-             WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(&id.0)
-        .bind(after as i64)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?
-        .iter()
-        .map(event_from_row)
-        .collect()
-    }
+/// Inserts one event row inside the appending transaction.
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    event: &Event,
+    client_id: Option<&ClientId>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO events (conversation_id, seq, at, author_role, author_id, author_name, client_id, body)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&event.conversation_id.0)
+    .bind(event.seq as i64)
+    .bind(event.at)
+    .bind(role_str(event.author.role))
+    .bind(&event.author.id)
+    .bind(&event.author.name)
+    .bind(client_id.map(|c| c.0.as_str()))
+    .bind(json(&event.body))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
