@@ -603,6 +603,7 @@ pub fn status_key(s: ConversationStatus) -> &'static str {
         // A status from a newer relay is shown as waiting, as PROTOCOL.md asks.
         ConversationStatus::Open | ConversationStatus::Unknown => "open",
         ConversationStatus::Assigned => "assigned",
+        ConversationStatus::Bot => "bot",
         ConversationStatus::Closed => "closed",
     }
 }
@@ -640,6 +641,7 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
         }
         EventBody::Closed => (format!("Conversation closed by {name}"), true),
         // A kind from a newer relay: a neutral line keeps the seq visible without guessing.
+        EventBody::Handoff { summary, .. } => (format!("Handed over by the bot: {summary}"), true),
         EventBody::Unknown => ("(an update this console cannot show)".to_owned(), true),
     };
     Line {
@@ -734,10 +736,7 @@ mod tests {
                 id: Some("me".into()),
                 name: None,
             },
-            body: EventBody::Message {
-                text: text.into(),
-                client_id: cid.map(ClientId::from),
-            },
+            body: EventBody::message(text, cid.map(ClientId::from)),
         }
     }
 

@@ -23,6 +23,8 @@ pub struct AgentInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConversationStatus {
+    /// The bot is answering; no person is needed yet.
+    Bot,
     /// Waiting for an agent to take it.
     Open,
     /// An agent has it.

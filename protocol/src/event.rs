@@ -54,6 +54,20 @@ pub enum EventBody {
         /// The sender's client id, so the sender can match the event with its pending send.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<ClientId>,
+        /// Quick replies offered under a bot message; a click sends the button's `text`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        buttons: Vec<QuickReply>,
+        /// A page that answers in full (a bot answer's knowledge-base entry), same-site URL.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link: Option<String>,
+    },
+    /// The conversation left the bot for the queue of people. Shown to both sides; agents read
+    /// `summary` to pick up without asking the visitor to repeat themselves.
+    Handoff {
+        /// Why.
+        reason: HandoffReason,
+        /// One line: what the visitor asked, which entries the bot showed, the mood.
+        summary: String,
     },
     /// An agent took the conversation (the author is that agent).
     Joined,
@@ -63,6 +77,32 @@ pub enum EventBody {
     Closed,
     /// A kind added by a later revision of the protocol. Never sent by this relay; receiving it
     /// lets an older client skip the event instead of failing to decode the whole frame.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A quick-reply button.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuickReply {
+    /// What the button says.
+    pub label: String,
+    /// What clicking it sends as the visitor's message.
+    pub text: String,
+}
+
+/// Why a conversation was handed from the bot to people.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandoffReason {
+    /// The visitor asked for a person (button or words).
+    Asked,
+    /// The bot was not sure of its answer several times in a row.
+    NotUnderstood,
+    /// The visitor's message was strongly negative.
+    Negative,
+    /// The bot failed or timed out.
+    BotFailed,
+    /// A reason added by a later revision.
     #[serde(other)]
     Unknown,
 }
@@ -80,6 +120,18 @@ pub struct Event {
     pub author: Author,
     /// What happened.
     pub body: EventBody,
+}
+
+impl EventBody {
+    /// A plain message body (no buttons, no link).
+    pub fn message(text: impl Into<String>, client_id: Option<ClientId>) -> EventBody {
+        EventBody::Message {
+            text: text.into(),
+            client_id,
+            buttons: Vec::new(),
+            link: None,
+        }
+    }
 }
 
 impl Event {

@@ -21,7 +21,7 @@ pub use agent::{AgentFrame, AgentInfo, ConversationStatus, ConversationSummary, 
 pub use codec::{decode, encode, validate_text, DecodeError, Frame};
 pub use context::{PageContext, Viewport};
 pub use error::{ErrorCode, ErrorFrame};
-pub use event::{Author, Event, EventBody, Role};
+pub use event::{Author, Event, EventBody, HandoffReason, QuickReply, Role};
 pub use ids::{ClientId, ConversationId, Seq};
 pub use visitor::{ToVisitor, VisitorFrame};
 

@@ -133,10 +133,7 @@ mod tests {
             seq,
             at: 0,
             author: Author::system(),
-            body: EventBody::Message {
-                text: format!("m{seq}"),
-                client_id: None,
-            },
+            body: EventBody::message(format!("m{seq}"), None),
         }
     }
 

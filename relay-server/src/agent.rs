@@ -198,10 +198,7 @@ impl AgentSession {
         }
         let new = NewEvent {
             author: self.author(),
-            body: EventBody::Message {
-                text,
-                client_id: Some(client_id.clone()),
-            },
+            body: EventBody::message(text, Some(client_id.clone())),
             client_id: Some(client_id.clone()),
             // Re-checked inside the append transaction: nobody else can have taken it meanwhile.
             effect: Effect::Assign(self.agent.id.clone()),

@@ -219,10 +219,7 @@ impl VisitorSession {
         }
         let new = NewEvent {
             author: Self::author(&visitor),
-            body: EventBody::Message {
-                text,
-                client_id: Some(client_id.clone()),
-            },
+            body: EventBody::message(text, Some(client_id.clone())),
             client_id: Some(client_id.clone()),
             effect: Effect::None,
         };

@@ -52,10 +52,7 @@ async fn hello_send_ack_then_event() -> anyhow::Result<()> {
     assert_eq!(event.author.role, Role::Visitor);
     assert_eq!(
         event.body,
-        EventBody::Message {
-            text: "Do you ship to Busan?".into(),
-            client_id: Some("c1".into())
-        }
+        EventBody::message("Do you ship to Busan?", Some("c1".into()))
     );
     assert!(
         event.at > 1_600_000_000_000,

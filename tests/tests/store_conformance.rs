@@ -153,10 +153,7 @@ mod cases {
     fn message(author: Author, client_id: Option<&str>, text: &str) -> NewEvent {
         NewEvent {
             author,
-            body: EventBody::Message {
-                text: text.into(),
-                client_id: client_id.map(ClientId::from),
-            },
+            body: EventBody::message(text, client_id.map(ClientId::from)),
             client_id: client_id.map(ClientId::from),
             effect: Effect::None,
         }

@@ -820,7 +820,9 @@ impl Chat {
                 note: None,
             };
             let item = match &e.body {
-                EventBody::Message { text, client_id } => {
+                EventBody::Message {
+                    text, client_id, ..
+                } => {
                     if text.is_empty() {
                         continue;
                     }
@@ -856,8 +858,9 @@ impl Chat {
                 EventBody::Joined => system("joined", lang.joined(&name())),
                 EventBody::Left => system("left", lang.left(&name())),
                 EventBody::Closed => system("closed", t.closed.to_owned()),
-                // A kind from a newer relay: kept in the timeline, shown as nothing.
-                EventBody::Unknown => continue,
+                // A kind from a newer relay: kept in the timeline, shown as nothing. Handoff lines
+                // get their own wording with the bot-routing UI.
+                EventBody::Unknown | EventBody::Handoff { .. } => continue,
             };
             items.push(item);
         }

@@ -220,7 +220,9 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
 /// How a status is stored.
 pub(crate) fn status_str(s: ConversationStatus) -> &'static str {
     match s {
-        ConversationStatus::Open | ConversationStatus::Unknown => "open",
+        // `bot` is not a stored status of its own yet: the bot-routing work stores it (see
+        // ConversationStatus::Bot); until then nothing creates bot conversations.
+        ConversationStatus::Open | ConversationStatus::Unknown | ConversationStatus::Bot => "open",
         ConversationStatus::Assigned => "assigned",
         ConversationStatus::Closed => "closed",
     }
