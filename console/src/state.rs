@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use protocol::timeline::{Applied, Outbox, Pending, Timeline};
 use protocol::{
     validate_text, AgentFrame, AgentInfo, ClientId, ConversationId, ConversationStatus,
-    ConversationSummary, ErrorCode, Event, EventBody, PageContext, Role, Seq, ToAgent,
-    PROTOCOL_VERSION,
+    ConversationSummary, ErrorCode, Event, EventBody, HandoffReason, PageContext, Role, Seq,
+    ToAgent, PROTOCOL_VERSION,
 };
 
 use crate::format::{error_text, visitor_label};
@@ -127,6 +127,13 @@ pub struct Line {
     pub text: String,
     /// True for system lines (joined / left / closed) rather than chat messages.
     pub is_notice: bool,
+    /// True for the bot's hand-over line, highlighted: its summary is what the agent reads first.
+    pub is_handoff: bool,
+    /// Labels of the quick replies a bot message offered, shown read-only so the agent sees
+    /// what the visitor could click.
+    pub buttons: Vec<String>,
+    /// The bot message's "read more" page, only when [`safe_link`] accepts it.
+    pub link: Option<String>,
     /// When it was stored (Unix ms); `None` while pending.
     pub at: Option<i64>,
     /// Delivery state.
@@ -537,6 +544,9 @@ impl Model {
             who: "You".to_owned(),
             text: p.text.clone(),
             is_notice: false,
+            is_handoff: false,
+            buttons: Vec::new(),
+            link: None,
             at: None,
             state,
         };
@@ -592,6 +602,35 @@ fn send_frame(id: &ConversationId, p: &Pending) -> AgentFrame {
     }
 }
 
+/// A link from a bot message when it is safe for an `href`: relative, or http(s). Other schemes
+/// (`javascript:`, `data:`…) and URLs with whitespace or control characters (browsers strip
+/// those, so `java\tscript:` would still run) are refused.
+pub fn safe_link(url: &str) -> Option<String> {
+    let url = url.trim();
+    if url.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    let end = url.find(['/', '?', '#']).unwrap_or(url.len());
+    match url[..end].find(':') {
+        None => Some(url.to_owned()),
+        Some(i) => {
+            let scheme = url[..i].to_ascii_lowercase();
+            (scheme == "http" || scheme == "https").then(|| url.to_owned())
+        }
+    }
+}
+
+/// Why the bot handed over, in the agent's words.
+pub fn handoff_reason(r: HandoffReason) -> &'static str {
+    match r {
+        HandoffReason::Asked => "visitor asked for a person",
+        HandoffReason::NotUnderstood => "not understood",
+        HandoffReason::Negative => "visitor upset",
+        HandoffReason::BotFailed => "bot failed",
+        HandoffReason::Unknown => "other",
+    }
+}
+
 /// Waiting for an agent (an unknown status counts as waiting, as PROTOCOL.md asks).
 pub fn is_waiting(s: ConversationStatus) -> bool {
     matches!(s, ConversationStatus::Open | ConversationStatus::Unknown)
@@ -632,16 +671,35 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
             who.clone()
         }
     });
+    let (mut buttons, mut link, mut is_handoff) = (Vec::new(), None, false);
     let (text, is_notice) = match &e.body {
-        EventBody::Message { text, .. } => (text.clone(), false),
+        EventBody::Message {
+            text,
+            buttons: offered,
+            link: url,
+            ..
+        } => {
+            if e.author.role == Role::Bot {
+                buttons = offered.iter().map(|b| b.label.clone()).collect();
+                link = url.as_deref().and_then(safe_link);
+            }
+            (text.clone(), false)
+        }
         EventBody::Joined => (format!("{name} joined the conversation"), true),
         EventBody::Left => (format!("{name} left the conversation"), true),
         EventBody::Closed if e.author.role == Role::System => {
             ("Conversation closed".to_owned(), true)
         }
         EventBody::Closed => (format!("Conversation closed by {name}"), true),
+        EventBody::Handoff { reason, summary } => {
+            is_handoff = true;
+            let reason = handoff_reason(*reason);
+            (
+                format!("Handed over by the bot ({reason}): {summary}"),
+                true,
+            )
+        }
         // A kind from a newer relay: a neutral line keeps the seq visible without guessing.
-        EventBody::Handoff { summary, .. } => (format!("Handed over by the bot: {summary}"), true),
         EventBody::Unknown => ("(an update this console cannot show)".to_owned(), true),
     };
     Line {
@@ -651,6 +709,9 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
         who,
         text,
         is_notice,
+        is_handoff,
+        buttons,
+        link,
         at: Some(e.at),
         state: LineState::Stored,
     }
@@ -659,7 +720,8 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
 /// Whether a `conversation` frame deserves a count in the title while the tab is hidden: a new
 /// waiting conversation, or (for conversations not shown — the shown one counts its visitor
 /// events exactly) new events in one that is waiting or mine, with no change of status (a
-/// status change is a take or close, not a visitor message).
+/// status change is a take or close, not a visitor message) — except the bot's hand-over, which
+/// turns a bot conversation into a waiting one.
 fn notable(
     prev: Option<&ConversationSummary>,
     new: &ConversationSummary,
@@ -668,6 +730,8 @@ fn notable(
 ) -> bool {
     match prev {
         None => is_waiting(new.status),
+        // The bot handed over: for people this is a new waiting conversation.
+        Some(p) if p.status == ConversationStatus::Bot => is_waiting(new.status),
         Some(_) if selected => false,
         Some(p) => {
             new.last_seq > p.last_seq
@@ -898,5 +962,117 @@ mod tests {
         );
         assert!(m.visitor_typing(2_000));
         assert!(!m.visitor_typing(1_000 + VISITOR_TYPING_TTL_MS));
+    }
+
+    #[test]
+    fn bot_conversations_are_in_all_not_unassigned_until_handoff() {
+        use ConversationStatus::*;
+        let mut m = welcomed(vec![conv("a", Open, None, 10), conv("b", Bot, None, 20)]);
+        let ids = |m: &Model, t| m.rows(t).into_iter().map(|r| r.id.0).collect::<Vec<_>>();
+        assert_eq!(ids(&m, Tab::Unassigned), ["a"]);
+        assert!(ids(&m, Tab::Mine).is_empty());
+        assert_eq!(ids(&m, Tab::All), ["b", "a"]);
+        assert_eq!(m.rows(Tab::All)[0].status, "bot");
+        assert_eq!(m.counts(), [1, 0, 2]);
+        // The bot hands over: the relay sends the conversation again with status `open`.
+        m.set_hidden(true);
+        m.receive(
+            ToAgent::Conversation(Box::new(conv("b", Open, None, 30))),
+            0,
+        );
+        assert_eq!(ids(&m, Tab::Unassigned), ["b", "a"]);
+        assert_eq!(m.rows(Tab::Unassigned)[0].status, "open");
+        assert_eq!(m.attention, 1, "a hand-over asks for a person's attention");
+        // A bot conversation arriving while hidden is not news for people.
+        m.receive(ToAgent::Conversation(Box::new(conv("c", Bot, None, 40))), 0);
+        assert_eq!(m.attention, 1);
+    }
+
+    #[test]
+    fn bot_message_and_handoff_lines() {
+        let mut m = welcomed(vec![conv("a", ConversationStatus::Bot, None, 1)]);
+        m.select("a".into());
+        let bot = |seq, body| Event {
+            conversation_id: "a".into(),
+            seq,
+            at: 0,
+            author: Author {
+                role: Role::Bot,
+                id: Some("bot".into()),
+                name: Some("Parley Bot".into()),
+            },
+            body,
+        };
+        let answer = |link: &str| EventBody::Message {
+            text: "Returns are free within 30 days".into(),
+            client_id: None,
+            buttons: vec![
+                protocol::QuickReply {
+                    label: "Talk to a person".into(),
+                    text: "Talk to a person".into(),
+                },
+                protocol::QuickReply {
+                    label: "Refunds".into(),
+                    text: "When do I get my refund?".into(),
+                },
+            ],
+            link: Some(link.into()),
+        };
+        m.receive(
+            ToAgent::History {
+                conversation_id: "a".into(),
+                events: vec![
+                    ev("a", 1, Role::Visitor, "can I return this?", None),
+                    bot(2, answer("/help.html#returns")),
+                    bot(3, answer("javascript:alert(1)")),
+                    ev("a", 4, Role::Visitor, "Talk to a person", None),
+                    bot(
+                        5,
+                        EventBody::Handoff {
+                            reason: protocol::HandoffReason::Asked,
+                            summary: "Asked about returns; shown: returns".into(),
+                        },
+                    ),
+                ],
+            },
+            0,
+        );
+        let t = m.transcript();
+        assert_eq!(t.len(), 5);
+        assert_eq!((t[1].role, t[1].who.as_str()), ("bot", "Parley Bot"));
+        assert_eq!(t[1].buttons, ["Talk to a person", "Refunds"]);
+        assert_eq!(t[1].link.as_deref(), Some("/help.html#returns"));
+        assert!(!t[1].is_notice && !t[1].is_handoff);
+        assert_eq!(t[2].link, None, "a javascript: link is never shown");
+        assert!(t[3].buttons.is_empty() && t[3].link.is_none());
+        assert!(t[4].is_notice && t[4].is_handoff);
+        assert_eq!(
+            t[4].text,
+            "Handed over by the bot (visitor asked for a person): Asked about returns; shown: returns"
+        );
+    }
+
+    #[test]
+    fn link_safety() {
+        for ok in [
+            "/help.html#r",
+            "help.html",
+            "#faq",
+            "https://x.example/a:b",
+            "HTTP://x",
+        ] {
+            assert_eq!(safe_link(ok).as_deref(), Some(ok));
+        }
+        for bad in [
+            "javascript:alert(1)",
+            " JavaScript:alert(1)",
+            "java\tscript:alert(1)",
+            "data:text/html,x",
+            "mailto:a@b",
+            "",
+            "/a b",
+        ] {
+            assert_eq!(safe_link(bad), None, "{bad:?}");
+        }
     }
 }

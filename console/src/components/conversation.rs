@@ -116,7 +116,9 @@ fn Transcript() -> impl IntoView {
     }
 }
 
-/// One transcript line: a message (text only, never HTML) or a system line.
+/// One transcript line: a message (text only, never HTML) or a system line. A bot message also
+/// shows its "read more" link (already checked by `safe_link`) and the labels of its quick
+/// replies as read-only chips; the bot's hand-over is a highlighted notice.
 ///
 /// * `line` — what to show.
 #[component]
@@ -134,6 +136,7 @@ fn EventLine(line: Line) -> impl IntoView {
         <li
             class="event"
             class:notice=line.is_notice
+            class:handoff=line.is_handoff
             class:pending=pending
             class:failed=is_failed
             data-seq=line.seq.map(|s| s.to_string())
@@ -151,6 +154,27 @@ fn EventLine(line: Line) -> impl IntoView {
                     }
                 })}
             <div class="text">{line.text}</div>
+            {line
+                .link
+                .map(|href| {
+                    view! {
+                        <a class="bot-link" href=href target="_blank" rel="noopener noreferrer">
+                            "Read more"
+                        </a>
+                    }
+                })}
+            {(!line.buttons.is_empty())
+                .then(|| {
+                    view! {
+                        <ul class="quick-replies" aria-label="Quick replies offered to the visitor">
+                            {line
+                                .buttons
+                                .into_iter()
+                                .map(|label| view! { <li class="chip">{label}</li> })
+                                .collect_view()}
+                        </ul>
+                    }
+                })}
             {line.is_notice.then(|| view! { <span class="at">{time.unwrap_or_default()}</span> })}
             {failed
                 .map(|why| {
