@@ -14,7 +14,8 @@ use leptos::prelude::*;
 use protocol::timeline::{Applied, Outbox, Timeline};
 use protocol::{
     encode, validate_text, Author, ClientId, ConversationId, ErrorCode, ErrorFrame, Event,
-    EventBody, PageContext, Role, Seq, ToVisitor, VisitorFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    EventBody, PageContext, QuickReply, Role, Seq, ToVisitor, VisitorFrame, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
 };
 use wasm_bindgen::prelude::*;
 
@@ -53,6 +54,11 @@ pub struct Item {
     pub text: String,
     /// "Sending…" or why the message failed.
     pub note: Option<&'static str>,
+    /// Quick replies: only on the bot's message while it is the latest thing in the
+    /// conversation (an answer to an older question would be confusing).
+    pub buttons: Vec<QuickReply>,
+    /// "Read more" target of a bot answer, already checked by [`wire::safe_link`].
+    pub link: Option<String>,
 }
 
 /// The reactive state the view reads. Signals are `Copy` handles.
@@ -798,7 +804,12 @@ impl Chat {
             meta: Some(format!("{} · {}", t.you, clock(at))),
             text: text.to_owned(),
             note,
+            buttons: Vec::new(),
+            link: None,
         };
+        // Quick replies belong to the newest event only, and vanish as soon as the visitor sends.
+        let latest = st.timeline.last_seq();
+        let quiet = st.acked.is_empty() && st.outbox.pending().is_empty();
         for e in st.timeline.events() {
             let name = || {
                 e.author.name.clone().unwrap_or_else(|| {
@@ -818,10 +829,15 @@ impl Chat {
                 meta: None,
                 text,
                 note: None,
+                buttons: Vec::new(),
+                link: None,
             };
             let item = match &e.body {
                 EventBody::Message {
-                    text, client_id, ..
+                    text,
+                    client_id,
+                    buttons,
+                    link,
                 } => {
                     if text.is_empty() {
                         continue;
@@ -835,32 +851,43 @@ impl Chat {
                             "parley-msg",
                             None,
                         ),
-                        (role, _) => Item {
-                            key: format!("s{}", e.seq),
-                            class: "parley-msg",
-                            role: role_str(role),
-                            kind: None,
-                            seq: Some(e.seq),
-                            meta: Some(format!(
-                                "{} · {}",
-                                if role == Role::Visitor {
-                                    t.you.to_owned()
+                        (role, _) => {
+                            let offer = role == Role::Bot && e.seq == latest && quiet;
+                            Item {
+                                // A different key when the buttons come or go, so the row is redrawn.
+                                key: format!("s{}{}", e.seq, if offer { "q" } else { "" }),
+                                class: "parley-msg",
+                                role: role_str(role),
+                                kind: None,
+                                seq: Some(e.seq),
+                                meta: Some(format!(
+                                    "{} · {}",
+                                    if role == Role::Visitor {
+                                        t.you.to_owned()
+                                    } else {
+                                        name()
+                                    },
+                                    clock(e.at as f64)
+                                )),
+                                text: text.clone(),
+                                note: None,
+                                buttons: if offer { buttons.clone() } else { Vec::new() },
+                                link: if role == Role::Bot {
+                                    link.as_deref().and_then(wire::safe_link)
                                 } else {
-                                    name()
+                                    None
                                 },
-                                clock(e.at as f64)
-                            )),
-                            text: text.clone(),
-                            note: None,
-                        },
+                            }
+                        }
                     }
                 }
                 EventBody::Joined => system("joined", lang.joined(&name())),
                 EventBody::Left => system("left", lang.left(&name())),
                 EventBody::Closed => system("closed", t.closed.to_owned()),
-                // A kind from a newer relay: kept in the timeline, shown as nothing. Handoff lines
-                // get their own wording with the bot-routing UI.
-                EventBody::Unknown | EventBody::Handoff { .. } => continue,
+                // The summary is written for agents; the visitor only learns a person is coming.
+                EventBody::Handoff { .. } => system("handoff", t.handoff.to_owned()),
+                // A kind from a newer relay: kept in the timeline, shown as nothing.
+                EventBody::Unknown => continue,
             };
             items.push(item);
         }

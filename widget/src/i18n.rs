@@ -104,6 +104,12 @@ pub struct Strings {
     pub invalid: &'static str,
     /// Why a message failed: any other refusal.
     pub not_sent: &'static str,
+    /// System line when the bot hands the conversation to people (the summary is for agents).
+    pub handoff: &'static str,
+    /// Text of the link under a bot answer to the page that answers in full.
+    pub read_more: &'static str,
+    /// aria-label of the group of quick-reply buttons under the bot's latest message.
+    pub quick_replies: &'static str,
 }
 
 static EN: Strings = Strings {
@@ -125,6 +131,9 @@ static EN: Strings = Strings {
     too_large: "Not sent: the message is too long.",
     invalid: "Not sent: the message was refused.",
     not_sent: "Not sent.",
+    handoff: "Connecting you with a person…",
+    read_more: "Read more",
+    quick_replies: "Suggested replies",
 };
 
 static KO: Strings = Strings {
@@ -147,4 +156,7 @@ static KO: Strings = Strings {
     too_large: "전송 실패: 메시지가 너무 깁니다.",
     invalid: "전송 실패: 메시지가 거부되었습니다.",
     not_sent: "전송 실패.",
+    handoff: "상담원에게 연결하고 있어요…",
+    read_more: "자세히 보기",
+    quick_replies: "추천 답변",
 };

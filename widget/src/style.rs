@@ -42,6 +42,13 @@ border:1px solid #e3e5e8;white-space:pre-wrap;overflow-wrap:anywhere}
 .parley-failed .parley-note{color:#b3261e}
 .parley-sys{align-self:center;max-width:100%;text-align:center}
 .parley-sys .parley-text{background:none;border:0;padding:2px 8px;color:#6b7280;font-size:12px}
+.parley-link{display:inline-block;margin:4px 4px 0;font-size:13px;color:#1a56c4;text-decoration:underline}
+.parley-quicks{display:flex;flex-wrap:wrap;gap:6px;margin-top:6px}
+.parley-quick{font:inherit;font-size:13px;cursor:pointer;padding:5px 11px;border-radius:16px;
+border:1px solid var(--parley-accent);background:#fff;color:#1f2328}
+.parley-quick:hover{background:#eef2f7}
+.parley-quick:focus-visible,.parley-link:focus-visible{outline:2px solid #1a73e8;outline-offset:2px}
+.parley-sys[data-kind=handoff] .parley-text{color:#5d4300;background:#fff8e1;border-radius:10px}
 .parley-typing{margin:0;padding:4px 14px;font-size:12px;font-style:italic;color:#6b7280;background:#f6f7f9}
 .parley-composer{display:flex;gap:8px;align-items:flex-end;padding:10px;border-top:1px solid #e3e5e8;background:#fff}
 .parley-composer textarea{flex:1;resize:none;min-height:40px;max-height:120px;padding:9px 11px;

@@ -9,14 +9,54 @@ use web_sys::KeyboardEvent;
 
 use crate::chat::{Chat, Item};
 
-fn row(item: Item) -> impl IntoView {
+/// One message row. A bot answer may carry a "Read more" link (already checked to be relative or
+/// http(s); set as an attribute, never as markup) and, while it is the latest event, quick
+/// replies: real buttons that send their text through the same path as the composer.
+///
+/// `chat` is held in a local `StoredValue` because `<For>`'s children closure must be `Send`.
+fn row(
+    chat: StoredValue<Chat, LocalStorage>,
+    input: NodeRef<html::Textarea>,
+    item: Item,
+) -> impl IntoView {
+    let Some(chat) = chat.try_get_value() else {
+        return ().into_any();
+    };
+    let t = chat.lang().strings();
+    let link = item.link.map(|href| {
+        view! {
+            <a class="parley-link" href=href target="_blank" rel="noopener noreferrer">{t.read_more}</a>
+        }
+    });
+    let quick = (!item.buttons.is_empty()).then(|| {
+        let buttons = item
+            .buttons
+            .into_iter()
+            .map(|b| {
+                let chat = chat.clone();
+                let text = b.text;
+                let on_click = move |_| {
+                    chat.send_text(&text);
+                    // The buttons go away with the send; keep the keyboard user in the composer.
+                    if let Some(el) = input.get_untracked() {
+                        let _ = el.focus();
+                    }
+                };
+                view! { <button type="button" class="parley-quick" on:click=on_click>{b.label}</button> }
+            })
+            .collect_view();
+        view! { <div class="parley-quicks" role="group" aria-label=t.quick_replies>{buttons}</div> }
+    });
     view! {
         <li class=item.class data-role=item.role data-kind=item.kind data-seq=item.seq.map(|s| s.to_string())>
             {item.meta.map(|m| view! { <div class="parley-meta">{m}</div> })}
             <div class="parley-text">{item.text}</div>
+            {link}
             {item.note.map(|n| view! { <div class="parley-note">{n}</div> })}
+            {quick}
         </li>
     }
+    .into_any()
 }
 
 /// The whole panel. `name` is the site's name (dialog title and label).
@@ -94,6 +134,7 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
             }
         }
     };
+    let stored = StoredValue::new_local(chat.clone());
     let on_close = {
         let chat = chat.clone();
         move |_| chat.close(true)
@@ -125,7 +166,8 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
                 <p class="parley-notice">{t.no_agents}</p>
             </Show>
             <ol class="parley-messages" node_ref=list tabindex="0" aria-label=t.history>
-                <For each=move || ui.items.get() key=|i| i.key.clone() children=row />
+                <For each=move || ui.items.get() key=|i| i.key.clone()
+                    children=move |item| row(stored, input, item) />
             </ol>
             <Show when=move || ui.typing.get().is_some()>
                 <p class="parley-typing">{move || ui.typing.get().unwrap_or_default()}</p>

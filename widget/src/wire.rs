@@ -11,7 +11,8 @@
 
 use js_sys::{Array, Reflect, JSON};
 use protocol::{
-    Author, ClientId, ConversationId, ErrorCode, ErrorFrame, Event, EventBody, Role, ToVisitor,
+    Author, ClientId, ConversationId, ErrorCode, ErrorFrame, Event, EventBody, HandoffReason,
+    QuickReply, Role, ToVisitor,
 };
 use wasm_bindgen::JsValue;
 
@@ -74,14 +75,64 @@ fn author(o: &JsValue) -> Option<Author> {
     })
 }
 
+fn reason(name: &str) -> HandoffReason {
+    match name {
+        "asked" => HandoffReason::Asked,
+        "not_understood" => HandoffReason::NotUnderstood,
+        "negative" => HandoffReason::Negative,
+        "bot_failed" => HandoffReason::BotFailed,
+        _ => HandoffReason::Unknown,
+    }
+}
+
+/// Quick replies of a bot message; a malformed entry is skipped, not the whole message.
+fn buttons(list: &JsValue) -> Vec<QuickReply> {
+    if !Array::is_array(list) {
+        return Vec::new();
+    }
+    Array::from(list)
+        .iter()
+        .filter_map(|b| {
+            Some(QuickReply {
+                label: text(&b, "label")?,
+                text: text(&b, "text")?,
+            })
+        })
+        .filter(|b| !b.label.trim().is_empty() && !b.text.trim().is_empty())
+        .collect()
+}
+
+/// The link of a bot message when it is safe to put in an `href`: a relative URL or an
+/// http(s) one. Anything with another scheme (`javascript:`, `data:`…) or with whitespace or
+/// control characters (which browsers strip, so `java\tscript:` would still run) is refused.
+pub fn safe_link(url: &str) -> Option<String> {
+    let url = url.trim();
+    if url.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    let end = url.find(['/', '?', '#']).unwrap_or(url.len());
+    match url[..end].find(':') {
+        None => Some(url.to_owned()),
+        Some(i) => {
+            let scheme = url[..i].to_ascii_lowercase();
+            (scheme == "http" || scheme == "https").then(|| url.to_owned())
+        }
+    }
+}
+
 fn event(o: &JsValue) -> Option<Event> {
     let body = get(o, "body");
     let body = match text(&body, "kind")?.as_str() {
-        // Buttons and links (bot messages) are decoded by the bot-routing work; until then a
-        // bot message shows its text.
-        "message" => {
-            EventBody::message(text(&body, "text")?, text(&body, "client_id").map(ClientId))
-        }
+        "message" => EventBody::Message {
+            text: text(&body, "text")?,
+            client_id: text(&body, "client_id").map(ClientId),
+            buttons: buttons(&get(&body, "buttons")),
+            link: text(&body, "link"),
+        },
+        "handoff" => EventBody::Handoff {
+            reason: reason(&text(&body, "reason").unwrap_or_default()),
+            summary: text(&body, "summary").unwrap_or_default(),
+        },
         "joined" => EventBody::Joined,
         "left" => EventBody::Left,
         "closed" => EventBody::Closed,

@@ -1,5 +1,5 @@
 //! Browser-side unit tests of the panel's parts that stand alone: language choice, the stored
-//! outbox, frame decoding, reconnect delays, context change detection and the clock.
+//! outbox, frame decoding (bot buttons, links and handoffs included), link safety, reconnect delays, context change detection and the clock.
 //! Run with `wasm-bindgen-test-runner` + chromedriver (see the widget's notes in the report):
 //! `CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner CHROMEDRIVER=/usr/bin/chromedriver
 //!  cargo test -p parley-widget --target wasm32-unknown-unknown`.
@@ -9,7 +9,10 @@ use parley_widget::connection::{backoff_ms, socket_url};
 use parley_widget::i18n::Lang;
 use parley_widget::storage::{Store, OUTBOX};
 use parley_widget::{chat, outbox, page, wire};
-use protocol::{ClientId, ErrorCode, EventBody, PageContext, Role, ToVisitor, Viewport};
+use protocol::{
+    ClientId, ErrorCode, EventBody, HandoffReason, PageContext, QuickReply, Role, ToVisitor,
+    Viewport,
+};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -142,4 +145,109 @@ fn context_changes_and_clock() {
     let c = chat::clock(js_sys::Date::now());
     assert_eq!(c.len(), 5);
     assert_eq!(&c[2..3], ":");
+}
+
+#[wasm_bindgen_test]
+fn decodes_bot_buttons_and_link() {
+    let e = wire::decode(
+        r#"{"type":"event","conversation_id":"c","seq":2,"at":5,"author":{"role":"bot","name":"Parley Bot"},"body":{"kind":"message","text":"Returns are free","buttons":[{"label":"Talk to a person","text":"Talk to a person"},{"label":"Refunds","text":"When do I get my refund?"},{"label":"broken"},7],"link":"/help.html#returns"}}"#,
+    );
+    match e {
+        Some(ToVisitor::Event(e)) => {
+            assert_eq!(e.author.role, Role::Bot);
+            assert_eq!(e.author.name.as_deref(), Some("Parley Bot"));
+            match e.body {
+                EventBody::Message {
+                    text,
+                    client_id,
+                    buttons,
+                    link,
+                } => {
+                    assert_eq!(text, "Returns are free");
+                    assert_eq!(client_id, None);
+                    assert_eq!(
+                        buttons,
+                        vec![
+                            QuickReply {
+                                label: "Talk to a person".into(),
+                                text: "Talk to a person".into()
+                            },
+                            QuickReply {
+                                label: "Refunds".into(),
+                                text: "When do I get my refund?".into()
+                            },
+                        ],
+                        "malformed buttons are skipped, the good ones kept"
+                    );
+                    assert_eq!(link.as_deref(), Some("/help.html#returns"));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    // A plain message still decodes with no buttons and no link; `buttons` of the wrong type too.
+    let p = wire::decode(
+        r#"{"type":"event","conversation_id":"c","seq":3,"at":5,"author":{"role":"agent"},"body":{"kind":"message","text":"hi","buttons":"nope"}}"#,
+    );
+    assert!(matches!(
+        p,
+        Some(ToVisitor::Event(ref e)) if e.body == EventBody::message("hi", None)
+    ));
+}
+
+#[wasm_bindgen_test]
+fn decodes_handoff() {
+    let h = wire::decode(
+        r#"{"type":"event","conversation_id":"c","seq":5,"at":5,"author":{"role":"bot","name":"Parley Bot"},"body":{"kind":"handoff","reason":"not_understood","summary":"Asked about refunds; shown: returns; mood: annoyed"}}"#,
+    );
+    match h {
+        Some(ToVisitor::Event(e)) => assert_eq!(
+            e.body,
+            EventBody::Handoff {
+                reason: HandoffReason::NotUnderstood,
+                summary: "Asked about refunds; shown: returns; mood: annoyed".into()
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
+    let later = wire::decode(
+        r#"{"type":"event","conversation_id":"c","seq":6,"at":5,"author":{"role":"bot"},"body":{"kind":"handoff","reason":"moon_phase","summary":"x"}}"#,
+    );
+    assert!(matches!(
+        later,
+        Some(ToVisitor::Event(ref e)) if matches!(e.body, EventBody::Handoff { reason: HandoffReason::Unknown, .. })
+    ));
+    assert_eq!(Lang::En.strings().handoff, "Connecting you with a person…");
+    assert_eq!(Lang::Ko.strings().read_more, "자세히 보기");
+}
+
+#[wasm_bindgen_test]
+fn refuses_unsafe_links() {
+    for ok in [
+        "/help.html#returns",
+        "help.html",
+        "#faq",
+        "?q=1",
+        "https://example.com/a?b=c:d",
+        "HTTP://example.com",
+        "./a:b",
+    ] {
+        assert_eq!(wire::safe_link(ok).as_deref(), Some(ok), "{ok}");
+    }
+    assert_eq!(wire::safe_link("  /a  ").as_deref(), Some("/a"));
+    for bad in [
+        "javascript:alert(1)",
+        "JavaScript:alert(1)",
+        " javascript:alert(1)",
+        "java\tscript:alert(1)",
+        "java\nscript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "vbscript:x",
+        "mailto:a@b.c",
+        "",
+        "/a b",
+    ] {
+        assert_eq!(wire::safe_link(bad), None, "{bad:?}");
+    }
 }
