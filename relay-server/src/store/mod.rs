@@ -94,6 +94,40 @@ pub enum Effect {
     Assign(String),
     /// Close it.
     Close,
+    /// The bot hands the conversation to people: clears the bot flag (status stays open).
+    /// Refused with [`StoreError::Forbidden`] unless the bot still handles it, so a hand-off
+    /// racing an agent's take is not stored.
+    Handoff,
+    /// A bot message: changes nothing, but is refused with [`StoreError::Forbidden`] unless the
+    /// bot still handles the conversation. This is how the bot learns, in the same transaction
+    /// that would store its words, that a hand-off or a take silenced it.
+    BotReply,
+}
+
+impl Effect {
+    /// The conversation's status and assignee after this effect, or why it is refused. The
+    /// careful append paths of every engine use it, so they agree on the rules; a conversation
+    /// the bot handles has status [`ConversationStatus::Bot`] (stored: `open` + bot flag).
+    pub(crate) fn apply(
+        &self,
+        conv: &ConversationRecord,
+    ) -> StoreResult<(ConversationStatus, Option<String>)> {
+        if conv.status == ConversationStatus::Closed {
+            return Err(StoreError::Closed);
+        }
+        let bot = conv.status == ConversationStatus::Bot;
+        match self {
+            Effect::None => Ok((conv.status, conv.assignee_id.clone())),
+            Effect::Assign(agent) => match &conv.assignee_id {
+                Some(current) if current != agent => Err(StoreError::Forbidden),
+                _ => Ok((ConversationStatus::Assigned, Some(agent.clone()))),
+            },
+            Effect::Close => Ok((ConversationStatus::Closed, conv.assignee_id.clone())),
+            Effect::Handoff if bot => Ok((ConversationStatus::Open, conv.assignee_id.clone())),
+            Effect::BotReply if bot => Ok((conv.status, conv.assignee_id.clone())),
+            Effect::Handoff | Effect::BotReply => Err(StoreError::Forbidden),
+        }
+    }
 }
 
 /// An event to append.
@@ -170,13 +204,25 @@ pub trait Store: Send + Sync + 'static {
         &self,
         visitor_id: &str,
     ) -> StoreResult<Option<ConversationRecord>>;
-    /// The visitor's newest conversation if it is not closed, else a new one.
+    /// The visitor's newest conversation if it is not closed, else a new one that starts with
+    /// the bot when `bot` is true (a bot-first site) and in the people's queue otherwise.
+    async fn open_conversation_as(
+        &self,
+        site: &str,
+        visitor_id: &str,
+        context: &PageContext,
+        bot: bool,
+    ) -> StoreResult<(ConversationRecord, bool)>;
+    /// [`Store::open_conversation_as`] without the bot (an agents-first site).
     async fn open_conversation(
         &self,
         site: &str,
         visitor_id: &str,
         context: &PageContext,
-    ) -> StoreResult<(ConversationRecord, bool)>;
+    ) -> StoreResult<(ConversationRecord, bool)> {
+        self.open_conversation_as(site, visitor_id, context, false)
+            .await
+    }
     /// One conversation.
     async fn conversation(&self, id: &ConversationId) -> StoreResult<Option<ConversationRecord>>;
     /// Newest-changed conversations first.
@@ -217,20 +263,25 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
 
 // Text forms shared by every engine, so rows mean the same in SQLite and PostgreSQL.
 
-/// How a status is stored.
+/// How a status is stored. `bot` is stored as `open` plus the `bot` column (see
+/// [`parse_status`]), so a hand-off only clears the flag and old rows need no rewrite.
 pub(crate) fn status_str(s: ConversationStatus) -> &'static str {
     match s {
-        // `bot` is not a stored status of its own yet: the bot-routing work stores it (see
-        // ConversationStatus::Bot); until then nothing creates bot conversations.
         ConversationStatus::Open | ConversationStatus::Unknown | ConversationStatus::Bot => "open",
         ConversationStatus::Assigned => "assigned",
         ConversationStatus::Closed => "closed",
     }
 }
 
-/// A stored status.
-pub(crate) fn parse_status(s: &str) -> StoreResult<ConversationStatus> {
+/// Whether a status is stored with the bot flag set.
+pub(crate) fn is_bot(s: ConversationStatus) -> bool {
+    s == ConversationStatus::Bot
+}
+
+/// A stored status and bot flag: `open` with the flag is [`ConversationStatus::Bot`].
+pub(crate) fn parse_status(s: &str, bot: bool) -> StoreResult<ConversationStatus> {
     match s {
+        "open" if bot => Ok(ConversationStatus::Bot),
         "open" => Ok(ConversationStatus::Open),
         "assigned" => Ok(ConversationStatus::Assigned),
         "closed" => Ok(ConversationStatus::Closed),

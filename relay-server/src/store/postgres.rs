@@ -20,16 +20,15 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use protocol::{
-    Author, ClientId, ConversationId, ConversationStatus, Event, EventBody, PageContext, Seq,
-};
+use protocol::{Author, ClientId, ConversationId, Event, EventBody, PageContext, Seq};
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::{
-    new_id, now_ms, parse_role, parse_status, preview_of, role_str, status_str, AgentRecord,
-    Appended, ConversationRecord, Effect, NewEvent, Store, StoreError, StoreResult, VisitorRecord,
+    is_bot, new_id, now_ms, parse_role, parse_status, preview_of, role_str, status_str,
+    AgentRecord, Appended, ConversationRecord, NewEvent, Store, StoreError, StoreResult,
+    VisitorRecord,
 };
 
 /// Connections per relay node. Appends hold one for a few milliseconds; 16 keeps a node's
@@ -43,7 +42,7 @@ const POOL_SIZE: u32 = 16;
 const OPEN_ATTEMPTS: usize = 5;
 
 const CONVERSATION_COLUMNS: &str =
-    "id, site, visitor_id, status, assignee_id, last_seq, preview, context, created_at, updated_at";
+    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at";
 
 const EVENT_COLUMNS: &str = "conversation_id, seq, at, author_role, author_id, author_name, body";
 
@@ -136,17 +135,7 @@ impl PgStore {
             }
         }
 
-        if conv.status == ConversationStatus::Closed {
-            return Err(StoreError::Closed);
-        }
-        let (status, assignee) = match &new.effect {
-            Effect::None => (conv.status, conv.assignee_id.clone()),
-            Effect::Assign(agent) => match &conv.assignee_id {
-                Some(current) if current != agent => return Err(StoreError::Forbidden),
-                _ => (ConversationStatus::Assigned, Some(agent.clone())),
-            },
-            Effect::Close => (ConversationStatus::Closed, conv.assignee_id.clone()),
-        };
+        let (status, assignee) = new.effect.apply(&conv)?;
         let preview = match &new.body {
             EventBody::Message { text, .. } => Some(preview_of(text)),
             _ => conv.preview.clone(),
@@ -154,13 +143,15 @@ impl PgStore {
         let now = now_ms();
         let row = sqlx::query(&format!(
             "UPDATE conversations SET last_seq = last_seq + 1, status = $1, assignee_id = $2,
-                 preview = $3, updated_at = $4 WHERE id = $5 RETURNING {CONVERSATION_COLUMNS}"
+                 preview = $3, updated_at = $4, bot = $6 WHERE id = $5
+             RETURNING {CONVERSATION_COLUMNS}"
         ))
         .bind(status_str(status))
         .bind(&assignee)
         .bind(&preview)
         .bind(now)
         .bind(&id.0)
+        .bind(is_bot(status))
         .fetch_one(&mut **tx)
         .await?;
         let conversation = conversation_from_row(&row)?;
@@ -210,7 +201,7 @@ fn conversation_from_row(row: &PgRow) -> StoreResult<ConversationRecord> {
         id: ConversationId(row.try_get("id")?),
         site: row.try_get("site")?,
         visitor_id: row.try_get("visitor_id")?,
-        status: parse_status(row.try_get::<&str, _>("status")?)?,
+        status: parse_status(row.try_get::<&str, _>("status")?, row.try_get("bot")?)?,
         assignee_id: row.try_get("assignee_id")?,
         last_seq: seq_from(row.try_get("last_seq")?)?,
         preview: row.try_get("preview")?,
@@ -409,11 +400,12 @@ impl Store for PgStore {
         .transpose()
     }
 
-    async fn open_conversation(
+    async fn open_conversation_as(
         &self,
         site: &str,
         visitor_id: &str,
         context: &PageContext,
+        bot: bool,
     ) -> StoreResult<(ConversationRecord, bool)> {
         for _ in 0..OPEN_ATTEMPTS {
             if let Some(existing) = self.open_of(visitor_id).await? {
@@ -424,8 +416,8 @@ impl Store for PgStore {
             let now = now_ms();
             let created = sqlx::query(&format!(
                 "INSERT INTO conversations (id, site, visitor_id, status, context, created_at,
-                     updated_at)
-                 VALUES ($1, $2, $3, 'open', $4, $5, $6)
+                     updated_at, bot)
+                 VALUES ($1, $2, $3, 'open', $4, $5, $6, $7)
                  ON CONFLICT (visitor_id) WHERE status <> 'closed' DO NOTHING
                  RETURNING {CONVERSATION_COLUMNS}"
             ))
@@ -435,6 +427,7 @@ impl Store for PgStore {
             .bind(Json(context))
             .bind(now)
             .bind(now)
+            .bind(bot)
             .fetch_optional(&self.pool)
             .await?;
             if let Some(row) = created {

@@ -11,17 +11,16 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use protocol::{
-    Author, ClientId, ConversationId, ConversationStatus, Event, EventBody, PageContext, Seq,
-};
+use protocol::{Author, ClientId, ConversationId, Event, EventBody, PageContext, Seq};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    new_id, now_ms, parse_role, parse_status, preview_of, role_str, status_str, AgentRecord,
-    Appended, ConversationRecord, Effect, NewEvent, Store, StoreError, StoreResult, VisitorRecord,
+    is_bot, new_id, now_ms, parse_role, parse_status, preview_of, role_str, status_str,
+    AgentRecord, Appended, ConversationRecord, Effect, NewEvent, Store, StoreError, StoreResult,
+    VisitorRecord,
 };
 
 /// SQLite-backed [`Store`].
@@ -34,7 +33,7 @@ pub struct SqliteStore {
 }
 
 const CONVERSATION_COLUMNS: &str =
-    "id, site, visitor_id, status, assignee_id, last_seq, preview, context, created_at, updated_at";
+    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at";
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url` (`sqlite://PATH`) and migrates it.
@@ -89,7 +88,7 @@ fn conversation_from_row(row: &SqliteRow) -> StoreResult<ConversationRecord> {
         id: ConversationId(row.try_get("id")?),
         site: row.try_get("site")?,
         visitor_id: row.try_get("visitor_id")?,
-        status: parse_status(row.try_get::<&str, _>("status")?)?,
+        status: parse_status(row.try_get::<&str, _>("status")?, row.try_get("bot")?)?,
         assignee_id: row.try_get("assignee_id")?,
         last_seq: row.try_get::<i64, _>("last_seq")? as Seq,
         preview: row.try_get("preview")?,
@@ -279,11 +278,12 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn open_conversation(
+    async fn open_conversation_as(
         &self,
         site: &str,
         visitor_id: &str,
         context: &PageContext,
+        bot: bool,
     ) -> StoreResult<(ConversationRecord, bool)> {
         let mut tx = self.write.begin().await?;
         let existing = sqlx::query(&format!(
@@ -299,12 +299,13 @@ impl Store for SqliteStore {
         }
         let now = now_ms();
         let row = sqlx::query(&format!(
-            "INSERT INTO conversations (id, site, visitor_id, status, context, created_at, updated_at)
-             VALUES (?, ?, ?, 'open', ?, ?, ?) RETURNING {CONVERSATION_COLUMNS}"
+            "INSERT INTO conversations (id, site, visitor_id, status, bot, context, created_at, updated_at)
+             VALUES (?, ?, ?, 'open', ?, ?, ?, ?) RETURNING {CONVERSATION_COLUMNS}"
         ))
         .bind(new_id())
         .bind(site)
         .bind(visitor_id)
+        .bind(bot)
         .bind(json(context))
         .bind(now)
         .bind(now)
@@ -402,11 +403,15 @@ impl SqliteStore {
         };
         let (set_effect, guard) = match &new.effect {
             Effect::None => ("", ""),
+            // An agent who takes a conversation silences the bot.
             Effect::Assign(_) => (
-                ", status = 'assigned', assignee_id = ?4",
+                ", status = 'assigned', assignee_id = ?4, bot = 0",
                 " AND (assignee_id IS NULL OR assignee_id = ?4)",
             ),
             Effect::Close => (", status = 'closed'", ""),
+            // Only while the bot has it: otherwise the careful path says Forbidden.
+            Effect::Handoff => (", bot = 0", " AND bot = 1"),
+            Effect::BotReply => ("", " AND bot = 1"),
         };
         let sql = format!(
             "UPDATE conversations SET last_seq = last_seq + 1, preview = COALESCE(?1, preview),
@@ -482,27 +487,18 @@ impl SqliteStore {
             }
         }
 
-        if conv.status == ConversationStatus::Closed {
-            return Err(StoreError::Closed);
-        }
-        let (status, assignee) = match &new.effect {
-            Effect::None => (conv.status, conv.assignee_id.clone()),
-            Effect::Assign(agent) => match &conv.assignee_id {
-                Some(current) if current != agent => return Err(StoreError::Forbidden),
-                _ => (ConversationStatus::Assigned, Some(agent.clone())),
-            },
-            Effect::Close => (ConversationStatus::Closed, conv.assignee_id.clone()),
-        };
+        let (status, assignee) = new.effect.apply(&conv)?;
         let preview = match &new.body {
             EventBody::Message { text, .. } => Some(preview_of(text)),
             _ => conv.preview.clone(),
         };
         let now = now_ms();
         let row = sqlx::query(&format!(
-            "UPDATE conversations SET last_seq = last_seq + 1, status = ?, assignee_id = ?, preview = ?,
-                 updated_at = ? WHERE id = ? RETURNING {CONVERSATION_COLUMNS}"
+            "UPDATE conversations SET last_seq = last_seq + 1, status = ?, bot = ?, assignee_id = ?,
+                 preview = ?, updated_at = ? WHERE id = ? RETURNING {CONVERSATION_COLUMNS}"
         ))
         .bind(status_str(status))
+        .bind(is_bot(status))
         .bind(&assignee)
         .bind(&preview)
         .bind(now)
