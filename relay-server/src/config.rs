@@ -82,9 +82,43 @@ pub struct SiteConfig {
     /// Origins allowed to open visitor sockets for this site (`https://shop.example`), or `*`.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Who answers first. Agents-first by default, so a site only gets a bot when its owner
+    /// asks for one (and has written a knowledge base for it).
+    #[serde(default)]
+    pub routing: Routing,
+    /// Directory of the site's Markdown knowledge base (see the `parley-bot` crate); needed
+    /// for `routing = "bot_first"`.
+    #[serde(default)]
+    pub kb: Option<PathBuf>,
+    /// Name the bot signs its messages with; default "<site name> assistant".
+    #[serde(default)]
+    pub bot_name: Option<String>,
+}
+
+/// Who answers a new conversation first.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Routing {
+    /// New conversations wait for a person.
+    #[default]
+    AgentsFirst,
+    /// The knowledge-base bot answers until it hands over (or an agent takes the conversation).
+    BotFirst,
 }
 
 impl SiteConfig {
+    /// Whether new conversations of this site start with the bot.
+    pub fn bot_first(&self) -> bool {
+        self.routing == Routing::BotFirst
+    }
+
+    /// The name the bot signs with.
+    pub fn bot_name(&self) -> String {
+        self.bot_name
+            .clone()
+            .unwrap_or_else(|| format!("{} assistant", self.name))
+    }
+
     /// Whether a visitor socket from this `Origin` header value may be opened.
     pub fn allows_origin(&self, origin: Option<&str>) -> bool {
         if self.allowed_origins.iter().any(|o| o == "*") {
@@ -191,6 +225,9 @@ pub fn demo_site(origins: Vec<String>) -> SiteConfig {
         name: "Demo Shop".into(),
         color: default_color(),
         allowed_origins: origins,
+        routing: Routing::AgentsFirst,
+        kb: None,
+        bot_name: None,
     }
 }
 
@@ -209,11 +246,18 @@ impl Config {
         let mut sites = file.sites;
         if sites.is_empty() {
             let port = cli.listen.port();
-            sites.push(demo_site(vec![
+            let mut demo = demo_site(vec![
                 format!("http://127.0.0.1:{port}"),
                 format!("http://localhost:{port}"),
                 format!("http://{}", cli.listen),
-            ]));
+            ]);
+            // The demo shows the bot when its knowledge base ships alongside.
+            let kb = cli.demo_site.join("kb");
+            if kb.is_dir() {
+                demo.routing = Routing::BotFirst;
+                demo.kb = Some(kb);
+            }
+            sites.push(demo);
         }
         let demo_dir = (!cli.no_demo_site).then(|| cli.demo_site.clone());
         Ok(Self {
@@ -269,5 +313,28 @@ mod tests {
         assert!(!file.sites[0].allows_origin(Some("https://evil.example")));
         assert!(!file.sites[0].allows_origin(None));
         assert_eq!(file.agents[0].display_name, "Mina");
+        assert_eq!(file.sites[0].routing, Routing::AgentsFirst);
+        assert_eq!(file.sites[0].bot_name(), "Shop assistant");
+    }
+
+    #[test]
+    fn parses_bot_first_routing() {
+        let file: FileConfig = toml::from_str(
+            r##"
+            [[site]]
+            key = "shop"
+            name = "Shop"
+            routing = "bot_first"
+            kb = "kb/shop"
+            bot_name = "Shopbot"
+            "##,
+        )
+        .expect("valid config");
+        assert!(file.sites[0].bot_first());
+        assert_eq!(
+            file.sites[0].kb.as_deref(),
+            Some(std::path::Path::new("kb/shop"))
+        );
+        assert_eq!(file.sites[0].bot_name(), "Shopbot");
     }
 }

@@ -5,10 +5,11 @@
 //! `visitor` / `agent` (the two sockets, one handler per frame variant), `connection` (what every
 //! socket does: limits, pings, ordered delivery), `hub` (in-process fan-out and presence),
 //! `bus` (cross-node fan-out and presence through Redis), `store` (durable state), `token`
-//! (bearer secrets).
+//! (bearer secrets), `bot` (bot-first routing: the knowledge-base bot and its hand-off).
 
 pub mod agent;
 pub mod auth;
+pub mod bot;
 pub mod bus;
 pub mod config;
 pub mod connection;
@@ -45,6 +46,8 @@ pub struct App {
     pub metrics: metrics::Metrics,
     /// Sites by key.
     pub sites: HashMap<String, Arc<SiteConfig>>,
+    /// Knowledge-base bots by site key (sites with a `kb`), loaded once at start.
+    pub bots: HashMap<String, Arc<bot::SiteBot>>,
     /// Client limits.
     pub limits: Limits,
     /// Built bundles.
@@ -150,6 +153,9 @@ pub struct Relay {
 impl Relay {
     /// Opens the store, creates configured agents (or a first `admin`), and serves on `listener`.
     pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
+        // Before the store: a knowledge base that does not load is a config error to fix, and
+        // a relay must not start with a bot that cannot answer.
+        let bots = bot::load_all(&config.sites)?;
         // SQLite for `sqlite:` URLs, PostgreSQL for `postgres://` / `postgresql://`.
         let store = store::connect(&config.database_url).await?;
         for seed in &config.agents {
@@ -179,6 +185,7 @@ impl Relay {
                 .iter()
                 .map(|s| (s.key.clone(), Arc::new(s.clone())))
                 .collect(),
+            bots,
             limits: config.limits.clone(),
             assets_dir: config.assets_dir.clone(),
             demo_dir: config.demo_dir.clone(),

@@ -17,7 +17,7 @@ use crate::config::SiteConfig;
 use crate::connection::{self, Cursor, Rate, Session, SOCKET_BUFFER};
 use crate::http::AppError;
 use crate::hub::{Inbox, Mailbox, Signal};
-use crate::store::{Effect, NewEvent, StoreError, VisitorRecord};
+use crate::store::{Appended, Effect, NewEvent, StoreError, VisitorRecord};
 use crate::{token, App};
 
 /// Query of the visitor socket URL.
@@ -219,7 +219,7 @@ impl VisitorSession {
         }
         let new = NewEvent {
             author: Self::author(&visitor),
-            body: EventBody::message(text, Some(client_id.clone())),
+            body: EventBody::message(text.clone(), Some(client_id.clone())),
             client_id: Some(client_id.clone()),
             effect: Effect::None,
         };
@@ -230,7 +230,12 @@ impl VisitorSession {
                 _ => match self
                     .app
                     .store
-                    .open_conversation(&self.site.key, &visitor.id, &self.context)
+                    .open_conversation_as(
+                        &self.site.key,
+                        &visitor.id,
+                        &self.context,
+                        self.site.bot_first(),
+                    )
                     .await
                 {
                     Ok((c, _created)) => {
@@ -252,6 +257,7 @@ impl VisitorSession {
                     });
                     if !appended.duplicate {
                         self.app.publish(&appended).await;
+                        self.bot_turn(&appended, text);
                     }
                     return;
                 }
@@ -265,6 +271,26 @@ impl VisitorSession {
                 "conversation closed; send again to start a new one",
             )
             .for_client(Some(client_id)),
+        ));
+    }
+
+    /// Lets the site's bot answer a stored visitor message, if the bot still handles the
+    /// conversation as the append left it (a hand-off or a take has cleared it otherwise). Runs
+    /// as a task of its own: the visitor's ack and other frames never wait for a search.
+    fn bot_turn(&self, appended: &Appended, text: String) {
+        if appended.conversation.status != protocol::ConversationStatus::Bot {
+            return;
+        }
+        let Some(bot) = self.app.bots.get(&self.site.key).cloned() else {
+            return;
+        };
+        let language = self.context.language.clone();
+        self.app.tasks.spawn(crate::bot::reply(
+            self.app.clone(),
+            bot,
+            appended.event.conversation_id.clone(),
+            text,
+            language,
         ));
     }
 
