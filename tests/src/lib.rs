@@ -1,14 +1,17 @@
 //! Shared helpers for Parley's integration tests: a real relay on a free port with a throw-away
 //! SQLite database ([`relay`]), protocol-speaking WebSocket clients for visitors and agents
 //! ([`ws`]), and a headless-Chromium harness with Shadow-DOM helpers for the widget and the
-//! console ([`browser`]).
+//! console ([`browser`]); and, for the fault tests, the relay as a killable process
+//! ([`process`]) and clients that reconnect and resend like real ones ([`resilient`]).
 //!
 //! The tests themselves live in `tests/tests/*.rs`; everything they share is here so each test
 //! reads as a scenario, not as plumbing.
 
 pub mod browser;
 pub mod pg;
+pub mod process;
 pub mod relay;
+pub mod resilient;
 pub mod ws;
 
 use std::path::PathBuf;

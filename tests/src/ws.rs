@@ -129,6 +129,24 @@ impl RawSocket {
         }
     }
 
+    /// The next data or close message within `within`: `Ok(None)` when nothing came in time
+    /// (the socket is still usable), an error when the socket ended or failed. For clients that
+    /// poll their socket between other work (the fault tests' resilient clients).
+    pub async fn try_next(&mut self, within: Duration) -> anyhow::Result<Option<Message>> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let Ok(next) = tokio::time::timeout_at(deadline, self.ws.next()).await else {
+                return Ok(None);
+            };
+            match next {
+                None => bail!("the socket ended"),
+                Some(Err(e)) => bail!("the socket failed: {e}"),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(m)) => return Ok(Some(m)),
+            }
+        }
+    }
+
     /// The next text frame within [`TIMEOUT`]; a close or binary frame is an error.
     pub async fn next_text(&mut self) -> anyhow::Result<String> {
         self.next_text_within(TIMEOUT).await
