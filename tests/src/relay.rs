@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use relay_server::config::{AgentSeed, Config, Limits};
+use relay_server::config::{AgentSeed, Config, Limits, Routing};
 
 use crate::{dist_dir, repo_root, AGENTS};
 
@@ -47,6 +47,17 @@ impl TestRelayBuilder {
     pub fn config(mut self, f: impl FnOnce(&mut Config) + Send + 'static) -> Self {
         self.tweaks.push(Box::new(f));
         self
+    }
+
+    /// Makes the `demo` site bot-first, answering from the demo shop's knowledge base
+    /// (`demo-site/kb`), like the relay's no-config default.
+    pub fn bot_first(self) -> Self {
+        self.config(|c| {
+            for site in &mut c.sites {
+                site.routing = Routing::BotFirst;
+                site.kb = Some(repo_root().join("demo-site").join("kb"));
+            }
+        })
     }
 
     /// Binds a free port and starts the relay.
