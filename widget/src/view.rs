@@ -5,24 +5,18 @@
 use gloo_timers::callback::Timeout;
 use leptos::html;
 use leptos::prelude::*;
-use web_sys::KeyboardEvent;
+use wasm_bindgen::JsCast;
+use web_sys::{Element, KeyboardEvent, MouseEvent};
 
 use crate::chat::{Chat, Item};
+use crate::i18n::Strings;
 
 /// One message row. A bot answer may carry a "Read more" link (already checked to be relative or
 /// http(s); set as an attribute, never as markup) and, while it is the latest event, quick
-/// replies: real buttons that send their text through the same path as the composer.
-///
-/// `chat` is held in a local `StoredValue` because `<For>`'s children closure must be `Send`.
-fn row(
-    chat: StoredValue<Chat, LocalStorage>,
-    input: NodeRef<html::Textarea>,
-    item: Item,
-) -> impl IntoView {
-    let Some(chat) = chat.try_get_value() else {
-        return ().into_any();
-    };
-    let t = chat.lang().strings();
+/// replies: real buttons whose text rides in `data-text`; one click handler on the list (see
+/// [`panel`]) sends it through the same path as the composer. Delegation keeps the panel small
+/// and the row free of the (non-`Send`) chat handle.
+fn row(t: &'static Strings, item: Item) -> impl IntoView {
     let link = item.link.map(|href| {
         view! {
             <a class="parley-link" href=href target="_blank" rel="noopener noreferrer">{t.read_more}</a>
@@ -32,18 +26,7 @@ fn row(
         let buttons = item
             .buttons
             .into_iter()
-            .map(|b| {
-                let chat = chat.clone();
-                let text = b.text;
-                let on_click = move |_| {
-                    chat.send_text(&text);
-                    // The buttons go away with the send; keep the keyboard user in the composer.
-                    if let Some(el) = input.get_untracked() {
-                        let _ = el.focus();
-                    }
-                };
-                view! { <button type="button" class="parley-quick" on:click=on_click>{b.label}</button> }
-            })
+            .map(|b| view! { <button type="button" class="parley-quick" data-text=b.text>{b.label}</button> })
             .collect_view();
         view! { <div class="parley-quicks" role="group" aria-label=t.quick_replies>{buttons}</div> }
     });
@@ -56,7 +39,6 @@ fn row(
             {quick}
         </li>
     }
-    .into_any()
 }
 
 /// The whole panel. `name` is the site's name (dialog title and label).
@@ -134,7 +116,23 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
             }
         }
     };
-    let stored = StoredValue::new_local(chat.clone());
+    // A quick reply was clicked (or pressed with Enter/Space): send its text like typed text.
+    let on_quick = {
+        let chat = chat.clone();
+        move |ev: MouseEvent| {
+            let button = ev
+                .target()
+                .and_then(|t| t.dyn_into::<Element>().ok())
+                .and_then(|el| el.closest("button.parley-quick").ok().flatten());
+            if let Some(text) = button.and_then(|b| b.get_attribute("data-text")) {
+                chat.send_text(&text);
+                // The buttons go away with the send; keep the keyboard user in the composer.
+                if let Some(el) = input.get_untracked() {
+                    let _ = el.focus();
+                }
+            }
+        }
+    };
     let on_close = {
         let chat = chat.clone();
         move |_| chat.close(true)
@@ -165,9 +163,9 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
             <Show when=move || ui.agents_online.get() == Some(0)>
                 <p class="parley-notice">{t.no_agents}</p>
             </Show>
-            <ol class="parley-messages" node_ref=list tabindex="0" aria-label=t.history>
+            <ol class="parley-messages" node_ref=list tabindex="0" aria-label=t.history on:click=on_quick>
                 <For each=move || ui.items.get() key=|i| i.key.clone()
-                    children=move |item| row(stored, input, item) />
+                    children=move |item| row(t, item) />
             </ol>
             <Show when=move || ui.typing.get().is_some()>
                 <p class="parley-typing">{move || ui.typing.get().unwrap_or_default()}</p>

@@ -106,17 +106,22 @@ fn buttons(list: &JsValue) -> Vec<QuickReply> {
 /// http(s) one. Anything with another scheme (`javascript:`, `data:`…) or with whitespace or
 /// control characters (which browsers strip, so `java\tscript:` would still run) is refused.
 pub fn safe_link(url: &str) -> Option<String> {
-    let url = url.trim();
-    if url.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    // Byte checks only: the characters browsers strip or split on are all ASCII. No `str`
+    // slicing either: its panic path links Unicode escape tables (kilobytes of panel).
+    let url = url.trim_matches(|c| c <= ' ');
+    let bytes = url.as_bytes();
+    if bytes.is_empty() || bytes.iter().any(|&b| b <= b' ' || b == 0x7f) {
         return None;
     }
-    let end = url.find(['/', '?', '#']).unwrap_or(url.len());
-    match url[..end].find(':') {
+    let scheme = bytes
+        .iter()
+        .position(|&b| matches!(b, b':' | b'/' | b'?' | b'#'))
+        .filter(|&i| bytes.get(i) == Some(&b':'))
+        .and_then(|i| bytes.get(..i));
+    match scheme {
         None => Some(url.to_owned()),
-        Some(i) => {
-            let scheme = url[..i].to_ascii_lowercase();
-            (scheme == "http" || scheme == "https").then(|| url.to_owned())
-        }
+        Some(s) => (s.eq_ignore_ascii_case(b"http") || s.eq_ignore_ascii_case(b"https"))
+            .then(|| url.to_owned()),
     }
 }
 
