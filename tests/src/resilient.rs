@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::RawSocket;
 
 /// Unacknowledged sends a client allows itself before waiting (keeps it under the rate limits).
-const WINDOW: usize = 2;
+const WINDOW: usize = 4;
 
 /// Switches shared by the test and its clients.
 #[derive(Default)]
@@ -82,6 +82,8 @@ pub struct ClientLog {
     pub node: Option<usize>,
     /// Sends refused with `rate_limited` or `internal` and retried.
     pub retries: u32,
+    /// Unacknowledged sends repeated after a reconnect (the idempotency path).
+    pub resent: u32,
 }
 
 impl ClientLog {
@@ -311,6 +313,7 @@ async fn visitor_session(
         }
     }
     let unacked = lock(log).unacked();
+    lock(log).resent += unacked.len() as u32;
     for s in unacked {
         sock.send_json(&VisitorFrame::Send {
             client_id: ClientId(s.client_id),
@@ -517,6 +520,7 @@ async fn agent_session(
         .await?;
     }
     let unacked = lock(log).unacked();
+    lock(log).resent += unacked.len() as u32;
     for s in unacked {
         if let Some(c) = s.conversation {
             sock.send_json(&AgentFrame::Send {

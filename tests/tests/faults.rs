@@ -205,6 +205,10 @@ struct Totals {
     messages: usize,
     reconnects: u32,
     retries: u32,
+    /// Sends repeated after a reconnect.
+    resent: u32,
+    /// Sends acknowledged more than once (a repeat answered with the original seq).
+    acked_twice: usize,
 }
 
 /// The zero-loss checks over every client and the store.
@@ -227,6 +231,8 @@ fn verify(
         totals.messages += log.sent.len();
         totals.reconnects += log.reconnects;
         totals.retries += log.retries;
+        totals.resent += log.resent;
+        totals.acked_twice += log.acks.values().filter(|a| a.len() > 1).count();
         for s in &log.sent {
             let acks = log.acks.get(&s.client_id).cloned().unwrap_or_default();
             let Some(&seq) = acks.first() else {
@@ -326,7 +332,7 @@ async fn crash_chat(database_url: &str) -> anyhow::Result<()> {
                 addrs.clone(),
                 i,
                 control.clone(),
-                Duration::from_millis(500),
+                Duration::from_millis(250),
             )
         })
         .collect();
@@ -387,10 +393,13 @@ async fn crash_chat(database_url: &str) -> anyhow::Result<()> {
     let totals = checked?;
     println!(
         "kill -9 chat: {} messages ({} visitors, 2 agents), {KILLS} SIGKILLs, {} reconnects, \
+         {} sends repeated after a reconnect ({} acked again with the same seq), \
          {} refused-and-retried sends, {:.1}s",
         totals.messages,
         VISITORS,
         totals.reconnects,
+        totals.resent,
+        totals.acked_twice,
         totals.retries,
         started.elapsed().as_secs_f64()
     );
