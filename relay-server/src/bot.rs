@@ -166,7 +166,9 @@ pub async fn reply(
     };
     let decision = if wants_human(&text, lang) {
         Decision::Handoff(HandoffReason::Asked)
-    } else if sentiment(&text) == Sentiment::Negative {
+    } else if !clicked_quick_reply(&history, &text) && sentiment(&text) == Sentiment::Negative {
+        // A quick reply the bot offered ("Damaged or faulty item") names a topic; it is not the
+        // visitor's mood, so only typed text can hand over for negativity.
         Decision::Handoff(HandoffReason::Negative)
     } else {
         match search(&bot, &text, lang).await {
@@ -254,6 +256,18 @@ fn buttons(suggestions: &[Suggestion], lang: Lang) -> Vec<QuickReply> {
 }
 
 /// Whether the bot's previous message was "not sure" (in either language).
+/// Whether `text` is one of the quick replies of the bot's latest message (a click, not typing).
+fn clicked_quick_reply(history: &[Event], text: &str) -> bool {
+    history
+        .iter()
+        .rev()
+        .find(|e| e.author.role == Role::Bot)
+        .is_some_and(|e| match &e.body {
+            EventBody::Message { buttons, .. } => buttons.iter().any(|b| b.text == text),
+            _ => false,
+        })
+}
+
 fn last_bot_was_not_sure(history: &[Event]) -> bool {
     history
         .iter()
@@ -336,6 +350,37 @@ mod tests {
         for lang in [Lang::En, Lang::Ko] {
             assert!(wants_human(&talk_to_a_person(lang).text, lang), "{lang:?}");
         }
+    }
+
+    #[test]
+    fn a_clicked_topic_is_not_a_mood() {
+        let bot_said = Event {
+            conversation_id: ConversationId::from("c"),
+            seq: 2,
+            at: 0,
+            author: Author {
+                role: Role::Bot,
+                id: Some("bot".into()),
+                name: None,
+            },
+            body: EventBody::Message {
+                text: "Returns are free.".into(),
+                client_id: None,
+                buttons: vec![protocol::QuickReply {
+                    label: "Damaged or faulty item".into(),
+                    text: "Damaged or faulty item".into(),
+                }],
+                link: None,
+            },
+        };
+        let history = vec![bot_said];
+        assert!(clicked_quick_reply(&history, "Damaged or faulty item"));
+        assert!(!clicked_quick_reply(
+            &history,
+            "my item arrived damaged, awful"
+        ));
+        // The premise of the fix: the scorer alone reads this topic as negative.
+        assert_eq!(sentiment("Damaged or faulty item"), Sentiment::Negative);
     }
 
     #[test]
