@@ -43,6 +43,10 @@ struct Cli {
     /// Site key.
     #[arg(long, default_value = "demo")]
     site: String,
+    /// Relay base URL the agents use (another node of the same deployment, to measure the
+    /// cross-node hop); defaults to `--url`.
+    #[arg(long)]
+    agent_url: Option<String>,
     /// Origin header sent by visitors (must be allowed by the site).
     #[arg(long)]
     origin: Option<String>,
@@ -294,6 +298,8 @@ async fn chat(
     duration: u64,
 ) -> anyhow::Result<()> {
     let target = host_port(&cli.url)?;
+    let agent_url = cli.agent_url.clone().unwrap_or_else(|| cli.url.clone());
+    let agent_target = host_port(&agent_url)?;
     let origin = cli
         .origin
         .clone()
@@ -342,11 +348,11 @@ async fn chat(
     }
 
     // Agents log in and open every conversation.
-    let cookie = login(&cli.url, username, password).await?;
+    let cookie = login(&agent_url, username, password).await?;
     let mut agent_tasks = Vec::new();
     for n in 0..agents {
         let mut ws = connect(
-            target,
+            agent_target,
             "/ws/agent",
             n,
             cli.sources,
@@ -430,6 +436,9 @@ async fn chat(
     let received = received.load(Ordering::Relaxed);
     let samples = latencies.lock().await;
     println!("scenario: chat, {visitors} visitors -> {agents} agent sockets, target {rate} msg/s for {duration} s");
+    if agent_target != target {
+        println!("visitors on {target}, agents on {agent_target} (cross-node)");
+    }
     println!("connections held: {}", visitors + agents);
     println!(
         "messages sent: {sent} ({:.0} msg/s); received by agents: {received} (expected {})",

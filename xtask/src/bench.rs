@@ -2,7 +2,9 @@
 //!
 //! Builds the release relay and `parley-load`, starts the relay on a free loopback port with a
 //! fresh SQLite database, runs the idle-connections scenario and then the chat-latency scenario
-//! against it, and stops it. Bounded in count and time; loopback only.
+//! against it, and stops it. With `--two-nodes`, starts two relays sharing a fresh PostgreSQL
+//! database and one Redis (own channel prefix) and measures visitors on one node talking to an
+//! agent on the other. Bounded in count and time; loopback only.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -24,7 +26,14 @@ pub struct BenchArgs {
     pub rate: u64,
     /// Seconds of chat traffic.
     pub duration: u64,
+    /// Two relays on PostgreSQL + Redis instead of one on SQLite.
+    pub two_nodes: bool,
 }
+
+/// The PostgreSQL server the two-node run creates its database on (trust auth, as on CI).
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432";
+/// The Redis the two-node run uses, under its own channel prefix.
+const REDIS: &str = "redis://127.0.0.1:6379/";
 
 /// Kills the relay when the benchmark ends, however it ends.
 struct Relay(Child);
@@ -53,46 +62,24 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
     ]))?;
     let target = crate::bundle::target_dir(root)?.join("release");
     let data = tempfile_dir()?;
-    let port = free_port()?;
-    let url = format!("http://127.0.0.1:{port}");
-
-    section(&format!(
-        "bench: relay on {url}, database in {}",
-        data.display()
-    ));
-    let mut child = Command::new(target.join("parley-relay"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--no-demo-site",
-            "--log",
-            "warn",
-        ])
-        .arg("--database")
-        .arg(format!("sqlite://{}/bench.db", data.display()))
-        .arg("--assets")
-        .arg(root.join("dist"))
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .context("starting parley-relay")?;
-    let stdout = child.stdout.take().context("relay stdout")?;
-    let pid = child.id();
-    let _relay = Relay(child);
-    let mut password = None;
-    let started = Instant::now();
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        if let Some(p) = line.trim().strip_prefix("password: ") {
-            password = Some(p.to_owned());
-        }
-        if line.starts_with("Parley relay on") {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("relay did not start within 30 s");
-        }
-    }
+    let run_id = std::process::id();
+    let (database, bus) = if args.two_nodes {
+        let db = format!("parley_bench_{run_id}");
+        run(Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c"])
+            .arg(format!("CREATE DATABASE {db}")))?;
+        (format!("{PG_ADMIN}/{db}"), Some(format!("--bus={REDIS}")))
+    } else {
+        (format!("sqlite://{}/bench.db", data.display()), None)
+    };
+    let binary = target.join("parley-relay");
+    let (node_a, pid, password) = start_relay(&binary, root, &database, bus.as_deref(), run_id)?;
+    let url = node_a.url.clone();
+    let node_b = if args.two_nodes {
+        Some(start_relay(&binary, root, &database, bus.as_deref(), run_id)?.0)
+    } else {
+        None
+    };
     let password = password.context("relay printed no admin password")?;
     let load = target.join("parley-load");
 
@@ -116,6 +103,11 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
     ));
     run(Command::new(&load)
         .args(["--url", &url, "--relay-pid", &pid.to_string()])
+        .args(
+            node_b
+                .iter()
+                .flat_map(|b| ["--agent-url".to_owned(), b.url.clone()]),
+        )
         .args([
             "chat",
             "--visitors",
@@ -130,8 +122,81 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
             &args.duration.to_string(),
         ])
         .env("PARLEY_LOAD_PASSWORD", password))?;
+    drop(node_b);
+    drop(node_a);
+    if args.two_nodes {
+        let _ = run(Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS parley_bench_{run_id} WITH (FORCE)"
+            )));
+    }
     let _ = std::fs::remove_dir_all(&data);
     Ok(())
+}
+
+/// A started relay: killed on drop.
+struct Node {
+    url: String,
+    _process: Relay,
+}
+
+/// Starts one relay on a free port; returns it, its pid and the admin password if it printed one
+/// (only the first node of a shared database creates the admin).
+fn start_relay(
+    binary: &Path,
+    root: &Path,
+    database: &str,
+    bus: Option<&str>,
+    run_id: u32,
+) -> Result<(Node, u32, Option<String>)> {
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    section(&format!("bench: relay on {url}, database {database}"));
+    let mut command = Command::new(binary);
+    command
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--no-demo-site",
+            "--log",
+            "warn",
+        ])
+        .arg("--database")
+        .arg(database)
+        .arg("--assets")
+        .arg(root.join("dist"))
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null());
+    if let Some(bus) = bus {
+        command.arg(bus).arg(format!("--bus-prefix=bench{run_id}"));
+    }
+    let mut child = command.spawn().context("starting parley-relay")?;
+    let stdout = child.stdout.take().context("relay stdout")?;
+    let pid = child.id();
+    let process = Relay(child);
+    let mut password = None;
+    let started = Instant::now();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if let Some(p) = line.trim().strip_prefix("password: ") {
+            password = Some(p.to_owned());
+        }
+        if line.starts_with("Parley relay on") {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("relay did not start within 30 s");
+        }
+    }
+    Ok((
+        Node {
+            url,
+            _process: process,
+        },
+        pid,
+        password,
+    ))
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {

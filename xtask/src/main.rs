@@ -76,6 +76,9 @@ enum Cmd {
         /// Seconds of chat traffic.
         #[arg(long, default_value_t = 10)]
         duration: u64,
+        /// Two relays sharing a fresh PostgreSQL database and Redis; agents on the second node.
+        #[arg(long)]
+        two_nodes: bool,
     },
 }
 
@@ -139,6 +142,7 @@ fn dispatch(root: &Path, command: Cmd) -> Result<()> {
             visitors,
             rate,
             duration,
+            two_nodes,
         } => bench::bench(
             root,
             &bench::BenchArgs {
@@ -146,6 +150,7 @@ fn dispatch(root: &Path, command: Cmd) -> Result<()> {
                 visitors,
                 rate,
                 duration,
+                two_nodes,
             },
         ),
         Cmd::Ci => {
