@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -325,51 +326,8 @@ async fn crash_chat(database_url: &str) -> anyhow::Result<()> {
     let addrs: Vec<SocketAddr> = nodes.iter().map(RelayProcess::addr).collect();
     let control = Control::new();
 
-    let visitors: Vec<ClientHandle> = (0..VISITORS)
-        .map(|i| {
-            spawn_visitor(
-                &format!("v{i}"),
-                addrs.clone(),
-                i,
-                control.clone(),
-                Duration::from_millis(250),
-            )
-        })
-        .collect();
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    let conversations: Vec<ConversationId> = loop {
-        let known: Vec<Option<ConversationId>> = visitors
-            .iter()
-            .map(|v| v.log().conversation.clone())
-            .collect();
-        if known.iter().all(Option::is_some) {
-            break known.into_iter().flatten().collect();
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("not every visitor got a conversation: {known:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let agents: Vec<ClientHandle> = (0..2)
-        .map(|a| {
-            let (user, _, pass) = AGENTS[a];
-            let mine: Vec<ConversationId> = conversations
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| i % 2 == a)
-                .map(|(_, c)| c.clone())
-                .collect();
-            spawn_agent(
-                &format!("a{a}"),
-                (user, pass),
-                mine,
-                addrs.clone(),
-                a,
-                control.clone(),
-                Duration::from_millis(150),
-            )
-        })
-        .collect();
+    let (visitors, agents, conversations) =
+        start_cast(&addrs, &control, VISITORS, Duration::from_millis(250)).await?;
 
     for _ in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(rng.range(600, 1500))).await;
@@ -420,51 +378,8 @@ async fn graceful_switch(database_url: &str) -> anyhow::Result<()> {
     let mut nodes = two_nodes(&config, database_url).await?;
     let addrs: Vec<SocketAddr> = nodes.iter().map(RelayProcess::addr).collect();
     let control = Control::new();
-    let visitors: Vec<ClientHandle> = (0..4)
-        .map(|i| {
-            spawn_visitor(
-                &format!("v{i}"),
-                addrs.clone(),
-                i,
-                control.clone(),
-                Duration::from_millis(300),
-            )
-        })
-        .collect();
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    let conversations: Vec<ConversationId> = loop {
-        let known: Vec<Option<ConversationId>> = visitors
-            .iter()
-            .map(|v| v.log().conversation.clone())
-            .collect();
-        if known.iter().all(Option::is_some) {
-            break known.into_iter().flatten().collect();
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("not every visitor got a conversation: {known:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let agents: Vec<ClientHandle> = (0..2)
-        .map(|a| {
-            let (user, _, pass) = AGENTS[a];
-            let mine: Vec<ConversationId> = conversations
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| i % 2 == a)
-                .map(|(_, c)| c.clone())
-                .collect();
-            spawn_agent(
-                &format!("a{a}"),
-                (user, pass),
-                mine,
-                addrs.clone(),
-                a,
-                control.clone(),
-                Duration::from_millis(150),
-            )
-        })
-        .collect();
+    let (visitors, agents, conversations) =
+        start_cast(&addrs, &control, 4, Duration::from_millis(300)).await?;
     let clients: Vec<&ClientHandle> = visitors.iter().chain(agents.iter()).collect();
 
     // Chat until every client is connected and has made a few messages.
@@ -606,4 +521,62 @@ async fn dropped_sockets_replay_the_gap_exactly() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Starts the chat both two-node fault tests use: `n` visitors sending every `visitor_every`,
+/// and, once each has a conversation, 2 agents answering every 150 ms, each owning every other
+/// conversation. Returns the visitors, the agents and the conversations in visitor order. Clients spread over `addrs` and reconnect to the next node on any loss.
+async fn start_cast(
+    addrs: &[SocketAddr],
+    control: &Arc<Control>,
+    n: usize,
+    visitor_every: Duration,
+) -> anyhow::Result<(Vec<ClientHandle>, Vec<ClientHandle>, Vec<ConversationId>)> {
+    let addrs = addrs.to_vec();
+    let visitors: Vec<ClientHandle> = (0..n)
+        .map(|i| {
+            spawn_visitor(
+                &format!("v{i}"),
+                addrs.clone(),
+                i,
+                control.clone(),
+                visitor_every,
+            )
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let conversations: Vec<ConversationId> = loop {
+        let known: Vec<Option<ConversationId>> = visitors
+            .iter()
+            .map(|v| v.log().conversation.clone())
+            .collect();
+        if known.iter().all(Option::is_some) {
+            break known.into_iter().flatten().collect();
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("not every visitor got a conversation: {known:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let agents: Vec<ClientHandle> = (0..2)
+        .map(|a| {
+            let (user, _, pass) = AGENTS[a];
+            let mine: Vec<ConversationId> = conversations
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 2 == a)
+                .map(|(_, c)| c.clone())
+                .collect();
+            spawn_agent(
+                &format!("a{a}"),
+                (user, pass),
+                mine,
+                addrs.clone(),
+                a,
+                control.clone(),
+                Duration::from_millis(150),
+            )
+        })
+        .collect();
+    Ok((visitors, agents, conversations))
 }
