@@ -366,6 +366,6 @@ impl Session for AgentSession {
     }
 
     fn finish(self) {
-        self.app.hub.leave(&self.inbox);
+        self.app.hub.leave(&self.inbox, self.cursor.tracked());
     }
 }

@@ -204,11 +204,6 @@ impl Cursor {
         self.delivered.contains_key(conversation)
     }
 
-    /// Stops tracking a conversation.
-    pub fn forget(&mut self, conversation: &ConversationId) {
-        self.delivered.remove(conversation);
-    }
-
     /// The events to send for a signalled event: none if already delivered, it alone if next,
     /// else everything missing from the store up to and including it.
     pub async fn deliver(
@@ -244,6 +239,11 @@ impl Cursor {
             self.delivered.insert(conversation.clone(), last.seq);
         }
         Ok(events)
+    }
+
+    /// Every tracked conversation, borrowed (for leaving the hub).
+    pub fn tracked(&self) -> impl Iterator<Item = &ConversationId> {
+        self.delivered.keys()
     }
 
     /// Every tracked conversation.

@@ -145,17 +145,6 @@ impl Hub {
         }
     }
 
-    /// Stops listening to a conversation.
-    pub fn unsubscribe(&self, conversation: &ConversationId, inbox: &Inbox) {
-        let mut t = self.lock();
-        if let Some(list) = t.conversations.get_mut(conversation) {
-            list.retain(|i| i.id != inbox.id);
-            if list.is_empty() {
-                t.conversations.remove(conversation);
-            }
-        }
-    }
-
     /// Registers a visitor connection (for presence).
     pub fn join_visitor(&self, inbox: &Inbox) {
         self.lock().visitor_conns.insert(inbox.id, inbox.clone());
@@ -175,13 +164,23 @@ impl Hub {
     }
 
     /// Removes a connection from everything. Tells others if an agent went offline.
-    pub fn leave(&self, inbox: &Inbox) {
+    pub fn leave<'a>(
+        &self,
+        inbox: &Inbox,
+        conversations: impl IntoIterator<Item = &'a ConversationId>,
+    ) {
         let mut t = self.lock();
         t.visitor_conns.remove(&inbox.id);
-        t.conversations.retain(|_, list| {
-            list.retain(|i| i.id != inbox.id);
-            !list.is_empty()
-        });
+        // Only the connection's own conversations: scanning every conversation here would make
+        // each disconnect O(all listeners), and a relay restart's 15k reconnects quadratic.
+        for conversation in conversations {
+            if let Some(list) = t.conversations.get_mut(conversation) {
+                list.retain(|i| i.id != inbox.id);
+                if list.is_empty() {
+                    t.conversations.remove(conversation);
+                }
+            }
+        }
         if let Some((_, agent)) = t.agent_conns.remove(&inbox.id) {
             if !t.agent_conns.values().any(|(_, a)| a.id == agent.id) {
                 Self::broadcast_presence(&t);
@@ -350,6 +349,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn leaving_unsubscribes_from_the_connections_conversations() {
+        let hub = Hub::new();
+        let mut gone = hub.mailbox();
+        let mut stays = hub.mailbox();
+        let c1 = ConversationId::from("c1");
+        hub.subscribe(&c1, &gone.inbox);
+        hub.subscribe(&c1, &stays.inbox);
+        hub.leave(&gone.inbox, [&c1]);
+        hub.publish_event(event("c1", 1));
+        assert!(
+            gone.rx.try_recv().is_err(),
+            "a connection that left got an event"
+        );
+        assert!(matches!(stays.rx.try_recv(), Ok(Signal::Event(_))));
+        hub.leave(&stays.inbox, [&c1]);
+        assert!(
+            hub.lock().conversations.is_empty(),
+            "empty listener lists are dropped"
+        );
+    }
+
+    #[tokio::test]
     async fn a_full_queue_marks_the_connection_lagged() {
         let hub = Hub::new();
         let m = hub.mailbox();
@@ -373,9 +394,9 @@ mod tests {
         assert!(hub.join_agent(&one.inbox, agent.clone()));
         assert!(!hub.join_agent(&two.inbox, agent));
         assert_eq!(hub.agents_online().len(), 1);
-        hub.leave(&one.inbox);
+        hub.leave(&one.inbox, []);
         assert_eq!(hub.agents_online().len(), 1);
-        hub.leave(&two.inbox);
+        hub.leave(&two.inbox, []);
         assert!(hub.agents_online().is_empty());
     }
 }

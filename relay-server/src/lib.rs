@@ -146,8 +146,6 @@ pub struct Relay {
     addr: SocketAddr,
     app: Arc<App>,
     server: tokio::task::JoinHandle<()>,
-    /// Closed last on shutdown, after every socket task ended.
-    store: Arc<dyn Store>,
 }
 
 impl Relay {
@@ -230,12 +228,7 @@ impl Relay {
             }
         });
         tracing::info!(%addr, "relay listening");
-        Ok(Self {
-            addr,
-            app,
-            server,
-            store,
-        })
+        Ok(Self { addr, app, server })
     }
 
     /// The address it listens on.
@@ -259,6 +252,6 @@ impl Relay {
             tracing::warn!("some sockets did not close within 10 s");
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
-        self.store.close().await;
+        self.app.store.close().await;
     }
 }

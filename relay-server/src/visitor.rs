@@ -414,6 +414,6 @@ impl Session for VisitorSession {
     }
 
     fn finish(self) {
-        self.app.hub.leave(&self.inbox);
+        self.app.hub.leave(&self.inbox, self.cursor.tracked());
     }
 }
