@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::agent::{AgentFrame, ToAgent};
 use crate::error::{ErrorCode, ErrorFrame};
+use crate::ids::ClientId;
 use crate::visitor::{ToVisitor, VisitorFrame};
 
 /// A frame type: which `type` values it accepts, so an unknown one is told apart from a broken one.
@@ -37,6 +38,66 @@ impl Frame for ToAgent {
         "presence",
         "error",
     ];
+}
+
+/// A frame a client sends: it may carry the client id a refusal must name.
+pub trait ClientFrame: Frame {
+    /// The idempotency key of a send, if this frame is one.
+    fn client_id(&self) -> Option<&ClientId>;
+}
+
+/// A frame the relay sends: an error frame can be built from and recognised in it.
+pub trait ServerFrame: Frame + From<ErrorFrame> {
+    /// The error this frame carries, if it is an error frame.
+    fn error(&self) -> Option<&ErrorFrame>;
+}
+
+impl ClientFrame for VisitorFrame {
+    fn client_id(&self) -> Option<&ClientId> {
+        match self {
+            VisitorFrame::Send { client_id, .. } => Some(client_id),
+            _ => None,
+        }
+    }
+}
+
+impl ClientFrame for AgentFrame {
+    fn client_id(&self) -> Option<&ClientId> {
+        match self {
+            AgentFrame::Send { client_id, .. } => Some(client_id),
+            _ => None,
+        }
+    }
+}
+
+impl From<ErrorFrame> for ToVisitor {
+    fn from(e: ErrorFrame) -> Self {
+        ToVisitor::Error(e)
+    }
+}
+
+impl From<ErrorFrame> for ToAgent {
+    fn from(e: ErrorFrame) -> Self {
+        ToAgent::Error(e)
+    }
+}
+
+impl ServerFrame for ToVisitor {
+    fn error(&self) -> Option<&ErrorFrame> {
+        match self {
+            ToVisitor::Error(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl ServerFrame for ToAgent {
+    fn error(&self) -> Option<&ErrorFrame> {
+        match self {
+            ToAgent::Error(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// Why a text could not be decoded.

@@ -18,7 +18,7 @@ pub mod timeline;
 pub mod visitor;
 
 pub use agent::{AgentFrame, AgentInfo, ConversationStatus, ConversationSummary, ToAgent};
-pub use codec::{decode, encode, validate_text, DecodeError, Frame};
+pub use codec::{decode, encode, validate_text, ClientFrame, DecodeError, Frame, ServerFrame};
 pub use context::{PageContext, Viewport};
 pub use error::{ErrorCode, ErrorFrame};
 pub use event::{Author, Event, EventBody, HandoffReason, QuickReply, Role};

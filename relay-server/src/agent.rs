@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use protocol::{
-    AgentFrame, AgentInfo, Author, ClientId, ConversationId, ConversationStatus, ErrorCode,
-    ErrorFrame, EventBody, Role, Seq, ToAgent,
+    AgentFrame, AgentInfo, Author, ClientFrame, ClientId, ConversationId, ConversationStatus,
+    ErrorCode, ErrorFrame, EventBody, Role, Seq, ToAgent,
 };
 
 use crate::auth::{self, CurrentAgent};
@@ -287,29 +287,11 @@ impl Session for AgentSession {
     type In = AgentFrame;
     type Out = ToAgent;
 
-    fn error(e: ErrorFrame) -> ToAgent {
-        ToAgent::Error(e)
-    }
-
-    fn error_code(frame: &ToAgent) -> Option<ErrorCode> {
-        match frame {
-            ToAgent::Error(e) => Some(e.code),
-            _ => None,
-        }
-    }
-
-    fn client_id(frame: &AgentFrame) -> Option<ClientId> {
-        match frame {
-            AgentFrame::Send { client_id, .. } => Some(client_id.clone()),
-            _ => None,
-        }
-    }
-
     async fn on_frame(&mut self, frame: AgentFrame, out: &mut Vec<ToAgent>) {
         if !self.greeted && !matches!(frame, AgentFrame::Hello { .. }) {
             return out.push(ToAgent::Error(
                 ErrorFrame::new(ErrorCode::HelloRequired, "send hello first")
-                    .for_client(Self::client_id(&frame)),
+                    .for_client(frame.client_id().cloned()),
             ));
         }
         match frame {

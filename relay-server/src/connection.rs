@@ -15,8 +15,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::SinkExt;
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
-use protocol::{ClientId, ConversationId, ErrorCode, ErrorFrame, Event, Frame, Seq};
-use serde::Serialize;
+use protocol::{ClientFrame, ConversationId, ErrorCode, ErrorFrame, Event, Seq, ServerFrame};
 
 use crate::hub::{Mailbox, Signal};
 use crate::store::{Store, StoreResult};
@@ -25,16 +24,10 @@ use crate::App;
 /// The per-kind half of a connection.
 pub trait Session: Send {
     /// Frames the client sends.
-    type In: Frame + Send;
+    type In: ClientFrame + Send;
     /// Frames the relay sends.
-    type Out: Serialize + Send;
+    type Out: ServerFrame + Send;
 
-    /// Wraps an error frame.
-    fn error(e: ErrorFrame) -> Self::Out;
-    /// The error code if this outgoing frame is an error (counted in `/metrics`).
-    fn error_code(frame: &Self::Out) -> Option<ErrorCode>;
-    /// The client id a frame carries, so a refusal can name it.
-    fn client_id(frame: &Self::In) -> Option<ClientId>;
     /// Handles one decoded, rate-checked frame.
     fn on_frame(
         &mut self,
@@ -114,22 +107,22 @@ pub async fn run<S: Session>(
                             Err(not_until) => {
                                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                                 let mut e = ErrorFrame::new(ErrorCode::RateLimited, "too many frames; retry later")
-                                    .for_client(decoded.as_ref().ok().and_then(S::client_id));
+                                    .for_client(decoded.as_ref().ok().and_then(|f| f.client_id().cloned()));
                                 e.retry_after_ms = Some(wait.as_millis().max(1) as u64);
-                                out.push(S::error(e));
+                                out.push(S::Out::from(e));
                             }
                             Ok(()) => match decoded {
                                 // Boxed: the handler's state lives on the heap only while a frame is handled,
                                 // so an idle connection does not carry it.
                                 Ok(frame) => Box::pin(session.on_frame(frame, &mut out)).await,
-                                Err(e) => out.push(S::error(e.into())),
+                                Err(e) => out.push(S::Out::from(e.into())),
                             },
                         }
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
                     last_seen = Instant::now();
-                    out.push(S::error(ErrorFrame::new(ErrorCode::Malformed, "binary frames are not accepted; send JSON text")));
+                    out.push(S::Out::from(ErrorFrame::new(ErrorCode::Malformed, "binary frames are not accepted; send JSON text")));
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_seen = Instant::now(),
             },
@@ -160,8 +153,8 @@ pub async fn run<S: Session>(
         if !out.is_empty() {
             let mut failed = false;
             for frame in out.drain(..) {
-                if let Some(code) = S::error_code(&frame) {
-                    app.metrics.refused(code);
+                if let Some(e) = frame.error() {
+                    app.metrics.refused(e.code);
                 }
                 let text = protocol::encode(&frame);
                 if socket.feed(Message::Text(text.into())).await.is_err() {

@@ -348,24 +348,6 @@ impl Session for VisitorSession {
     type In = VisitorFrame;
     type Out = ToVisitor;
 
-    fn error(e: ErrorFrame) -> ToVisitor {
-        ToVisitor::Error(e)
-    }
-
-    fn error_code(frame: &ToVisitor) -> Option<ErrorCode> {
-        match frame {
-            ToVisitor::Error(e) => Some(e.code),
-            _ => None,
-        }
-    }
-
-    fn client_id(frame: &VisitorFrame) -> Option<ClientId> {
-        match frame {
-            VisitorFrame::Send { client_id, .. } => Some(client_id.clone()),
-            _ => None,
-        }
-    }
-
     async fn on_frame(&mut self, frame: VisitorFrame, out: &mut Vec<ToVisitor>) {
         match frame {
             VisitorFrame::Hello {
