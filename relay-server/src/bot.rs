@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parley_bot::{sentiment, wants_human, Answer, KnowledgeBase, Lang, Sentiment, Suggestion};
-use protocol::{Author, ConversationId, Event, EventBody, HandoffReason, QuickReply, Role};
+use protocol::{Author, ConversationId, Event, EventBody, HandoffReason, QuickReply, Role, Seq};
 
 use crate::config::SiteConfig;
 use crate::store::{Effect, NewEvent, StoreError};
@@ -25,8 +25,9 @@ use crate::App;
 const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Quick replies suggesting other entries, besides "talk to a person".
 const MAX_SUGGESTIONS: usize = 2;
-/// Events read back to find the first question, the entries shown and earlier "not sure"s.
-const HISTORY_LIMIT: i64 = 500;
+/// Events read back (the latest ones, ending at the visitor's message) to find the question,
+/// the entries shown and earlier "not sure"s.
+const HISTORY_LIMIT: u64 = 500;
 
 /// One site's bot: its knowledge base and the name it signs with.
 pub struct SiteBot {
@@ -149,22 +150,28 @@ pub async fn reply(
     app: Arc<App>,
     bot: Arc<SiteBot>,
     conversation: ConversationId,
+    seq: Seq,
     text: String,
     browser_language: String,
 ) {
     let lang = language(&text, &browser_language);
-    let history = match app
+    // The latest window, not the first events: in a long conversation "the bot's last message"
+    // must be the last one, and reading from seq 1 would grow with every message.
+    let from = seq.saturating_sub(HISTORY_LIMIT);
+    let (history, readable) = match app
         .store
-        .events_after(&conversation, 0, HISTORY_LIMIT)
+        .events_after(&conversation, from, HISTORY_LIMIT as i64)
         .await
     {
-        Ok(events) => events,
+        Ok(events) => (events, true),
         Err(e) => {
             tracing::warn!(error = %e, "bot could not read the conversation; handing over");
-            Vec::new()
+            (Vec::new(), false)
         }
     };
-    let decision = if wants_human(&text, lang) {
+    let decision = if !readable {
+        Decision::Handoff(HandoffReason::BotFailed)
+    } else if wants_human(&text, lang) {
         Decision::Handoff(HandoffReason::Asked)
     } else if !clicked_quick_reply(&history, &text) && sentiment(&text) == Sentiment::Negative {
         // A quick reply the bot offered ("Damaged or faulty item") names a topic; it is not the
@@ -255,19 +262,41 @@ fn buttons(suggestions: &[Suggestion], lang: Lang) -> Vec<QuickReply> {
         .collect()
 }
 
-/// Whether the bot's previous message was "not sure" (in either language).
 /// Whether `text` is one of the quick replies of the bot's latest message (a click, not typing).
 fn clicked_quick_reply(history: &[Event], text: &str) -> bool {
     history
         .iter()
         .rev()
         .find(|e| e.author.role == Role::Bot)
-        .is_some_and(|e| match &e.body {
-            EventBody::Message { buttons, .. } => buttons.iter().any(|b| b.text == text),
-            _ => false,
-        })
+        .is_some_and(|e| offered(e).iter().any(|b| b.text == text))
 }
 
+/// The quick replies a bot message offered.
+fn offered(e: &Event) -> &[QuickReply] {
+    match &e.body {
+        EventBody::Message { buttons, .. } => buttons,
+        _ => &[],
+    }
+}
+
+/// The visitor's messages that were typed: a message repeating a quick reply of the bot
+/// message before it was a click, which names a topic and says nothing of the visitor's mood.
+fn typed_visitor_texts(history: &[Event]) -> Vec<&str> {
+    let mut buttons: &[QuickReply] = &[];
+    let mut typed = Vec::new();
+    for e in history {
+        match (e.author.role, e.message_text()) {
+            (Role::Bot, _) => buttons = offered(e),
+            (Role::Visitor, Some(text)) if !buttons.iter().any(|b| b.text == text) => {
+                typed.push(text)
+            }
+            _ => {}
+        }
+    }
+    typed
+}
+
+/// Whether the bot's previous message was "not sure" (in either language).
 fn last_bot_was_not_sure(history: &[Event]) -> bool {
     history
         .iter()
@@ -297,7 +326,8 @@ pub fn summary(kb: &KnowledgeBase, history: &[Event], current: &str) -> String {
             }
         }
     }
-    let moods: Vec<Sentiment> = visitor
+    let typed = typed_visitor_texts(history);
+    let moods: Vec<Sentiment> = typed
         .iter()
         .copied()
         .chain(visitor.is_empty().then_some(current))
@@ -373,7 +403,7 @@ mod tests {
                 link: None,
             },
         };
-        let history = vec![bot_said];
+        let history = vec![bot_said.clone()];
         assert!(clicked_quick_reply(&history, "Damaged or faulty item"));
         assert!(!clicked_quick_reply(
             &history,
@@ -381,6 +411,38 @@ mod tests {
         ));
         // The premise of the fix: the scorer alone reads this topic as negative.
         assert_eq!(sentiment("Damaged or faulty item"), Sentiment::Negative);
+
+        // The agent's summary must not call the visitor negative for a click either.
+        let visitor = |seq, text: &str| Event {
+            conversation_id: ConversationId::from("c"),
+            seq,
+            at: 0,
+            author: Author {
+                role: Role::Visitor,
+                id: Some("v".into()),
+                name: None,
+            },
+            body: EventBody::message(text, None),
+        };
+        let mut history = vec![
+            visitor(1, "How do I return an item?"),
+            bot_said,
+            visitor(3, "Damaged or faulty item"),
+        ];
+        assert_eq!(
+            typed_visitor_texts(&history),
+            vec!["How do I return an item?"]
+        );
+        let kb = KnowledgeBase::load(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo-site/kb"),
+        )
+        .expect("demo knowledge base");
+        let line = summary(&kb, &history, "Damaged or faulty item");
+        assert!(line.contains("mood: neutral"), "{line}");
+        // …while a typed complaint still counts.
+        history.push(visitor(4, "this is awful, the mug arrived broken"));
+        let line = summary(&kb, &history, "this is awful, the mug arrived broken");
+        assert!(line.contains("mood: negative"), "{line}");
     }
 
     #[test]

@@ -289,6 +289,7 @@ impl VisitorSession {
             self.app.clone(),
             bot,
             appended.event.conversation_id.clone(),
+            appended.event.seq,
             text,
             language,
         ));
