@@ -234,17 +234,23 @@ async fn expect_none<T: DeserializeOwned + Debug>(
         if left.is_zero() {
             return Ok(());
         }
-        match sock.next_message_within(left).await {
-            Err(_) => return Ok(()),
-            Ok(Message::Text(text)) => {
+        // Only quiet counts as "none": a socket that ended or failed would hide the very
+        // frame this check is looking for.
+        match sock
+            .try_next(left)
+            .await
+            .with_context(|| format!("while checking that no {what} arrives"))?
+        {
+            None => return Ok(()),
+            Some(Message::Text(text)) => {
                 let frame: T = serde_json::from_str(&text)
                     .map_err(|e| anyhow!("a frame does not parse ({e}): {text}"))?;
                 if matches(&frame) {
                     bail!("expected no {what} within {within:?}, but got {text}");
                 }
             }
-            Ok(Message::Close(c)) => bail!("the relay closed the socket: {c:?}"),
-            Ok(_) => {}
+            Some(Message::Close(c)) => bail!("the relay closed the socket: {c:?}"),
+            Some(_) => {}
         }
     }
 }
