@@ -72,6 +72,9 @@ pub struct ClientLog {
     pub held: BTreeMap<ConversationId, Seq>,
     /// The visitor's conversation, once known.
     pub conversation: Option<ConversationId>,
+    /// The agent's conversations, from the start: what it must end up holding, whether or not
+    /// any event of them ever reached it.
+    pub assigned: Vec<ConversationId>,
     /// Broken guarantees seen (should stay empty).
     pub violations: Vec<String>,
     /// Sockets opened after the first.
@@ -87,6 +90,17 @@ pub struct ClientLog {
 }
 
 impl ClientLog {
+    /// The conversations this client must hold completely at the end: the visitor's own, the
+    /// agent's assigned ones, and any other it received events of.
+    pub fn expected(&self) -> std::collections::BTreeSet<ConversationId> {
+        self.conversation
+            .iter()
+            .chain(&self.assigned)
+            .chain(self.seqs.keys())
+            .cloned()
+            .collect()
+    }
+
     /// Client ids sent but not acknowledged yet.
     pub fn unacked(&self) -> Vec<Sent> {
         self.sent
@@ -419,6 +433,7 @@ pub fn spawn_agent(
 ) -> ClientHandle {
     let log = Arc::new(Mutex::new(ClientLog {
         name: name.to_owned(),
+        assigned: conversations.clone(),
         ..ClientLog::default()
     }));
     let task_log = log.clone();

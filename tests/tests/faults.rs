@@ -180,11 +180,14 @@ async fn quiesce(
             .iter()
             .flat_map(|c| {
                 let log = c.log();
-                log.held
-                    .iter()
-                    .filter_map(|(conv, held)| {
-                        let last = store.get(conv).and_then(|e| e.last()).map_or(0, |e| e.seq);
-                        (*held != last)
+                // Every conversation the client must hold, not only those it heard of: a
+                // client that never received anything is the most behind of all.
+                log.expected()
+                    .into_iter()
+                    .filter_map(|conv| {
+                        let held = log.held.get(&conv).copied().unwrap_or(0);
+                        let last = store.get(&conv).and_then(|e| e.last()).map_or(0, |e| e.seq);
+                        (held != last)
                             .then(|| format!("{} holds {held}/{last} of {conv}", log.name))
                     })
                     .collect::<Vec<_>>()
@@ -252,10 +255,11 @@ fn verify(
             };
             expected.insert((conv, role, s.client_id.clone()), seq);
         }
-        for (conv, seqs) in &log.seqs {
-            let last = store.get(conv).and_then(|e| e.last()).map_or(0, |e| e.seq);
+        for conv in log.expected() {
+            let seqs = log.seqs.get(&conv).cloned().unwrap_or_default();
+            let last = store.get(&conv).and_then(|e| e.last()).map_or(0, |e| e.seq);
             let want: Vec<Seq> = (1..=last).collect();
-            if *seqs != want {
+            if seqs != want {
                 failures.push(format!(
                     "{}: received seqs of {conv} are not exactly 1..={last}: {seqs:?}",
                     log.name
