@@ -16,6 +16,7 @@ pub mod connection;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod run;
 pub mod store;
 pub mod token;
 pub mod visitor;
