@@ -19,7 +19,7 @@ pub mod typing;
 
 use wasm_bindgen::prelude::wasm_bindgen;
 
-/// Entry point run by `init()` in `index.html`: mounts the app on `<body>`.
+/// Entry point run by `init()` in `static/boot.js`: mounts the app on `<body>`.
 #[wasm_bindgen(start)]
 pub fn start() {
     leptos::mount::mount_to_body(app::App);

@@ -299,13 +299,15 @@ impl Chat {
             &self.0.url,
             move || a.on_open(),
             move |text| b.on_text(&text),
-            move |code| c.on_closed(code),
+            // Every close is answered alike (reconnect with backoff; 1001 from a stopping relay
+            // included), so the code is not needed here.
+            move |_code| c.on_closed(),
         ) {
             Ok(sock) => st.socket = Some(sock),
             Err(e) => {
                 web_sys::console::error_2(&JsValue::from_str("Parley: cannot open socket"), &e);
                 drop(st);
-                self.on_closed(1006);
+                self.on_closed();
                 return;
             }
         }
@@ -337,7 +339,7 @@ impl Chat {
         st.sent_ctx = Some(ctx);
     }
 
-    fn on_closed(&self, code: u16) {
+    fn on_closed(&self) {
         let delay = {
             let mut st = self.0.st.borrow_mut();
             if let Some(sock) = st.socket.take() {
@@ -362,7 +364,6 @@ impl Chat {
         } else {
             ConnState::Offline
         });
-        let _ = code;
         let me = self.clone();
         let timer = Timeout::new(delay, move || me.connect());
         self.0.st.borrow_mut().reconnect = Some(timer);

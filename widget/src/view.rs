@@ -55,14 +55,13 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
     Effect::new(move |_| {
         ui.items.track();
         ui.typing.track();
-        let open = ui.open.get();
+        ui.open.track();
         Timeout::new(0, move || {
             if let Some(el) = list.get_untracked() {
                 el.set_scroll_top(el.scroll_height());
             }
         })
         .forget();
-        let _ = open;
     });
     Effect::new(move |prev: Option<bool>| {
         let open = ui.open.get();
