@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cobrowse::Highlight;
 use crate::context::PageContext;
 use crate::error::ErrorFrame;
 use crate::event::{Author, Event};
@@ -109,6 +110,29 @@ pub enum AgentFrame {
         /// Which conversation.
         conversation_id: ConversationId,
     },
+    /// Ask the visitor to share their page. Only the assigned agent may; stored as a `cobrowse`
+    /// event `requested`.
+    CobrowseRequest {
+        /// Which conversation.
+        conversation_id: ConversationId,
+    },
+    /// Stop co-browsing. Stored as a `cobrowse` event `stopped`.
+    CobrowseStop {
+        /// Which conversation.
+        conversation_id: ConversationId,
+    },
+    /// Point at part of the visitor's page (assigned agent only; not stored).
+    CobrowseHighlight {
+        /// Which conversation.
+        conversation_id: ConversationId,
+        /// What to draw.
+        highlight: Highlight,
+    },
+    /// Ask the visitor's widget for a fresh snapshot (assigned agent only).
+    CobrowseResync {
+        /// Which conversation.
+        conversation_id: ConversationId,
+    },
 }
 
 /// A frame the relay sends to an agent.
@@ -159,6 +183,25 @@ pub enum ToAgent {
     Presence {
         /// Agents online now.
         agents_online: Vec<AgentInfo>,
+    },
+    /// A co-browse stream item (or piece) from the visitor of a conversation you are assigned
+    /// and opened. Same fields as the visitor's `cobrowse` frame.
+    Cobrowse {
+        /// Which conversation.
+        conversation_id: ConversationId,
+        /// Item number on the page's stream.
+        n: u32,
+        /// A JSON-encoded [`crate::cobrowse::Stream`] item, or a piece of one.
+        data: String,
+        /// Which piece (0-based).
+        #[serde(default, skip_serializing_if = "crate::visitor::is_zero")]
+        index: u32,
+        /// How many pieces (1 when absent).
+        #[serde(
+            default = "crate::visitor::one",
+            skip_serializing_if = "crate::visitor::is_one"
+        )]
+        count: u32,
     },
     /// A frame was refused.
     Error(ErrorFrame),

@@ -15,16 +15,44 @@ pub trait Frame: Serialize + DeserializeOwned {
 }
 
 impl Frame for VisitorFrame {
-    const TYPES: &'static [&'static str] = &["hello", "send", "typing", "context"];
+    const TYPES: &'static [&'static str] = &[
+        "hello",
+        "send",
+        "typing",
+        "context",
+        "cobrowse_answer",
+        "cobrowse_stop",
+        "cobrowse",
+    ];
 }
 
 impl Frame for ToVisitor {
     const TYPES: &'static [&'static str] =
-        &["welcome", "event", "ack", "typing", "presence", "error"];
+        &[
+        "welcome",
+        "event",
+        "ack",
+        "typing",
+        "presence",
+        "error",
+        "cobrowse_highlight",
+        "cobrowse_resync",
+    ];
 }
 
 impl Frame for AgentFrame {
-    const TYPES: &'static [&'static str] = &["hello", "open", "take", "send", "typing", "close"];
+    const TYPES: &'static [&'static str] = &[
+        "hello",
+        "open",
+        "take",
+        "send",
+        "typing",
+        "close",
+        "cobrowse_request",
+        "cobrowse_stop",
+        "cobrowse_highlight",
+        "cobrowse_resync",
+    ];
 }
 
 impl Frame for ToAgent {
@@ -37,6 +65,7 @@ impl Frame for ToAgent {
         "typing",
         "presence",
         "error",
+        "cobrowse",
     ];
 }
 

@@ -75,6 +75,11 @@ pub enum EventBody {
     Left,
     /// The conversation was closed (the author says by whom).
     Closed,
+    /// The co-browse consent life-cycle moved (see [`crate::cobrowse`]); the author says who.
+    Cobrowse {
+        /// Where it stands now.
+        state: crate::cobrowse::CobrowseState,
+    },
     /// A kind added by a later revision of the protocol. Never sent by this relay; receiving it
     /// lets an older client skip the event instead of failing to decode the whole frame.
     #[serde(other)]

@@ -9,6 +9,7 @@
 //! fields that are `None` are left out, so the same frame always produces the same bytes.
 
 pub mod agent;
+pub mod cobrowse;
 pub mod codec;
 pub mod context;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod timeline;
 pub mod visitor;
 
 pub use agent::{AgentFrame, AgentInfo, ConversationStatus, ConversationSummary, ToAgent};
+pub use cobrowse::{CobrowseState, Highlight, HighlightTarget, NodeId};
 pub use codec::{decode, encode, validate_text, ClientFrame, DecodeError, Frame, ServerFrame};
 pub use context::{PageContext, Viewport};
 pub use error::{ErrorCode, ErrorFrame};

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cobrowse::Highlight;
 use crate::context::PageContext;
 use crate::error::ErrorFrame;
 use crate::event::{Author, Event};
@@ -46,6 +47,41 @@ pub enum VisitorFrame {
         /// The new page.
         context: PageContext,
     },
+    /// The visitor's answer to the agent's pending co-browse request. Stored as a `cobrowse`
+    /// event (`allowed` or `denied`). Refused with `invalid` when no request is pending.
+    CobrowseAnswer {
+        /// True: share this page (and the next ones) with the requesting agent.
+        allow: bool,
+    },
+    /// The visitor stops sharing. Stored as a `cobrowse` event `stopped`.
+    CobrowseStop,
+    /// One co-browse stream item (or a piece of one), forwarded to the assigned agent only and
+    /// never stored. Refused with `forbidden` while the visitor is not sharing.
+    Cobrowse {
+        /// Item number, +1 per item on a page's stream (every piece of one item has the same
+        /// `n`). The agent asks for a fresh snapshot when it sees a gap.
+        n: u32,
+        /// The item: a JSON-encoded [`crate::cobrowse::Stream`], or the `index`-th piece of it.
+        data: String,
+        /// Which piece (0-based) when an item is split because it exceeds one frame.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        index: u32,
+        /// How many pieces the item has (1 when absent).
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        count: u32,
+    },
+}
+
+pub(crate) fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+pub(crate) fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+pub(crate) fn one() -> u32 {
+    1
 }
 
 /// A frame the relay sends to a visitor.
@@ -95,6 +131,15 @@ pub enum ToVisitor {
         /// Agents online for this site now.
         agents_online: u32,
     },
+    /// The agent points at part of the page. Only acted on while the visitor is sharing.
+    CobrowseHighlight {
+        /// The agent.
+        author: Author,
+        /// What to draw.
+        highlight: Highlight,
+    },
+    /// The agent asks for a fresh snapshot (its mirror missed an item, or it just opened).
+    CobrowseResync,
     /// A frame was refused.
     Error(ErrorFrame),
 }
