@@ -27,8 +27,7 @@ impl Frame for VisitorFrame {
 }
 
 impl Frame for ToVisitor {
-    const TYPES: &'static [&'static str] =
-        &[
+    const TYPES: &'static [&'static str] = &[
         "welcome",
         "event",
         "ack",

@@ -8,11 +8,12 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use protocol::{
-    AgentFrame, AgentInfo, Author, ClientFrame, ClientId, ConversationId, ConversationStatus,
-    ErrorCode, ErrorFrame, EventBody, Role, Seq, ToAgent,
+    AgentFrame, AgentInfo, Author, ClientFrame, ClientId, CobrowseState, ConversationId,
+    ConversationStatus, ErrorCode, ErrorFrame, EventBody, Highlight, Role, Seq, ToAgent, ToVisitor,
 };
 
 use crate::auth::{self, CurrentAgent};
+use crate::cobrowse::{self, Consent, Recipient, Relayed};
 use crate::connection::{self, Cursor, Rate, Session, SOCKET_BUFFER};
 use crate::http::AppError;
 use crate::hub::{Inbox, Mailbox, Signal};
@@ -244,6 +245,148 @@ impl AgentSession {
     }
 }
 
+impl AgentSession {
+    /// The conversation, if this agent has it and it is not closed; else the error to send.
+    async fn assigned_to_me(
+        &self,
+        conversation_id: &ConversationId,
+    ) -> Result<crate::store::ConversationRecord, ToAgent> {
+        let record = match self.app.store.conversation(conversation_id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(not_found(None)),
+            Err(e) => return Err(internal(e, None)),
+        };
+        if record.status == ConversationStatus::Closed {
+            return Err(closed(None));
+        }
+        if record.assignee_id.as_deref() != Some(self.agent.id.as_str()) {
+            return Err(ToAgent::Error(ErrorFrame::new(
+                ErrorCode::Forbidden,
+                "only the agent the conversation is assigned to may co-browse",
+            )));
+        }
+        Ok(record)
+    }
+
+    /// The conversation and its consent state, for the co-browse frames.
+    async fn consent(
+        &self,
+        conversation_id: &ConversationId,
+    ) -> Result<(crate::store::ConversationRecord, Option<Consent>), ToAgent> {
+        let record = self.assigned_to_me(conversation_id).await?;
+        match cobrowse::consent(&*self.app.store, &record).await {
+            Ok(c) => Ok((record, c)),
+            Err(e) => Err(internal(e, None)),
+        }
+    }
+
+    /// Stores a `cobrowse` event by this agent.
+    async fn store_cobrowse(
+        &self,
+        conversation_id: &ConversationId,
+        state: CobrowseState,
+        out: &mut Vec<ToAgent>,
+    ) {
+        let new = NewEvent {
+            author: self.author(),
+            body: EventBody::Cobrowse { state },
+            client_id: None,
+            effect: Effect::None,
+        };
+        match self.app.append(conversation_id, new).await {
+            Ok(appended) => self.app.publish(&appended).await,
+            Err(e) => out.push(store_error(e, None)),
+        }
+    }
+
+    async fn on_cobrowse_request(
+        &mut self,
+        conversation_id: ConversationId,
+        out: &mut Vec<ToAgent>,
+    ) {
+        let (record, consent) = match self.consent(&conversation_id).await {
+            Ok(c) => c,
+            Err(e) => return out.push(e),
+        };
+        let me = Some(self.agent.id.as_str());
+        if let Some(c) = &consent {
+            if c.pending(me) || c.sharing_with(record.assignee_id.as_deref()).is_some() {
+                return out.push(ToAgent::Error(ErrorFrame::new(
+                    ErrorCode::Invalid,
+                    "co-browse is already requested or on in this conversation",
+                )));
+            }
+        }
+        self.store_cobrowse(&conversation_id, CobrowseState::Requested, out)
+            .await;
+    }
+
+    async fn on_cobrowse_stop(&mut self, conversation_id: ConversationId, out: &mut Vec<ToAgent>) {
+        let (_, consent) = match self.consent(&conversation_id).await {
+            Ok(c) => c,
+            Err(e) => return out.push(e),
+        };
+        let me = Some(self.agent.id.as_str());
+        if !consent.is_some_and(|c| c.pending(me) || c.sharing_with(me).is_some()) {
+            return out.push(ToAgent::Error(ErrorFrame::new(
+                ErrorCode::Invalid,
+                "not co-browsing: nothing to stop",
+            )));
+        }
+        self.store_cobrowse(&conversation_id, CobrowseState::Stopped, out)
+            .await;
+    }
+
+    /// Sends a frame to the visitor's tabs if the visitor shares their page with this agent.
+    async fn to_sharing_visitor(
+        &self,
+        conversation_id: ConversationId,
+        frame: ToVisitor,
+        out: &mut Vec<ToAgent>,
+    ) {
+        let (_, consent) = match self.consent(&conversation_id).await {
+            Ok(c) => c,
+            Err(e) => return out.push(e),
+        };
+        let me = Some(self.agent.id.as_str());
+        if !consent.is_some_and(|c| c.sharing_with(me).is_some()) {
+            return out.push(ToAgent::Error(ErrorFrame::new(
+                ErrorCode::Forbidden,
+                "the visitor is not sharing their page with you",
+            )));
+        }
+        self.app.hub.publish_cobrowse(Arc::new(Relayed {
+            conversation_id,
+            to: Recipient::Visitor { frame },
+        }));
+    }
+
+    async fn on_cobrowse_highlight(
+        &mut self,
+        conversation_id: ConversationId,
+        highlight: Highlight,
+        out: &mut Vec<ToAgent>,
+    ) {
+        if let Err(e) = cobrowse::check_highlight(&highlight) {
+            return out.push(ToAgent::Error(e));
+        }
+        let frame = ToVisitor::CobrowseHighlight {
+            author: self.author(),
+            highlight,
+        };
+        self.to_sharing_visitor(conversation_id, frame, out).await;
+    }
+
+    async fn on_cobrowse_resync(
+        &mut self,
+        conversation_id: ConversationId,
+        out: &mut Vec<ToAgent>,
+    ) {
+        self.to_sharing_visitor(conversation_id, ToVisitor::CobrowseResync, out)
+            .await;
+    }
+}
+
 fn not_found(client_id: Option<ClientId>) -> ToAgent {
     ToAgent::Error(
         ErrorFrame::new(ErrorCode::NotFound, "no such conversation").for_client(client_id),
@@ -311,6 +454,22 @@ impl Session for AgentSession {
                 active,
             } => self.on_typing(conversation_id, active, out).await,
             AgentFrame::Close { conversation_id } => self.on_close(conversation_id, out).await,
+            AgentFrame::CobrowseRequest { conversation_id } => {
+                self.on_cobrowse_request(conversation_id, out).await
+            }
+            AgentFrame::CobrowseStop { conversation_id } => {
+                self.on_cobrowse_stop(conversation_id, out).await
+            }
+            AgentFrame::CobrowseHighlight {
+                conversation_id,
+                highlight,
+            } => {
+                self.on_cobrowse_highlight(conversation_id, highlight, out)
+                    .await
+            }
+            AgentFrame::CobrowseResync { conversation_id } => {
+                self.on_cobrowse_resync(conversation_id, out).await
+            }
         }
     }
 
@@ -331,6 +490,13 @@ impl Session for AgentSession {
             Signal::Presence => out.push(ToAgent::Presence {
                 agents_online: self.app.hub.agents_online(),
             }),
+            Signal::Cobrowse(relayed) => {
+                if let Recipient::Agent { agent_id, frame } = &relayed.to {
+                    if *agent_id == self.agent.id && self.cursor.tracks(&relayed.conversation_id) {
+                        out.push(frame.clone());
+                    }
+                }
+            }
         }
     }
 

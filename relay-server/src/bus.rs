@@ -1,5 +1,5 @@
 //! Cross-node fan-out: several relays sharing one PostgreSQL database tell each other about new
-//! events, typing, conversation changes and presence through Redis.
+//! events, typing, conversation changes, presence and co-browse frames through Redis.
 //!
 //! The bus carries *nudges*, never the only copy of anything: every event is stored (and gets its
 //! seq) before it is published, and each connection's `Cursor` drops duplicates and refills gaps
@@ -50,6 +50,8 @@ pub enum Nudge {
     Summary(Arc<ConversationSummary>),
     /// This node's set of online agents changed.
     Presence,
+    /// A co-browse frame (stream item, highlight, resync request).
+    Cobrowse(Arc<crate::cobrowse::Relayed>),
 }
 
 /// Nudges waiting to be published. Past it nudges are dropped (and other nodes catch up from the
@@ -182,6 +184,7 @@ enum Body {
     Typing(Typing),
     Summary(Box<ConversationSummary>),
     Presence,
+    Cobrowse(Box<crate::cobrowse::Relayed>),
 }
 
 /// One agent online on one node, as stored in the presence hash.
@@ -334,6 +337,7 @@ impl RedisBus {
                 Nudge::Event(e) => Body::Event((*e).clone()),
                 Nudge::Typing(t) => Body::Typing((*t).clone()),
                 Nudge::Summary(s) => Body::Summary(Box::new((*s).clone())),
+                Nudge::Cobrowse(c) => Body::Cobrowse(Box::new((*c).clone())),
                 Nudge::Presence => {
                     // Write the hash first, so a node reading it on our nudge sees the change.
                     let synced = self.sync_presence().await;
@@ -447,6 +451,7 @@ impl RedisBus {
             Body::Event(e) => self.hub.deliver_event(Arc::new(e)),
             Body::Typing(t) => self.hub.deliver_typing(None, Arc::new(t)),
             Body::Summary(s) => self.hub.deliver_summary(Arc::new(*s)),
+            Body::Cobrowse(c) => self.hub.deliver_cobrowse(Arc::new(*c)),
             Body::Presence => {
                 let this = self.clone();
                 tokio::spawn(async move {

@@ -201,6 +201,16 @@ pub struct Limits {
     pub idle_timeout: std::time::Duration,
     /// Failed logins allowed per username per minute.
     pub logins_per_minute: u32,
+    /// Co-browse stream frames per second a sharing visitor may send, sustained (they do not
+    /// count against `visitor_per_second`: the widget batches and throttles them).
+    pub cobrowse_frames_per_second: u32,
+    /// Co-browse frame burst.
+    pub cobrowse_frames_burst: u32,
+    /// Co-browse stream bytes per second, sustained: bounds what one session costs the relay
+    /// and the agent's link whatever the page does.
+    pub cobrowse_bytes_per_second: u32,
+    /// Co-browse byte burst: a page snapshot must fit in it.
+    pub cobrowse_bytes_burst: u32,
 }
 
 impl Default for Limits {
@@ -214,6 +224,10 @@ impl Default for Limits {
             ping_interval: std::time::Duration::from_secs(20),
             idle_timeout: std::time::Duration::from_secs(60),
             logins_per_minute: 10,
+            cobrowse_frames_per_second: 50,
+            cobrowse_frames_burst: 100,
+            cobrowse_bytes_per_second: 64 * 1024,
+            cobrowse_bytes_burst: 4 * 1024 * 1024,
         }
     }
 }

@@ -44,6 +44,11 @@ pub trait Session: Send {
     fn resync(&mut self, out: &mut Vec<Self::Out>) -> impl std::future::Future<Output = ()> + Send;
     /// The socket is gone: leave the hub.
     fn finish(self);
+    /// Whether a frame is exempt from the connection's frame rate limit because the session
+    /// meters it itself (co-browse stream frames have their own, bandwidth-based budget).
+    fn metered_elsewhere(_frame: &Self::In) -> bool {
+        false
+    }
 }
 
 /// Initial read and write buffer of every socket. Chat frames are small; tungstenite grows the
@@ -103,7 +108,11 @@ pub async fn run<S: Session>(
                         close = Some((protocol::CLOSE_TOO_BIG, "message too big"));
                     } else {
                         let decoded = protocol::decode::<S::In>(&text);
-                        match limiter.check() {
+                        let checked = match &decoded {
+                            Ok(frame) if S::metered_elsewhere(frame) => Ok(()),
+                            _ => limiter.check(),
+                        };
+                        match checked {
                             Err(not_until) => {
                                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                                 let mut e = ErrorFrame::new(ErrorCode::RateLimited, "too many frames; retry later")

@@ -33,6 +33,8 @@ pub enum Signal {
     Summary(Arc<ConversationSummary>),
     /// The set of online agents changed.
     Presence,
+    /// A co-browse frame for one side of a conversation (the session checks it is the addressee).
+    Cobrowse(Arc<crate::cobrowse::Relayed>),
 }
 
 /// Someone started or stopped typing. Behind an `Arc` so that [`Signal`] stays two words: every
@@ -292,6 +294,23 @@ impl Hub {
         if let Some(list) = t.conversations.get(&typing.conversation_id) {
             for inbox in list.iter().filter(|i| Some(i.id) != except) {
                 inbox.deliver(Signal::Typing(typing.clone()));
+            }
+        }
+    }
+
+    /// Delivers a co-browse frame to the conversation's listeners, here and on other nodes.
+    /// Each listening session keeps only what is addressed to it (see [`crate::cobrowse`]).
+    pub fn publish_cobrowse(&self, relayed: Arc<crate::cobrowse::Relayed>) {
+        self.deliver_cobrowse(relayed.clone());
+        self.forward(Nudge::Cobrowse(relayed));
+    }
+
+    /// Delivers a co-browse frame to this node's listeners of its conversation.
+    pub fn deliver_cobrowse(&self, relayed: Arc<crate::cobrowse::Relayed>) {
+        let t = self.lock();
+        if let Some(list) = t.conversations.get(&relayed.conversation_id) {
+            for inbox in list {
+                inbox.deliver(Signal::Cobrowse(relayed.clone()));
             }
         }
     }

@@ -4,13 +4,15 @@
 //! Codemap: `config` (CLI, TOML), `http` (routes, errors, static files), `auth` (agents, sessions),
 //! `visitor` / `agent` (the two sockets, one handler per frame variant), `connection` (what every
 //! socket does: limits, pings, ordered delivery), `hub` (in-process fan-out and presence),
-//! `bus` (cross-node fan-out and presence through Redis), `store` (durable state), `token`
+//! `bus` (cross-node fan-out and presence through Redis), `cobrowse` (consent state, stream
+//! routing and budget), `store` (durable state), `token`
 //! (bearer secrets), `bot` (bot-first routing: the knowledge-base bot and its hand-off).
 
 pub mod agent;
 pub mod auth;
 pub mod bot;
 pub mod bus;
+pub mod cobrowse;
 pub mod config;
 pub mod connection;
 pub mod http;

@@ -56,6 +56,8 @@ pub struct Metrics {
     /// Failed operations on the cross-node bus (Redis): while it is down, nodes serve their own
     /// connections only and this counts what did not cross.
     pub bus_errors: Counter,
+    /// Co-browse stream bytes forwarded to agents (what sharing costs the relay's links).
+    pub cobrowse_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -67,6 +69,12 @@ impl Default for Metrics {
         // 50 µs .. ~0.8 s: an append on a quiet SQLite takes ~100 µs.
         let append_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 15));
         let bus_errors = Counter::default();
+        let cobrowse_bytes = Counter::default();
+        registry.register(
+            "cobrowse_bytes",
+            "Co-browse stream bytes forwarded to agents",
+            cobrowse_bytes.clone(),
+        );
         registry.register(
             "bus_errors",
             "Failed operations on the cross-node bus",
@@ -95,6 +103,7 @@ impl Default for Metrics {
             refused,
             append_seconds,
             bus_errors,
+            cobrowse_bytes,
         }
     }
 }

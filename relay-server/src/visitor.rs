@@ -13,6 +13,7 @@ use protocol::{
 };
 use serde::Deserialize;
 
+use crate::cobrowse::{self, Budget, Recipient, Relayed};
 use crate::config::SiteConfig;
 use crate::connection::{self, Cursor, Rate, Session, SOCKET_BUFFER};
 use crate::http::AppError;
@@ -79,6 +80,17 @@ pub struct VisitorSession {
     /// The page the visitor is on, as last reported.
     context: PageContext,
     cursor: Cursor,
+    /// Set while the visitor shares their page: whom the stream goes to and what it may still
+    /// cost. Boxed and absent otherwise, so idle connections stay small.
+    sharing: Option<Box<Sharing>>,
+}
+
+/// An active co-browse share of this connection.
+struct Sharing {
+    /// The agent who asked and still has the conversation: the only one who gets the stream.
+    agent_id: String,
+    /// Bandwidth left.
+    budget: Budget,
 }
 
 impl VisitorSession {
@@ -93,6 +105,7 @@ impl VisitorSession {
             conversation_open: false,
             context: PageContext::default(),
             cursor: Cursor::default(),
+            sharing: None,
         }
     }
 
@@ -197,8 +210,202 @@ impl VisitorSession {
                 .is_some_and(|c| c.status != protocol::ConversationStatus::Closed)
             {
                 self.store_context(out).await;
+                self.refresh_sharing(out).await;
             }
         }
+    }
+
+    /// Re-reads whether this visitor shares their page, and with whom, from the stored consent
+    /// events (after `hello`, and whenever an event may have changed it).
+    async fn refresh_sharing(&mut self, out: &mut Vec<ToVisitor>) {
+        let Some(conversation) = &self.conversation else {
+            self.sharing = None;
+            return;
+        };
+        let record = match self.app.store.conversation(conversation).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                self.sharing = None;
+                return;
+            }
+            Err(e) => return out.push(internal(e, None)),
+        };
+        let consent = match cobrowse::consent(&*self.app.store, &record).await {
+            Ok(c) => c,
+            Err(e) => return out.push(internal(e, None)),
+        };
+        let with = consent
+            .as_ref()
+            .and_then(|c| c.sharing_with(record.assignee_id.as_deref()));
+        match (with, &self.sharing) {
+            (Some(agent), Some(s)) if s.agent_id == agent => {}
+            (Some(agent), _) => {
+                self.sharing = Some(Box::new(Sharing {
+                    agent_id: agent.to_owned(),
+                    budget: Budget::new(&self.app.limits),
+                }))
+            }
+            (None, _) => self.sharing = None,
+        }
+    }
+
+    /// The conversation and its consent state, for the two consent frames.
+    async fn consent(
+        &self,
+        out: &mut Vec<ToVisitor>,
+    ) -> Option<(crate::store::ConversationRecord, Option<cobrowse::Consent>)> {
+        if self.visitor.is_none() {
+            out.push(hello_required());
+            return None;
+        }
+        let Some(conversation) = &self.conversation else {
+            out.push(no_request());
+            return None;
+        };
+        let record = match self.app.store.conversation(conversation).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                out.push(no_request());
+                return None;
+            }
+            Err(e) => {
+                out.push(internal(e, None));
+                return None;
+            }
+        };
+        if record.status == protocol::ConversationStatus::Closed {
+            out.push(ToVisitor::Error(ErrorFrame::new(
+                ErrorCode::Closed,
+                "the conversation is closed",
+            )));
+            return None;
+        }
+        match cobrowse::consent(&*self.app.store, &record).await {
+            Ok(c) => Some((record, c)),
+            Err(e) => {
+                out.push(internal(e, None));
+                None
+            }
+        }
+    }
+
+    /// Stores a `cobrowse` event by this visitor and tells everyone.
+    async fn store_cobrowse(
+        &mut self,
+        record: &crate::store::ConversationRecord,
+        state: protocol::CobrowseState,
+        out: &mut Vec<ToVisitor>,
+    ) -> bool {
+        let Some(visitor) = &self.visitor else {
+            return false;
+        };
+        let new = NewEvent {
+            author: Self::author(visitor),
+            body: EventBody::Cobrowse { state },
+            client_id: None,
+            effect: Effect::None,
+        };
+        match self.app.append(&record.id, new).await {
+            Ok(appended) => {
+                self.app.publish(&appended).await;
+                true
+            }
+            Err(StoreError::Closed) => {
+                out.push(ToVisitor::Error(ErrorFrame::new(
+                    ErrorCode::Closed,
+                    "the conversation is closed",
+                )));
+                false
+            }
+            Err(e) => {
+                out.push(internal(e, None));
+                false
+            }
+        }
+    }
+
+    async fn on_cobrowse_answer(&mut self, allow: bool, out: &mut Vec<ToVisitor>) {
+        let Some((record, consent)) = self.consent(out).await else {
+            return;
+        };
+        let assignee = record.assignee_id.as_deref();
+        let Some(agent) = consent
+            .filter(|c| c.pending(assignee))
+            .and_then(|c| c.agent_id)
+        else {
+            return out.push(no_request());
+        };
+        let state = if allow {
+            protocol::CobrowseState::Allowed
+        } else {
+            protocol::CobrowseState::Denied
+        };
+        if self.store_cobrowse(&record, state, out).await && allow {
+            self.sharing = Some(Box::new(Sharing {
+                agent_id: agent,
+                budget: Budget::new(&self.app.limits),
+            }));
+        }
+    }
+
+    async fn on_cobrowse_stop(&mut self, out: &mut Vec<ToVisitor>) {
+        let Some((record, consent)) = self.consent(out).await else {
+            return;
+        };
+        let assignee = record.assignee_id.as_deref();
+        let active = consent
+            .as_ref()
+            .is_some_and(|c| c.pending(assignee) || c.sharing_with(assignee).is_some());
+        // Whatever the store says, this connection streams nothing from now on.
+        self.sharing = None;
+        if !active {
+            return out.push(ToVisitor::Error(ErrorFrame::new(
+                ErrorCode::Invalid,
+                "not co-browsing: nothing to stop",
+            )));
+        }
+        self.store_cobrowse(&record, protocol::CobrowseState::Stopped, out)
+            .await;
+    }
+
+    async fn on_cobrowse(
+        &mut self,
+        n: u32,
+        data: String,
+        index: u32,
+        count: u32,
+        out: &mut Vec<ToVisitor>,
+    ) {
+        if self.visitor.is_none() {
+            return out.push(hello_required());
+        }
+        let (Some(sharing), Some(conversation)) = (&self.sharing, &self.conversation) else {
+            return out.push(ToVisitor::Error(ErrorFrame::new(
+                ErrorCode::Forbidden,
+                "not sharing: co-browse frames are accepted only while the visitor shares the page",
+            )));
+        };
+        if let Err(e) = cobrowse::check_piece(&data, index, count) {
+            return out.push(ToVisitor::Error(e));
+        }
+        if let Err(e) = sharing.budget.take(data.len()) {
+            return out.push(ToVisitor::Error(e));
+        }
+        self.app.metrics.cobrowse_bytes.inc_by(data.len() as u64);
+        let relayed = Relayed {
+            conversation_id: conversation.clone(),
+            to: Recipient::Agent {
+                agent_id: sharing.agent_id.clone(),
+                frame: protocol::ToAgent::Cobrowse {
+                    conversation_id: conversation.clone(),
+                    n,
+                    data,
+                    index,
+                    count,
+                },
+            },
+        };
+        self.app.hub.publish_cobrowse(std::sync::Arc::new(relayed));
     }
 
     async fn on_send(&mut self, client_id: ClientId, text: String, out: &mut Vec<ToVisitor>) {
@@ -337,6 +544,13 @@ fn hello_required() -> ToVisitor {
     ))
 }
 
+fn no_request() -> ToVisitor {
+    ToVisitor::Error(ErrorFrame::new(
+        ErrorCode::Invalid,
+        "no co-browse request is waiting for an answer",
+    ))
+}
+
 fn internal(e: StoreError, client_id: Option<ClientId>) -> ToVisitor {
     tracing::error!(error = %e, "store failed on a visitor frame");
     ToVisitor::Error(
@@ -364,15 +578,48 @@ impl Session for VisitorSession {
             VisitorFrame::Send { client_id, text } => self.on_send(client_id, text, out).await,
             VisitorFrame::Typing { active } => self.on_typing(active, out).await,
             VisitorFrame::Context { context } => self.on_context(context, out).await,
+            VisitorFrame::CobrowseAnswer { allow } => self.on_cobrowse_answer(allow, out).await,
+            VisitorFrame::CobrowseStop => self.on_cobrowse_stop(out).await,
+            VisitorFrame::Cobrowse {
+                n,
+                data,
+                index,
+                count,
+            } => self.on_cobrowse(n, data, index, count, out).await,
         }
+    }
+
+    fn metered_elsewhere(frame: &VisitorFrame) -> bool {
+        matches!(frame, VisitorFrame::Cobrowse { .. })
     }
 
     async fn on_signal(&mut self, signal: Signal, out: &mut Vec<ToVisitor>) {
         match signal {
-            Signal::Event(event) => match self.cursor.deliver(&*self.app.store, event).await {
-                Ok(events) => out.extend(events.into_iter().map(ToVisitor::Event)),
-                Err(e) => out.push(internal(e, None)),
-            },
+            Signal::Event(event) => {
+                // Consent, closing and a change of hands all end or start sharing.
+                let changes_sharing = matches!(
+                    event.body,
+                    EventBody::Cobrowse { .. }
+                        | EventBody::Closed
+                        | EventBody::Joined
+                        | EventBody::Left
+                ) && self.conversation.as_ref()
+                    == Some(&event.conversation_id);
+                match self.cursor.deliver(&*self.app.store, event).await {
+                    Ok(events) => out.extend(events.into_iter().map(ToVisitor::Event)),
+                    Err(e) => out.push(internal(e, None)),
+                }
+                if changes_sharing {
+                    self.refresh_sharing(out).await;
+                }
+            }
+            Signal::Cobrowse(relayed) => {
+                if let Recipient::Visitor { frame } = &relayed.to {
+                    if self.conversation.as_ref() == Some(&relayed.conversation_id) {
+                        out.push(frame.clone());
+                    }
+                }
+            }
             Signal::Typing(t) => out.push(ToVisitor::Typing {
                 author: t.author.clone(),
                 active: t.active,

@@ -8,6 +8,7 @@
 //! reads as a scenario, not as plumbing.
 
 pub mod browser;
+pub mod capture;
 pub mod pg;
 pub mod process;
 pub mod relay;

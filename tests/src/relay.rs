@@ -18,7 +18,7 @@ pub struct TestRelay {
     /// Where it listens.
     addr: SocketAddr,
     /// Holds the SQLite file; removed when the test ends so runs never share state.
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
 }
 
 /// Starts a relay with the default test settings.
@@ -92,7 +92,7 @@ impl TestRelayBuilder {
         Ok(TestRelay {
             relay: Some(relay),
             addr,
-            _data: data,
+            data,
         })
     }
 }
@@ -126,6 +126,11 @@ impl TestRelay {
     /// An absolute `ws://` URL for `path` (which starts with `/`).
     pub fn ws_url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
+    }
+
+    /// The SQLite database file (its `-wal` sibling holds recent writes).
+    pub fn database_path(&self) -> PathBuf {
+        self.data.path().join("parley.db")
     }
 
     /// The demo site's directory (for tests that check a page exists).
