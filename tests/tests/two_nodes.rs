@@ -355,3 +355,88 @@ async fn outage(database_url: &str, prefix: &str) -> anyhow::Result<()> {
     b.shutdown().await;
     Ok(())
 }
+
+/// Co-browse crosses nodes: the stream from a visitor on node A reaches the agent on node B,
+/// and the agent's highlight comes back, through the bus.
+#[tokio::test]
+async fn cobrowse_frames_cross_nodes() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    let prefix = format!("parley-test-{}", relay_server::store::new_id());
+    let result = cobrowse_scenario(db.url(), &prefix).await;
+    db.drop_now().await;
+    result
+}
+
+async fn cobrowse_scenario(database_url: &str, prefix: &str) -> anyhow::Result<()> {
+    use protocol::{AgentFrame, CobrowseState, Highlight, HighlightTarget, VisitorFrame};
+    let a = node(database_url, prefix).await?;
+    let b = node(database_url, prefix).await?;
+    let mut v = VisitorClient::connect(&a, None).await?;
+    v.send("c1", "Can you see my cart?").await?;
+    v.expect_ack("c1").await?;
+    let conversation = v.conversation_id.clone().context("acked")?;
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&b, user, pass).await?;
+    agent.open(&conversation, None).await?;
+    agent.take(&conversation).await?;
+    v.expect_event("joined across nodes", |e| e.body == EventBody::Joined)
+        .await?;
+    agent
+        .sock
+        .send_json(&AgentFrame::CobrowseRequest {
+            conversation_id: conversation.clone(),
+        })
+        .await?;
+    v.expect_event("request across nodes", |e| {
+        matches!(
+            e.body,
+            EventBody::Cobrowse {
+                state: CobrowseState::Requested
+            }
+        )
+    })
+    .await?;
+    v.sock
+        .send_json(&VisitorFrame::CobrowseAnswer { allow: true })
+        .await?;
+    agent
+        .expect_event("allowed across nodes", |e| {
+            matches!(
+                e.body,
+                EventBody::Cobrowse {
+                    state: CobrowseState::Allowed
+                }
+            )
+        })
+        .await?;
+    v.sock
+        .send_json(&VisitorFrame::Cobrowse {
+            n: 1,
+            data: "{\"kind\":\"pointer\",\"page\":1,\"x\":3,\"y\":4}".into(),
+            index: 0,
+            count: 1,
+        })
+        .await?;
+    agent
+        .expect(
+            "the stream item from the other node",
+            |f| matches!(f, ToAgent::Cobrowse { n: 1, data, .. } if data.contains("pointer")),
+        )
+        .await?;
+    agent
+        .sock
+        .send_json(&AgentFrame::CobrowseHighlight {
+            conversation_id: conversation.clone(),
+            highlight: Highlight {
+                page: 1,
+                target: HighlightTarget::Node(5),
+                note: None,
+            },
+        })
+        .await?;
+    v.expect("the highlight from the other node", |f| {
+        matches!(f, ToVisitor::CobrowseHighlight { .. })
+    })
+    .await?;
+    Ok(())
+}
