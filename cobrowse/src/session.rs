@@ -15,7 +15,6 @@ use std::rc::Rc;
 use gloo_timers::callback::Interval;
 use js_sys::Function;
 use protocol::cobrowse::{Highlight, HighlightTarget, NodeId, Size, Snapshot, Stream};
-use protocol::ToVisitor;
 use wasm_bindgen::prelude::*;
 use web_sys::{
     AddEventListenerOptions, CssStyleSheet, Element, Event, EventTarget, HtmlElement,
@@ -590,7 +589,13 @@ impl Session {
 
     /// A `cobrowse_highlight` frame from the relay (its JSON text): drawn when it names this page.
     pub fn highlight(&self, frame: &str) {
-        let Ok(ToVisitor::CobrowseHighlight { highlight, .. }) = serde_json::from_str(frame) else {
+        // Only the `highlight` field is read (decoding all of `ToVisitor` would link every
+        // frame's decoder into this module).
+        #[derive(serde::Deserialize)]
+        struct Frame {
+            highlight: Highlight,
+        }
+        let Ok(Frame { highlight }) = serde_json::from_str(frame) else {
             return;
         };
         self.draw(&highlight, "agent");
@@ -611,6 +616,16 @@ impl Session {
 }
 
 impl Session {
+    /// This page load's id (items and highlights name it).
+    pub fn page(&self) -> u32 {
+        self.0.st.borrow().page
+    }
+
+    /// The id `node` has on this page, if it was serialized.
+    pub fn node_id(&self, node: &Node) -> Option<NodeId> {
+        self.0.st.borrow().ser.id_of(node)
+    }
+
     /// Draws `h` (from the agent, or the visitor's own pick) if it belongs to this page.
     pub(crate) fn draw(&self, h: &Highlight, who: &str) {
         let target = {

@@ -355,6 +355,31 @@ async fn a_session_streams_masked_items_and_stops_at_once() {
     assert!(inputs >= 3, "three field updates streamed: {items:?}");
     assert!(items.iter().any(|i| i.contains("\"kind\":\"mutations\"")), "editable change streamed");
 
+    // The agent points at a paragraph: an outline with the note (as text) over it.
+    let plain: Element = el("plain");
+    let id = session.node_id(&plain).expect("plain has an id");
+    let frame = |page: u32, target: &str| {
+        format!(
+            r#"{{"type":"cobrowse_highlight","author":{{"role":"agent","name":"Mina"}},"highlight":{{"page":{page},"target":{target},"note":"<b>here</b>"}}}}"#
+        )
+    };
+    session.highlight(&frame(session.page().wrapping_add(1), &format!("{{\"node\":{id}}}")));
+    assert!(root.query_selector("[data-parley-highlight]").unwrap().is_none(), "another page's highlight is ignored");
+    session.highlight(&frame(session.page(), &format!("{{\"node\":{id}}}")));
+    let hl: HtmlElement = root
+        .query_selector("[data-parley-highlight=agent]")
+        .unwrap()
+        .expect("overlay drawn")
+        .unchecked_into();
+    sleep(100).await;
+    let (a, b) = (hl.get_bounding_client_rect(), plain.get_bounding_client_rect());
+    assert!((a.left() - (b.left() - 4.0)).abs() < 1.5 && (a.top() - (b.top() - 4.0)).abs() < 1.5, "over the element");
+    assert!(a.width() >= b.width(), "wraps it");
+    let note = root.query_selector(".parley-cb-note").unwrap().expect("note");
+    assert_eq!(note.text_content().as_deref(), Some("<b>here</b>"), "the note is text, not HTML");
+    session.highlight(&frame(session.page(), "\"clear\""));
+    assert!(root.query_selector("[data-parley-highlight]").unwrap().is_none(), "cleared");
+
     session.stop();
     assert!(!session.is_active());
     assert!(root.query_selector("[data-parley-cobrowse=indicator]").unwrap().is_none(), "indicator gone");
