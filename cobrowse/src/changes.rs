@@ -138,9 +138,15 @@ pub fn batch(ser: &mut Serializer, page: u32, records: &[MutationRecord]) -> Opt
         let Some(target) = r.target() else { continue };
         match r.type_().as_str() {
             "attributes" => {
-                let Some(name) = r.attribute_name() else { continue };
-                let Some(el) = target.dyn_ref::<Element>() else { continue };
-                let Some(id) = ser.id_of(&target) else { continue };
+                let Some(name) = r.attribute_name() else {
+                    continue;
+                };
+                let Some(el) = target.dyn_ref::<Element>() else {
+                    continue;
+                };
+                let Some(id) = ser.id_of(&target) else {
+                    continue;
+                };
                 if !connected(&target)
                     || in_added(&target)
                     || in_hidden_subtree(&target)
@@ -161,7 +167,9 @@ pub fn batch(ser: &mut Serializer, page: u32, records: &[MutationRecord]) -> Opt
                 m.attrs.push(AttrChange { id, name, value });
             }
             "characterData" => {
-                let Some(id) = ser.id_of(&target) else { continue };
+                let Some(id) = ser.id_of(&target) else {
+                    continue;
+                };
                 if !connected(&target)
                     || in_added(&target)
                     || in_hidden_subtree(&target)
@@ -180,6 +188,7 @@ pub fn batch(ser: &mut Serializer, page: u32, records: &[MutationRecord]) -> Opt
         }
     }
     m.masked = ser.masked;
-    let empty = m.removes.is_empty() && m.adds.is_empty() && m.attrs.is_empty() && m.texts.is_empty();
+    let empty =
+        m.removes.is_empty() && m.adds.is_empty() && m.attrs.is_empty() && m.texts.is_empty();
     (!empty).then_some(m)
 }

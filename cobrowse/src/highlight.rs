@@ -46,11 +46,19 @@ struct OverlayState {
 fn viewport() -> (f64, f64, f64, f64) {
     let w = web_sys::window();
     let get = |f: fn(&web_sys::Window) -> Result<JsValue, JsValue>| {
-        w.as_ref().and_then(|w| f(w).ok()).and_then(|v| v.as_f64()).unwrap_or(0.0)
+        w.as_ref()
+            .and_then(|w| f(w).ok())
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0)
     };
     let sx = w.as_ref().and_then(|w| w.scroll_x().ok()).unwrap_or(0.0);
     let sy = w.as_ref().and_then(|w| w.scroll_y().ok()).unwrap_or(0.0);
-    (sx, sy, get(web_sys::Window::inner_width), get(web_sys::Window::inner_height))
+    (
+        sx,
+        sy,
+        get(web_sys::Window::inner_width),
+        get(web_sys::Window::inner_height),
+    )
 }
 
 /// The target's box in viewport coordinates.

@@ -110,6 +110,8 @@ pub fn is_field(el: &Element) -> bool {
 /// Whether an attribute may carry what the visitor wrote or private text, so it is masked inside
 /// `data-parley-mask` regions.
 pub fn private_attr(name: &str) -> bool {
-    matches!(name, "value" | "title" | "alt" | "placeholder" | "aria-label" | "aria-valuetext")
-        || name.starts_with("data-")
+    matches!(
+        name,
+        "value" | "title" | "alt" | "placeholder" | "aria-label" | "aria-valuetext"
+    ) || name.starts_with("data-")
 }

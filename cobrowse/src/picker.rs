@@ -36,7 +36,12 @@ fn element_at(layer: &HtmlElement, x: i32, y: i32) -> Option<Element> {
     let _ = layer.class_list().add_1("parley-cb-through");
     let el = doc.element_from_point(x as f32, y as f32);
     let _ = layer.class_list().remove_1("parley-cb-through");
-    el.filter(|e| e.closest("parley-chat,[data-parley-host]").ok().flatten().is_none())
+    el.filter(|e| {
+        e.closest("parley-chat,[data-parley-host]")
+            .ok()
+            .flatten()
+            .is_none()
+    })
 }
 
 /// Starts picking (a second press cancels).
@@ -57,7 +62,9 @@ pub fn pick(s: &Session) {
 
     let me = s.clone();
     let key = Closure::<dyn FnMut(Event)>::new(move |e: Event| {
-        if e.dyn_ref::<KeyboardEvent>().is_some_and(|k| k.key() == "Escape") {
+        if e.dyn_ref::<KeyboardEvent>()
+            .is_some_and(|k| k.key() == "Escape")
+        {
             cancel(&me);
         }
     });
@@ -72,7 +79,9 @@ pub fn pick(s: &Session) {
         }
     });
     let moved = Closure::<dyn FnMut(Event)>::new(move |e: Event| {
-        let Some(p) = e.dyn_ref::<PointerEvent>() else { return };
+        let Some(p) = e.dyn_ref::<PointerEvent>() else {
+            return;
+        };
         PICKING.with(|c| {
             let c = c.borrow();
             let Some(pk) = c.as_ref() else { return };
@@ -82,7 +91,12 @@ pub fn pick(s: &Session) {
                 None => match element_at(&pk.layer, x, y) {
                     Some(el) => {
                         let r = el.get_bounding_client_rect();
-                        (r.left() as i32, r.top() as i32, r.width() as i32, r.height() as i32)
+                        (
+                            r.left() as i32,
+                            r.top() as i32,
+                            r.width() as i32,
+                            r.height() as i32,
+                        )
                     }
                     None => return,
                 },
@@ -93,7 +107,9 @@ pub fn pick(s: &Session) {
     });
     let me = s.clone();
     let up = Closure::<dyn FnMut(Event)>::new(move |e: Event| {
-        let Some(p) = e.dyn_ref::<PointerEvent>() else { return };
+        let Some(p) = e.dyn_ref::<PointerEvent>() else {
+            return;
+        };
         let (x, y) = (p.client_x(), p.client_y());
         let picked = PICKING.with(|c| {
             let c = c.borrow();
@@ -149,7 +165,11 @@ pub fn pick(s: &Session) {
     let _ = t.add_event_listener_with_callback("pointermove", moved.as_ref().unchecked_ref());
     let _ = t.add_event_listener_with_callback("pointerup", up.as_ref().unchecked_ref());
     if let Some(doc) = ui::document() {
-        let _ = doc.add_event_listener_with_callback_and_bool("keydown", key.as_ref().unchecked_ref(), true);
+        let _ = doc.add_event_listener_with_callback_and_bool(
+            "keydown",
+            key.as_ref().unchecked_ref(),
+            true,
+        );
     }
     PICKING.with(|c| {
         *c.borrow_mut() = Some(Picking {

@@ -21,7 +21,17 @@ use crate::mask::{self, Ctx};
 pub const INLINE_CSS_MAX: usize = 32 * 1024;
 
 /// Attributes that hold one URL.
-const URL_ATTRS: &[&str] = &["href", "src", "action", "formaction", "poster", "cite", "background", "xlink:href", "data"];
+const URL_ATTRS: &[&str] = &[
+    "href",
+    "src",
+    "action",
+    "formaction",
+    "poster",
+    "cite",
+    "background",
+    "xlink:href",
+    "data",
+];
 
 /// Node ids of one page load, and the masked-field count of the item being built.
 pub struct Serializer {
@@ -44,9 +54,7 @@ impl Default for Serializer {
 /// Whether `node` is ever serialized (as itself; its ancestors are not checked).
 pub fn serializable(node: &Node) -> bool {
     match node.node_type() {
-        Node::TEXT_NODE => node
-            .parent_element()
-            .is_none_or(|p| !skipped_tag(&p)),
+        Node::TEXT_NODE => node.parent_element().is_none_or(|p| !skipped_tag(&p)),
         Node::ELEMENT_NODE => node.dyn_ref::<Element>().is_some_and(|el| !skipped_tag(el)),
         _ => false,
     }
@@ -326,7 +334,12 @@ impl Serializer {
     /// `<style>` node (the link's id, its text a fresh one).
     fn inline_stylesheet(&mut self, el: &Element, id: NodeId) -> Option<WireNode> {
         let link: &HtmlLinkElement = el.dyn_ref()?;
-        if !link.rel().to_ascii_lowercase().split_whitespace().any(|r| r == "stylesheet") {
+        if !link
+            .rel()
+            .to_ascii_lowercase()
+            .split_whitespace()
+            .any(|r| r == "stylesheet")
+        {
             return None;
         }
         let sheet: CssStyleSheet = link.sheet()?.dyn_into().ok()?;

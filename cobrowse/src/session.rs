@@ -73,13 +73,16 @@ pub(crate) struct State {
     stopped: bool,
 }
 
+/// A listener added while sharing: where, which event, the callback (removed at Stop).
+type Listener = (EventTarget, &'static str, Closure<dyn FnMut(Event)>);
+
 struct Parts {
     root: ShadowRoot,
     sheet: CssStyleSheet,
     bar: HtmlElement,
     observer: MutationObserver,
     pump: Option<Interval>,
-    listeners: Vec<(EventTarget, &'static str, Closure<dyn FnMut(Event)>)>,
+    listeners: Vec<Listener>,
 }
 
 pub(crate) struct Inner {
@@ -210,20 +213,26 @@ impl Session {
         let stop = ui::button(&bar, "stop", t.stop)?;
 
         let mut listeners = Vec::new();
-        let mut on = |target: &EventTarget, name: &'static str, capture: bool, f: Box<dyn FnMut(Event)>| {
-            let cb = Closure::<dyn FnMut(Event)>::wrap(f);
-            let o = AddEventListenerOptions::new();
-            o.set_capture(capture);
-            o.set_passive(true);
-            let _ = target.add_event_listener_with_callback_and_add_event_listener_options(
-                name,
-                cb.as_ref().unchecked_ref(),
-                &o,
-            );
-            listeners.push((target.clone(), name, cb));
-        };
+        let mut on =
+            |target: &EventTarget, name: &'static str, capture: bool, f: Box<dyn FnMut(Event)>| {
+                let cb = Closure::<dyn FnMut(Event)>::wrap(f);
+                let o = AddEventListenerOptions::new();
+                o.set_capture(capture);
+                o.set_passive(true);
+                let _ = target.add_event_listener_with_callback_and_add_event_listener_options(
+                    name,
+                    cb.as_ref().unchecked_ref(),
+                    &o,
+                );
+                listeners.push((target.clone(), name, cb));
+            };
         let me = self.clone();
-        on(&stop, "click", false, Box::new(move |_| me.stop_by_visitor()));
+        on(
+            &stop,
+            "click",
+            false,
+            Box::new(move |_| me.stop_by_visitor()),
+        );
         let me = self.clone();
         on(&show, "click", false, Box::new(move |_| picker::pick(&me)));
         let me = self.clone();
@@ -238,7 +247,12 @@ impl Session {
         let me = self.clone();
         on(&win_t, "resize", false, Box::new(move |_| me.on_resize()));
         let me = self.clone();
-        on(&doc_t, "pointermove", true, Box::new(move |e| me.on_pointer(&e)));
+        on(
+            &doc_t,
+            "pointermove",
+            true,
+            Box::new(move |e| me.on_pointer(&e)),
+        );
         for name in ["input", "change"] {
             let me = self.clone();
             on(&doc_t, name, true, Box::new(move |e| me.on_input(&e)));
@@ -248,7 +262,12 @@ impl Session {
             on(&win_t, name, false, Box::new(move |_| me.check_url()));
         }
         let me = self.clone();
-        on(&win_t, "pagehide", false, Box::new(move |_| me.save_log(true)));
+        on(
+            &win_t,
+            "pagehide",
+            false,
+            Box::new(move |_| me.save_log(true)),
+        );
 
         let me = self.clone();
         let cb = Closure::<dyn FnMut(js_sys::Array)>::new(move |records: js_sys::Array| {
@@ -392,14 +411,18 @@ impl Session {
             }
         }
         for el in std::mem::take(&mut st.inputs) {
-            let Some(id) = st.ser.id_of(&el) else { continue };
+            let Some(id) = st.ser.id_of(&el) else {
+                continue;
+            };
             if !el.is_connected() {
                 continue;
             }
             st.ser.masked = 0;
             let (value, checked, masked) = st.ser.shared_value(&el);
             let toggle = matches!(
-                el.get_attribute("type").map(|t| t.to_ascii_lowercase()).as_deref(),
+                el.get_attribute("type")
+                    .map(|t| t.to_ascii_lowercase())
+                    .as_deref(),
                 Some("checkbox" | "radio")
             );
             if masked && toggle {

@@ -51,7 +51,12 @@ pub fn document() -> Option<Document> {
 }
 
 /// Creates `<tag class=class>` (with `text` as its text, if any) under `parent`.
-pub fn add(parent: &web_sys::Node, tag: &str, class: &str, text: &str) -> Result<HtmlElement, JsValue> {
+pub fn add(
+    parent: &web_sys::Node,
+    tag: &str,
+    class: &str,
+    text: &str,
+) -> Result<HtmlElement, JsValue> {
     let doc = document().ok_or_else(|| JsValue::from_str("no document"))?;
     let el: HtmlElement = doc.create_element(tag)?.unchecked_into();
     if !class.is_empty() {
@@ -110,7 +115,9 @@ pub fn log_lines(t: &Strings, log: &Log) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     for e in &log.entries {
         match e {
-            Entry::Start { at, agent } => out.push((format!("{} {}", clock(*at), (t.started)(agent)), false)),
+            Entry::Start { at, agent } => {
+                out.push((format!("{} {}", clock(*at), (t.started)(agent)), false))
+            }
             Entry::Page {
                 at,
                 url,
@@ -119,7 +126,11 @@ pub fn log_lines(t: &Strings, log: &Log) -> Vec<(String, bool)> {
                 then,
             } => {
                 out.push((
-                    format!("{} {}", clock(*at), (t.page_line)(url, i18n::kilobytes(*bytes), *masked)),
+                    format!(
+                        "{} {}",
+                        clock(*at),
+                        (t.page_line)(url, i18n::kilobytes(*bytes), *masked)
+                    ),
                     false,
                 ));
                 if *then != i18n::Counts::default() {

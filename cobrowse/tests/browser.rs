@@ -6,6 +6,8 @@
 //! Run: `CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 //! CHROMEDRIVER=/usr/bin/chromedriver cargo test -p parley-cobrowse --target wasm32-unknown-unknown`.
 #![allow(missing_docs)]
+// A test that cannot set up its page should stop right there; `expect` texts would add nothing.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
@@ -17,7 +19,9 @@ use parley_cobrowse::stream::split;
 use protocol::cobrowse::{Node, Snapshot, Stream};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_test::*;
-use web_sys::{Document, Element, HtmlElement, HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
+use web_sys::{
+    Document, Element, HtmlElement, HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement,
+};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
@@ -70,7 +74,11 @@ fn doc() -> Document {
 }
 
 fn el<T: JsCast>(id: &str) -> T {
-    doc().get_element_by_id(id).unwrap().dyn_into::<T>().unwrap()
+    doc()
+        .get_element_by_id(id)
+        .unwrap()
+        .dyn_into::<T>()
+        .unwrap()
 }
 
 /// Sets up the fixture (in its own element: the test runner's output lives in the body too) and
@@ -116,7 +124,10 @@ fn by_html_id<'a>(n: &'a Node, id: &str) -> Option<&'a Node> {
 }
 
 fn attr<'a>(n: &'a Node, name: &str) -> Option<&'a str> {
-    n.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    n.attrs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn all_tags(n: &Node, out: &mut Vec<String>) {
@@ -150,34 +161,78 @@ fn snapshot_masks_every_field_and_leaves_out_what_must_not_leave() {
 
     let root = &s.root;
     let value = |id: &str| attr(by_html_id(root, id).unwrap(), "value").map(str::to_owned);
-    assert_eq!(value("card").as_deref(), Some("••••••••••••••"), "same length, masked");
-    assert_eq!(value("cvv").as_deref(), Some("•••••••••"), "the live value, not the markup's");
-    assert_eq!(value("pw").as_deref(), Some("••••••••"), "a password is masked even if marked safe");
-    assert_eq!(value("pw2").as_deref(), Some("•••••••••••"), "inside an unmasked region too");
-    assert_eq!(value("coupon").as_deref(), Some("COUPON-OK-7"), "a field marked safe is shown");
-    assert_eq!(value("sel").as_deref(), Some("•"), "which option is chosen is private");
-    assert!(!json.contains("\"selected\""), "no option is marked selected");
-    assert!(attr(by_html_id(root, "cb").unwrap(), "checked").is_none(), "checked state is private");
+    assert_eq!(
+        value("card").as_deref(),
+        Some("••••••••••••••"),
+        "same length, masked"
+    );
+    assert_eq!(
+        value("cvv").as_deref(),
+        Some("•••••••••"),
+        "the live value, not the markup's"
+    );
+    assert_eq!(
+        value("pw").as_deref(),
+        Some("••••••••"),
+        "a password is masked even if marked safe"
+    );
+    assert_eq!(
+        value("pw2").as_deref(),
+        Some("•••••••••••"),
+        "inside an unmasked region too"
+    );
+    assert_eq!(
+        value("coupon").as_deref(),
+        Some("COUPON-OK-7"),
+        "a field marked safe is shown"
+    );
+    assert_eq!(
+        value("sel").as_deref(),
+        Some("•"),
+        "which option is chosen is private"
+    );
+    assert!(
+        !json.contains("\"selected\""),
+        "no option is marked selected"
+    );
+    assert!(
+        attr(by_html_id(root, "cb").unwrap(), "checked").is_none(),
+        "checked state is private"
+    );
     assert!(s.masked >= 7, "masked fields counted: {}", s.masked);
 
     let ta = by_html_id(root, "ta").unwrap();
     assert_eq!(text_of(ta), mask::text("TEXTAREADEFAULTCANARY"));
     let ce = by_html_id(root, "ce").unwrap();
-    assert_eq!(text_of(ce), mask::text("EDITABLECANARY bold"), "editable text masked, tags kept");
+    assert_eq!(
+        text_of(ce),
+        mask::text("EDITABLECANARY bold"),
+        "editable text masked, tags kept"
+    );
     assert_eq!(ce.kids[1].tag.as_deref(), Some("b"));
 
     let blk = by_html_id(root, "blk");
-    assert!(blk.is_none(), "a blocked element keeps no attributes (not even its id)");
+    assert!(
+        blk.is_none(),
+        "a blocked element keeps no attributes (not even its id)"
+    );
     let blocked = find(root, &|n| n.block.is_some()).expect("the block placeholder");
     let size = blocked.block.unwrap();
-    assert_eq!((size.w, size.h), (120, 40), "placeholder has the element's size");
+    assert_eq!(
+        (size.w, size.h),
+        (120, 40),
+        "placeholder has the element's size"
+    );
     assert!(blocked.kids.is_empty() && blocked.attrs.is_empty());
 
     let msk = by_html_id(root, "msk").unwrap();
     let shown = text_of(msk);
     assert_eq!(shown.chars().count(), "MASKEDCANARY text".chars().count());
     assert_eq!(shown, mask::text("MASKEDCANARY text"), "whitespace kept");
-    assert_eq!(text_of(by_html_id(root, "plain").unwrap()), "Plain words stay");
+    assert_eq!(
+        text_of(by_html_id(root, "plain").unwrap()),
+        "Plain words stay"
+    );
 
     let mut tags = Vec::new();
     all_tags(root, &mut tags);
@@ -187,7 +242,10 @@ fn snapshot_masks_every_field_and_leaves_out_what_must_not_leave() {
     let js = by_html_id(root, "js").unwrap();
     assert!(attr(js, "href").is_none() && attr(js, "onclick").is_none());
     let src = attr(by_html_id(root, "img").unwrap(), "src").unwrap();
-    assert!(src.starts_with("http") && src.ends_with("/img/pic.png"), "absolute: {src}");
+    assert!(
+        src.starts_with("http") && src.ends_with("/img/pic.png"),
+        "absolute: {src}"
+    );
 }
 
 fn find<'a>(n: &'a Node, f: &dyn Fn(&Node) -> bool) -> Option<&'a Node> {
@@ -211,7 +269,10 @@ fn observer() -> web_sys::MutationObserver {
 }
 
 fn records(o: &web_sys::MutationObserver) -> Vec<web_sys::MutationRecord> {
-    o.take_records().iter().map(|r| r.unchecked_into()).collect()
+    o.take_records()
+        .iter()
+        .map(|r| r.unchecked_into())
+        .collect()
 }
 
 #[wasm_bindgen_test]
@@ -231,10 +292,19 @@ fn mutations_are_masked_and_ids_are_stable() {
     input.set_value("MUTCANARY");
     let form: Element = el("f");
     form.append_child(&input).unwrap();
-    el::<Element>("card").set_attribute("value", "CARDATTRCANARY").unwrap();
-    el::<Element>("ce").append_child(&d.create_text_node("CEMUTCANARY")).unwrap();
-    el::<Element>("msk").first_child().unwrap().set_text_content(Some("MASKMUTCANARY"));
-    el::<Element>("blk").append_child(&d.create_text_node("BLOCKMUTCANARY")).unwrap();
+    el::<Element>("card")
+        .set_attribute("value", "CARDATTRCANARY")
+        .unwrap();
+    el::<Element>("ce")
+        .append_child(&d.create_text_node("CEMUTCANARY"))
+        .unwrap();
+    el::<Element>("msk")
+        .first_child()
+        .unwrap()
+        .set_text_content(Some("MASKMUTCANARY"));
+    el::<Element>("blk")
+        .append_child(&d.create_text_node("BLOCKMUTCANARY"))
+        .unwrap();
     let pw2: Element = el("pw2");
     pw2.set_attribute("value", "PWATTRCANARY").unwrap();
     let p = d.create_element("p").unwrap();
@@ -243,11 +313,26 @@ fn mutations_are_masked_and_ids_are_stable() {
 
     let m = changes::batch(&mut ser, 7, &records(&o)).expect("a batch");
     let json = serde_json::to_string(&Stream::Mutations(m.clone())).unwrap();
-    for c in ["MUTCANARY", "ATTRCANARY", "CARDATTRCANARY", "CEMUTCANARY", "MASKMUTCANARY", "BLOCKMUTCANARY", "PWATTRCANARY"] {
+    for c in [
+        "MUTCANARY",
+        "ATTRCANARY",
+        "CARDATTRCANARY",
+        "CEMUTCANARY",
+        "MASKMUTCANARY",
+        "BLOCKMUTCANARY",
+        "PWATTRCANARY",
+    ] {
         assert!(!json.contains(c), "{c} leaked into mutations: {json}");
     }
-    assert!(json.contains("new words"), "plain additions are sent: {json}");
-    let late = m.adds.iter().find(|a| attr(&a.node, "id") == Some("late")).expect("added field");
+    assert!(
+        json.contains("new words"),
+        "plain additions are sent: {json}"
+    );
+    let late = m
+        .adds
+        .iter()
+        .find(|a| attr(&a.node, "id") == Some("late"))
+        .expect("added field");
     assert_eq!(late.parent, form_id, "added under the form's snapshot id");
     assert_eq!(attr(&late.node, "value"), Some("•••••••••"));
 
@@ -276,12 +361,18 @@ fn field_values_for_input_items_are_masked() {
     let (v, _, masked) = ser.shared_value(&el("coupon"));
     assert_eq!((v.as_str(), masked), ("COUPON-OK-7", false));
     let ctx = Ctx::of(&el("pw"));
-    assert!(mask::masks_value(&el("pw"), ctx), "password with data-parley-unmask still masked");
+    assert!(
+        mask::masks_value(&el("pw"), ctx),
+        "password with data-parley-unmask still masked"
+    );
 }
 
 #[wasm_bindgen_test]
 fn split_pieces_fit_and_join_back() {
-    let json = format!("{{\"kind\":\"snapshot\",\"x\":\"{}\"}}", "a\"b•c".repeat(40_000));
+    let json = format!(
+        "{{\"kind\":\"snapshot\",\"x\":\"{}\"}}",
+        "a\"b•c".repeat(40_000)
+    );
     let pieces = split(&json, 48 * 1024);
     assert!(pieces.len() > 1);
     assert_eq!(pieces.concat(), json);
@@ -301,14 +392,18 @@ async fn a_session_streams_masked_items_and_stops_at_once() {
     fixture();
     let host = doc().create_element("div").unwrap();
     doc().body().unwrap().append_child(&host).unwrap();
-    let root = host.attach_shadow(&web_sys::ShadowRootInit::new(web_sys::ShadowRootMode::Open)).unwrap();
+    let root = host
+        .attach_shadow(&web_sys::ShadowRootInit::new(web_sys::ShadowRootMode::Open))
+        .unwrap();
     let frames = js_sys::Array::new();
     let sink = frames.clone();
-    let send = Closure::<dyn FnMut(u32, String, u32, u32) -> bool>::new(move |n: u32, data: String, i: u32, c: u32| {
-        let f = js_sys::Array::of4(&n.into(), &data.into(), &i.into(), &c.into());
-        sink.push(&f);
-        true
-    });
+    let send = Closure::<dyn FnMut(u32, String, u32, u32) -> bool>::new(
+        move |n: u32, data: String, i: u32, c: u32| {
+            let f = js_sys::Array::of4(&n.into(), &data.into(), &i.into(), &c.into());
+            sink.push(&f);
+            true
+        },
+    );
     let opts = js_sys::Object::new();
     let set = |k: &str, v: &JsValue| js_sys::Reflect::set(&opts, &k.into(), v).unwrap();
     set("lang", &"en".into());
@@ -316,20 +411,33 @@ async fn a_session_streams_masked_items_and_stops_at_once() {
     set("conversation", &"conv-test".into());
     set("send", send.as_ref());
     let session = parley_cobrowse::start(root.clone(), opts.into()).unwrap();
-    assert!(root.query_selector("[data-parley-cobrowse=indicator]").unwrap().is_some());
-    assert!(root.query_selector("[data-parley-cobrowse=stop]").unwrap().is_some());
+    assert!(root
+        .query_selector("[data-parley-cobrowse=indicator]")
+        .unwrap()
+        .is_some());
+    assert!(root
+        .query_selector("[data-parley-cobrowse=stop]")
+        .unwrap()
+        .is_some());
 
     // The visitor types into fields and the editable region.
-    for (id, v) in [("card", "CARDCANARY4242 more"), ("ta", "TEXTAREATYPEDCANARY more"), ("pw", "PWCANARY more")] {
+    for (id, v) in [
+        ("card", "CARDCANARY4242 more"),
+        ("ta", "TEXTAREATYPEDCANARY more"),
+        ("pw", "PWCANARY more"),
+    ] {
         let e: Element = el(id);
         if let Some(i) = e.dyn_ref::<HtmlInputElement>() {
             i.set_value(v);
         } else {
             e.unchecked_ref::<HtmlTextAreaElement>().set_value(v);
         }
-        e.dispatch_event(&web_sys::Event::new("input").unwrap()).unwrap();
+        e.dispatch_event(&web_sys::Event::new("input").unwrap())
+            .unwrap();
     }
-    el::<Element>("ce").append_child(&doc().create_text_node("EDITABLECANARY again")).unwrap();
+    el::<Element>("ce")
+        .append_child(&doc().create_text_node("EDITABLECANARY again"))
+        .unwrap();
     sleep(700).await;
 
     let mut items = Vec::new();
@@ -338,22 +446,40 @@ async fn a_session_streams_masked_items_and_stops_at_once() {
     for f in frames.iter() {
         let f = js_sys::Array::from(&f);
         let n = f.get(0).as_f64().unwrap() as u32;
-        let (i, c) = (f.get(2).as_f64().unwrap() as u32, f.get(3).as_f64().unwrap() as u32);
-        assert!(n == n_prev + 1 || (n == n_prev && i > 0), "n grows by one: {n_prev} → {n}");
+        let (i, c) = (
+            f.get(2).as_f64().unwrap() as u32,
+            f.get(3).as_f64().unwrap() as u32,
+        );
+        assert!(
+            n == n_prev + 1 || (n == n_prev && i > 0),
+            "n grows by one: {n_prev} → {n}"
+        );
         n_prev = n;
         buf.push_str(&f.get(1).as_string().unwrap());
         if i + 1 == c {
             items.push(std::mem::take(&mut buf));
         }
     }
-    assert!(items[0].starts_with("{\"kind\":\"snapshot\""), "snapshot first");
+    assert!(
+        items[0].starts_with("{\"kind\":\"snapshot\""),
+        "snapshot first"
+    );
     for it in &items {
         assert_no_canary(it, "the stream");
-        assert!(serde_json::from_str::<Stream>(it).is_ok(), "a valid item: {it}");
+        assert!(
+            serde_json::from_str::<Stream>(it).is_ok(),
+            "a valid item: {it}"
+        );
     }
-    let inputs = items.iter().filter(|i| i.contains("\"kind\":\"input\"")).count();
+    let inputs = items
+        .iter()
+        .filter(|i| i.contains("\"kind\":\"input\""))
+        .count();
     assert!(inputs >= 3, "three field updates streamed: {items:?}");
-    assert!(items.iter().any(|i| i.contains("\"kind\":\"mutations\"")), "editable change streamed");
+    assert!(
+        items.iter().any(|i| i.contains("\"kind\":\"mutations\"")),
+        "editable change streamed"
+    );
 
     // The agent points at a paragraph: an outline with the note (as text) over it.
     let plain: Element = el("plain");
@@ -363,8 +489,16 @@ async fn a_session_streams_masked_items_and_stops_at_once() {
             r#"{{"type":"cobrowse_highlight","author":{{"role":"agent","name":"Mina"}},"highlight":{{"page":{page},"target":{target},"note":"<b>here</b>"}}}}"#
         )
     };
-    session.highlight(&frame(session.page().wrapping_add(1), &format!("{{\"node\":{id}}}")));
-    assert!(root.query_selector("[data-parley-highlight]").unwrap().is_none(), "another page's highlight is ignored");
+    session.highlight(&frame(
+        session.page().wrapping_add(1),
+        &format!("{{\"node\":{id}}}"),
+    ));
+    assert!(
+        root.query_selector("[data-parley-highlight]")
+            .unwrap()
+            .is_none(),
+        "another page's highlight is ignored"
+    );
     session.highlight(&frame(session.page(), &format!("{{\"node\":{id}}}")));
     let hl: HtmlElement = root
         .query_selector("[data-parley-highlight=agent]")
@@ -372,27 +506,60 @@ async fn a_session_streams_masked_items_and_stops_at_once() {
         .expect("overlay drawn")
         .unchecked_into();
     sleep(100).await;
-    let (a, b) = (hl.get_bounding_client_rect(), plain.get_bounding_client_rect());
-    assert!((a.left() - (b.left() - 4.0)).abs() < 1.5 && (a.top() - (b.top() - 4.0)).abs() < 1.5, "over the element");
+    let (a, b) = (
+        hl.get_bounding_client_rect(),
+        plain.get_bounding_client_rect(),
+    );
+    assert!(
+        (a.left() - (b.left() - 4.0)).abs() < 1.5 && (a.top() - (b.top() - 4.0)).abs() < 1.5,
+        "over the element"
+    );
     assert!(a.width() >= b.width(), "wraps it");
-    let note = root.query_selector(".parley-cb-note").unwrap().expect("note");
-    assert_eq!(note.text_content().as_deref(), Some("<b>here</b>"), "the note is text, not HTML");
+    let note = root
+        .query_selector(".parley-cb-note")
+        .unwrap()
+        .expect("note");
+    assert_eq!(
+        note.text_content().as_deref(),
+        Some("<b>here</b>"),
+        "the note is text, not HTML"
+    );
     session.highlight(&frame(session.page(), "\"clear\""));
-    assert!(root.query_selector("[data-parley-highlight]").unwrap().is_none(), "cleared");
+    assert!(
+        root.query_selector("[data-parley-highlight]")
+            .unwrap()
+            .is_none(),
+        "cleared"
+    );
 
     session.stop();
     assert!(!session.is_active());
-    assert!(root.query_selector("[data-parley-cobrowse=indicator]").unwrap().is_none(), "indicator gone");
+    assert!(
+        root.query_selector("[data-parley-cobrowse=indicator]")
+            .unwrap()
+            .is_none(),
+        "indicator gone"
+    );
     let sent = frames.length();
     el::<HtmlInputElement>("email").set_value("after stop");
-    el::<Element>("email").dispatch_event(&web_sys::Event::new("input").unwrap()).unwrap();
-    doc().body().unwrap().append_child(&doc().create_element("p").unwrap()).unwrap();
+    el::<Element>("email")
+        .dispatch_event(&web_sys::Event::new("input").unwrap())
+        .unwrap();
+    doc()
+        .body()
+        .unwrap()
+        .append_child(&doc().create_element("p").unwrap())
+        .unwrap();
     sleep(500).await;
     assert_eq!(frames.length(), sent, "nothing is sent after Stop");
 
     // The log survives the session, in sessionStorage.
     let log = parley_cobrowse::log::Log::load("conv-test");
-    assert!(log.entries.len() >= 3, "start, page, stop logged: {:?}", log.entries);
+    assert!(
+        log.entries.len() >= 3,
+        "start, page, stop logged: {:?}",
+        log.entries
+    );
     send.forget();
     host.remove();
 }

@@ -11,8 +11,8 @@ use std::rc::Rc;
 
 use gloo_timers::callback::{Interval, Timeout};
 use leptos::prelude::*;
-use protocol::timeline::{Applied, Outbox, Timeline};
 use protocol::cobrowse::CobrowseState;
+use protocol::timeline::{Applied, Outbox, Timeline};
 use protocol::{
     encode, validate_text, Author, ClientId, ConversationId, ErrorCode, ErrorFrame, Event,
     EventBody, PageContext, QuickReply, Role, Seq, ToVisitor, VisitorFrame, MAX_FRAME_BYTES,
@@ -488,10 +488,18 @@ impl Chat {
             return;
         }
         st.cb_on = want;
-        let conv = st.timeline.conversation_id().map(|c| c.0.clone()).unwrap_or_default();
+        let conv = st
+            .timeline
+            .conversation_id()
+            .map(|c| c.0.clone())
+            .unwrap_or_default();
         drop(st);
         if want {
-            let agent = if agent.is_empty() { self.0.lang.strings().agent } else { &agent };
+            let agent = if agent.is_empty() {
+                self.0.lang.strings().agent
+            } else {
+                &agent
+            };
             self.0.host.cobrowse("start", Some((agent, &conv)), None);
         } else {
             self.0.host.cobrowse("stop", None, None);
@@ -1041,7 +1049,9 @@ impl Chat {
                             cb: Some("ask"),
                             ..system("cobrowse", lang.cobrowse_ask(&name()))
                         },
-                        CobrowseState::Requested => system("cobrowse", lang.cobrowse_asked(&name())),
+                        CobrowseState::Requested => {
+                            system("cobrowse", lang.cobrowse_asked(&name()))
+                        }
                         CobrowseState::Allowed => {
                             shared = true;
                             system("cobrowse", lang.cobrowse_allowed(&asker))
