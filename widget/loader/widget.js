@@ -22,6 +22,11 @@
  * "parley:KEY:entered" keeps when this browsing session reached the site (for "time on site").
  * The launcher is drawn at once; the wasm panel is fetched on the launcher's first hover, focus
  * or click, or right away for a returning visitor (who then gets live messages and unread counts).
+ *
+ * Co-browse: the co-browse module (/widget/cobrowse.js + cobrowse_bg.wasm) is imported only when
+ * the panel says sharing was allowed (or the visitor opens "What was shared"), never before.
+ * While sharing it draws an indicator with a Stop button in the same shadow root and keeps a log
+ * of what was sent in sessionStorage "parley:cobrowse:CONVERSATION".
  */
 (() => {
   'use strict';
@@ -89,6 +94,48 @@
     window.dispatchEvent(new CustomEvent('parley:message', { detail }));
   };
 
+  // Co-browse, driven by the panel (see widget/src/host.rs, onCobrowse).
+  let cobLoading, session, cobWant;
+  const cobrowse = () =>
+    cobLoading ||
+    (cobLoading = import(base + '/widget/cobrowse.js')
+      .then(async (m) => {
+        await m.default({ module_or_path: base + '/widget/cobrowse_bg.wasm' });
+        return m;
+      })
+      .catch((e) => {
+        cobLoading = null;
+        console.error('Parley: could not load co-browse', e);
+      }));
+  const onCobrowse = (cmd, arg) => {
+    if (cmd == 'start') {
+      cobWant = arg;
+      cobrowse().then((m) => {
+        // Stopped (or restarted) while the module was loading: nothing to do here.
+        if (!m || session || cobWant !== arg) return;
+        session = m.start(root, {
+          lang,
+          agent: arg.agent,
+          conversation: arg.conversation,
+          send: (n, data, index, count) => handle.cobrowseSend(n, data, index, count),
+          stop: () => {
+            session = cobWant = null;
+            handle.cobrowseStop();
+          },
+        });
+      });
+    } else if (cmd == 'stop') {
+      cobWant = null;
+      if (session) session.stop();
+      session = null;
+    } else if (cmd == 'log') {
+      cobrowse().then((m) => m && m.showLog(root, { lang, conversation: arg.conversation }));
+    } else if (session) {
+      if (cmd == 'highlight') session.highlight(arg);
+      else if (cmd == 'resync') session.resync();
+    }
+  };
+
   const load = () =>
     loading ||
     (loading = siteKnown
@@ -104,6 +151,7 @@
           onUnread,
           onOpen,
           onMessage,
+          onCobrowse,
         });
         for (const [fn, arg] of queue.splice(0)) handle[fn](arg);
       })

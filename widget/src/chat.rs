@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use gloo_timers::callback::{Interval, Timeout};
 use leptos::prelude::*;
+use protocol::cobrowse::CobrowseState;
 use protocol::timeline::{Applied, Outbox, Timeline};
 use protocol::{
     encode, validate_text, Author, ClientId, ConversationId, ErrorCode, ErrorFrame, Event,
@@ -59,6 +60,9 @@ pub struct Item {
     pub buttons: Vec<QuickReply>,
     /// "Read more" target of a bot answer, already checked by [`wire::safe_link`].
     pub link: Option<String>,
+    /// Co-browse controls on this line: `ask` (the consent card's Allow / Deny) or `log`
+    /// ("What was shared").
+    pub cb: Option<&'static str>,
 }
 
 /// The reactive state the view reads. Signals are `Copy` handles.
@@ -125,6 +129,11 @@ struct State {
     their_typing: Option<Timeout>,
     /// Name and email from `Parley.identify`, kept locally: protocol v1 has no frame for them.
     identity: Option<(String, String)>,
+    /// The loader was told to start co-browse (and not told to stop since).
+    cb_on: bool,
+    /// The visitor pressed Stop; until the relay's `stopped` event arrives, sharing stays off
+    /// (and the stop is sent again after a reconnect).
+    cb_stop: bool,
 }
 
 struct Inner {
@@ -166,6 +175,32 @@ fn shown_text(e: &Event) -> Option<&str> {
 
 fn incoming(e: &Event) -> bool {
     matches!(e.author.role, Role::Agent | Role::Bot) && shown_text(e).is_some()
+        || matches!(
+            e.body,
+            EventBody::Cobrowse {
+                state: CobrowseState::Requested
+            }
+        )
+}
+
+/// Where co-browse stands in `events`: the latest state, the name of the agent who last asked,
+/// and whether the conversation closed after that state.
+pub fn sharing(events: &[Event]) -> (Option<CobrowseState>, String, bool) {
+    let (mut state, mut agent, mut closed) = (None, String::new(), false);
+    for e in events {
+        match e.body {
+            EventBody::Cobrowse { state: s } => {
+                if s == CobrowseState::Requested {
+                    agent = e.author.name.clone().unwrap_or_default();
+                }
+                state = Some(s);
+                closed = false;
+            }
+            EventBody::Closed => closed = true,
+            _ => {}
+        }
+    }
+    (state, agent, closed)
 }
 
 fn encode_read(read: &(Option<ConversationId>, Seq)) -> String {
@@ -430,8 +465,85 @@ impl Chat {
             ToVisitor::Presence { agents_online } => {
                 self.0.ui.agents_online.set(Some(agents_online));
             }
+            ToVisitor::CobrowseHighlight { .. } => self.cobrowse_forward("highlight", text),
+            ToVisitor::CobrowseResync => self.cobrowse_forward("resync", text),
             ToVisitor::Error(e) => self.on_error(e),
         }
+    }
+
+    /// Hands a co-browse frame to the module, while sharing.
+    fn cobrowse_forward(&self, command: &str, text: &str) {
+        if self.0.st.borrow().cb_on {
+            self.0.host.cobrowse(command, None, Some(text));
+        }
+    }
+
+    /// Starts or stops the co-browse module to match the conversation's latest co-browse state
+    /// (only once a replay is complete, so a replayed `allowed`…`stopped` never flickers).
+    fn sync_cobrowse(&self) {
+        let mut st = self.0.st.borrow_mut();
+        let (state, agent, closed) = sharing(st.timeline.events());
+        let want = state == Some(CobrowseState::Allowed) && !closed && !st.cb_stop;
+        if want == st.cb_on {
+            return;
+        }
+        st.cb_on = want;
+        let conv = st
+            .timeline
+            .conversation_id()
+            .map(|c| c.0.clone())
+            .unwrap_or_default();
+        drop(st);
+        if want {
+            let agent = if agent.is_empty() {
+                self.0.lang.strings().agent
+            } else {
+                &agent
+            };
+            self.0.host.cobrowse("start", Some((agent, &conv)), None);
+        } else {
+            self.0.host.cobrowse("stop", None, None);
+        }
+    }
+
+    /// The visitor answered the consent card.
+    pub fn cobrowse_answer(&self, allow: bool) {
+        self.send_frame(&VisitorFrame::CobrowseAnswer { allow });
+    }
+
+    /// The visitor pressed Stop on the sharing indicator (the module already stopped itself).
+    pub fn cobrowse_stop(&self) {
+        {
+            let mut st = self.0.st.borrow_mut();
+            st.cb_stop = true;
+            st.cb_on = false;
+        }
+        self.send_frame(&VisitorFrame::CobrowseStop);
+    }
+
+    /// Sends one co-browse stream frame for the module; false when it could not go (no socket,
+    /// or not sharing).
+    pub fn cobrowse_send(&self, n: u32, data: String, index: u32, count: u32) -> bool {
+        self.0.st.borrow().cb_on
+            && self.send_frame(&VisitorFrame::Cobrowse {
+                n,
+                data,
+                index,
+                count,
+            })
+    }
+
+    /// Opens the log of what was shared in this conversation.
+    pub fn cobrowse_log(&self) {
+        let conv = self
+            .0
+            .st
+            .borrow()
+            .timeline
+            .conversation_id()
+            .map(|c| c.0.clone())
+            .unwrap_or_default();
+        self.0.host.cobrowse("log", Some(("", &conv)), None);
     }
 
     fn on_welcome(
@@ -469,8 +581,22 @@ impl Chat {
         for f in &resend {
             self.send_frame(f);
         }
+        let (cb_on, cb_stop, replayed) = {
+            let st = self.0.st.borrow();
+            (st.cb_on, st.cb_stop, st.timeline.last_seq() >= last_seq)
+        };
+        if cb_stop {
+            self.send_frame(&VisitorFrame::CobrowseStop);
+        }
+        if cb_on {
+            // The socket was down: the agent's mirror needs the whole page again.
+            self.0.host.cobrowse("resync", None, None);
+        }
         self.refresh();
         self.recount();
+        if replayed {
+            self.sync_cobrowse();
+        }
     }
 
     fn on_event(&self, e: Event) {
@@ -483,8 +609,13 @@ impl Chat {
                 return;
             }
         }
-        let live = {
+        let (live, replayed) = {
             let mut st = self.0.st.borrow_mut();
+            if let EventBody::Cobrowse { state } = e.body {
+                if state != CobrowseState::Allowed {
+                    st.cb_stop = false;
+                }
+            }
             if let (
                 Role::Visitor,
                 EventBody::Message {
@@ -499,7 +630,8 @@ impl Chat {
                 st.acked.retain(|a| &a.client_id != cid);
             }
             let (conv, upto) = &st.replay_upto;
-            conv.as_ref() != Some(&e.conversation_id) || e.seq > *upto
+            let other = conv.as_ref() != Some(&e.conversation_id);
+            (other || e.seq > *upto, other || e.seq >= *upto)
         };
         if incoming(&e) {
             if let Some(text) = shown_text(&e) {
@@ -518,6 +650,9 @@ impl Chat {
         }
         self.refresh();
         self.recount();
+        if replayed {
+            self.sync_cobrowse();
+        }
     }
 
     fn on_their_typing(&self, author: Author, active: bool) {
@@ -807,10 +942,26 @@ impl Chat {
             note,
             buttons: Vec::new(),
             link: None,
+            cb: None,
         };
         // Quick replies belong to the newest event only, and vanish as soon as the visitor sends.
         let latest = st.timeline.last_seq();
         let quiet = st.acked.is_empty() && st.outbox.pending().is_empty();
+        // The request still waiting for an answer, if any: it gets the consent card.
+        let ask = match sharing(st.timeline.events()) {
+            (Some(CobrowseState::Requested), _, false) => st
+                .timeline
+                .events()
+                .iter()
+                .rev()
+                .find(|e| matches!(e.body, EventBody::Cobrowse { .. }))
+                .map(|e| e.seq),
+            _ => None,
+        };
+        // Something was shared before this point (the "stopped" line then offers the log).
+        let mut shared = false;
+        // Who asked last (named in "You shared this page with …").
+        let mut asker = t.agent.to_owned();
         for e in st.timeline.events() {
             let name = || {
                 e.author.name.clone().unwrap_or_else(|| {
@@ -832,6 +983,7 @@ impl Chat {
                 note: None,
                 buttons: Vec::new(),
                 link: None,
+                cb: None,
             };
             let item = match &e.body {
                 EventBody::Message {
@@ -878,6 +1030,7 @@ impl Chat {
                                 } else {
                                     None
                                 },
+                                cb: None,
                             }
                         }
                     }
@@ -887,6 +1040,29 @@ impl Chat {
                 EventBody::Closed => system("closed", t.closed.to_owned()),
                 // The summary is written for agents; the visitor only learns a person is coming.
                 EventBody::Handoff { .. } => system("handoff", t.handoff.to_owned()),
+                EventBody::Cobrowse { state } => {
+                    if *state == CobrowseState::Requested {
+                        asker = name();
+                    }
+                    match state {
+                        CobrowseState::Requested if Some(e.seq) == ask => Item {
+                            cb: Some("ask"),
+                            ..system("cobrowse", lang.cobrowse_ask(&name()))
+                        },
+                        CobrowseState::Requested => {
+                            system("cobrowse", lang.cobrowse_asked(&name()))
+                        }
+                        CobrowseState::Allowed => {
+                            shared = true;
+                            system("cobrowse", lang.cobrowse_allowed(&asker))
+                        }
+                        CobrowseState::Denied => system("cobrowse", t.declined.to_owned()),
+                        _ => Item {
+                            cb: shared.then_some("log"),
+                            ..system("cobrowse", t.sharing_stopped.to_owned())
+                        },
+                    }
+                }
                 // A kind from a newer relay: kept in the timeline, shown as nothing.
                 EventBody::Unknown => continue,
             };

@@ -2,7 +2,8 @@
 //! callbacks through which the panel tells the loader what changed.
 //!
 //! Options (a plain JS object; unknown fields ignored):
-//! `{ base, site, name, lang, agentsOnline, onUnread(n), onOpen(open, restoreFocus), onMessage(detail) }`.
+//! `{ base, site, name, lang, agentsOnline, onUnread(n), onOpen(open, restoreFocus), onMessage(detail),
+//! onCobrowse(command, arg) }`.
 //! Callbacks are always invoked from a fresh microtask, never from inside the panel's own
 //! handlers, so a page callback that calls `Parley.open()` back cannot re-enter the panel.
 
@@ -52,6 +53,7 @@ impl MountOptions {
                 on_unread: func("onUnread"),
                 on_open: func("onOpen"),
                 on_message: func("onMessage"),
+                on_cobrowse: func("onCobrowse"),
             },
         }
     }
@@ -65,6 +67,11 @@ pub struct Host {
     on_open: Option<Function>,
     /// `onMessage(detail)`: feeds `Parley.on('message')` and the `parley:message` window event.
     on_message: Option<Function>,
+    /// `onCobrowse(command, arg)`: drives the co-browse module, which the loader imports on the
+    /// first `start` only (never before the visitor allowed sharing). Commands:
+    /// `start` `{agent, conversation}`, `stop`, `highlight` (the frame's JSON text), `resync`,
+    /// `log` `{conversation}` (open "What was shared").
+    on_cobrowse: Option<Function>,
 }
 
 fn later(f: &Option<Function>, args: [JsValue; 2]) {
@@ -79,6 +86,22 @@ fn later(f: &Option<Function>, args: [JsValue; 2]) {
 }
 
 impl Host {
+    /// Tells the loader's co-browse side `command`; `agent` and `conversation` ride in an object
+    /// `{agent, conversation}` when given, `raw` is passed as is otherwise.
+    pub fn cobrowse(&self, command: &str, conversation: Option<(&str, &str)>, raw: Option<&str>) {
+        let arg = match (conversation, raw) {
+            (Some((agent, conv)), _) => {
+                let o = js_sys::Object::new();
+                let _ = Reflect::set(&o, &"agent".into(), &agent.into());
+                let _ = Reflect::set(&o, &"conversation".into(), &conv.into());
+                o.into()
+            }
+            (None, Some(r)) => JsValue::from_str(r),
+            _ => JsValue::UNDEFINED,
+        };
+        later(&self.on_cobrowse, [JsValue::from_str(command), arg]);
+    }
+
     /// The unread count changed.
     pub fn unread(&self, count: u32) {
         later(&self.on_unread, [JsValue::from(count), JsValue::UNDEFINED]);

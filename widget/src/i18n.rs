@@ -56,6 +56,30 @@ impl Lang {
         }
     }
 
+    /// The co-browse consent card: what sharing shows and what it never shows.
+    pub fn cobrowse_ask(self, name: &str) -> String {
+        match self {
+            Lang::En => format!("{name} asks to see this page. They will see this page and the next pages you open on this site while sharing is on, and can point at things. They will not see what you type into fields (hidden as ••••), other tabs, or anything outside this page. You can stop at any time."),
+            Lang::Ko => format!("{name} 님이 이 페이지를 보고 싶어 합니다. 공유 중에는 이 페이지와 이 사이트에서 여는 다음 페이지를 보고 특정 위치를 가리킬 수 있습니다. 입력란에 입력한 내용(••••로 가려짐), 다른 탭, 이 페이지 밖의 내용은 볼 수 없습니다. 언제든지 중지할 수 있습니다."),
+        }
+    }
+
+    /// A request that was answered since.
+    pub fn cobrowse_asked(self, name: &str) -> String {
+        match self {
+            Lang::En => format!("{name} asked to see this page"),
+            Lang::Ko => format!("{name} 님이 페이지 공유를 요청했습니다"),
+        }
+    }
+
+    /// "You shared this page with Mina".
+    pub fn cobrowse_allowed(self, name: &str) -> String {
+        match self {
+            Lang::En => format!("You shared this page with {name}"),
+            Lang::Ko => format!("{name} 님과 페이지를 공유했습니다"),
+        }
+    }
+
     /// "Mina is typing…".
     pub fn typing(self, name: &str) -> String {
         match self {
@@ -110,6 +134,16 @@ pub struct Strings {
     pub read_more: &'static str,
     /// aria-label of the group of quick-reply buttons under the bot's latest message.
     pub quick_replies: &'static str,
+    /// Co-browse consent buttons.
+    pub allow: &'static str,
+    /// Co-browse consent buttons.
+    pub deny: &'static str,
+    /// System line: the visitor declined to share.
+    pub declined: &'static str,
+    /// System line: sharing ended.
+    pub sharing_stopped: &'static str,
+    /// Button on that line: open the log of what was shared.
+    pub what_shared: &'static str,
 }
 
 static EN: Strings = Strings {
@@ -134,6 +168,11 @@ static EN: Strings = Strings {
     handoff: "Connecting you with a person…",
     read_more: "Read more",
     quick_replies: "Suggested replies",
+    allow: "Allow",
+    deny: "Deny",
+    declined: "You declined",
+    sharing_stopped: "Sharing stopped",
+    what_shared: "What was shared",
 };
 
 static KO: Strings = Strings {
@@ -159,4 +198,9 @@ static KO: Strings = Strings {
     handoff: "상담원에게 연결하고 있어요…",
     read_more: "자세히 보기",
     quick_replies: "추천 답변",
+    allow: "허용",
+    deny: "거절",
+    declined: "공유를 거절했습니다",
+    sharing_stopped: "공유가 중지되었습니다",
+    what_shared: "공유된 내용",
 };

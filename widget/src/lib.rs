@@ -8,6 +8,7 @@
 //! const handle = m.mount(shadowRoot, { base, site, name, lang, agentsOnline,
 //!                                      onUnread, onOpen, onMessage });
 //! handle.open(); handle.close(); handle.toggle(); handle.identify({ name, email });
+//! handle.cobrowseSend(n, data, index, count); handle.cobrowseStop();   // for the co-browse module
 //! ```
 //! (the options are described in [`host`]). Modules are cut by domain: [`chat`] is the state
 //! machine, [`connection`] the socket, [`view`] the DOM, [`i18n`] the words, [`storage`] and
@@ -94,6 +95,20 @@ impl PanelHandle {
     #[wasm_bindgen(js_name = isOpen)]
     pub fn is_open(&self) -> bool {
         self.chat.is_open()
+    }
+
+    /// Sends one co-browse stream frame (`VisitorFrame::Cobrowse`) for the co-browse module;
+    /// false when it could not go (socket down or not sharing): the module then waits for a
+    /// `resync`.
+    #[wasm_bindgen(js_name = cobrowseSend)]
+    pub fn cobrowse_send(&self, n: u32, data: String, index: u32, count: u32) -> bool {
+        self.chat.cobrowse_send(n, data, index, count)
+    }
+
+    /// The visitor pressed Stop on the sharing indicator: sends `cobrowse_stop`.
+    #[wasm_bindgen(js_name = cobrowseStop)]
+    pub fn cobrowse_stop(&self) {
+        self.chat.cobrowse_stop();
     }
 
     /// Keeps `{name, email}` in memory. Protocol v1 has no frame for visitor identity, so it is

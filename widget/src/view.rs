@@ -30,6 +30,19 @@ fn row(t: &'static Strings, item: Item) -> impl IntoView {
             .collect_view();
         view! { <div class="parley-quicks" role="group" aria-label=t.quick_replies>{buttons}</div> }
     });
+    // Co-browse: the consent card's Allow / Deny, or "What was shared" under "Sharing stopped".
+    // Handled by the list's click handler through `data-cb`, like the quick replies.
+    let cb = item.cb.map(|cb| {
+        let (first, second) = if cb == "ask" {
+            (("allow", t.allow), Some(("deny", t.deny)))
+        } else {
+            (("log", t.what_shared), None)
+        };
+        let button = |(v, label): (&'static str, &'static str)| {
+            view! { <button type="button" class="parley-quick" data-cb=v>{label}</button> }
+        };
+        view! { <div class="parley-quicks">{button(first)}{second.map(button)}</div> }
+    });
     view! {
         <li class=item.class data-role=item.role data-kind=item.kind data-seq=item.seq.map(|s| s.to_string())>
             {item.meta.map(|m| view! { <div class="parley-meta">{m}</div> })}
@@ -37,6 +50,7 @@ fn row(t: &'static Strings, item: Item) -> impl IntoView {
             {link}
             {item.note.map(|n| view! { <div class="parley-note">{n}</div> })}
             {quick}
+            {cb}
         </li>
     }
 }
@@ -123,6 +137,12 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
                 .target()
                 .and_then(|t| t.dyn_into::<Element>().ok())
                 .and_then(|el| el.closest("button.parley-quick").ok().flatten());
+            let cb = button.as_ref().and_then(|b| b.get_attribute("data-cb"));
+            match cb.as_deref() {
+                Some("log") => return chat.cobrowse_log(),
+                Some(v) => return chat.cobrowse_answer(v == "allow"),
+                None => {}
+            }
             if let Some(text) = button.and_then(|b| b.get_attribute("data-text")) {
                 chat.send_text(&text);
                 // The buttons go away with the send; keep the keyboard user in the composer.

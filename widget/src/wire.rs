@@ -10,6 +10,7 @@
 //! `EventBody::Unknown` (kept so seqs stay contiguous; the view shows it as nothing).
 
 use js_sys::{Array, Reflect, JSON};
+use protocol::cobrowse::{CobrowseState, Highlight, HighlightTarget, Rect};
 use protocol::{
     Author, ClientId, ConversationId, ErrorCode, ErrorFrame, Event, EventBody, HandoffReason,
     QuickReply, Role, ToVisitor,
@@ -29,6 +30,10 @@ fn uint(o: &JsValue, key: &str) -> Option<u64> {
         .as_f64()
         .filter(|n| *n >= 0.0 && n.fract() == 0.0 && *n <= 9_007_199_254_740_991.0)
         .map(|n| n as u64)
+}
+
+fn int(o: &JsValue, key: &str) -> Option<i32> {
+    get(o, key).as_f64().map(|n| n as i32)
 }
 
 fn flag(o: &JsValue, key: &str) -> Option<bool> {
@@ -125,6 +130,30 @@ pub fn safe_link(url: &str) -> Option<String> {
     }
 }
 
+/// A co-browse highlight (`{"page","target":"clear"|{"node"}|{"rect"},"note"?}`). The panel only
+/// checks it and hands the frame's text to the co-browse module, which draws it.
+fn highlight(o: &JsValue) -> Option<Highlight> {
+    let t = get(o, "target");
+    let r = get(&t, "rect");
+    let target = if t.as_string().as_deref() == Some("clear") {
+        HighlightTarget::Clear
+    } else if let Some(n) = uint(&t, "node") {
+        HighlightTarget::Node(n as u32)
+    } else {
+        HighlightTarget::Rect(Rect {
+            x: int(&r, "x")?,
+            y: int(&r, "y")?,
+            w: int(&r, "w")?,
+            h: int(&r, "h")?,
+        })
+    };
+    Some(Highlight {
+        page: uint(o, "page")? as u32,
+        target,
+        note: text(o, "note"),
+    })
+}
+
 fn event(o: &JsValue) -> Option<Event> {
     let body = get(o, "body");
     let body = match text(&body, "kind")?.as_str() {
@@ -141,6 +170,15 @@ fn event(o: &JsValue) -> Option<Event> {
         "joined" => EventBody::Joined,
         "left" => EventBody::Left,
         "closed" => EventBody::Closed,
+        "cobrowse" => EventBody::Cobrowse {
+            state: match text(&body, "state")?.as_str() {
+                "requested" => CobrowseState::Requested,
+                "allowed" => CobrowseState::Allowed,
+                "denied" => CobrowseState::Denied,
+                // `stopped`, and states of later revisions (read as stopped).
+                _ => CobrowseState::Stopped,
+            },
+        },
         _ => EventBody::Unknown,
     };
     Some(Event {
@@ -178,6 +216,11 @@ pub fn decode(json: &str) -> Option<ToVisitor> {
         "presence" => ToVisitor::Presence {
             agents_online: uint(&o, "agents_online")? as u32,
         },
+        "cobrowse_highlight" => ToVisitor::CobrowseHighlight {
+            author: author(&get(&o, "author"))?,
+            highlight: highlight(&get(&o, "highlight"))?,
+        },
+        "cobrowse_resync" => ToVisitor::CobrowseResync,
         "error" => ToVisitor::Error(ErrorFrame {
             code: error_code(&text(&o, "code")?),
             message: text(&o, "message").unwrap_or_default(),

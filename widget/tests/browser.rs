@@ -251,3 +251,98 @@ fn refuses_unsafe_links() {
         assert_eq!(wire::safe_link(bad), None, "{bad:?}");
     }
 }
+
+#[wasm_bindgen_test]
+fn decodes_cobrowse_frames_and_consent_state() {
+    use protocol::cobrowse::{CobrowseState, Highlight, HighlightTarget, Rect};
+    let ev = |seq: u64, role: &str, state: &str| {
+        wire::decode(&format!(
+            r#"{{"type":"event","conversation_id":"c","seq":{seq},"at":1,"author":{{"role":"{role}","name":"Mina"}},"body":{{"kind":"cobrowse","state":"{state}"}}}}"#
+        ))
+        .and_then(|f| match f {
+            ToVisitor::Event(e) => Some(e),
+            _ => None,
+        })
+        .expect("a cobrowse event")
+    };
+    let asked = ev(1, "agent", "requested");
+    assert_eq!(
+        asked.body,
+        EventBody::Cobrowse {
+            state: CobrowseState::Requested
+        }
+    );
+    // A state of a later revision reads as stopped.
+    assert_eq!(
+        ev(9, "system", "paused").body,
+        EventBody::Cobrowse {
+            state: CobrowseState::Stopped
+        }
+    );
+    let (state, agent, closed) = chat::sharing(std::slice::from_ref(&asked));
+    assert_eq!(
+        (state, agent.as_str(), closed),
+        (Some(CobrowseState::Requested), "Mina", false)
+    );
+    let allowed = ev(2, "visitor", "allowed");
+    assert_eq!(
+        chat::sharing(&[asked.clone(), allowed.clone()]).0,
+        Some(CobrowseState::Allowed)
+    );
+    let closed_ev = wire::decode(
+        r#"{"type":"event","conversation_id":"c","seq":3,"at":1,"author":{"role":"agent"},"body":{"kind":"closed"}}"#,
+    );
+    let Some(ToVisitor::Event(closed_ev)) = closed_ev else {
+        panic!("closed event")
+    };
+    assert!(
+        chat::sharing(&[asked, allowed, closed_ev]).2,
+        "closed after allowed"
+    );
+
+    let h = wire::decode(
+        r#"{"type":"cobrowse_highlight","author":{"role":"agent","name":"Mina"},"highlight":{"page":7,"target":{"node":42},"note":"here"}}"#,
+    );
+    assert!(matches!(
+        h,
+        Some(ToVisitor::CobrowseHighlight { highlight: Highlight { page: 7, target: HighlightTarget::Node(42), ref note }, .. }) if note.as_deref() == Some("here")
+    ));
+    let r = wire::decode(
+        r#"{"type":"cobrowse_highlight","author":{"role":"agent"},"highlight":{"page":7,"target":{"rect":{"x":1,"y":2,"w":30,"h":40}}}}"#,
+    );
+    assert!(matches!(
+        r,
+        Some(ToVisitor::CobrowseHighlight {
+            highlight: Highlight {
+                target: HighlightTarget::Rect(Rect {
+                    x: 1,
+                    y: 2,
+                    w: 30,
+                    h: 40
+                }),
+                ..
+            },
+            ..
+        })
+    ));
+    let c = wire::decode(
+        r#"{"type":"cobrowse_highlight","author":{"role":"agent"},"highlight":{"page":7,"target":"clear"}}"#,
+    );
+    assert!(matches!(
+        c,
+        Some(ToVisitor::CobrowseHighlight {
+            highlight: Highlight {
+                target: HighlightTarget::Clear,
+                ..
+            },
+            ..
+        })
+    ));
+    assert!(wire::decode(r#"{"type":"cobrowse_highlight","author":{"role":"agent"},"highlight":{"page":7,"target":{"rect":{"x":1}}}}"#).is_none());
+    assert!(matches!(
+        wire::decode(r#"{"type":"cobrowse_resync"}"#),
+        Some(ToVisitor::CobrowseResync)
+    ));
+    assert!(Lang::En.cobrowse_ask("Mina").contains("hidden as ••••"));
+    assert!(Lang::Ko.cobrowse_ask("Mina").starts_with("Mina 님이"));
+}

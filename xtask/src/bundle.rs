@@ -5,6 +5,8 @@
 //! Layout of `dist/`:
 //! - `widget.js` — the loader (copied from `widget/loader/widget.js`);
 //! - `widget/panel.js`, `widget/panel_bg.wasm` — the chat panel the loader fetches on demand;
+//! - `widget/cobrowse.js`, `widget/cobrowse_bg.wasm` — co-browse, fetched only once the visitor
+//!   allowed sharing;
 //! - `console/index.html`, `console/console.js`, `console/console_bg.wasm` (+ `console/static/*`);
 //! - `X.gz` and `X.br` next to every js/wasm/html/css file; `sizes.json`.
 
@@ -44,6 +46,11 @@ const BUNDLES: &[Bundle] = &[
         package: "parley-widget",
         out_dir: "widget",
         out_name: "panel",
+    },
+    Bundle {
+        package: "parley-cobrowse",
+        out_dir: "widget",
+        out_name: "cobrowse",
     },
     Bundle {
         package: "parley-console",
@@ -119,6 +126,13 @@ pub fn build(root: &Path, tools: &Tools, debug: bool) -> Result<PathBuf> {
                 files: vec!["widget/panel.js".into(), "widget/panel_bg.wasm".into()],
             },
             Group {
+                name: "cobrowse",
+                files: vec![
+                    "widget/cobrowse.js".into(),
+                    "widget/cobrowse_bg.wasm".into(),
+                ],
+            },
+            Group {
                 name: "console",
                 files: console_files,
             },
@@ -145,7 +159,8 @@ fn bind_and_optimize(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let stamp_path = out_dir.join(".xtask-stamp");
+    // One stamp per bundle: the panel and co-browse share `widget/`.
+    let stamp_path = out_dir.join(format!(".xtask-stamp.{}", bundle.out_name));
     let stamp = format!(
         "input={} len={} mtime={mtime} debug={debug} opt={}\n",
         input.display(),

@@ -60,13 +60,15 @@ pub fn lint(root: &Path, outcome: &mut Outcome) {
         ])),
     );
 
-    section("lint: clippy (wasm32: widget, console, protocol)");
+    section("lint: clippy (wasm32: widget, cobrowse, console, protocol)");
     outcome.record(
         "clippy (wasm32)",
         run(exec::cargo(root).args([
             "clippy",
             "-p",
             "parley-widget",
+            "-p",
+            "parley-cobrowse",
             "-p",
             "parley-console",
             "-p",
@@ -94,7 +96,7 @@ pub fn test(root: &Path, tools: &Tools, dist: &Path, outcome: &mut Outcome) {
             .env("CHROMIUM", CHROMIUM)),
     );
 
-    section("test: wasm unit tests (widget, console) in headless chromium");
+    section("test: wasm unit tests (widget, cobrowse, console) in headless chromium");
     // The runner prints "no tests to run!" and succeeds for a crate without wasm tests, so only
     // real failures (or build errors) fail this step.
     outcome.record(
@@ -107,6 +109,8 @@ pub fn test(root: &Path, tools: &Tools, dist: &Path, outcome: &mut Outcome) {
                 "--tests",
                 "-p",
                 "parley-widget",
+                "-p",
+                "parley-cobrowse",
                 "-p",
                 "parley-console",
                 "--target",
