@@ -5,6 +5,8 @@
 //! `CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner CHROMEDRIVER=/usr/bin/chromedriver
 //!  cargo test -p parley-console --target wasm32-unknown-unknown --test mirror`.
 #![allow(missing_docs)]
+// `allow-unwrap-in-tests` covers `#[test]` only, not `#[wasm_bindgen_test]` and its helpers.
+#![allow(clippy::unwrap_used)]
 
 use parley_console::mirror::{MirrorDoc, BLOCK_ATTR};
 use protocol::cobrowse::{Added, AttrChange, Mutations, Node, Size, Snapshot, TextChange};
