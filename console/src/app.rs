@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use protocol::{AgentInfo, ClientId, ConversationId, Seq, ToAgent};
+use protocol::{AgentFrame, AgentInfo, ClientId, ConversationId, Seq, ToAgent};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
 
 use crate::api;
+use crate::components::cobrowse;
 use crate::components::context_panel::ContextPanel;
 use crate::components::conversation::ConversationPane;
 use crate::components::login::Login;
@@ -78,6 +79,16 @@ impl Ctx {
         for fx in effects {
             match fx {
                 ModelEffect::Send(frame) => {
+                    match &frame {
+                        AgentFrame::CobrowseResync { conversation_id } => {
+                            cobrowse::resync_sent(conversation_id)
+                        }
+                        // Stopping drops the stream here at once, not when the event returns.
+                        AgentFrame::CobrowseStop { conversation_id } => {
+                            cobrowse::stopped(conversation_id)
+                        }
+                        _ => {}
+                    }
                     socket::send(&frame);
                 }
                 ModelEffect::SendAfter(ms, frame) => {
@@ -225,6 +236,18 @@ pub fn Workspace(
     let welcomed = StoredValue::new(false);
     socket::start(
         move |frame: ToAgent| {
+            // Co-browse stream items go straight to the mirror, not through the model signal.
+            if let ToAgent::Cobrowse {
+                conversation_id,
+                n,
+                data,
+                index,
+                count,
+            } = frame
+            {
+                cobrowse::receive(conversation_id, n, &data, index, count);
+                return;
+            }
             let is_welcome = matches!(frame, ToAgent::Welcome { .. });
             let fx = ctx
                 .model

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use protocol::cobrowse::{CobrowseState, Highlight};
 use protocol::timeline::{Applied, Outbox, Pending, Timeline};
 use protocol::{
     validate_text, AgentFrame, AgentInfo, ClientId, ConversationId, ConversationStatus,
@@ -138,6 +139,63 @@ pub struct Line {
     pub at: Option<i64>,
     /// Delivery state.
     pub state: LineState,
+    /// `data-cobrowse` for a co-browse consent line (`requested`, `allowed`, `denied`,
+    /// `stopped`), so tests and styles find it without matching the wording.
+    pub cobrowse: Option<&'static str>,
+}
+
+/// Co-browsing in the shown conversation, for the header's buttons and the mirror.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CobrowseView {
+    /// The latest stored consent state, if co-browsing was ever asked for.
+    pub state: Option<CobrowseState>,
+    /// The agent clicked "Co-browse" and the `requested` event has not come back yet.
+    pub asking: bool,
+    /// The "Co-browse" button is offered: the conversation is mine, not closed, and nothing is
+    /// asked or shared right now.
+    pub can_request: bool,
+    /// The visitor shares with me: show the mirror and the Stop button.
+    pub sharing: bool,
+}
+
+impl CobrowseView {
+    /// `data-state` of the status line: `pending` (asked, not stored yet), then the stored
+    /// state; `None` when co-browsing never started here.
+    pub fn key(&self) -> Option<&'static str> {
+        if self.asking {
+            return Some("pending");
+        }
+        self.state.map(cobrowse_key)
+    }
+
+    /// The status line's wording.
+    pub fn label(&self) -> &'static str {
+        match (self.asking, self.state) {
+            (true, _) | (false, Some(CobrowseState::Requested)) => {
+                "Waiting for the visitor to allow co-browsing…"
+            }
+            (false, Some(CobrowseState::Allowed)) if self.sharing => {
+                "Co-browsing: click to point at an element, drag to mark an area"
+            }
+            (false, Some(CobrowseState::Allowed)) => {
+                "The visitor shares their page with another agent"
+            }
+            (false, Some(CobrowseState::Denied)) => "The visitor declined co-browsing",
+            (false, Some(CobrowseState::Stopped | CobrowseState::Unknown)) => "Co-browsing ended",
+            (false, None) => "",
+        }
+    }
+}
+
+/// The `data-cobrowse` / `data-state` value of a consent state (an unknown one reads as
+/// stopped, as the protocol asks).
+pub fn cobrowse_key(s: CobrowseState) -> &'static str {
+    match s {
+        CobrowseState::Requested => "requested",
+        CobrowseState::Allowed => "allowed",
+        CobrowseState::Denied => "denied",
+        CobrowseState::Stopped | CobrowseState::Unknown => "stopped",
+    }
 }
 
 /// The header and right column data of the open conversation.
@@ -176,6 +234,22 @@ pub struct Thread {
     pub failed: Vec<(Pending, String)>,
     /// An `open` to fill a gap is in flight: don't send another per event.
     refilling: bool,
+    /// A `cobrowse_request` is in flight (its `requested` event not seen): the button waits.
+    cobrowse_asking: bool,
+}
+
+impl Thread {
+    /// The latest co-browse consent state stored in this conversation.
+    pub fn cobrowse_state(&self) -> Option<CobrowseState> {
+        self.timeline
+            .events()
+            .iter()
+            .rev()
+            .find_map(|e| match e.body {
+                EventBody::Cobrowse { state } => Some(state),
+                _ => None,
+            })
+    }
 }
 
 /// Everything the console knows. See the module docs.
@@ -265,6 +339,13 @@ impl Model {
                 for e in events {
                     self.apply_event(e, false, &mut out);
                 }
+                // The conversation was (re)opened while the visitor shares: the stream items of
+                // the time it was not open are lost, so the mirror starts from a fresh snapshot.
+                if self.selected.as_ref() == Some(&conversation_id)
+                    && self.cobrowse().is_some_and(|c| c.sharing)
+                {
+                    out.push(Effect::Send(AgentFrame::CobrowseResync { conversation_id }));
+                }
             }
             ToAgent::Event(e) => self.apply_event(e, true, &mut out),
             ToAgent::Ack {
@@ -291,6 +372,9 @@ impl Model {
                 }
             }
             ToAgent::Presence { agents_online } => self.agents_online = agents_online,
+            // Stream items go to the mirror (`components::cobrowse`), not through the model:
+            // they are many, never stored, and change nothing the rest of the console shows.
+            ToAgent::Cobrowse { .. } => {}
             ToAgent::Error(e) => {
                 let held = e.client_id.as_ref().and_then(|cid| {
                     self.threads
@@ -312,7 +396,14 @@ impl Model {
                         }
                     }
                     (None, ErrorCode::RateLimited) => {}
-                    (None, code) => self.notice = Some(error_text(code).to_owned()),
+                    (None, code) => {
+                        // A refused `cobrowse_request` has no client id either: its button
+                        // must not stay pending.
+                        for t in self.threads.values_mut() {
+                            t.cobrowse_asking = false;
+                        }
+                        self.notice = Some(error_text(code).to_owned());
+                    }
                 }
             }
         }
@@ -324,6 +415,7 @@ impl Model {
         let selected = self.selected.as_ref() == Some(&id);
         let from_visitor = e.author.role == Role::Visitor;
         let is_message = matches!(e.body, EventBody::Message { .. });
+        let is_cobrowse = matches!(e.body, EventBody::Cobrowse { .. });
         let client_id = match &e.body {
             EventBody::Message { client_id, .. } => client_id.clone(),
             _ => None,
@@ -331,6 +423,9 @@ impl Model {
         let thread = self.threads.entry(id.clone()).or_default();
         match thread.timeline.apply(e) {
             Applied::Appended => {
+                if is_cobrowse {
+                    thread.cobrowse_asking = false;
+                }
                 if let Some(cid) = client_id.filter(|_| !from_visitor) {
                     // The event of our own send arrived before (or instead of) its ack.
                     thread.outbox.settle(&cid);
@@ -418,6 +513,65 @@ impl Model {
             .map(|conversation_id| Effect::Send(AgentFrame::Close { conversation_id }))
             .into_iter()
             .collect()
+    }
+
+    /// Ask the visitor of the selected conversation to share their page.
+    pub fn cobrowse_request(&mut self) -> Vec<Effect> {
+        self.notice = None;
+        if !self.cobrowse().is_some_and(|c| c.can_request) {
+            return Vec::new();
+        }
+        let Some(id) = self.selected.clone() else {
+            return Vec::new();
+        };
+        self.threads.entry(id.clone()).or_default().cobrowse_asking = true;
+        vec![Effect::Send(AgentFrame::CobrowseRequest {
+            conversation_id: id,
+        })]
+    }
+
+    /// Stop co-browsing in the selected conversation.
+    pub fn cobrowse_stop(&mut self) -> Vec<Effect> {
+        self.notice = None;
+        self.selected
+            .clone()
+            .map(|conversation_id| Effect::Send(AgentFrame::CobrowseStop { conversation_id }))
+            .into_iter()
+            .collect()
+    }
+
+    /// Point at part of the shared page (only while the visitor shares with me).
+    pub fn cobrowse_highlight(&self, highlight: Highlight) -> Vec<Effect> {
+        match (&self.selected, self.cobrowse()) {
+            (Some(id), Some(c)) if c.sharing => vec![Effect::Send(AgentFrame::CobrowseHighlight {
+                conversation_id: id.clone(),
+                highlight,
+            })],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Co-browsing in the selected conversation (`None` when nothing is selected).
+    pub fn cobrowse(&self) -> Option<CobrowseView> {
+        let id = self.selected.as_ref()?;
+        let thread = self.threads.get(id);
+        let state = thread.and_then(Thread::cobrowse_state);
+        let asking = thread.is_some_and(|t| t.cobrowse_asking);
+        let c = self.conversations.get(id);
+        let mine = c
+            .and_then(|c| c.assignee.as_ref())
+            .is_some_and(|a| !self.me_id().is_empty() && a.id == self.me_id());
+        let open = c.is_some_and(|c| c.status != ConversationStatus::Closed);
+        let busy = matches!(
+            state,
+            Some(CobrowseState::Requested | CobrowseState::Allowed)
+        );
+        Some(CobrowseView {
+            state,
+            asking,
+            can_request: mine && open && !asking && !busy,
+            sharing: mine && open && state == Some(CobrowseState::Allowed),
+        })
     }
 
     /// A typing frame for the selected conversation.
@@ -549,6 +703,7 @@ impl Model {
             link: None,
             at: None,
             state,
+            cobrowse: None,
         };
         let last = thread.timeline.last_seq();
         lines.extend(
@@ -672,6 +827,7 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
         }
     });
     let (mut buttons, mut link, mut is_handoff) = (Vec::new(), None, false);
+    let mut cobrowse = None;
     let (text, is_notice) = match &e.body {
         EventBody::Message {
             text,
@@ -699,6 +855,21 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
                 true,
             )
         }
+        EventBody::Cobrowse { state } => {
+            cobrowse = Some(cobrowse_key(*state));
+            let agent = if who == "You" { "You" } else { name.as_str() };
+            let text = match (state, e.author.role) {
+                (CobrowseState::Requested, _) => format!("{agent} asked to co-browse"),
+                (CobrowseState::Allowed, _) => "Visitor allowed co-browsing".to_owned(),
+                (CobrowseState::Denied, _) => "Visitor declined co-browsing".to_owned(),
+                (CobrowseState::Stopped, Role::Visitor) => "Visitor stopped co-browsing".to_owned(),
+                (CobrowseState::Stopped, Role::Agent) => format!("{agent} stopped co-browsing"),
+                (CobrowseState::Stopped | CobrowseState::Unknown, _) => {
+                    "Co-browsing ended".to_owned()
+                }
+            };
+            (text, true)
+        }
         // A kind from a newer relay: a neutral line keeps the seq visible without guessing.
         EventBody::Unknown => ("(an update this console cannot show)".to_owned(), true),
     };
@@ -714,6 +885,7 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
         link,
         at: Some(e.at),
         state: LineState::Stored,
+        cobrowse,
     }
 }
 
@@ -1074,5 +1246,159 @@ mod tests {
         ] {
             assert_eq!(safe_link(bad), None, "{bad:?}");
         }
+    }
+
+    fn cobrowse_ev(seq: Seq, role: Role, state: CobrowseState) -> Event {
+        Event {
+            conversation_id: "a".into(),
+            seq,
+            at: 0,
+            author: Author {
+                role,
+                id: (role == Role::Agent).then(|| "me".into()),
+                name: (role == Role::Agent).then(|| "ME".into()),
+            },
+            body: EventBody::Cobrowse { state },
+        }
+    }
+
+    #[test]
+    fn cobrowse_request_waits_then_follows_the_events() {
+        let mut m = welcomed(vec![conv("a", ConversationStatus::Assigned, Some("me"), 1)]);
+        m.select("a".into());
+        let c = m.cobrowse().unwrap();
+        assert!(c.can_request && !c.sharing && c.key().is_none());
+        let fx = m.cobrowse_request();
+        assert_eq!(
+            fx,
+            vec![Effect::Send(AgentFrame::CobrowseRequest {
+                conversation_id: "a".into()
+            })]
+        );
+        let c = m.cobrowse().unwrap();
+        assert!(!c.can_request && c.asking);
+        assert_eq!(c.key(), Some("pending"));
+        assert!(
+            m.cobrowse_request().is_empty(),
+            "no second request while pending"
+        );
+        m.receive(
+            ToAgent::Event(cobrowse_ev(1, Role::Agent, CobrowseState::Requested)),
+            0,
+        );
+        let c = m.cobrowse().unwrap();
+        assert!(!c.asking && !c.can_request);
+        assert_eq!(c.key(), Some("requested"));
+        m.receive(
+            ToAgent::Event(cobrowse_ev(2, Role::Visitor, CobrowseState::Denied)),
+            0,
+        );
+        let c = m.cobrowse().unwrap();
+        assert!(
+            c.can_request && !c.sharing,
+            "asking again after a no is allowed"
+        );
+        let t = m.transcript();
+        assert_eq!(t[0].text, "You asked to co-browse");
+        assert_eq!(t[1].text, "Visitor declined co-browsing");
+        assert_eq!(t[1].cobrowse, Some("denied"));
+        assert!(t[1].is_notice);
+
+        m.cobrowse_request();
+        m.receive(
+            ToAgent::Event(cobrowse_ev(3, Role::Agent, CobrowseState::Requested)),
+            0,
+        );
+        m.receive(
+            ToAgent::Event(cobrowse_ev(4, Role::Visitor, CobrowseState::Allowed)),
+            0,
+        );
+        let c = m.cobrowse().unwrap();
+        assert!(c.sharing && !c.can_request);
+        let hl = Highlight {
+            page: 1,
+            target: protocol::cobrowse::HighlightTarget::Node(5),
+            note: None,
+        };
+        assert_eq!(m.cobrowse_highlight(hl.clone()).len(), 1);
+        assert_eq!(
+            m.cobrowse_stop(),
+            vec![Effect::Send(AgentFrame::CobrowseStop {
+                conversation_id: "a".into()
+            })]
+        );
+        m.receive(
+            ToAgent::Event(cobrowse_ev(5, Role::Visitor, CobrowseState::Stopped)),
+            0,
+        );
+        let c = m.cobrowse().unwrap();
+        assert!(!c.sharing && c.can_request);
+        assert!(
+            m.cobrowse_highlight(hl).is_empty(),
+            "no highlights once stopped"
+        );
+        assert_eq!(m.transcript()[4].text, "Visitor stopped co-browsing");
+    }
+
+    #[test]
+    fn cobrowse_refused_request_unblocks_and_others_cannot_ask() {
+        let mut m = welcomed(vec![
+            conv("a", ConversationStatus::Assigned, Some("me"), 1),
+            conv("b", ConversationStatus::Assigned, Some("other"), 1),
+        ]);
+        m.select("a".into());
+        m.cobrowse_request();
+        m.receive(
+            ToAgent::Error(ErrorFrame::new(ErrorCode::Forbidden, "no")),
+            0,
+        );
+        assert!(m.cobrowse().unwrap().can_request);
+        assert!(m.notice.is_some());
+        m.select("b".into());
+        assert!(!m.cobrowse().unwrap().can_request);
+        assert!(m.cobrowse_request().is_empty());
+    }
+
+    #[test]
+    fn opening_a_shared_conversation_asks_for_a_snapshot() {
+        let mut m = welcomed(vec![conv("a", ConversationStatus::Assigned, Some("me"), 1)]);
+        m.select("a".into());
+        let resync = Effect::Send(AgentFrame::CobrowseResync {
+            conversation_id: "a".into(),
+        });
+        let fx = m.receive(
+            ToAgent::History {
+                conversation_id: "a".into(),
+                events: vec![
+                    cobrowse_ev(1, Role::Agent, CobrowseState::Requested),
+                    cobrowse_ev(2, Role::Visitor, CobrowseState::Allowed),
+                ],
+            },
+            0,
+        );
+        assert_eq!(fx, vec![resync.clone()]);
+        // Reconnected: the refill is empty but the stream missed items meanwhile.
+        let fx = m.receive(
+            ToAgent::History {
+                conversation_id: "a".into(),
+                events: vec![],
+            },
+            0,
+        );
+        assert_eq!(fx, vec![resync]);
+        // Once stopped, opening asks for nothing.
+        m.receive(
+            ToAgent::Event(cobrowse_ev(3, Role::Agent, CobrowseState::Stopped)),
+            0,
+        );
+        assert_eq!(m.transcript()[2].text, "You stopped co-browsing");
+        let fx = m.receive(
+            ToAgent::History {
+                conversation_id: "a".into(),
+                events: vec![],
+            },
+            0,
+        );
+        assert!(fx.is_empty());
     }
 }

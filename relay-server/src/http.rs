@@ -90,6 +90,35 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
+/// The empty page the console's co-browse mirror is built in (by the console's script, from the
+/// parent frame: the iframe is sandboxed without `allow-scripts`).
+const MIRROR_HTML: &str =
+    "<!doctype html><html><head><meta charset=\"utf-8\"><title>Mirror</title>\
+</head><body></body></html>";
+
+/// `GET /console/mirror.html`: the mirror page, with its own policy. Nothing in it may run
+/// (`script-src 'none'`), while the visitor's styles, images and fonts may load from anywhere;
+/// only the console itself may frame it.
+async fn mirror_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'none'; style-src * 'unsafe-inline'; \
+                 img-src * data:; font-src * data:; frame-ancestors 'self'; base-uri 'none'; \
+                 form-action 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            // The visitor's image and font hosts learn nothing about the console.
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        MIRROR_HTML,
+    )
+        .into_response()
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -167,6 +196,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // Outside the console router: its CSP (`frame-ancestors 'none'`) must not apply.
+        .route("/console/mirror.html", get(mirror_page))
         .merge(widget)
         .merge(console);
     if let Some(demo) = &app.demo_dir {

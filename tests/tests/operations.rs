@@ -47,3 +47,40 @@ async fn health_readiness_and_metrics() -> anyhow::Result<()> {
     relay.shutdown().await;
     Ok(())
 }
+
+/// The co-browse mirror page carries its own policy: nothing may run in it, only the console may
+/// frame it; the console's own strict policy still covers the rest of `/console/`.
+#[tokio::test]
+async fn console_mirror_page_runs_no_scripts() -> anyhow::Result<()> {
+    let relay = start_server().await?;
+    let response = reqwest::get(relay.url("/console/mirror.html")).await?;
+    assert_eq!(response.status().as_u16(), 200);
+    let csp = response
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    for part in [
+        "default-src 'none'",
+        "script-src 'none'",
+        "style-src * 'unsafe-inline'",
+        "img-src * data:",
+        "frame-ancestors 'self'",
+    ] {
+        assert!(csp.contains(part), "{part} missing from {csp:?}");
+    }
+    assert!(response.text().await?.contains("<body></body>"));
+
+    let console = reqwest::get(relay.url("/console")).await?;
+    let csp = console
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp:?}");
+    assert!(!csp.contains("frame-src") || csp.contains("frame-src 'self'"));
+    relay.shutdown().await;
+    Ok(())
+}

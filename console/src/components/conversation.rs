@@ -1,4 +1,5 @@
-//! Middle column: the shown conversation's header (take / close), transcript and composer.
+//! Middle column: the shown conversation's header (take / close / co-browse), the co-browse
+//! mirror while the visitor shares, transcript and composer.
 
 use std::collections::HashMap;
 
@@ -7,6 +8,7 @@ use leptos::prelude::*;
 use protocol::{ConversationId, ConversationStatus};
 
 use crate::app::{new_client_id, now_ms, Ctx};
+use crate::components::cobrowse::CobrowsePane;
 use crate::format::clock_time;
 use crate::state::{status_key, Line, LineState};
 
@@ -16,6 +18,15 @@ pub fn ConversationPane() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let header = Memo::new(move |_| ctx.model.with(|m| m.header()));
     let selected = Memo::new(move |_| ctx.model.with(|m| m.selected.is_some()));
+    // The conversation whose visitor shares with me: keyed by id, so switching between two
+    // sharing conversations builds a fresh mirror.
+    let sharing = Memo::new(move |_| {
+        ctx.model.with(|m| {
+            m.cobrowse()
+                .filter(|c| c.sharing)
+                .and_then(|_| m.selected.clone())
+        })
+    });
 
     view! {
         <main class="conversation-pane">
@@ -30,6 +41,7 @@ pub fn ConversationPane() -> impl IntoView {
                 }
             >
                 <ConversationHeader header=header/>
+                {move || sharing.get().map(|id| view! { <CobrowsePane id=id/> })}
                 <Transcript/>
                 <Show when=move || ctx.model.with(|m| m.visitor_typing(ctx.tick.get()))>
                     <div class="visitor-typing" aria-live="polite">"Visitor is typing…"</div>
@@ -51,6 +63,16 @@ fn ConversationHeader(header: Memo<Option<crate::state::Header>>) -> impl IntoVi
     let status = Memo::new(move |_| header.with(|h| h.as_ref().map(|h| h.status)));
     let take = move |_| ctx.act(|m| m.take());
     let close = move |_| ctx.act(|m| m.close());
+    let cobrowse = Memo::new(move |_| ctx.model.with(|m| m.cobrowse()));
+    let cobrowse_request = move |_| ctx.act(|m| m.cobrowse_request());
+    let cobrowse_stop = move |_| ctx.act(|m| m.cobrowse_stop());
+    // Offered on conversations I hold: enabled when nothing is asked or shared right now.
+    let cobrowse_offered = move || {
+        header.with(|h| {
+            h.as_ref()
+                .is_some_and(|h| h.mine && h.status != ConversationStatus::Closed)
+        })
+    };
     view! {
         <header class="conv-header">
             <div class="conv-title">
@@ -77,6 +99,27 @@ fn ConversationHeader(header: Memo<Option<crate::state::Header>>) -> impl IntoVi
                 {move || status.get().map(status_key).unwrap_or("")}
             </span>
             <div class="conv-actions">
+                <Show when=move || cobrowse_offered() && !cobrowse.with(|c| c.is_some_and(|c| c.sharing))>
+                    <button
+                        type="button"
+                        class="cobrowse-request"
+                        disabled=move || !cobrowse.with(|c| c.is_some_and(|c| c.can_request))
+                        on:click=cobrowse_request
+                    >
+                        {move || {
+                            if cobrowse.with(|c| c.is_some_and(|c| !c.can_request)) {
+                                "Co-browse requested…"
+                            } else {
+                                "Co-browse"
+                            }
+                        }}
+                    </button>
+                </Show>
+                <Show when=move || cobrowse.with(|c| c.is_some_and(|c| c.sharing))>
+                    <button type="button" class="cobrowse-stop" on:click=cobrowse_stop>
+                        "Stop co-browsing"
+                    </button>
+                </Show>
                 <Show when=move || status.get().is_some_and(crate::state::is_waiting)>
                     <button type="button" class="take primary" on:click=take>"Take"</button>
                 </Show>
@@ -87,6 +130,15 @@ fn ConversationHeader(header: Memo<Option<crate::state::Header>>) -> impl IntoVi
                 </Show>
             </div>
         </header>
+        <Show when=move || cobrowse.with(|c| c.and_then(|c| c.key()).is_some())>
+            <div
+                class="cobrowse-status"
+                role="status"
+                data-state=move || cobrowse.with(|c| c.and_then(|c| c.key()))
+            >
+                {move || cobrowse.with(|c| c.map(|c| c.label()).unwrap_or_default())}
+            </div>
+        </Show>
         <Show when=move || ctx.model.with(|m| m.notice.is_some())>
             <div class="conv-notice" role="alert">
                 {move || ctx.model.with(|m| m.notice.clone()).unwrap_or_default()}
@@ -141,6 +193,7 @@ fn EventLine(line: Line) -> impl IntoView {
             class:failed=is_failed
             data-seq=line.seq.map(|s| s.to_string())
             data-role=line.role
+            data-cobrowse=line.cobrowse
         >
             {(!line.is_notice)
                 .then(|| {
