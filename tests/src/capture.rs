@@ -18,6 +18,9 @@ pub struct Recorded {
     pub up: Vec<u8>,
     /// Relay → browser.
     pub down: Vec<u8>,
+    /// When each read ended: (ms since the proxy started, upward?, stream length after it), to
+    /// put frames of several connections on one timeline.
+    pub marks: Vec<(f64, bool, usize)>,
 }
 
 /// A proxy: bound first (so its origin can be allowed before the relay starts), then
@@ -42,6 +45,7 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     record: Arc<Mutex<Recorded>>,
     up: bool,
+    started: std::time::Instant,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -56,6 +60,9 @@ async fn pump(
             } else {
                 r.down.extend_from_slice(&buf[..n]);
             }
+            let len = if up { r.up.len() } else { r.down.len() };
+            r.marks
+                .push((started.elapsed().as_secs_f64() * 1000.0, up, len));
         }
         if to.write_all(&buf[..n]).await.is_err() {
             break;
@@ -82,6 +89,7 @@ impl CaptureProxy {
             return;
         };
         let list = self.connections.clone();
+        let started = std::time::Instant::now();
         self.task = Some(tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(target).await else {
@@ -95,8 +103,8 @@ impl CaptureProxy {
                     .push(record.clone());
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                tokio::spawn(pump(cr, sw, record.clone(), true));
-                tokio::spawn(pump(sr, cw, record, false));
+                tokio::spawn(pump(cr, sw, record.clone(), true, started));
+                tokio::spawn(pump(sr, cw, record, false, started));
             }
         }));
     }
@@ -135,6 +143,73 @@ impl CaptureProxy {
         }
         (frames, sockets)
     }
+}
+
+impl CaptureProxy {
+    /// The payload of every WebSocket frame the relay sent on upgraded connections, in order.
+    pub fn websocket_frames_received(&self) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        for r in self.recorded() {
+            if upgrade_end(&r.up).is_none() {
+                continue;
+            }
+            let Some(end) = r.down.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            frames.extend(parse_frames(&r.down[end + 4..]));
+        }
+        frames
+    }
+}
+
+impl CaptureProxy {
+    /// Every WebSocket frame of every upgraded connection, both ways, on one timeline:
+    /// (ms since start, connection index, upward?, payload).
+    pub fn timeline(&self) -> Vec<(f64, usize, bool, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (conn, r) in self.recorded().into_iter().enumerate() {
+            let Some(up_start) = upgrade_end(&r.up) else {
+                continue;
+            };
+            let down_start = r
+                .down
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(r.down.len(), |p| p + 4);
+            for (up, bytes, start) in [(true, &r.up, up_start), (false, &r.down, down_start)] {
+                let mut at = start;
+                for payload in parse_frames(&bytes[start..]) {
+                    at += frame_len(&bytes[at..]);
+                    let when = r
+                        .marks
+                        .iter()
+                        .find(|(_, u, len)| *u == up && *len >= at)
+                        .map_or(f64::NAN, |m| m.0);
+                    out.push((when, conn, up, payload));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.total_cmp(&b.0));
+        out
+    }
+}
+
+/// The length in bytes of the frame at the start of `bytes` (header included).
+fn frame_len(bytes: &[u8]) -> usize {
+    if bytes.len() < 2 {
+        return bytes.len();
+    }
+    let masked = bytes[1] & 0x80 != 0;
+    let (len, at) = match bytes[1] & 0x7f {
+        126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+        127 if bytes.len() >= 10 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[2..10]);
+            (u64::from_be_bytes(b) as usize, 10)
+        }
+        n => (n as usize, 2),
+    };
+    at + if masked { 4 } else { 0 } + len
 }
 
 /// The end of the HTTP request that upgraded a connection to WebSocket, if it did.
