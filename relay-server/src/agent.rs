@@ -311,6 +311,14 @@ impl Session for AgentSession {
                 active,
             } => self.on_typing(conversation_id, active, out).await,
             AgentFrame::Close { conversation_id } => self.on_close(conversation_id, out).await,
+            // Co-browse is not served on this branch; the co-browse work replaces this arm.
+            AgentFrame::CobrowseRequest { .. }
+            | AgentFrame::CobrowseStop { .. }
+            | AgentFrame::CobrowseHighlight { .. }
+            | AgentFrame::CobrowseResync { .. } => out.push(ToAgent::Error(ErrorFrame::new(
+                ErrorCode::UnknownType,
+                "co-browse is not available on this relay",
+            ))),
         }
     }
 

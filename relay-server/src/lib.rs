@@ -5,7 +5,8 @@
 //! `visitor` / `agent` (the two sockets, one handler per frame variant), `connection` (what every
 //! socket does: limits, pings, ordered delivery), `hub` (in-process fan-out and presence),
 //! `bus` (cross-node fan-out and presence through Redis), `store` (durable state), `token`
-//! (bearer secrets), `bot` (bot-first routing: the knowledge-base bot and its hand-off).
+//! (bearer secrets), `bot` (bot-first routing: the knowledge-base bot and its hand-off), `gaps`
+//! (the knowledge-gap report for managers).
 
 pub mod agent;
 pub mod auth;
@@ -13,6 +14,7 @@ pub mod bot;
 pub mod bus;
 pub mod config;
 pub mod connection;
+pub mod gaps;
 pub mod http;
 pub mod hub;
 pub mod metrics;
