@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use protocol::timeline::{Applied, Outbox, Pending, Timeline};
 use protocol::{
     validate_text, AgentFrame, AgentInfo, ClientId, ConversationId, ConversationStatus,
-    ConversationSummary, ErrorCode, Event, EventBody, HandoffReason, PageContext, Role, Seq,
+    ConversationSummary, ErrorCode, Event, EventBody, HandoffReason, Mood, PageContext, Role, Seq,
     ToAgent, PROTOCOL_VERSION,
 };
 
@@ -134,6 +134,9 @@ pub struct Line {
     pub buttons: Vec<String>,
     /// The bot message's "read more" page, only when [`safe_link`] accepts it.
     pub link: Option<String>,
+    /// The tone the relay scored a visitor's message with (`negative`, `neutral`, `positive`),
+    /// shown as a small badge so an upset visitor stands out; `None` for everything else.
+    pub mood: Option<&'static str>,
     /// When it was stored (Unix ms); `None` while pending.
     pub at: Option<i64>,
     /// Delivery state.
@@ -315,6 +318,8 @@ impl Model {
                     (None, code) => self.notice = Some(error_text(code).to_owned()),
                 }
             }
+            // Co-browse is not shown on this branch; the co-browse work replaces this arm.
+            ToAgent::Cobrowse { .. } => {}
         }
         out
     }
@@ -547,6 +552,7 @@ impl Model {
             is_handoff: false,
             buttons: Vec::new(),
             link: None,
+            mood: None,
             at: None,
             state,
         };
@@ -647,6 +653,16 @@ pub fn status_key(s: ConversationStatus) -> &'static str {
     }
 }
 
+/// The `data-mood` value of a visitor message; nothing for a tone from a newer relay.
+pub fn mood_key(m: Mood) -> Option<&'static str> {
+    match m {
+        Mood::Negative => Some("negative"),
+        Mood::Neutral => Some("neutral"),
+        Mood::Positive => Some("positive"),
+        Mood::Unknown => None,
+    }
+}
+
 fn role_key(r: Role) -> &'static str {
     match r {
         Role::Visitor => "visitor",
@@ -671,17 +687,21 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
             who.clone()
         }
     });
-    let (mut buttons, mut link, mut is_handoff) = (Vec::new(), None, false);
+    let (mut buttons, mut link, mut is_handoff, mut mood) = (Vec::new(), None, false, None);
     let (text, is_notice) = match &e.body {
         EventBody::Message {
             text,
             buttons: offered,
             link: url,
+            sentiment,
             ..
         } => {
             if e.author.role == Role::Bot {
                 buttons = offered.iter().map(|b| b.label.clone()).collect();
                 link = url.as_deref().and_then(safe_link);
+            }
+            if e.author.role == Role::Visitor {
+                mood = sentiment.and_then(mood_key);
             }
             (text.clone(), false)
         }
@@ -700,7 +720,9 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
             )
         }
         // A kind from a newer relay: a neutral line keeps the seq visible without guessing.
-        EventBody::Unknown => ("(an update this console cannot show)".to_owned(), true),
+        EventBody::Unknown | EventBody::Cobrowse { .. } => {
+            ("(an update this console cannot show)".to_owned(), true)
+        }
     };
     Line {
         key: format!("s{}", e.seq),
@@ -712,6 +734,7 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
         is_handoff,
         buttons,
         link,
+        mood,
         at: Some(e.at),
         state: LineState::Stored,
     }
@@ -1017,6 +1040,7 @@ mod tests {
                 },
             ],
             link: Some(link.into()),
+            sentiment: None,
         };
         m.receive(
             ToAgent::History {

@@ -431,6 +431,9 @@ impl Chat {
                 self.0.ui.agents_online.set(Some(agents_online));
             }
             ToVisitor::Error(e) => self.on_error(e),
+            // Co-browse is not wired into the panel on this branch (the decoder never yields
+            // these); the co-browse work replaces this arm.
+            ToVisitor::CobrowseHighlight { .. } | ToVisitor::CobrowseResync => {}
         }
     }
 
@@ -839,6 +842,7 @@ impl Chat {
                     client_id,
                     buttons,
                     link,
+                    ..
                 } => {
                     if text.is_empty() {
                         continue;
@@ -888,7 +892,7 @@ impl Chat {
                 // The summary is written for agents; the visitor only learns a person is coming.
                 EventBody::Handoff { .. } => system("handoff", t.handoff.to_owned()),
                 // A kind from a newer relay: kept in the timeline, shown as nothing.
-                EventBody::Unknown => continue,
+                EventBody::Unknown | EventBody::Cobrowse { .. } => continue,
             };
             items.push(item);
         }

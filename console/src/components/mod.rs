@@ -2,5 +2,6 @@
 
 pub mod context_panel;
 pub mod conversation;
+pub mod gaps;
 pub mod login;
 pub mod sidebar;
