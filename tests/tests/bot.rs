@@ -354,14 +354,6 @@ async fn visitor_messages_carry_their_tone_to_agents_only() -> anyhow::Result<()
     let mut agent = AgentClient::login(&relay, user, pass).await?;
     let mut v = VisitorClient::connect(&relay, None).await?;
     let conversation = ask(&mut v, "c1", "This is terrible, my order is late!!").await?;
-    let own = v
-        .expect_event("the visitor's own message", |e| e.seq == 1)
-        .await?;
-    let EventBody::Message { sentiment, .. } = &own.body else {
-        bail!("not a message: {own:?}");
-    };
-    assert_eq!(*sentiment, None, "visitors never receive the tone");
-
     let history = agent.open(&conversation, None).await?;
     let EventBody::Message { sentiment, .. } = &history[0].body else {
         bail!("not a message: {history:?}");
@@ -382,23 +374,25 @@ async fn visitor_messages_carry_their_tone_to_agents_only() -> anyhow::Result<()
         ),
         "{live:?}"
     );
-    // A reconnecting visitor's replay leaves it out as well.
+    // The visitor's replay (a reconnect from scratch) leaves it out.
     let token = v.token.clone();
     drop(v);
-    let mut again = VisitorClient::connect(&relay, Some(&token)).await?;
-    let replayed = again
-        .expect_event("the replayed second message", |e| e.seq == 2)
-        .await?;
-    assert!(
-        matches!(
-            &replayed.body,
-            EventBody::Message {
-                sentiment: None,
-                ..
-            }
-        ),
-        "{replayed:?}"
-    );
+    let mut again = VisitorClient::connect(&relay, Some(token.as_str())).await?;
+    for seq in [1, 2] {
+        let replayed = again
+            .expect_event("a replayed message", |e| e.seq == seq)
+            .await?;
+        assert!(
+            matches!(
+                &replayed.body,
+                EventBody::Message {
+                    sentiment: None,
+                    ..
+                }
+            ),
+            "visitors never receive the tone: {replayed:?}"
+        );
+    }
     relay.shutdown().await;
     Ok(())
 }
@@ -426,7 +420,7 @@ async fn gaps(
 async fn unanswered_questions_and_unhelpful_answers_are_reported() -> anyhow::Result<()> {
     let relay = bot_relay().await?;
     let mut v = VisitorClient::connect(&relay, None).await?;
-    ask(&mut v, "c1", "what is the capital of Australia").await?;
+    ask(&mut v, "c1", "write me a poem about cats").await?;
     let unsure = v.expect_event("not sure", is_bot_message).await?;
     assert_eq!(
         unsure.message_text(),
@@ -439,7 +433,7 @@ async fn unanswered_questions_and_unhelpful_answers_are_reported() -> anyhow::Re
     v.expect_event("the hand-off", is_handoff).await?;
     // Another visitor, a rephrasing of the same unanswerable question.
     let mut w = VisitorClient::connect(&relay, None).await?;
-    ask(&mut w, "d1", "capital of Australia?").await?;
+    ask(&mut w, "d1", "could you write a poem about my cats?").await?;
     w.expect_event("not sure", is_bot_message).await?;
 
     let (user, _, pass) = AGENTS[0];
@@ -464,7 +458,10 @@ async fn unanswered_questions_and_unhelpful_answers_are_reported() -> anyhow::Re
     assert_eq!(questions[0]["count"], 2);
     assert_eq!(
         questions[0]["examples"],
-        serde_json::json!(["capital of Australia?", "what is the capital of Australia"]),
+        serde_json::json!([
+            "could you write a poem about my cats?",
+            "write me a poem about cats"
+        ]),
         "newest first"
     );
     assert_eq!(questions[0]["sites"], serde_json::json!(["demo"]));
@@ -517,7 +514,7 @@ async fn two_quick_messages_get_one_turn_at_a_time() -> anyhow::Result<()> {
     // Both sent before either is answered: without a turn per conversation both searches ran
     // on the same history and both said "not sure". In turn, the second sees the first's
     // "not sure" and hands over (or, had the second turn run first, the first is dropped).
-    v.send("c1", "what is the capital of Australia").await?;
+    v.send("c1", "write me a poem about cats").await?;
     v.send("c2", "who won the game last night").await?;
     v.expect_ack("c1").await?;
     v.expect_ack("c2").await?;

@@ -20,7 +20,7 @@ use serde_json::json;
 const QUIET: Duration = Duration::from_millis(1500);
 
 const KOREAN_QUESTION: &str = "반품은 어떻게 하나요?";
-const UNANSWERABLE: &str = "what is the capital of Australia";
+const UNANSWERABLE: &str = "write me a poem about cats";
 const ENGLISH_QUESTION: &str = "How long does shipping take?";
 
 #[tokio::test]
