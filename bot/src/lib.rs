@@ -9,6 +9,8 @@
 //! - [`wants_human`] spots visitors who ask for a person outright.
 //! - [`sentiment`] is a small lexicon scorer for English and Korean, so an upset visitor can be
 //!   routed to a person sooner.
+//! - [`similar`] groups similar questions (the relay's knowledge-gap report) with the same
+//!   tokenizers as the search.
 //! - [`eval`] measures answer quality on a labelled question set (used by the
 //!   `parley-bot-eval` binary and by a test that guards quality in CI).
 
@@ -17,6 +19,7 @@ pub mod handoff;
 pub mod kb;
 mod retrieval;
 pub mod sentiment;
+pub mod similar;
 mod tokenize;
 
 pub use handoff::wants_human;

@@ -1,8 +1,8 @@
-//! The console's HTTP calls to the relay: log in, who am I, log out (`/api/*`, same origin, the
-//! session cookie travels by itself).
+//! The console's HTTP calls to the relay: log in, who am I, log out, the knowledge-gap report
+//! (`/api/*`, same origin, the session cookie travels by itself).
 
 use gloo_net::http::{Request, Response};
-use protocol::AgentInfo;
+use protocol::{AgentInfo, GapReport};
 use serde::{Deserialize, Serialize};
 
 use crate::format::login_error;
@@ -60,6 +60,20 @@ pub async fn me() -> Result<AgentInfo, MeError> {
             .map_err(|_| MeError::Unavailable),
         401 | 403 => Err(MeError::Unauthorized),
         _ => Err(MeError::Unavailable),
+    }
+}
+
+/// `GET /api/gaps`: the knowledge-gap report of every site (the last 30 days). `Err` is the
+/// sentence to show instead of the report.
+pub async fn gaps() -> Result<GapReport, String> {
+    let response = Request::get("/api/gaps")
+        .send()
+        .await
+        .map_err(|_| "Cannot reach the server.".to_owned())?;
+    match response.status() {
+        200 => parse::<GapReport>(response).await,
+        401 => Err("Your session ended: log in again.".to_owned()),
+        status => Err(format!("The server could not build the report ({status}).")),
     }
 }
 

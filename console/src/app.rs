@@ -14,6 +14,7 @@ use crate::api;
 use crate::components::cobrowse;
 use crate::components::context_panel::ContextPanel;
 use crate::components::conversation::ConversationPane;
+use crate::components::gaps::{GapsPage, GapsView};
 use crate::components::login::Login;
 use crate::components::sidebar::Sidebar;
 use crate::format::{title_with_count, APP_TITLE};
@@ -332,11 +333,28 @@ pub fn Workspace(
         }
     });
 
+    // The knowledge-gaps page replaces the conversation columns; opening a conversation from
+    // the list brings them back.
+    let gaps = GapsView(RwSignal::new(false));
+    provide_context(gaps);
+    let selected = Memo::new(move |_| ctx.model.with(|m| m.selected.clone()));
+    Effect::new(move |previous: Option<Option<ConversationId>>| {
+        let current = selected.get();
+        if previous.is_some_and(|p| p != current) {
+            gaps.0.set(false);
+        }
+        current
+    });
+
     view! {
         <div class="console">
             <Sidebar/>
-            <ConversationPane/>
-            <ContextPanel/>
+            <Show
+                when=move || gaps.0.get()
+                fallback=|| view! { <ConversationPane/> <ContextPanel/> }
+            >
+                <GapsPage/>
+            </Show>
         </div>
     }
 }

@@ -11,7 +11,7 @@ use protocol::cobrowse::{CobrowseState, Highlight};
 use protocol::timeline::{Applied, Outbox, Pending, Timeline};
 use protocol::{
     validate_text, AgentFrame, AgentInfo, ClientId, ConversationId, ConversationStatus,
-    ConversationSummary, ErrorCode, Event, EventBody, HandoffReason, PageContext, Role, Seq,
+    ConversationSummary, ErrorCode, Event, EventBody, HandoffReason, Mood, PageContext, Role, Seq,
     ToAgent, PROTOCOL_VERSION,
 };
 
@@ -135,6 +135,9 @@ pub struct Line {
     pub buttons: Vec<String>,
     /// The bot message's "read more" page, only when [`safe_link`] accepts it.
     pub link: Option<String>,
+    /// The tone the relay scored a visitor's message with (`negative`, `neutral`, `positive`),
+    /// shown as a small badge so an upset visitor stands out; `None` for everything else.
+    pub mood: Option<&'static str>,
     /// When it was stored (Unix ms); `None` while pending.
     pub at: Option<i64>,
     /// Delivery state.
@@ -701,6 +704,7 @@ impl Model {
             is_handoff: false,
             buttons: Vec::new(),
             link: None,
+            mood: None,
             at: None,
             state,
             cobrowse: None,
@@ -802,6 +806,16 @@ pub fn status_key(s: ConversationStatus) -> &'static str {
     }
 }
 
+/// The `data-mood` value of a visitor message; nothing for a tone from a newer relay.
+pub fn mood_key(m: Mood) -> Option<&'static str> {
+    match m {
+        Mood::Negative => Some("negative"),
+        Mood::Neutral => Some("neutral"),
+        Mood::Positive => Some("positive"),
+        Mood::Unknown => None,
+    }
+}
+
 fn role_key(r: Role) -> &'static str {
     match r {
         Role::Visitor => "visitor",
@@ -826,18 +840,22 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
             who.clone()
         }
     });
-    let (mut buttons, mut link, mut is_handoff) = (Vec::new(), None, false);
+    let (mut buttons, mut link, mut is_handoff, mut mood) = (Vec::new(), None, false, None);
     let mut cobrowse = None;
     let (text, is_notice) = match &e.body {
         EventBody::Message {
             text,
             buttons: offered,
             link: url,
+            sentiment,
             ..
         } => {
             if e.author.role == Role::Bot {
                 buttons = offered.iter().map(|b| b.label.clone()).collect();
                 link = url.as_deref().and_then(safe_link);
+            }
+            if e.author.role == Role::Visitor {
+                mood = sentiment.and_then(mood_key);
             }
             (text.clone(), false)
         }
@@ -871,7 +889,9 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
             (text, true)
         }
         // A kind from a newer relay: a neutral line keeps the seq visible without guessing.
-        EventBody::Unknown => ("(an update this console cannot show)".to_owned(), true),
+        EventBody::Unknown | EventBody::Cobrowse { .. } => {
+            ("(an update this console cannot show)".to_owned(), true)
+        }
     };
     Line {
         key: format!("s{}", e.seq),
@@ -883,6 +903,7 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
         is_handoff,
         buttons,
         link,
+        mood,
         at: Some(e.at),
         state: LineState::Stored,
         cobrowse,
@@ -1189,6 +1210,7 @@ mod tests {
                 },
             ],
             link: Some(link.into()),
+            sentiment: None,
         };
         m.receive(
             ToAgent::History {

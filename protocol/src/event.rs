@@ -60,6 +60,11 @@ pub enum EventBody {
         /// A page that answers in full (a bot answer's knowledge-base entry), same-site URL.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         link: Option<String>,
+        /// The tone of a visitor's message, scored by the relay when it stores the message and
+        /// sent to agents only (the relay leaves it out of visitor frames), so an agent sees an
+        /// upset visitor at a glance. Absent on other authors' messages and on older events.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sentiment: Option<Mood>,
     },
     /// The conversation left the bot for the queue of people. Shown to both sides; agents read
     /// `summary` to pick up without asking the visitor to repeat themselves.
@@ -93,6 +98,21 @@ pub struct QuickReply {
     pub label: String,
     /// What clicking it sends as the visitor's message.
     pub text: String,
+}
+
+/// The tone of a visitor's message (see `EventBody::Message::sentiment`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mood {
+    /// Upset, angry, disappointed.
+    Negative,
+    /// Nothing notable either way.
+    Neutral,
+    /// Happy, thankful.
+    Positive,
+    /// A value added by a later revision: show nothing.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Why a conversation was handed from the bot to people.
@@ -135,16 +155,78 @@ impl EventBody {
             client_id,
             buttons: Vec::new(),
             link: None,
+            sentiment: None,
+        }
+    }
+
+    /// The same body without agent-only data ([`EventBody::Message`]'s `sentiment`), for
+    /// frames to visitors.
+    pub fn for_visitor(self) -> EventBody {
+        match self {
+            EventBody::Message {
+                text,
+                client_id,
+                buttons,
+                link,
+                sentiment: Some(_),
+            } => EventBody::Message {
+                text,
+                client_id,
+                buttons,
+                link,
+                sentiment: None,
+            },
+            other => other,
         }
     }
 }
 
 impl Event {
+    /// The same event without agent-only data (see [`EventBody::for_visitor`]).
+    pub fn for_visitor(mut self) -> Event {
+        self.body = self.body.for_visitor();
+        self
+    }
+
     /// The text if this is a message.
     pub fn message_text(&self) -> Option<&str> {
         match &self.body {
             EventBody::Message { text, .. } => Some(text),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentiment_is_additive_and_left_out_for_visitors() {
+        let json = r#"{"kind":"message","text":"so slow!!","sentiment":"negative"}"#;
+        let body: EventBody = serde_json::from_str(json).unwrap();
+        assert!(matches!(
+            &body,
+            EventBody::Message {
+                sentiment: Some(Mood::Negative),
+                ..
+            }
+        ));
+        assert_eq!(serde_json::to_string(&body).unwrap(), json);
+        let plain = body.for_visitor();
+        assert_eq!(
+            serde_json::to_string(&plain).unwrap(),
+            r#"{"kind":"message","text":"so slow!!"}"#
+        );
+        let newer: EventBody =
+            serde_json::from_str(r#"{"kind":"message","text":"hi","sentiment":"furious"}"#)
+                .unwrap();
+        assert!(matches!(
+            newer,
+            EventBody::Message {
+                sentiment: Some(Mood::Unknown),
+                ..
+            }
+        ));
     }
 }

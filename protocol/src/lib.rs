@@ -14,6 +14,7 @@ pub mod codec;
 pub mod context;
 pub mod error;
 pub mod event;
+pub mod gaps;
 pub mod ids;
 pub mod timeline;
 pub mod visitor;
@@ -23,7 +24,8 @@ pub use cobrowse::{CobrowseState, Highlight, HighlightTarget, NodeId};
 pub use codec::{decode, encode, validate_text, ClientFrame, DecodeError, Frame, ServerFrame};
 pub use context::{PageContext, Viewport};
 pub use error::{ErrorCode, ErrorFrame};
-pub use event::{Author, Event, EventBody, HandoffReason, QuickReply, Role};
+pub use event::{Author, Event, EventBody, HandoffReason, Mood, QuickReply, Role};
+pub use gaps::{EntryMisses, GapReport, QuestionGroup};
 pub use ids::{ClientId, ConversationId, Seq};
 pub use visitor::{ToVisitor, VisitorFrame};
 

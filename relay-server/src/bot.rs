@@ -14,11 +14,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_bot::{sentiment, wants_human, Answer, KnowledgeBase, Lang, Sentiment, Suggestion};
+use parley_bot::{
+    sentiment, wants_human, Answer, Entry, KnowledgeBase, Lang, Sentiment, Suggestion,
+};
 use protocol::{Author, ConversationId, Event, EventBody, HandoffReason, QuickReply, Role, Seq};
 
 use crate::config::SiteConfig;
-use crate::store::{Effect, NewEvent, StoreError};
+use crate::store::{Effect, Gap, GapKind, NewEvent, StoreError};
 use crate::App;
 
 /// How long a knowledge-base search may take before the bot gives up and hands over.
@@ -28,6 +30,9 @@ const MAX_SUGGESTIONS: usize = 2;
 /// Events read back (the latest ones, ending at the visitor's message) to find the question,
 /// the entries shown and earlier "not sure"s.
 const HISTORY_LIMIT: u64 = 500;
+/// Events after the visitor's message read as well: what earlier turns of the bot said while
+/// this one waited for its turn.
+const LATER_LIMIT: u64 = 100;
 
 /// One site's bot: its knowledge base and the name it signs with.
 pub struct SiteBot {
@@ -35,6 +40,58 @@ pub struct SiteBot {
     kb: Arc<KnowledgeBase>,
     /// Shown as the author of bot messages.
     name: String,
+    /// One turn at a time per conversation: two quick visitor messages must not get two
+    /// answers computed from the same history side by side.
+    turns: Turns,
+}
+
+/// The per-conversation turn locks of one site's bot (this relay node's turns; a visitor whose
+/// tabs are on two nodes can still get two turns at once, which only costs a double answer).
+#[derive(Default)]
+struct Turns(std::sync::Mutex<HashMap<ConversationId, Arc<tokio::sync::Mutex<()>>>>);
+
+/// A conversation's turn, held while the bot reads, decides and stores; dropping it lets the
+/// next turn run and forgets the lock once nobody waits for it.
+struct Turn<'a> {
+    /// Whose lock this is.
+    turns: &'a Turns,
+    /// The conversation.
+    conversation: ConversationId,
+    /// The held lock; `None` only while dropping.
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Turns {
+    fn map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ConversationId, Arc<tokio::sync::Mutex<()>>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for the conversation's earlier turns to finish (turns run in the order they ask).
+    async fn begin(&self, conversation: &ConversationId) -> Turn<'_> {
+        let lock = self.map().entry(conversation.clone()).or_default().clone();
+        let guard = lock.lock_owned().await;
+        Turn {
+            turns: self,
+            conversation: conversation.clone(),
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.turns.map();
+        // Only the map holds it: nobody runs or waits, so the entry can go.
+        if map
+            .get(&self.conversation)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            map.remove(&self.conversation);
+        }
+    }
 }
 
 impl SiteBot {
@@ -43,6 +100,7 @@ impl SiteBot {
         Self {
             kb: Arc::new(kb),
             name,
+            turns: Turns::default(),
         }
     }
 
@@ -154,13 +212,15 @@ pub async fn reply(
     text: String,
     browser_language: String,
 ) {
+    let _turn = bot.turns.begin(&conversation).await;
     let lang = language(&text, &browser_language);
     // The latest window, not the first events: in a long conversation "the bot's last message"
-    // must be the last one, and reading from seq 1 would grow with every message.
+    // must be the last one, and reading from seq 1 would grow with every message. It also holds
+    // what earlier turns said while this one waited.
     let from = seq.saturating_sub(HISTORY_LIMIT);
     let (history, readable) = match app
         .store
-        .events_after(&conversation, from, HISTORY_LIMIT as i64)
+        .events_after(&conversation, from, (HISTORY_LIMIT + LATER_LIMIT) as i64)
         .await
     {
         Ok(events) => (events, true),
@@ -169,6 +229,14 @@ pub async fn reply(
             (Vec::new(), false)
         }
     };
+    if answered_later(&history, seq) {
+        // A turn for a later message ran first and answered it: answering this older one now
+        // would only confuse the visitor.
+        tracing::debug!(conversation = %conversation.0, seq, "bot turn superseded");
+        return;
+    }
+    let shown = last_answer(&bot.kb, &history);
+    let mut gap = None;
     let decision = if !readable {
         Decision::Handoff(HandoffReason::BotFailed)
     } else if wants_human(&text, lang) {
@@ -187,8 +255,10 @@ pub async fn reply(
                 client_id: None,
                 buttons: buttons(&suggestions, lang),
                 link: (!entry.url.is_empty()).then(|| entry.url.clone()),
+                sentiment: None,
             }),
             Some(Answer::NotSure { suggestions }) => {
+                gap = Some((GapKind::Unanswered, text.clone(), None));
                 if last_bot_was_not_sure(&history) {
                     Decision::Handoff(HandoffReason::NotUnderstood)
                 } else {
@@ -197,11 +267,24 @@ pub async fn reply(
                         client_id: None,
                         buttons: buttons(&suggestions, lang),
                         link: None,
+                        sentiment: None,
                     })
                 }
             }
         }
     };
+    if let (
+        Decision::Handoff(HandoffReason::Asked | HandoffReason::Negative),
+        Some((entry, question)),
+    ) = (&decision, &shown)
+    {
+        // The visitor asked for a person right after an answer: that entry did not help.
+        gap = Some((
+            GapKind::HandoffAfterAnswer,
+            question.clone(),
+            Some((entry.id.clone(), entry.title.clone())),
+        ));
+    }
     let new = match decision {
         Decision::Say(body) => NewEvent {
             author: bot.author(),
@@ -229,6 +312,71 @@ pub async fn reply(
             tracing::error!(error = %e, conversation = %conversation.0, "bot could not store its reply")
         }
     }
+    if let Some((kind, question, entry)) = gap {
+        record_gap(&app, &conversation, seq, kind, question, entry).await;
+    }
+}
+
+/// Keeps a knowledge gap for the managers' report (see [`crate::gaps`]), with the site and the
+/// visitor's page from the conversation. A failure is logged: the visitor's chat goes on.
+async fn record_gap(
+    app: &App,
+    conversation: &ConversationId,
+    seq: Seq,
+    kind: GapKind,
+    question: String,
+    entry: Option<(String, String)>,
+) {
+    let record = match app.store.conversation(conversation).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the conversation of a knowledge gap");
+            return;
+        }
+    };
+    let (entry_id, entry_title) = entry.unzip();
+    let gap = Gap {
+        site: record.site,
+        conversation_id: conversation.clone(),
+        seq,
+        kind,
+        question,
+        entry_id,
+        entry_title,
+        page_url: (!record.context.url.is_empty()).then_some(record.context.url),
+        at: 0,
+    };
+    if let Err(e) = app.store.record_gap(&gap).await {
+        tracing::warn!(error = %e, "could not record a knowledge gap");
+    }
+}
+
+/// Whether a visitor message after `seq` was already answered by the bot (its turn ran first).
+fn answered_later(history: &[Event], seq: Seq) -> bool {
+    let Some(later) = history
+        .iter()
+        .find(|e| e.seq > seq && e.author.role == Role::Visitor)
+    else {
+        return false;
+    };
+    history
+        .iter()
+        .any(|e| e.seq > later.seq && e.author.role == Role::Bot)
+}
+
+/// The entry the bot's latest message answered with, and the visitor's question before it;
+/// `None` when the bot's latest message was not an entry (a "not sure", nothing yet).
+fn last_answer<'k>(kb: &'k KnowledgeBase, history: &[Event]) -> Option<(&'k Entry, String)> {
+    let at = history.iter().rposition(|e| e.author.role == Role::Bot)?;
+    let text = history[at].message_text()?;
+    let entry = kb.entries().iter().find(|e| e.body.trim() == text.trim())?;
+    let question = history[..at]
+        .iter()
+        .rev()
+        .find(|e| e.author.role == Role::Visitor)
+        .and_then(Event::message_text)?;
+    Some((entry, question.to_owned()))
 }
 
 /// Searches on a blocking thread; `None` when the search panicked or took too long.
@@ -401,6 +549,7 @@ mod tests {
                     text: "Damaged or faulty item".into(),
                 }],
                 link: None,
+                sentiment: None,
             },
         };
         let history = vec![bot_said.clone()];

@@ -5,8 +5,9 @@
 //! `visitor` / `agent` (the two sockets, one handler per frame variant), `connection` (what every
 //! socket does: limits, pings, ordered delivery), `hub` (in-process fan-out and presence),
 //! `bus` (cross-node fan-out and presence through Redis), `cobrowse` (consent state, stream
-//! routing and budget), `store` (durable state), `token`
-//! (bearer secrets), `bot` (bot-first routing: the knowledge-base bot and its hand-off).
+//! routing and budget), `store` (durable state), `token` (bearer secrets), `bot` (bot-first
+//! routing: the knowledge-base bot and its hand-off), `gaps` (the knowledge-gap report for
+//! managers).
 
 pub mod agent;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod bus;
 pub mod cobrowse;
 pub mod config;
 pub mod connection;
+pub mod gaps;
 pub mod http;
 pub mod hub;
 pub mod metrics;

@@ -8,8 +8,8 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use protocol::{
-    Author, ClientId, ConversationId, ErrorCode, ErrorFrame, EventBody, PageContext, Role, Seq,
-    ToVisitor, VisitorFrame,
+    Author, ClientId, ConversationId, ErrorCode, ErrorFrame, EventBody, Mood, PageContext, Role,
+    Seq, ToVisitor, VisitorFrame,
 };
 use serde::Deserialize;
 
@@ -202,7 +202,7 @@ impl VisitorSession {
                 .as_ref()
                 .is_some_and(|c| c.status != protocol::ConversationStatus::Closed);
             match self.cursor.catch_up(&*self.app.store, &conversation).await {
-                Ok(events) => out.extend(events.into_iter().map(ToVisitor::Event)),
+                Ok(events) => out.extend(events.into_iter().map(for_visitor)),
                 Err(e) => out.push(internal(e, None)),
             }
             if latest
@@ -426,7 +426,13 @@ impl VisitorSession {
         }
         let new = NewEvent {
             author: Self::author(&visitor),
-            body: EventBody::message(text.clone(), Some(client_id.clone())),
+            body: EventBody::Message {
+                text: text.clone(),
+                client_id: Some(client_id.clone()),
+                buttons: Vec::new(),
+                link: None,
+                sentiment: Some(mood(&text)),
+            },
             client_id: Some(client_id.clone()),
             effect: Effect::None,
         };
@@ -537,6 +543,21 @@ impl VisitorSession {
     }
 }
 
+/// An event frame for a visitor: agent-only data (the message's `sentiment`) left out.
+fn for_visitor(event: protocol::Event) -> ToVisitor {
+    ToVisitor::Event(event.for_visitor())
+}
+
+/// The tone of a visitor's message by the bot crate's lexicon scorer (English and Korean),
+/// stored with the message so every agent sees the same verdict.
+fn mood(text: &str) -> Mood {
+    match parley_bot::sentiment(text) {
+        parley_bot::Sentiment::Negative => Mood::Negative,
+        parley_bot::Sentiment::Neutral => Mood::Neutral,
+        parley_bot::Sentiment::Positive => Mood::Positive,
+    }
+}
+
 fn hello_required() -> ToVisitor {
     ToVisitor::Error(ErrorFrame::new(
         ErrorCode::HelloRequired,
@@ -606,7 +627,7 @@ impl Session for VisitorSession {
                 ) && self.conversation.as_ref()
                     == Some(&event.conversation_id);
                 match self.cursor.deliver(&*self.app.store, event).await {
-                    Ok(events) => out.extend(events.into_iter().map(ToVisitor::Event)),
+                    Ok(events) => out.extend(events.into_iter().map(for_visitor)),
                     Err(e) => out.push(internal(e, None)),
                 }
                 if changes_sharing {
@@ -634,7 +655,7 @@ impl Session for VisitorSession {
     async fn resync(&mut self, out: &mut Vec<ToVisitor>) {
         for conversation in self.cursor.conversations() {
             match self.cursor.catch_up(&*self.app.store, &conversation).await {
-                Ok(events) => out.extend(events.into_iter().map(ToVisitor::Event)),
+                Ok(events) => out.extend(events.into_iter().map(for_visitor)),
                 Err(e) => out.push(internal(e, None)),
             }
         }

@@ -241,6 +241,32 @@ pub struct WidgetMessage {
     pub text: String,
 }
 
+/// A bot message in the widget: its text, "read more" link and quick replies.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct BotReply {
+    /// `data-seq`.
+    pub seq: Option<String>,
+    /// `.parley-text`.
+    pub text: String,
+    /// `a.parley-link`'s `href` attribute, as the relay sent it.
+    pub link: Option<String>,
+    /// Labels of the `button.parley-quick` quick replies.
+    pub quick: Vec<String>,
+}
+
+/// A line of the console's transcript.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct TranscriptLine {
+    /// `data-role`.
+    pub role: String,
+    /// `.text`.
+    pub text: String,
+    /// `data-mood` (visitor messages the relay scored).
+    pub mood: Option<String>,
+    /// Whether it is the bot's hand-over notice (`li.event.handoff`).
+    pub handoff: bool,
+}
+
 /// Where the launcher is and what it says.
 #[derive(Clone, Debug, serde::Deserialize)]
 pub struct LauncherInfo {
@@ -428,6 +454,41 @@ impl<'a> Widget<'a> {
         Ok(v.as_str().unwrap_or_default().to_owned())
     }
 
+    /// Waits until more than `after` bot messages are listed and returns the newest one.
+    pub async fn wait_bot_reply(&self, after: usize) -> anyhow::Result<BotReply> {
+        let v = self
+            .wait(
+                &format!("bot message number {} (li.parley-msg[data-role=bot] with a data-seq)", after + 1),
+                "const [after] = arguments;
+                 const bots = Array.from(root.querySelectorAll('ol.parley-messages > li.parley-msg[data-role=bot][data-seq]'));
+                 if (bots.length <= after) return null;
+                 const m = bots[bots.length - 1];
+                 const a = m.querySelector('a.parley-link');
+                 return { seq: m.getAttribute('data-seq'), text: (m.querySelector('.parley-text') || {}).textContent || '',
+                          link: a ? a.getAttribute('href') : null,
+                          quick: Array.from(m.querySelectorAll('button.parley-quick')).map(b => b.textContent) };",
+                vec![json!(after)],
+            )
+            .await?;
+        serde_json::from_value(v.clone()).map_err(|e| anyhow!("bot reply {v}: {e}"))
+    }
+
+    /// Clicks (a real click) the quick reply labelled `label` under the newest message.
+    pub async fn click_quick(&self, label: &str) -> anyhow::Result<()> {
+        let v = self
+            .wait(
+                &format!("a quick reply {label:?} (button.parley-quick)"),
+                "const [label] = arguments;
+                 return Array.from(root.querySelectorAll('button.parley-quick')).find(b => b.textContent === label) || null;",
+                vec![json!(label)],
+            )
+            .await?;
+        element_from(self.client, &v)?
+            .click()
+            .await
+            .with_context(|| format!("clicking the quick reply {label:?}"))
+    }
+
     /// Waits until the unread badge shows `count`.
     pub async fn wait_badge(&self, count: &str) -> anyhow::Result<()> {
         self.wait(
@@ -535,6 +596,72 @@ impl<'a> Console<'a> {
         )
         .await
         .map(|_| ())
+    }
+
+    /// Every line of the shown transcript, in order.
+    pub async fn transcript(&self) -> anyhow::Result<Vec<TranscriptLine>> {
+        let v = self
+            .client
+            .execute(
+                "return Array.from(document.querySelectorAll('ol.transcript > li.event')).map(e => ({
+                   role: e.getAttribute('data-role') || '', text: (e.querySelector('.text') || {}).textContent || '',
+                   mood: e.getAttribute('data-mood'), handoff: e.classList.contains('handoff') }));",
+                vec![],
+            )
+            .await?;
+        serde_json::from_value(v.clone()).map_err(|e| anyhow!("transcript {v}: {e}"))
+    }
+
+    /// Opens the "Knowledge gaps" page from the sidebar and waits for its report to load.
+    pub async fn open_gaps(&self) -> anyhow::Result<()> {
+        self.element("button.gaps-toggle").await?.click().await?;
+        wait_js(
+            self.client,
+            "the knowledge-gaps report (main.gaps-page with its sections, not loading)",
+            "const p = document.querySelector('main.gaps-page');
+             if (!p) return null;
+             const err = p.querySelector('.gaps-error'); if (err) return 'error: ' + err.textContent;
+             return p.querySelector('section.gap-questions') ? 'ok' : null;",
+            vec![],
+        )
+        .await
+        .and_then(|v| match v.as_str() {
+            Some("ok") => Ok(()),
+            _ => bail!("the knowledge-gaps page failed: {v}"),
+        })
+    }
+
+    /// Waits for a group of unanswered questions listing `question`; returns its count.
+    pub async fn wait_gap_question(&self, question: &str) -> anyhow::Result<u64> {
+        let v = wait_js(
+            self.client,
+            &format!("a knowledge-gap group listing {question:?} (li.gap-group)"),
+            "const [q] = arguments;
+             const g = Array.from(document.querySelectorAll('ol.gap-groups > li.gap-group')).find(g =>
+               Array.from(g.querySelectorAll('.gap-question, ul.gap-examples > li')).some(e => e.textContent === q));
+             return g ? Number(g.getAttribute('data-count')) : null;",
+            vec![json!(question)],
+        )
+        .await?;
+        v.as_u64().ok_or_else(|| anyhow!("data-count {v}"))
+    }
+
+    /// Waits for the entry `entry_id` among the answers followed by a hand-off; returns its
+    /// count and the questions listed under it.
+    pub async fn wait_gap_entry(&self, entry_id: &str) -> anyhow::Result<(u64, Vec<String>)> {
+        let v = wait_js(
+            self.client,
+            &format!("the entry {entry_id:?} among answers followed by a hand-off (li.gap-entry)"),
+            "const [id] = arguments;
+             const e = document.querySelector(`ol.gap-entry-list > li.gap-entry[data-entry='${id}']`);
+             return e ? [Number(e.getAttribute('data-count')),
+                         Array.from(e.querySelectorAll('ul.gap-examples > li')).map(l => l.textContent)] : null;",
+            vec![json!(entry_id)],
+        )
+        .await?;
+        let (count, questions): (u64, Vec<String>) =
+            serde_json::from_value(v.clone()).map_err(|e| anyhow!("gap entry {v}: {e}"))?;
+        Ok((count, questions))
     }
 
     /// Types a reply and clicks send.

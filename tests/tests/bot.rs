@@ -9,8 +9,8 @@ use anyhow::{bail, Context as _};
 use parley_tests::pg::TestDatabase;
 use parley_tests::{AgentClient, TestRelay, VisitorClient, AGENTS};
 use protocol::{
-    Author, ConversationId, ConversationStatus, Event, EventBody, HandoffReason, Role, ToAgent,
-    ToVisitor,
+    Author, ConversationId, ConversationStatus, Event, EventBody, HandoffReason, Mood, Role,
+    ToAgent, ToVisitor,
 };
 use relay_server::store::{self, Effect, NewEvent, Store, StoreError};
 
@@ -345,4 +345,192 @@ async fn store_bot_flag_postgres() -> anyhow::Result<()> {
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => Err(e.into()),
     }
+}
+
+#[tokio::test]
+async fn visitor_messages_carry_their_tone_to_agents_only() -> anyhow::Result<()> {
+    let relay = parley_tests::start_server().await?;
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&relay, user, pass).await?;
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    let conversation = ask(&mut v, "c1", "This is terrible, my order is late!!").await?;
+    let history = agent.open(&conversation, None).await?;
+    let EventBody::Message { sentiment, .. } = &history[0].body else {
+        bail!("not a message: {history:?}");
+    };
+    assert_eq!(*sentiment, Some(Mood::Negative), "agents see the tone");
+
+    ask(&mut v, "c2", "정말 감사합니다").await?;
+    let live = agent
+        .expect_event("the second message, live", |e| e.seq == 2)
+        .await?;
+    assert!(
+        matches!(
+            &live.body,
+            EventBody::Message {
+                sentiment: Some(Mood::Positive),
+                ..
+            }
+        ),
+        "{live:?}"
+    );
+    // The visitor's replay (a reconnect from scratch) leaves it out.
+    let token = v.token.clone();
+    drop(v);
+    let mut again = VisitorClient::connect(&relay, Some(token.as_str())).await?;
+    for seq in [1, 2] {
+        let replayed = again
+            .expect_event("a replayed message", |e| e.seq == seq)
+            .await?;
+        assert!(
+            matches!(
+                &replayed.body,
+                EventBody::Message {
+                    sentiment: None,
+                    ..
+                }
+            ),
+            "visitors never receive the tone: {replayed:?}"
+        );
+    }
+    relay.shutdown().await;
+    Ok(())
+}
+
+/// `GET /api/gaps` with the given cookie and origin.
+async fn gaps(
+    relay: &TestRelay,
+    query: &str,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let mut request = reqwest::Client::new().get(relay.url(&format!("/api/gaps{query}")));
+    if let Some(cookie) = cookie {
+        request = request.header("Cookie", cookie);
+    }
+    if let Some(origin) = origin {
+        request = request.header("Origin", origin);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or_default()))
+}
+
+#[tokio::test]
+async fn unanswered_questions_and_unhelpful_answers_are_reported() -> anyhow::Result<()> {
+    let relay = bot_relay().await?;
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    ask(&mut v, "c1", "write me a poem about cats").await?;
+    let unsure = v.expect_event("not sure", is_bot_message).await?;
+    assert_eq!(
+        unsure.message_text(),
+        Some(relay_server::bot::not_sure_text(parley_bot::Lang::En))
+    );
+    ask(&mut v, "c2", "How long does shipping take?").await?;
+    v.expect_event("the answer", |e| is_bot_message(e) && e.seq > unsure.seq)
+        .await?;
+    ask(&mut v, "c3", "Talk to a person").await?;
+    v.expect_event("the hand-off", is_handoff).await?;
+    // Another visitor, a rephrasing of the same unanswerable question.
+    let mut w = VisitorClient::connect(&relay, None).await?;
+    ask(&mut w, "d1", "could you write a poem about my cats?").await?;
+    w.expect_event("not sure", is_bot_message).await?;
+
+    let (user, _, pass) = AGENTS[0];
+    let cookie = parley_tests::ws::login_cookie(&relay, user, pass).await?;
+    let origin = relay.origin();
+    // The report is written right after the bot's reply is stored: wait until it is there.
+    let deadline = tokio::time::Instant::now() + parley_tests::TIMEOUT;
+    let report = loop {
+        let (status, report) = gaps(&relay, "", Some(&cookie), Some(&origin)).await?;
+        assert_eq!(status, 200, "{report}");
+        if report["unanswered"] == 2 && report["entries"].as_array().is_some_and(|e| !e.is_empty())
+        {
+            break report;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the report never listed both gaps: {report}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let questions = report["questions"].as_array().context("questions")?;
+    assert_eq!(questions.len(), 1, "one group of rephrasings: {report}");
+    assert_eq!(questions[0]["count"], 2);
+    assert_eq!(
+        questions[0]["examples"],
+        serde_json::json!([
+            "could you write a poem about my cats?",
+            "write me a poem about cats"
+        ]),
+        "newest first"
+    );
+    assert_eq!(questions[0]["sites"], serde_json::json!(["demo"]));
+    let entries = report["entries"].as_array().context("entries")?;
+    assert_eq!(entries.len(), 1, "{report}");
+    assert_eq!(entries[0]["entry_id"], "shipping-times");
+    assert_eq!(entries[0]["count"], 1);
+    assert_eq!(
+        entries[0]["questions"],
+        serde_json::json!(["How long does shipping take?"])
+    );
+
+    // The same with the site named; and the typed refusals.
+    let (status, one_site) = gaps(&relay, "?site=demo&days=7", Some(&cookie), None).await?;
+    assert_eq!(
+        (status, &one_site["unanswered"]),
+        (200, &serde_json::json!(2))
+    );
+    let (status, body) = gaps(&relay, "", None, None).await?;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, body) = gaps(&relay, "", Some(&cookie), Some("https://evil.example")).await?;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("origin_not_allowed"))
+    );
+    let (status, body) = gaps(&relay, "?site=nope", Some(&cookie), None).await?;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("unknown_site"))
+    );
+    for bad in ["?days=0", "?days=9999", "?days=soon"] {
+        let (status, body) = gaps(&relay, bad, Some(&cookie), None).await?;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("bad_request")),
+            "{bad}"
+        );
+    }
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_quick_messages_get_one_turn_at_a_time() -> anyhow::Result<()> {
+    let relay = bot_relay().await?;
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    // Both sent before either is answered: without a turn per conversation both searches ran
+    // on the same history and both said "not sure". In turn, the second sees the first's
+    // "not sure" and hands over (or, had the second turn run first, the first is dropped).
+    v.send("c1", "write me a poem about cats").await?;
+    v.send("c2", "who won the game last night").await?;
+    v.expect_ack("c1").await?;
+    v.expect_ack("c2").await?;
+    v.expect_event("the first not sure", is_bot_message).await?;
+    v.expect_none(
+        "a second bot message",
+        QUIET,
+        |f| matches!(f, ToVisitor::Event(e) if is_bot_message(e)),
+    )
+    .await?;
+    let conversation = v.conversation_id.clone().context("conversation")?;
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&relay, user, pass).await?;
+    let history = agent.open(&conversation, None).await?;
+    let bot_messages = history.iter().filter(|e| is_bot_message(e)).count();
+    assert_eq!(bot_messages, 1, "one answer at a time: {history:?}");
+    relay.shutdown().await;
+    Ok(())
 }

@@ -92,6 +92,8 @@ conformance!(
     recent_conversations_newest_first,
     update_context_round_trip,
     upsert_agent_updates,
+    knowledge_gaps_round_trip,
+    message_sentiment_round_trips,
 );
 
 /// The cases: each gets a fresh, empty store.
@@ -105,7 +107,8 @@ mod cases {
         Viewport,
     };
     use relay_server::store::{
-        now_ms, ConversationRecord, Effect, NewEvent, Store, StoreError, VisitorRecord,
+        now_ms, ConversationRecord, Effect, Gap, GapKind, NewEvent, Store, StoreError,
+        VisitorRecord,
     };
 
     /// Tasks that append at once in the concurrency cases.
@@ -602,6 +605,106 @@ mod cases {
         assert_eq!(by_id.username, "mina");
         assert!(store.agent_by_username("nobody").await?.is_none());
         store.ping().await?;
+        Ok(())
+    }
+
+    fn gap(c: &ConversationRecord, seq: Seq, kind: GapKind, question: &str) -> Gap {
+        Gap {
+            site: c.site.clone(),
+            conversation_id: c.id.clone(),
+            seq,
+            kind,
+            question: question.into(),
+            entry_id: (kind == GapKind::HandoffAfterAnswer).then(|| "shipping".into()),
+            entry_title: (kind == GapKind::HandoffAfterAnswer).then(|| "배송 안내".into()),
+            page_url: Some("https://shop.example/cart?id=3".into()),
+            at: 0,
+        }
+    }
+
+    pub async fn knowledge_gaps_round_trip(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let (_, c) = chat(&*store).await?;
+        let other_visitor = store.create_visitor("shop", "other-token").await?;
+        let (other, _) = store
+            .open_conversation(
+                "shop",
+                &other_visitor.id,
+                &context("https://other.example/"),
+            )
+            .await?;
+        let before = now_ms();
+        let first = gap(&c, 1, GapKind::Unanswered, "Do you sell gift cards?");
+        assert!(store.record_gap(&first).await?, "a new gap is stored");
+        assert!(
+            !store.record_gap(&first).await?,
+            "the same message and kind again stores nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let against = gap(&c, 1, GapKind::HandoffAfterAnswer, "배송은 얼마나 걸려요?");
+        assert!(store.record_gap(&against).await?, "another kind, same seq");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let elsewhere = Gap {
+            page_url: None,
+            ..gap(&other, 4, GapKind::Unanswered, "gift card?")
+        };
+        assert!(store.record_gap(&elsewhere).await?);
+
+        let all = store.gaps(None, 0, 100).await?;
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert_eq!(
+            all.iter().map(|g| g.question.as_str()).collect::<Vec<_>>(),
+            [
+                "gift card?",
+                "배송은 얼마나 걸려요?",
+                "Do you sell gift cards?"
+            ],
+            "newest first"
+        );
+        assert!(all.iter().all(|g| g.at >= before), "stamped by the store");
+        let stored = &all[1];
+        assert_eq!(
+            Gap {
+                at: 0,
+                ..stored.clone()
+            },
+            against,
+            "every field round-trips"
+        );
+        assert_eq!(all[0].page_url, None);
+
+        let demo = store.gaps(Some("demo"), 0, 100).await?;
+        assert_eq!(demo.len(), 2, "one site's gaps only: {demo:?}");
+        assert!(demo.iter().all(|g| g.site == "demo"));
+        assert_eq!(store.gaps(Some("nope"), 0, 100).await?.len(), 0);
+        assert_eq!(store.gaps(None, now_ms() + 60_000, 100).await?.len(), 0);
+        assert_eq!(store.gaps(None, 0, 1).await?.len(), 1, "limit");
+        Ok(())
+    }
+
+    pub async fn message_sentiment_round_trips(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let (v, c) = chat(&*store).await?;
+        let new = NewEvent {
+            author: visitor_author(&v),
+            body: EventBody::Message {
+                text: "너무 실망했어요".into(),
+                client_id: Some(ClientId::from("m1")),
+                buttons: Vec::new(),
+                link: None,
+                sentiment: Some(protocol::Mood::Negative),
+            },
+            client_id: Some(ClientId::from("m1")),
+            effect: Effect::None,
+        };
+        let appended = store.append(&c.id, new.clone()).await?;
+        let events = store.events_after(&c.id, 0, 10).await?;
+        assert_eq!(events, vec![appended.event.clone()]);
+        assert_eq!(
+            events[0].body, new.body,
+            "the tone is stored with the message"
+        );
+        let again = store.append(&c.id, new).await?;
+        assert!(again.duplicate);
+        assert_eq!(again.event.body, events[0].body);
         Ok(())
     }
 }

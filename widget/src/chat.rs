@@ -991,6 +991,7 @@ impl Chat {
                     client_id,
                     buttons,
                     link,
+                    ..
                 } => {
                     if text.is_empty() {
                         continue;
@@ -1064,7 +1065,7 @@ impl Chat {
                     }
                 }
                 // A kind from a newer relay: kept in the timeline, shown as nothing.
-                EventBody::Unknown => continue,
+                EventBody::Unknown | EventBody::Cobrowse { .. } => continue,
             };
             items.push(item);
         }

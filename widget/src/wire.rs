@@ -162,6 +162,7 @@ fn event(o: &JsValue) -> Option<Event> {
             client_id: text(&body, "client_id").map(ClientId),
             buttons: buttons(&get(&body, "buttons")),
             link: text(&body, "link"),
+            sentiment: None,
         },
         "handoff" => EventBody::Handoff {
             reason: reason(&text(&body, "reason").unwrap_or_default()),

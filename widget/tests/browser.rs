@@ -162,6 +162,7 @@ fn decodes_bot_buttons_and_link() {
                     client_id,
                     buttons,
                     link,
+                    ..
                 } => {
                     assert_eq!(text, "Returns are free");
                     assert_eq!(client_id, None);

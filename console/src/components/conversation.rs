@@ -184,6 +184,7 @@ fn EventLine(line: Line) -> impl IntoView {
     };
     let is_failed = failed.is_some();
     let dismiss = move |_| ctx.model.update(|m| m.dismiss_failed());
+    let mood = line.mood;
     view! {
         <li
             class="event"
@@ -194,12 +195,21 @@ fn EventLine(line: Line) -> impl IntoView {
             data-seq=line.seq.map(|s| s.to_string())
             data-role=line.role
             data-cobrowse=line.cobrowse
+            data-mood=mood
         >
             {(!line.is_notice)
                 .then(|| {
                     view! {
                         <div class="meta">
                             <span class="who">{line.who.clone()}</span>
+                            {mood
+                                .map(|m| {
+                                    view! {
+                                        <span class="mood" data-mood=m title="Tone of this message, scored by the relay">
+                                            {m}
+                                        </span>
+                                    }
+                                })}
                             <span class="at">
                                 {time.clone().unwrap_or_else(|| if pending { "sending…".into() } else { String::new() })}
                             </span>

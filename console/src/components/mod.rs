@@ -3,5 +3,6 @@
 pub mod cobrowse;
 pub mod context_panel;
 pub mod conversation;
+pub mod gaps;
 pub mod login;
 pub mod sidebar;

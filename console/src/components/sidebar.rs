@@ -5,6 +5,7 @@ use leptos::task::spawn_local;
 
 use crate::api;
 use crate::app::Ctx;
+use crate::components::gaps::GapsView;
 use crate::format::relative_time;
 use crate::state::{ListRow, Tab};
 
@@ -12,6 +13,7 @@ use crate::state::{ListRow, Tab};
 #[component]
 pub fn Sidebar() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
+    let gaps = expect_context::<GapsView>();
     let me = Memo::new(move |_| {
         ctx.model
             .with(|m| m.me.as_ref().map(|a| a.display_name.clone()))
@@ -53,6 +55,15 @@ pub fn Sidebar() -> impl IntoView {
                 </div>
                 <div class="me-row">
                     <span class="me">{move || me.get()}</span>
+                    <button
+                        class="gaps-toggle"
+                        type="button"
+                        class:active=move || gaps.0.get()
+                        aria-pressed=move || gaps.0.get().to_string()
+                        on:click=move |_| gaps.0.update(|on| *on = !*on)
+                    >
+                        "Knowledge gaps"
+                    </button>
                     <button class="logout" type="button" on:click=logout>"Log out"</button>
                 </div>
             </header>

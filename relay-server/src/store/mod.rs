@@ -154,6 +154,58 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// Why a knowledge gap was recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GapKind {
+    /// The bot was not sure of any entry: the question is missing from the knowledge base.
+    Unanswered,
+    /// The bot showed an entry and the visitor handed off right after: the entry did not help.
+    HandoffAfterAnswer,
+}
+
+impl GapKind {
+    /// How it is stored and sent (`unanswered`, `handoff_after_answer`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapKind::Unanswered => "unanswered",
+            GapKind::HandoffAfterAnswer => "handoff_after_answer",
+        }
+    }
+
+    /// A stored kind.
+    pub(crate) fn parse(s: &str) -> StoreResult<Self> {
+        match s {
+            "unanswered" => Ok(GapKind::Unanswered),
+            "handoff_after_answer" => Ok(GapKind::HandoffAfterAnswer),
+            other => Err(StoreError::Corrupt(format!("gap kind {other}"))),
+        }
+    }
+}
+
+/// A knowledge gap: a question the bot could not answer, or an entry that did not help.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gap {
+    /// Site key, so each site's manager sees their own gaps.
+    pub site: String,
+    /// The conversation it happened in (an agent can open it for context).
+    pub conversation_id: ConversationId,
+    /// Seq of the visitor message that produced it; with `kind`, the gap's identity, so a
+    /// repeated bot turn never counts twice.
+    pub seq: Seq,
+    /// Why it was recorded.
+    pub kind: GapKind,
+    /// The visitor's question (for `HandoffAfterAnswer`: the question the entry was shown for).
+    pub question: String,
+    /// The entry counted against (`HandoffAfterAnswer` only): its id in the knowledge base.
+    pub entry_id: Option<String>,
+    /// The entry's title, kept so the report reads well even after the entry is renamed.
+    pub entry_title: Option<String>,
+    /// The visitor's page when it happened, if known: where the missing answer was looked for.
+    pub page_url: Option<String>,
+    /// When it was recorded (Unix ms); set by the store on insert.
+    pub at: i64,
+}
+
 /// The durable store. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -244,6 +296,13 @@ pub trait Store: Send + Sync + 'static {
         after: Seq,
         limit: i64,
     ) -> StoreResult<Vec<Event>>;
+
+    /// Records a knowledge gap (its `at` is ignored: the store stamps it). `Ok(false)` when the
+    /// same conversation, seq and kind were recorded before: nothing new is stored.
+    async fn record_gap(&self, gap: &Gap) -> StoreResult<bool>;
+    /// Knowledge gaps recorded at or after `since` (Unix ms), of one site or all, newest first,
+    /// at most `limit`.
+    async fn gaps(&self, site: Option<&str>, since: i64, limit: i64) -> StoreResult<Vec<Gap>>;
 }
 
 /// Opens the store a database URL names: `sqlite://PATH` (or `sqlite:PATH`) or

@@ -27,8 +27,8 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::{
     is_bot, new_id, now_ms, parse_role, parse_status, preview_of, role_str, status_str,
-    AgentRecord, Appended, ConversationRecord, NewEvent, Store, StoreError, StoreResult,
-    VisitorRecord,
+    AgentRecord, Appended, ConversationRecord, Gap, GapKind, NewEvent, Store, StoreError,
+    StoreResult, VisitorRecord,
 };
 
 /// Connections per relay node. Appends hold one for a few milliseconds; 16 keeps a node's
@@ -536,4 +536,55 @@ impl Store for PgStore {
         .map(event_from_row)
         .collect()
     }
+
+    async fn record_gap(&self, gap: &Gap) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO knowledge_gaps (id, site, conversation_id, seq, kind, question, entry_id,
+                 entry_title, page_url, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (conversation_id, seq, kind) DO NOTHING",
+        )
+        .bind(new_id())
+        .bind(&gap.site)
+        .bind(&gap.conversation_id.0)
+        .bind(i64::try_from(gap.seq).unwrap_or(i64::MAX))
+        .bind(gap.kind.as_str())
+        .bind(&gap.question)
+        .bind(&gap.entry_id)
+        .bind(&gap.entry_title)
+        .bind(&gap.page_url)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn gaps(&self, site: Option<&str>, since: i64, limit: i64) -> StoreResult<Vec<Gap>> {
+        sqlx::query(
+            "SELECT site, conversation_id, seq, kind, question, entry_id, entry_title, page_url, at FROM knowledge_gaps
+             WHERE ($1::TEXT IS NULL OR site = $1) AND at >= $2 ORDER BY at DESC, id DESC LIMIT $3",
+        )
+        .bind(site)
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(gap_from_row)
+        .collect()
+    }
+}
+
+fn gap_from_row(row: &PgRow) -> StoreResult<Gap> {
+    Ok(Gap {
+        site: row.try_get("site")?,
+        conversation_id: ConversationId(row.try_get("conversation_id")?),
+        seq: row.try_get::<i64, _>("seq")? as Seq,
+        kind: GapKind::parse(row.try_get::<&str, _>("kind")?)?,
+        question: row.try_get("question")?,
+        entry_id: row.try_get("entry_id")?,
+        entry_title: row.try_get("entry_title")?,
+        page_url: row.try_get("page_url")?,
+        at: row.try_get("at")?,
+    })
 }

@@ -19,8 +19,8 @@ use sqlx::{Row, SqlitePool};
 
 use super::{
     is_bot, new_id, now_ms, parse_role, parse_status, preview_of, role_str, status_str,
-    AgentRecord, Appended, ConversationRecord, Effect, NewEvent, Store, StoreError, StoreResult,
-    VisitorRecord,
+    AgentRecord, Appended, ConversationRecord, Effect, Gap, GapKind, NewEvent, Store, StoreError,
+    StoreResult, VisitorRecord,
 };
 
 /// SQLite-backed [`Store`].
@@ -384,6 +384,58 @@ impl Store for SqliteStore {
         .map(event_from_row)
         .collect()
     }
+
+    async fn record_gap(&self, gap: &Gap) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO knowledge_gaps (id, site, conversation_id, seq, kind, question, entry_id,
+                 entry_title, page_url, at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (conversation_id, seq, kind) DO NOTHING",
+        )
+        .bind(new_id())
+        .bind(&gap.site)
+        .bind(&gap.conversation_id.0)
+        .bind(gap.seq as i64)
+        .bind(gap.kind.as_str())
+        .bind(&gap.question)
+        .bind(&gap.entry_id)
+        .bind(&gap.entry_title)
+        .bind(&gap.page_url)
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn gaps(&self, site: Option<&str>, since: i64, limit: i64) -> StoreResult<Vec<Gap>> {
+        sqlx::query(
+            "SELECT site, conversation_id, seq, kind, question, entry_id, entry_title, page_url, at FROM knowledge_gaps
+             WHERE (? IS NULL OR site = ?) AND at >= ? ORDER BY at DESC, id DESC LIMIT ?",
+        )
+        .bind(site)
+        .bind(site)
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(gap_from_row)
+        .collect()
+    }
+}
+
+fn gap_from_row(row: &SqliteRow) -> StoreResult<Gap> {
+    Ok(Gap {
+        site: row.try_get("site")?,
+        conversation_id: ConversationId(row.try_get("conversation_id")?),
+        seq: row.try_get::<i64, _>("seq")? as Seq,
+        kind: GapKind::parse(row.try_get::<&str, _>("kind")?)?,
+        question: row.try_get("question")?,
+        entry_id: row.try_get("entry_id")?,
+        entry_title: row.try_get("entry_title")?,
+        page_url: row.try_get("page_url")?,
+        at: row.try_get("at")?,
+    })
 }
 
 impl SqliteStore {
