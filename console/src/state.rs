@@ -700,7 +700,10 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
             )
         }
         // A kind from a newer relay: a neutral line keeps the seq visible without guessing.
-        EventBody::Unknown => ("(an update this console cannot show)".to_owned(), true),
+        // Co-browse consent lines are drawn by the co-browse branch; a neutral line until then.
+        EventBody::Cobrowse { .. } | EventBody::Unknown => {
+            ("(an update this console cannot show)".to_owned(), true)
+        }
     };
     Line {
         key: format!("s{}", e.seq),

@@ -311,6 +311,14 @@ impl Session for AgentSession {
                 active,
             } => self.on_typing(conversation_id, active, out).await,
             AgentFrame::Close { conversation_id } => self.on_close(conversation_id, out).await,
+            // Stopgap until the co-browse branch lands: refused, never dropped.
+            AgentFrame::CobrowseRequest { .. }
+            | AgentFrame::CobrowseStop { .. }
+            | AgentFrame::CobrowseHighlight { .. }
+            | AgentFrame::CobrowseResync { .. } => out.push(ToAgent::Error(ErrorFrame::new(
+                ErrorCode::UnknownType,
+                "co-browse is not served by this relay yet",
+            ))),
         }
     }
 

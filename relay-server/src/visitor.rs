@@ -364,6 +364,13 @@ impl Session for VisitorSession {
             VisitorFrame::Send { client_id, text } => self.on_send(client_id, text, out).await,
             VisitorFrame::Typing { active } => self.on_typing(active, out).await,
             VisitorFrame::Context { context } => self.on_context(context, out).await,
+            // Stopgap until the co-browse branch lands: refused, never dropped.
+            VisitorFrame::CobrowseAnswer { .. }
+            | VisitorFrame::CobrowseStop
+            | VisitorFrame::Cobrowse { .. } => out.push(ToVisitor::Error(ErrorFrame::new(
+                ErrorCode::UnknownType,
+                "co-browse is not served by this relay yet",
+            ))),
         }
     }
 

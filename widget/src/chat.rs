@@ -888,7 +888,8 @@ impl Chat {
                 // The summary is written for agents; the visitor only learns a person is coming.
                 EventBody::Handoff { .. } => system("handoff", t.handoff.to_owned()),
                 // A kind from a newer relay: kept in the timeline, shown as nothing.
-                EventBody::Unknown => continue,
+                // Co-browse consent lines: shown by the co-browse branch; nothing until then.
+                EventBody::Cobrowse { .. } | EventBody::Unknown => continue,
             };
             items.push(item);
         }
