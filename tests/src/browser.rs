@@ -428,6 +428,51 @@ impl<'a> Widget<'a> {
         Ok(v.as_str().unwrap_or_default().to_owned())
     }
 
+    /// Clicks the quick reply labelled `label` under the bot's latest message (a real click).
+    pub async fn click_quick(&self, label: &str) -> anyhow::Result<()> {
+        let button = self
+            .wait(
+                &format!("a quick reply {label:?} (button.parley-quick)"),
+                "return Array.from(root.querySelectorAll('button.parley-quick'))
+                   .find(b => b.textContent === arguments[0]) || null;",
+                vec![json!(label)],
+            )
+            .await?;
+        element_from(self.client, &button)?
+            .click()
+            .await
+            .context("clicking the quick reply")?;
+        Ok(())
+    }
+
+    /// Rates the closed conversation in the rating form (`form.parley-rate`): clicks the score
+    /// button (aria-label "N of 5"), types `comment`, clicks "Send rating" — real input.
+    pub async fn rate(&self, score: u8, comment: &str) -> anyhow::Result<()> {
+        self.wait(
+            "the rating form (form.parley-rate) to be shown",
+            "const f = root.querySelector('form.parley-rate');
+             return !!f && !f.hidden && f.getBoundingClientRect().height > 0;",
+            vec![],
+        )
+        .await?;
+        self.find(&format!(
+            "form.parley-rate button[aria-label=\"{score} of 5\"]"
+        ))
+        .await?
+        .click()
+        .await
+        .context("clicking the score")?;
+        let text = self.find("form.parley-rate textarea").await?;
+        text.click().await?;
+        text.send_keys(comment).await?;
+        self.find("form.parley-rate button.parley-send-rating")
+            .await?
+            .click()
+            .await
+            .context("clicking Send rating")?;
+        Ok(())
+    }
+
     /// Waits until the unread badge shows `count`.
     pub async fn wait_badge(&self, count: &str) -> anyhow::Result<()> {
         self.wait(
@@ -535,6 +580,15 @@ impl<'a> Console<'a> {
         )
         .await
         .map(|_| ())
+    }
+
+    /// Clicks "Close" on the open conversation.
+    pub async fn close_conversation(&self) -> anyhow::Result<()> {
+        self.element("button.close-conversation")
+            .await?
+            .click()
+            .await
+            .context("clicking Close")
     }
 
     /// Types a reply and clicks send.
