@@ -97,6 +97,8 @@ pub struct ListRow {
     pub assignee: Option<String>,
     /// Whether this is the conversation shown in the middle column.
     pub selected: bool,
+    /// The visitor's rating (1–5) once the closed conversation was rated.
+    pub rating: Option<u8>,
 }
 
 /// Delivery state of a transcript line.
@@ -315,6 +317,8 @@ impl Model {
                     (None, code) => self.notice = Some(error_text(code).to_owned()),
                 }
             }
+            // Stopgap until the co-browse branch lands: no mirror in this console yet.
+            ToAgent::Cobrowse { .. } => {}
         }
         out
     }
@@ -497,6 +501,7 @@ impl Model {
                 unread: c.last_seq > self.seen.get(&c.id).copied().unwrap_or(0),
                 assignee: c.assignee.as_ref().map(|a| a.display_name.clone()),
                 selected: self.selected.as_ref() == Some(&c.id),
+                rating: c.rating,
             })
             .collect()
     }
@@ -700,6 +705,13 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
             )
         }
         // A kind from a newer relay: a neutral line keeps the seq visible without guessing.
+        EventBody::Rating { score, comment } => (
+            match comment {
+                Some(c) => format!("Visitor rated {score} / 5: “{c}”"),
+                None => format!("Visitor rated {score} / 5"),
+            },
+            true,
+        ),
         // Co-browse consent lines are drawn by the co-browse branch; a neutral line until then.
         EventBody::Cobrowse { .. } | EventBody::Unknown => {
             ("(an update this console cannot show)".to_owned(), true)
@@ -776,6 +788,7 @@ mod tests {
             created_at: 0,
             updated_at: updated,
             context: PageContext::default(),
+            rating: None,
         }
     }
 

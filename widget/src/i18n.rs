@@ -56,6 +56,14 @@ impl Lang {
         }
     }
 
+    /// aria-label of the rating button for `n`: "4 of 5".
+    pub fn score(self, n: u8) -> String {
+        match self {
+            Lang::En => format!("{n} of 5"),
+            Lang::Ko => format!("5점 중 {n}점"),
+        }
+    }
+
     /// "Mina is typing…".
     pub fn typing(self, name: &str) -> String {
         match self {
@@ -110,6 +118,14 @@ pub struct Strings {
     pub read_more: &'static str,
     /// aria-label of the group of quick-reply buttons under the bot's latest message.
     pub quick_replies: &'static str,
+    /// Question above the rating buttons shown once the conversation is closed (CSAT).
+    pub rate: &'static str,
+    /// aria-label of the optional rating comment.
+    pub comment: &'static str,
+    /// The button that sends the rating.
+    pub send_rating: &'static str,
+    /// System line once the rating is stored.
+    pub thanks: &'static str,
 }
 
 static EN: Strings = Strings {
@@ -134,6 +150,10 @@ static EN: Strings = Strings {
     handoff: "Connecting you with a person…",
     read_more: "Read more",
     quick_replies: "Suggested replies",
+    rate: "How was this conversation?",
+    comment: "Comment (optional)",
+    send_rating: "Send rating",
+    thanks: "Thanks for your feedback!",
 };
 
 static KO: Strings = Strings {
@@ -159,4 +179,8 @@ static KO: Strings = Strings {
     handoff: "상담원에게 연결하고 있어요…",
     read_more: "자세히 보기",
     quick_replies: "추천 답변",
+    rate: "상담은 어떠셨나요?",
+    comment: "의견 (선택)",
+    send_rating: "평가 보내기",
+    thanks: "소중한 의견 감사합니다!",
 };

@@ -136,6 +136,30 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
         let chat = chat.clone();
         move |_| chat.close(true)
     };
+    // The rating form (CSAT), shown once the conversation is closed: five toggle buttons, an
+    // optional comment, and a submit that stays disabled until a score is picked.
+    let score = RwSignal::new(0u8);
+    let comment: NodeRef<html::Textarea> = NodeRef::new();
+    let on_rate = {
+        let chat = chat.clone();
+        move |ev: leptos::ev::SubmitEvent| {
+            ev.prevent_default();
+            let text = comment
+                .get_untracked()
+                .map(|el| el.value())
+                .unwrap_or_default();
+            chat.rate(score.get_untracked(), text);
+        }
+    };
+    let scores = (1..=5u8)
+        .map(|n| {
+            view! {
+                <button type="button" class="parley-score" aria-label=lang.score(n)
+                    aria-pressed=move || (score.get() == n).to_string()
+                    on:click=move |_| score.set(n)>{n}</button>
+            }
+        })
+        .collect_view();
 
     view! {
         <section class="parley-panel" role="dialog" aria-label=label
@@ -180,6 +204,12 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
                         <path fill="currentColor" d="M3 20.5 21 12 3 3.5 3 10l12 2-12 2z"></path>
                     </svg>
                 </button>
+            </form>
+            <form class="parley-rate" aria-label=t.rate hidden=move || !ui.rate.get() on:submit=on_rate>
+                <p>{t.rate}</p>
+                <div role="group" aria-label=t.rate>{scores}</div>
+                <textarea node_ref=comment rows="2" maxlength="500" aria-label=t.comment placeholder=t.comment></textarea>
+                <button type="submit" class="parley-send-rating" disabled=move || score.get() == 0>{t.send_rating}</button>
             </form>
         </section>
         <div class="parley-sr" aria-live="polite">{move || ui.announce.get()}</div>

@@ -141,6 +141,11 @@ fn event(o: &JsValue) -> Option<Event> {
         "joined" => EventBody::Joined,
         "left" => EventBody::Left,
         "closed" => EventBody::Closed,
+        // Not `?`: a dropped event would look like a seq gap. The panel only needs the kind.
+        "rating" => EventBody::Rating {
+            score: uint(&body, "score").unwrap_or(0) as u8,
+            comment: text(&body, "comment"),
+        },
         _ => EventBody::Unknown,
     };
     Some(Event {
