@@ -56,14 +56,6 @@ impl Lang {
         }
     }
 
-    /// aria-label of the rating button for `n`: "4 of 5".
-    pub fn score(self, n: u8) -> String {
-        match self {
-            Lang::En => format!("{n} of 5"),
-            Lang::Ko => format!("5점 중 {n}점"),
-        }
-    }
-
     /// "Mina is typing…".
     pub fn typing(self, name: &str) -> String {
         match self {
@@ -126,6 +118,8 @@ pub struct Strings {
     pub send_rating: &'static str,
     /// System line once the rating is stored.
     pub thanks: &'static str,
+    /// aria-labels of the five score buttons ("4 of 5"); static, no formatting code.
+    pub scores: [&'static str; 5],
 }
 
 static EN: Strings = Strings {
@@ -154,6 +148,7 @@ static EN: Strings = Strings {
     comment: "Comment (optional)",
     send_rating: "Send rating",
     thanks: "Thanks for your feedback!",
+    scores: ["1 of 5", "2 of 5", "3 of 5", "4 of 5", "5 of 5"],
 };
 
 static KO: Strings = Strings {
@@ -183,4 +178,11 @@ static KO: Strings = Strings {
     comment: "의견 (선택)",
     send_rating: "평가 보내기",
     thanks: "소중한 의견 감사합니다!",
+    scores: [
+        "5점 중 1점",
+        "5점 중 2점",
+        "5점 중 3점",
+        "5점 중 4점",
+        "5점 중 5점",
+    ],
 };

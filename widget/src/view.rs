@@ -152,10 +152,11 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
         }
     };
     let scores = (1..=5u8)
-        .map(|n| {
+        .zip(t.scores)
+        .map(|(n, label)| {
             view! {
-                <button type="button" class="parley-score" aria-label=lang.score(n)
-                    aria-pressed=move || (score.get() == n).to_string()
+                <button type="button" class="parley-score" aria-label=label
+                    aria-pressed=move || if score.get() == n { "true" } else { "false" }
                     on:click=move |_| score.set(n)>{n}</button>
             }
         })

@@ -142,9 +142,10 @@ fn event(o: &JsValue) -> Option<Event> {
         "left" => EventBody::Left,
         "closed" => EventBody::Closed,
         // Not `?`: a dropped event would look like a seq gap. The panel only needs the kind.
+        // The panel only needs to know a rating was stored (the comment is for agents).
         "rating" => EventBody::Rating {
-            score: uint(&body, "score").unwrap_or(0) as u8,
-            comment: text(&body, "comment"),
+            score: 0,
+            comment: None,
         },
         _ => EventBody::Unknown,
     };
