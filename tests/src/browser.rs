@@ -446,7 +446,7 @@ impl<'a> Widget<'a> {
     }
 
     /// Rates the closed conversation in the rating form (`form.parley-rate`): clicks the score
-    /// button (aria-label "N of 5"), types `comment`, clicks "Send rating" — real input.
+    /// radio (aria-label "N of 5"), types `comment`, clicks "Send rating" — real input.
     pub async fn rate(&self, score: u8, comment: &str) -> anyhow::Result<()> {
         self.wait(
             "the rating form (form.parley-rate) to be shown",
@@ -456,7 +456,7 @@ impl<'a> Widget<'a> {
         )
         .await?;
         self.find(&format!(
-            "form.parley-rate button[aria-label=\"{score} of 5\"]"
+            "form.parley-rate input[type=radio][aria-label=\"{score} of 5\"]"
         ))
         .await?
         .click()

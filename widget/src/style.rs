@@ -59,8 +59,7 @@ width:40px;height:40px;border-radius:10px;background:var(--parley-accent);color:
 .parley-rate{padding:8px 14px;border-top:1px solid #e3e5e8}
 .parley-rate p{margin:0 0 6px}
 .parley-rate textarea{display:block;width:100%;margin:6px 0;font:inherit}
-.parley-score{width:36px;height:32px;margin-right:4px}
-.parley-score[aria-pressed=true]{background:var(--parley-accent);color:var(--parley-on-accent)}
+.parley-score{margin-right:10px}
 .parley-sr{position:fixed;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);clip-path:inset(50%);white-space:nowrap}
 "#;
 

@@ -136,29 +136,40 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
         let chat = chat.clone();
         move |_| chat.close(true)
     };
-    // The rating form (CSAT), shown once the conversation is closed: five toggle buttons, an
-    // optional comment, and a submit that stays disabled until a score is picked.
-    let score = RwSignal::new(0u8);
+    // The rating form (CSAT), shown once the conversation is closed: a native radio group of
+    // five scores (accessible without any state of ours), an optional comment and a submit.
+    // Everything is read from the form's DOM on submit, which keeps the panel small.
     let comment: NodeRef<html::Textarea> = NodeRef::new();
     let on_rate = {
         let chat = chat.clone();
         move |ev: leptos::ev::SubmitEvent| {
             ev.prevent_default();
-            let text = comment
-                .get_untracked()
-                .map(|el| el.value())
-                .unwrap_or_default();
-            chat.rate(score.get_untracked(), text);
+            let Some(form) = ev.target().and_then(|t| t.dyn_into::<Element>().ok()) else {
+                return;
+            };
+            // The checked radio's value is "1"…"5".
+            let score = form
+                .query_selector("input:checked")
+                .ok()
+                .flatten()
+                .and_then(|i| i.get_attribute("value"))
+                .and_then(|v| v.bytes().next())
+                .map(|b| b.wrapping_sub(b'0'));
+            if let Some(score) = score {
+                let text = comment
+                    .get_untracked()
+                    .map(|el| el.value())
+                    .unwrap_or_default();
+                chat.rate(score, text);
+            }
         }
     };
-    let scores = (1..=5u8)
-        .zip(t.scores)
-        .map(|(n, label)| {
-            view! {
-                <button type="button" class="parley-score" aria-label=label
-                    aria-pressed=move || if score.get() == n { "true" } else { "false" }
-                    on:click=move |_| score.set(n)>{n}</button>
-            }
+    let scores = t
+        .scores
+        .iter()
+        .zip(["1", "2", "3", "4", "5"])
+        .map(|(label, n)| {
+            view! { <label class="parley-score"><input type="radio" name="score" value=n aria-label=*label/>{n}</label> }
         })
         .collect_view();
 
@@ -208,9 +219,9 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
             </form>
             <form class="parley-rate" aria-label=t.rate hidden=move || !ui.rate.get() on:submit=on_rate>
                 <p>{t.rate}</p>
-                <div role="group" aria-label=t.rate>{scores}</div>
+                <div role="radiogroup" aria-label=t.rate>{scores}</div>
                 <textarea node_ref=comment rows="2" maxlength="500" aria-label=t.comment placeholder=t.comment></textarea>
-                <button type="submit" class="parley-send-rating" disabled=move || score.get() == 0>{t.send_rating}</button>
+                <button type="submit" class="parley-send-rating">{t.send_rating}</button>
             </form>
         </section>
         <div class="parley-sr" aria-live="polite">{move || ui.announce.get()}</div>
