@@ -114,7 +114,11 @@ async fn scenario(
     }
 
     // Shown in the console: list (closed conversations are under All), transcript, Numbers.
-    console.element("button[data-tab=all]").await?.click().await?;
+    console
+        .element("button[data-tab=all]")
+        .await?
+        .click()
+        .await?;
     wait_js(
         agent,
         "the conversation listed with its rating (★ 4 / 5)",
