@@ -1,4 +1,5 @@
-//! The console's HTTP calls to the relay: log in, who am I, log out, the knowledge-gap report
+//! The console's HTTP calls to the relay: log in, who am I, log out, the rating numbers, the
+//! knowledge-gap report
 //! (`/api/*`, same origin, the session cookie travels by itself).
 
 use gloo_net::http::{Request, Response};
@@ -80,6 +81,35 @@ pub async fn gaps() -> Result<GapReport, String> {
 /// `POST /api/logout`. Errors are ignored: the console forgets the session either way.
 pub async fn logout() {
     let _ = Request::post("/api/logout").send().await;
+}
+
+/// One agent's line of `GET /api/ratings`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct AgentNumbers {
+    /// The agent; absent for conversations no agent had.
+    #[serde(default)]
+    pub agent: Option<AgentInfo>,
+    /// Rated conversations.
+    pub count: i64,
+    /// Mean score (1–5).
+    pub average: f64,
+}
+
+#[derive(Deserialize)]
+struct Numbers {
+    agents: Vec<AgentNumbers>,
+}
+
+/// `GET /api/ratings`: rating count and mean per agent. `Err` is the sentence to show.
+pub async fn ratings() -> Result<Vec<AgentNumbers>, String> {
+    let response = Request::get("/api/ratings")
+        .send()
+        .await
+        .map_err(|_| "Cannot reach the server.".to_owned())?;
+    if !response.ok() {
+        return Err(format!("The server answered {}.", response.status()));
+    }
+    parse::<Numbers>(response).await.map(|n| n.agents)
 }
 
 async fn parse<T: for<'de> Deserialize<'de>>(response: Response) -> Result<T, String> {

@@ -98,6 +98,8 @@ pub struct ListRow {
     pub assignee: Option<String>,
     /// Whether this is the conversation shown in the middle column.
     pub selected: bool,
+    /// The visitor's rating (1–5) once the closed conversation was rated.
+    pub rating: Option<u8>,
 }
 
 /// Delivery state of a transcript line.
@@ -654,6 +656,7 @@ impl Model {
                 unread: c.last_seq > self.seen.get(&c.id).copied().unwrap_or(0),
                 assignee: c.assignee.as_ref().map(|a| a.display_name.clone()),
                 selected: self.selected.as_ref() == Some(&c.id),
+                rating: c.rating,
             })
             .collect()
     }
@@ -889,7 +892,14 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
             (text, true)
         }
         // A kind from a newer relay: a neutral line keeps the seq visible without guessing.
-        EventBody::Unknown | EventBody::Cobrowse { .. } => {
+        EventBody::Rating { score, comment } => (
+            match comment {
+                Some(c) => format!("Visitor rated {score} / 5: “{c}”"),
+                None => format!("Visitor rated {score} / 5"),
+            },
+            true,
+        ),
+        EventBody::Unknown => {
             ("(an update this console cannot show)".to_owned(), true)
         }
     };
@@ -966,6 +976,7 @@ mod tests {
             created_at: 0,
             updated_at: updated,
             context: PageContext::default(),
+            rating: None,
         }
     }
 

@@ -64,6 +64,9 @@ pub struct ConversationSummary {
     pub updated_at: i64,
     /// The visitor's page as last reported.
     pub context: PageContext,
+    /// The visitor's rating (1–5) once they rated the closed conversation; absent before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating: Option<u8>,
 }
 
 /// A frame an agent sends to the relay.

@@ -23,6 +23,7 @@ impl Frame for VisitorFrame {
         "cobrowse_answer",
         "cobrowse_stop",
         "cobrowse",
+        "rate",
     ];
 }
 
@@ -186,6 +187,30 @@ pub fn encode<T: Serialize>(frame: &T) -> String {
     })
 }
 
+/// Checks a rating: score 1–5, comment (if any) at most [`crate::MAX_COMMENT_BYTES`] bytes. A
+/// blank comment counts as none.
+pub fn validate_rating(score: u8, comment: Option<&str>) -> Result<(), ErrorFrame> {
+    if !(1..=5).contains(&score) {
+        return Err(ErrorFrame::new(
+            ErrorCode::Invalid,
+            format!("score must be 1 to 5, not {score}"),
+        ));
+    }
+    if let Some(c) = comment {
+        if c.len() > crate::MAX_COMMENT_BYTES {
+            return Err(ErrorFrame::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "comment is {} bytes; the limit is {}",
+                    c.len(),
+                    crate::MAX_COMMENT_BYTES
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a chat text: not blank, at most [`crate::MAX_TEXT_BYTES`] bytes.
 pub fn validate_text(text: &str) -> Result<(), ErrorFrame> {
     if text.trim().is_empty() {
@@ -271,6 +296,35 @@ mod tests {
         let status: crate::ConversationStatus =
             serde_json::from_str(r#""snoozed""#).expect("decodes");
         assert_eq!(status, crate::ConversationStatus::Unknown);
+    }
+
+    #[test]
+    fn rating_limits() {
+        let e = decode::<VisitorFrame>(r#"{"type":"rate","score":4,"comment":"quick"}"#);
+        assert_eq!(
+            e.unwrap(),
+            VisitorFrame::Rate {
+                score: 4,
+                comment: Some("quick".into())
+            }
+        );
+        // Out of u8 range is a bad field, not a broken frame.
+        let e = decode::<VisitorFrame>(r#"{"type":"rate","score":900}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Invalid);
+        assert_eq!(
+            validate_rating(0, None).unwrap_err().code,
+            ErrorCode::Invalid
+        );
+        assert_eq!(
+            validate_rating(6, None).unwrap_err().code,
+            ErrorCode::Invalid
+        );
+        let long = "a".repeat(crate::MAX_COMMENT_BYTES + 1);
+        assert_eq!(
+            validate_rating(5, Some(&long)).unwrap_err().code,
+            ErrorCode::TooLarge
+        );
+        assert!(validate_rating(1, Some("좋아요")).is_ok());
     }
 
     #[test]

@@ -85,6 +85,15 @@ pub enum EventBody {
         /// Where it stands now.
         state: crate::cobrowse::CobrowseState,
     },
+    /// The visitor rated the closed conversation (CSAT); the author is the visitor. At most one
+    /// per conversation.
+    Rating {
+        /// 1 (bad) to 5 (great).
+        score: u8,
+        /// The visitor's optional words, plain text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
     /// A kind added by a later revision of the protocol. Never sent by this relay; receiving it
     /// lets an older client skip the event instead of failing to decode the whole frame.
     #[serde(other)]

@@ -21,7 +21,9 @@ pub mod visitor;
 
 pub use agent::{AgentFrame, AgentInfo, ConversationStatus, ConversationSummary, ToAgent};
 pub use cobrowse::{CobrowseState, Highlight, HighlightTarget, NodeId};
-pub use codec::{decode, encode, validate_text, ClientFrame, DecodeError, Frame, ServerFrame};
+pub use codec::{
+    decode, encode, validate_rating, validate_text, ClientFrame, DecodeError, Frame, ServerFrame,
+};
 pub use context::{PageContext, Viewport};
 pub use error::{ErrorCode, ErrorFrame};
 pub use event::{Author, Event, EventBody, HandoffReason, Mood, QuickReply, Role};
@@ -34,6 +36,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Largest chat message text, in bytes of UTF-8. Longer texts are refused with `too_large`.
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+
+/// Largest rating comment, in bytes of UTF-8 (a sentence or two, not a second conversation).
+pub const MAX_COMMENT_BYTES: usize = 2000;
 
 /// Largest WebSocket message the relay reads from a client. A bigger one closes the socket with
 /// code 1009 (message too big): the relay cannot parse it, so it cannot answer it with a typed error.

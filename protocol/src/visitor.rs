@@ -70,6 +70,16 @@ pub enum VisitorFrame {
         #[serde(default = "one", skip_serializing_if = "is_one")]
         count: u32,
     },
+    /// The visitor rates their latest conversation once it is closed (CSAT). Stored as a
+    /// `rating` event; refused with `invalid` when the score is not 1–5, the conversation is not
+    /// closed or was already rated (the first rating stands), `too_large` for a long comment.
+    Rate {
+        /// 1 (bad) to 5 (great).
+        score: u8,
+        /// Optional words, plain text, at most [`crate::MAX_COMMENT_BYTES`] bytes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
 }
 
 pub(crate) fn is_zero(n: &u32) -> bool {

@@ -109,9 +109,10 @@ impl SiteBot {
     /// the site and the file, so a relay never starts with a bot that cannot answer.
     pub fn load(site: &SiteConfig) -> anyhow::Result<Option<Self>> {
         let Some(dir) = &site.kb else {
-            if site.bot_first() {
+            // An external bot (`bot_url`) answers instead: see `crate::external_bot`.
+            if site.bot_first() && site.bot_url.is_none() {
                 anyhow::bail!(
-                    "site {:?}: routing = \"bot_first\" needs `kb`, the directory of its knowledge base",
+                    "site {:?}: routing = \"bot_first\" needs `kb`, the directory of its knowledge base, or `bot_url`",
                     site.key
                 );
             }

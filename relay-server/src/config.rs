@@ -93,7 +93,20 @@ pub struct SiteConfig {
     /// Name the bot signs its messages with; default "<site name> assistant".
     #[serde(default)]
     pub bot_name: Option<String>,
+    /// An external bot (Rasa REST channel shape, see PROTOCOL.md "External bots") that answers
+    /// a bot-first site instead of the knowledge base: `http://host:port/webhooks/rest/webhook`.
+    /// Lets a site plug in Rasa, Botpress or an LLM service without changing the relay.
+    #[serde(default)]
+    pub bot_url: Option<String>,
+    /// How long the external bot may take per message before the visitor is sent to the
+    /// queue (`bot_failed`); default [`DEFAULT_BOT_TIMEOUT_MS`]. Bounds the visitor's wait.
+    #[serde(default)]
+    pub bot_timeout_ms: Option<u64>,
 }
+
+/// Default of [`SiteConfig::bot_timeout_ms`]: long enough for an LLM's short answer, short
+/// enough that a visitor is not left staring at nothing.
+pub const DEFAULT_BOT_TIMEOUT_MS: u64 = 8_000;
 
 /// Who answers a new conversation first.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -242,6 +255,8 @@ pub fn demo_site(origins: Vec<String>) -> SiteConfig {
         routing: Routing::AgentsFirst,
         kb: None,
         bot_name: None,
+        bot_url: None,
+        bot_timeout_ms: None,
     }
 }
 
@@ -350,5 +365,26 @@ mod tests {
             Some(std::path::Path::new("kb/shop"))
         );
         assert_eq!(file.sites[0].bot_name(), "Shopbot");
+    }
+
+    #[test]
+    fn parses_an_external_bot() {
+        let file: FileConfig = toml::from_str(
+            r##"
+            [[site]]
+            key = "shop"
+            name = "Shop"
+            routing = "bot_first"
+            bot_url = "http://127.0.0.1:5005/webhooks/rest/webhook"
+            bot_timeout_ms = 3000
+            "##,
+        )
+        .expect("valid config");
+        assert_eq!(
+            file.sites[0].bot_url.as_deref(),
+            Some("http://127.0.0.1:5005/webhooks/rest/webhook")
+        );
+        assert_eq!(file.sites[0].bot_timeout_ms, Some(3000));
+        assert!(file.sites[0].kb.is_none());
     }
 }

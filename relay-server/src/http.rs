@@ -12,7 +12,7 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::{agent, auth, gaps, visitor, App};
+use crate::{agent, auth, csat, gaps, visitor, App};
 
 /// Every error an HTTP handler returns. The body is `{"error": code, "message": text}`.
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +194,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/logout", post(auth::logout))
         .route("/api/me", get(auth::me))
         .route("/api/gaps", get(gaps::report))
+        .route("/api/ratings", get(csat::ratings))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -6,8 +6,9 @@
 //! socket does: limits, pings, ordered delivery), `hub` (in-process fan-out and presence),
 //! `bus` (cross-node fan-out and presence through Redis), `cobrowse` (consent state, stream
 //! routing and budget), `store` (durable state), `token` (bearer secrets), `bot` (bot-first
-//! routing: the knowledge-base bot and its hand-off), `gaps` (the knowledge-gap report for
-//! managers).
+//! routing: the knowledge-base bot and its hand-off), `external_bot` (a site's own bot over
+//! HTTP, Rasa REST shape), `gaps` (the knowledge-gap report for managers), `csat` (visitor
+//! ratings: the numbers).
 
 pub mod agent;
 pub mod auth;
@@ -17,6 +18,8 @@ pub mod cobrowse;
 pub mod config;
 pub mod connection;
 pub mod gaps;
+pub mod csat;
+pub mod external_bot;
 pub mod http;
 pub mod hub;
 pub mod metrics;
@@ -53,6 +56,8 @@ pub struct App {
     pub sites: HashMap<String, Arc<SiteConfig>>,
     /// Knowledge-base bots by site key (sites with a `kb`), loaded once at start.
     pub bots: HashMap<String, Arc<bot::SiteBot>>,
+    /// External bots by site key (sites with a `bot_url`); they answer instead of `bots`.
+    pub external_bots: HashMap<String, Arc<external_bot::ExternalBot>>,
     /// Client limits.
     pub limits: Limits,
     /// Built bundles.
@@ -94,10 +99,12 @@ impl App {
             created_at: c.created_at,
             updated_at: c.updated_at,
             context: c.context.clone(),
+            rating: c.rating,
         }
     }
 
-    async fn agent_info(&self, id: &str) -> Option<AgentInfo> {
+    /// An agent's public info by id (cached).
+    pub async fn agent_info(&self, id: &str) -> Option<AgentInfo> {
         if let Some(a) = self
             .agents
             .read()
@@ -159,6 +166,7 @@ impl Relay {
         // Before the store: a knowledge base that does not load is a config error to fix, and
         // a relay must not start with a bot that cannot answer.
         let bots = bot::load_all(&config.sites)?;
+        let external_bots = external_bot::load_all(&config.sites)?;
         // SQLite for `sqlite:` URLs, PostgreSQL for `postgres://` / `postgresql://`.
         let store = store::connect(&config.database_url).await?;
         for seed in &config.agents {
@@ -189,6 +197,7 @@ impl Relay {
                 .map(|s| (s.key.clone(), Arc::new(s.clone())))
                 .collect(),
             bots,
+            external_bots,
             limits: config.limits.clone(),
             assets_dir: config.assets_dir.clone(),
             demo_dir: config.demo_dir.clone(),

@@ -494,6 +494,22 @@ impl VisitorSession {
         if appended.conversation.status != protocol::ConversationStatus::Bot {
             return;
         }
+        if let Some(bot) = self.app.external_bots.get(&self.site.key).cloned() {
+            let sender = self
+                .visitor
+                .as_ref()
+                .map(|v| v.id.clone())
+                .unwrap_or_default();
+            self.app.tasks.spawn(crate::external_bot::reply(
+                self.app.clone(),
+                bot,
+                appended.event.conversation_id.clone(),
+                appended.event.seq,
+                sender,
+                text,
+            ));
+            return;
+        }
         let Some(bot) = self.app.bots.get(&self.site.key).cloned() else {
             return;
         };
@@ -506,6 +522,57 @@ impl VisitorSession {
             text,
             language,
         ));
+    }
+
+    /// Rates the visitor's current conversation once it is closed: stored with its `rating`
+    /// event in one transaction, then published like any event (the visitor's tabs learn it
+    /// was stored from that event; agents see it in the transcript and the list).
+    async fn on_rate(&mut self, score: u8, comment: Option<String>, out: &mut Vec<ToVisitor>) {
+        let Some(visitor) = self.visitor.clone() else {
+            return out.push(hello_required());
+        };
+        if let Err(e) = protocol::validate_rating(score, comment.as_deref()) {
+            return out.push(ToVisitor::Error(e));
+        }
+        let Some(conversation) = self.conversation.clone() else {
+            return out.push(ToVisitor::Error(ErrorFrame::new(
+                ErrorCode::NotFound,
+                "no conversation to rate",
+            )));
+        };
+        let comment = comment
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty());
+        match self
+            .app
+            .store
+            .rate(
+                &conversation,
+                &visitor.id,
+                Self::author(&visitor),
+                score,
+                comment,
+            )
+            .await
+        {
+            Ok(appended) => {
+                self.app.metrics.stored(Role::Visitor);
+                self.app.publish(&appended).await;
+            }
+            Err(StoreError::NotFound) => out.push(ToVisitor::Error(ErrorFrame::new(
+                ErrorCode::NotFound,
+                "no conversation to rate",
+            ))),
+            Err(StoreError::NotClosed) => out.push(ToVisitor::Error(ErrorFrame::new(
+                ErrorCode::Invalid,
+                "only a closed conversation can be rated",
+            ))),
+            Err(StoreError::AlreadyRated) => out.push(ToVisitor::Error(ErrorFrame::new(
+                ErrorCode::Invalid,
+                "this conversation was already rated",
+            ))),
+            Err(e) => out.push(internal(e, None)),
+        }
     }
 
     async fn on_typing(&mut self, active: bool, out: &mut Vec<ToVisitor>) {
@@ -607,6 +674,7 @@ impl Session for VisitorSession {
                 index,
                 count,
             } => self.on_cobrowse(n, data, index, count, out).await,
+            VisitorFrame::Rate { score, comment } => self.on_rate(score, comment, out).await,
         }
     }
 

@@ -489,6 +489,34 @@ impl<'a> Widget<'a> {
             .with_context(|| format!("clicking the quick reply {label:?}"))
     }
 
+    /// Rates the closed conversation in the rating form (`form.parley-rate`): clicks the score
+    /// radio (aria-label "N of 5"), types `comment`, clicks "Send rating" — real input.
+    pub async fn rate(&self, score: u8, comment: &str) -> anyhow::Result<()> {
+        self.wait(
+            "the rating form (form.parley-rate) to be shown",
+            "const f = root.querySelector('form.parley-rate');
+             return !!f && !f.hidden && f.getBoundingClientRect().height > 0;",
+            vec![],
+        )
+        .await?;
+        self.find(&format!(
+            "form.parley-rate input[type=radio][aria-label=\"{score} of 5\"]"
+        ))
+        .await?
+        .click()
+        .await
+        .context("clicking the score")?;
+        let text = self.find("form.parley-rate textarea").await?;
+        text.click().await?;
+        text.send_keys(comment).await?;
+        self.find("form.parley-rate button.parley-send-rating")
+            .await?
+            .click()
+            .await
+            .context("clicking Send rating")?;
+        Ok(())
+    }
+
     /// Waits until the unread badge shows `count`.
     pub async fn wait_badge(&self, count: &str) -> anyhow::Result<()> {
         self.wait(
@@ -662,6 +690,15 @@ impl<'a> Console<'a> {
         let (count, questions): (u64, Vec<String>) =
             serde_json::from_value(v.clone()).map_err(|e| anyhow!("gap entry {v}: {e}"))?;
         Ok((count, questions))
+    }
+
+    /// Clicks "Close" on the open conversation.
+    pub async fn close_conversation(&self) -> anyhow::Result<()> {
+        self.element("button.close-conversation")
+            .await?
+            .click()
+            .await
+            .context("clicking Close")
     }
 
     /// Types a reply and clicks send.

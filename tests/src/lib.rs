@@ -2,13 +2,15 @@
 //! SQLite database ([`relay`]), protocol-speaking WebSocket clients for visitors and agents
 //! ([`ws`]), and a headless-Chromium harness with Shadow-DOM helpers for the widget and the
 //! console ([`browser`]); and, for the fault tests, the relay as a killable process
-//! ([`process`]) and clients that reconnect and resend like real ones ([`resilient`]).
+//! ([`process`]) and clients that reconnect and resend like real ones ([`resilient`]); and a
+//! Rasa-shaped HTTP bot for the external-bot tests ([`fake_bot`]).
 //!
 //! The tests themselves live in `tests/tests/*.rs`; everything they share is here so each test
 //! reads as a scenario, not as plumbing.
 
 pub mod browser;
 pub mod capture;
+pub mod fake_bot;
 pub mod pg;
 pub mod process;
 pub mod relay;

@@ -60,6 +60,18 @@ impl TestRelayBuilder {
         })
     }
 
+    /// Makes the `demo` site bot-first, answered by the external bot at `url` (Rasa REST
+    /// channel shape) with this per-message timeout.
+    pub fn external_bot(self, url: String, timeout_ms: u64) -> Self {
+        self.config(move |c| {
+            for site in &mut c.sites {
+                site.routing = Routing::BotFirst;
+                site.bot_url = Some(url.clone());
+                site.bot_timeout_ms = Some(timeout_ms);
+            }
+        })
+    }
+
     /// Binds a free port and starts the relay.
     pub async fn start(self) -> anyhow::Result<TestRelay> {
         let data = tempfile::tempdir().context("temp dir for the database")?;

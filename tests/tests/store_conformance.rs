@@ -94,6 +94,8 @@ conformance!(
     upsert_agent_updates,
     knowledge_gaps_round_trip,
     message_sentiment_round_trips,
+    rating_a_closed_conversation,
+    agent_ratings_per_agent,
 );
 
 /// The cases: each gets a fresh, empty store.
@@ -107,7 +109,7 @@ mod cases {
         Viewport,
     };
     use relay_server::store::{
-        now_ms, ConversationRecord, Effect, Gap, GapKind, NewEvent, Store, StoreError,
+        now_ms, AgentRating, ConversationRecord, Effect, Gap, GapKind, NewEvent, Store, StoreError,
         VisitorRecord,
     };
 
@@ -705,6 +707,155 @@ mod cases {
         let again = store.append(&c.id, new).await?;
         assert!(again.duplicate);
         assert_eq!(again.event.body, events[0].body);
+        Ok(())
+    }
+
+    /// Closes `c` as agent `agent_id` (assigning it first).
+    async fn close_as(store: &dyn Store, c: &ConversationId, agent_id: &str) -> anyhow::Result<()> {
+        store
+            .append(
+                c,
+                NewEvent {
+                    author: agent_author(agent_id),
+                    body: EventBody::Joined,
+                    client_id: None,
+                    effect: Effect::Assign(agent_id.into()),
+                },
+            )
+            .await?;
+        store
+            .append(
+                c,
+                NewEvent {
+                    author: agent_author(agent_id),
+                    body: EventBody::Closed,
+                    client_id: None,
+                    effect: Effect::Close,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn rating_a_closed_conversation(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let agent = store.upsert_agent("mina", "Mina", "x").await?;
+        let (v, c) = chat(&*store).await?;
+        store
+            .append(&c.id, message(visitor_author(&v), Some("c1"), "hi"))
+            .await?;
+        let early = store.rate(&c.id, &v.id, visitor_author(&v), 4, None).await;
+        assert!(matches!(early, Err(StoreError::NotClosed)), "{early:?}");
+        close_as(&*store, &c.id, &agent.id).await?;
+        let other = store
+            .create_visitor("demo", &relay_server::store::new_id())
+            .await?;
+        let foreign = store
+            .rate(&c.id, &other.id, visitor_author(&other), 5, None)
+            .await;
+        assert!(matches!(foreign, Err(StoreError::NotFound)), "{foreign:?}");
+
+        let rated = store
+            .rate(
+                &c.id,
+                &v.id,
+                visitor_author(&v),
+                4,
+                Some("Quick and kind".into()),
+            )
+            .await?;
+        assert_eq!(rated.event.seq, 4, "the rating follows hi, joined, closed");
+        assert_eq!(
+            rated.event.body,
+            EventBody::Rating {
+                score: 4,
+                comment: Some("Quick and kind".into())
+            }
+        );
+        assert_eq!(rated.conversation.rating, Some(4));
+        assert_eq!(rated.conversation.status, ConversationStatus::Closed);
+        assert_eq!(rated.conversation.last_seq, 4);
+
+        let again = store.rate(&c.id, &v.id, visitor_author(&v), 1, None).await;
+        assert!(matches!(again, Err(StoreError::AlreadyRated)), "{again:?}");
+        let stored = store.conversation(&c.id).await?.context("conversation")?;
+        assert_eq!(stored.rating, Some(4), "the first rating stands");
+        assert_eq!(seqs(&*store, &c.id).await?, [1, 2, 3, 4]);
+        let events = store.events_after(&c.id, 3, 10).await?;
+        assert_eq!(
+            events[0], rated.event,
+            "the rating event reads back as stored"
+        );
+        let missing = store
+            .rate(
+                &ConversationId::from("nope"),
+                &v.id,
+                visitor_author(&v),
+                3,
+                None,
+            )
+            .await;
+        assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+        Ok(())
+    }
+
+    pub async fn agent_ratings_per_agent(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        assert!(store.agent_ratings().await?.is_empty());
+        let mina = store.upsert_agent("mina", "Mina", "x").await?;
+        let joon = store.upsert_agent("joon", "Joon", "x").await?;
+        for (agent, score) in [(&mina.id, 5), (&mina.id, 4), (&joon.id, 2)] {
+            let (v, c) = chat(&*store).await?;
+            close_as(&*store, &c.id, agent).await?;
+            store
+                .rate(&c.id, &v.id, visitor_author(&v), score, None)
+                .await?;
+        }
+        // Closed but not rated: not counted.
+        let (_, c) = chat(&*store).await?;
+        close_as(&*store, &c.id, &joon.id).await?;
+        // Rated without any agent (closed from the queue).
+        let (v, c) = chat(&*store).await?;
+        store
+            .append(
+                &c.id,
+                NewEvent {
+                    author: Author::system(),
+                    body: EventBody::Closed,
+                    client_id: None,
+                    effect: Effect::Close,
+                },
+            )
+            .await?;
+        store
+            .rate(&c.id, &v.id, visitor_author(&v), 3, None)
+            .await?;
+
+        let mut numbers = store.agent_ratings().await?;
+        numbers.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        let mut expected = vec![
+            AgentRating {
+                agent_id: None,
+                count: 1,
+                average: 3.0,
+            },
+            AgentRating {
+                agent_id: Some(mina.id.clone()),
+                count: 2,
+                average: 4.5,
+            },
+            AgentRating {
+                agent_id: Some(joon.id.clone()),
+                count: 1,
+                average: 2.0,
+            },
+        ];
+        expected.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        assert_eq!(numbers, expected);
+        let first = store.agent_ratings().await?;
+        assert_eq!(
+            first[0].agent_id.as_deref(),
+            Some(mina.id.as_str()),
+            "most rated first"
+        );
         Ok(())
     }
 }

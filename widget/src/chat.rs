@@ -80,6 +80,8 @@ pub struct Ui {
     pub typing: RwSignal<Option<String>>,
     /// The latest incoming message, for the aria-live region.
     pub announce: RwSignal<String>,
+    /// The conversation is closed and not rated yet: show the rating form.
+    pub rate: RwSignal<bool>,
 }
 
 /// A send the relay has acknowledged but whose event has not arrived yet.
@@ -134,6 +136,9 @@ struct State {
     /// The visitor pressed Stop; until the relay's `stopped` event arrives, sharing stays off
     /// (and the stop is sent again after a reconnect).
     cb_stop: bool,
+    /// A rating went out on this socket: the form stays hidden until its event (or the next
+    /// `welcome`, which shows it again if the rating was lost).
+    rated: bool,
 }
 
 struct Inner {
@@ -231,6 +236,7 @@ impl Chat {
             agents_online: RwSignal::new(opts.agents_online),
             typing: RwSignal::new(None),
             announce: RwSignal::new(String::new()),
+            rate: RwSignal::new(false),
         };
         let state = State {
             consented: token.is_some() || !outbox.pending().is_empty(),
@@ -566,6 +572,7 @@ impl Chat {
             }
             st.replay_upto = (conversation_id, last_seq);
             st.welcomed = true;
+            st.rated = false;
             st.attempt = 0;
             st.outbox
                 .pending()
@@ -918,13 +925,30 @@ impl Chat {
         }
     }
 
+    /// Sends the visitor's rating of the closed conversation (score 1–5, optional comment).
+    pub fn rate(&self, score: u8, comment: String) {
+        let comment = (!comment.trim().is_empty()).then_some(comment);
+        if self.send_frame(&VisitorFrame::Rate { score, comment }) {
+            self.0.st.borrow_mut().rated = true;
+            self.refresh();
+        }
+    }
+
     /// Rebuilds the message list from the timeline, the acked and pending sends, and failures.
     fn refresh(&self) {
-        let items = {
+        let (items, rate) = {
             let st = self.0.st.borrow();
-            self.build(&st)
+            let events = st.timeline.events();
+            let closed = events.iter().any(|e| e.body == EventBody::Closed);
+            let rated = events
+                .iter()
+                .any(|e| matches!(e.body, EventBody::Rating { .. }));
+            (self.build(&st), closed && !rated && !st.rated)
         };
         self.0.ui.items.set(items);
+        if self.0.ui.rate.get_untracked() != rate {
+            self.0.ui.rate.set(rate);
+        }
     }
 
     fn build(&self, st: &State) -> Vec<Item> {
@@ -1064,8 +1088,9 @@ impl Chat {
                         },
                     }
                 }
+                EventBody::Rating { .. } => system("rating", t.thanks.to_owned()),
                 // A kind from a newer relay: kept in the timeline, shown as nothing.
-                EventBody::Unknown | EventBody::Cobrowse { .. } => continue,
+                EventBody::Unknown => continue,
             };
             items.push(item);
         }

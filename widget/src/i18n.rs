@@ -144,6 +144,16 @@ pub struct Strings {
     pub sharing_stopped: &'static str,
     /// Button on that line: open the log of what was shared.
     pub what_shared: &'static str,
+    /// Question above the rating buttons shown once the conversation is closed (CSAT).
+    pub rate: &'static str,
+    /// aria-label of the optional rating comment.
+    pub comment: &'static str,
+    /// The button that sends the rating.
+    pub send_rating: &'static str,
+    /// System line once the rating is stored.
+    pub thanks: &'static str,
+    /// aria-labels of the five score buttons ("4 of 5"); static, no formatting code.
+    pub scores: [&'static str; 5],
 }
 
 static EN: Strings = Strings {
@@ -173,6 +183,11 @@ static EN: Strings = Strings {
     declined: "You declined",
     sharing_stopped: "Sharing stopped",
     what_shared: "What was shared",
+    rate: "How was this conversation?",
+    comment: "Comment (optional)",
+    send_rating: "Send rating",
+    thanks: "Thanks for your feedback!",
+    scores: ["1 of 5", "2 of 5", "3 of 5", "4 of 5", "5 of 5"],
 };
 
 static KO: Strings = Strings {
@@ -203,4 +218,15 @@ static KO: Strings = Strings {
     declined: "공유를 거절했습니다",
     sharing_stopped: "공유가 중지되었습니다",
     what_shared: "공유된 내용",
+    rate: "상담은 어떠셨나요?",
+    comment: "의견 (선택)",
+    send_rating: "평가 보내기",
+    thanks: "소중한 의견 감사합니다!",
+    scores: [
+        "5점 중 1점",
+        "5점 중 2점",
+        "5점 중 3점",
+        "5점 중 4점",
+        "5점 중 5점",
+    ],
 };

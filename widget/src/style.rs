@@ -56,6 +56,10 @@ border:1px solid #d0d4d9;border-radius:10px;font:inherit;color:inherit;backgroun
 .parley-composer textarea:focus{outline:2px solid var(--parley-accent);outline-offset:0;border-color:transparent}
 .parley-send{all:unset;cursor:pointer;display:flex;align-items:center;justify-content:center;
 width:40px;height:40px;border-radius:10px;background:var(--parley-accent);color:var(--parley-on-accent)}
+.parley-rate{padding:8px 14px;border-top:1px solid #e3e5e8}
+.parley-rate p{margin:0 0 6px}
+.parley-rate textarea{display:block;width:100%;margin:6px 0;font:inherit}
+.parley-score{margin-right:10px}
 .parley-sr{position:fixed;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);clip-path:inset(50%);white-space:nowrap}
 "#;
 

@@ -156,6 +156,42 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
         let chat = chat.clone();
         move |_| chat.close(true)
     };
+    // The rating form (CSAT), shown once the conversation is closed: a native radio group of
+    // five scores (accessible without any state of ours), an optional comment and a submit.
+    // Everything is read from the form's DOM on submit, which keeps the panel small.
+    let comment: NodeRef<html::Textarea> = NodeRef::new();
+    let on_rate = {
+        let chat = chat.clone();
+        move |ev: leptos::ev::SubmitEvent| {
+            ev.prevent_default();
+            let Some(form) = ev.target().and_then(|t| t.dyn_into::<Element>().ok()) else {
+                return;
+            };
+            // The checked radio's value is "1"…"5".
+            let score = form
+                .query_selector("input:checked")
+                .ok()
+                .flatten()
+                .and_then(|i| i.get_attribute("value"))
+                .and_then(|v| v.bytes().next())
+                .map(|b| b.wrapping_sub(b'0'));
+            if let Some(score) = score {
+                let text = comment
+                    .get_untracked()
+                    .map(|el| el.value())
+                    .unwrap_or_default();
+                chat.rate(score, text);
+            }
+        }
+    };
+    let scores = t
+        .scores
+        .iter()
+        .zip(["1", "2", "3", "4", "5"])
+        .map(|(label, n)| {
+            view! { <label class="parley-score"><input type="radio" name="score" value=n aria-label=*label/>{n}</label> }
+        })
+        .collect_view();
 
     view! {
         <section class="parley-panel" role="dialog" aria-label=label
@@ -200,6 +236,12 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
                         <path fill="currentColor" d="M3 20.5 21 12 3 3.5 3 10l12 2-12 2z"></path>
                     </svg>
                 </button>
+            </form>
+            <form class="parley-rate" aria-label=t.rate hidden=move || !ui.rate.get() on:submit=on_rate>
+                <p>{t.rate}</p>
+                <div role="radiogroup" aria-label=t.rate>{scores}</div>
+                <textarea node_ref=comment rows="2" maxlength="500" aria-label=t.comment placeholder=t.comment></textarea>
+                <button type="submit" class="parley-send-rating">{t.send_rating}</button>
             </form>
         </section>
         <div class="parley-sr" aria-live="polite">{move || ui.announce.get()}</div>

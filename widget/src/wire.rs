@@ -180,6 +180,12 @@ fn event(o: &JsValue) -> Option<Event> {
                 _ => CobrowseState::Stopped,
             },
         },
+        // Not `?`: a dropped event would look like a seq gap. The panel only needs the kind.
+        // The panel only needs to know a rating was stored (the comment is for agents).
+        "rating" => EventBody::Rating {
+            score: 0,
+            comment: None,
+        },
         _ => EventBody::Unknown,
     };
     Some(Event {

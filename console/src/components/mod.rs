@@ -5,4 +5,5 @@ pub mod context_panel;
 pub mod conversation;
 pub mod gaps;
 pub mod login;
+pub mod numbers;
 pub mod sidebar;

@@ -6,6 +6,7 @@ use leptos::task::spawn_local;
 use crate::api;
 use crate::app::Ctx;
 use crate::components::gaps::GapsView;
+use crate::components::numbers::Numbers;
 use crate::format::relative_time;
 use crate::state::{ListRow, Tab};
 
@@ -99,6 +100,7 @@ pub fn Sidebar() -> impl IntoView {
                     })
                     .collect_view()}
             </nav>
+            <Numbers/>
             <ul class="conversations">
                 <For each=move || rows.get() key=|row| row.clone() let:row>
                     <ConversationItem row=row/>
@@ -155,6 +157,15 @@ fn ConversationItem(row: ListRow) -> impl IntoView {
             </div>
             <div class="preview">{row.preview}</div>
             {row.assignee.map(|name| view! { <div class="assignee">{name}</div> })}
+            {row
+                .rating
+                .map(|r| {
+                    view! {
+                        <div class="rating" aria-label=format!("Rated {r} of 5")>
+                            {format!("★ {r} / 5")}
+                        </div>
+                    }
+                })}
         </li>
     }
 }

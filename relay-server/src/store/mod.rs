@@ -33,6 +33,12 @@ pub enum StoreError {
     /// Stored data could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A rating for a conversation that is not closed yet.
+    #[error("conversation is not closed")]
+    NotClosed,
+    /// The conversation was rated already: the first rating stands.
+    #[error("conversation was already rated")]
+    AlreadyRated,
 }
 
 /// Result of a store call.
@@ -83,6 +89,19 @@ pub struct ConversationRecord {
     pub created_at: i64,
     /// Last changed (Unix ms).
     pub updated_at: i64,
+    /// The visitor's rating (1–5) of the closed conversation, once given.
+    pub rating: Option<u8>,
+}
+
+/// How visitors rated one agent's conversations (the agent assigned when they were closed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentRating {
+    /// The agent; `None` for conversations no agent had (closed while with the bot or queued).
+    pub agent_id: Option<String>,
+    /// Rated conversations.
+    pub count: i64,
+    /// Mean score, 1.0–5.0.
+    pub average: f64,
 }
 
 /// What an appended event does to its conversation besides adding itself.
@@ -303,6 +322,34 @@ pub trait Store: Send + Sync + 'static {
     /// Knowledge gaps recorded at or after `since` (Unix ms), of one site or all, newest first,
     /// at most `limit`.
     async fn gaps(&self, site: Option<&str>, since: i64, limit: i64) -> StoreResult<Vec<Gap>>;
+    /// Stores the visitor's rating of their closed conversation and appends the `rating` event
+    /// (authored by `author`), in one transaction. [`StoreError::NotFound`] when the
+    /// conversation is not this visitor's, [`StoreError::NotClosed`] before it is closed,
+    /// [`StoreError::AlreadyRated`] for a second rating (the first one stands). The caller
+    /// validates score and comment (`protocol::validate_rating`).
+    async fn rate(
+        &self,
+        id: &ConversationId,
+        visitor_id: &str,
+        author: Author,
+        score: u8,
+        comment: Option<String>,
+    ) -> StoreResult<Appended>;
+    /// Rating count and mean per agent, most rated first.
+    async fn agent_ratings(&self) -> StoreResult<Vec<AgentRating>>;
+}
+
+/// Why a rating is refused, judged on the conversation read inside the rating transaction.
+pub(crate) fn check_rateable(conv: &ConversationRecord, visitor_id: &str) -> StoreResult<()> {
+    if conv.visitor_id != visitor_id {
+        Err(StoreError::NotFound)
+    } else if conv.status != ConversationStatus::Closed {
+        Err(StoreError::NotClosed)
+    } else if conv.rating.is_some() {
+        Err(StoreError::AlreadyRated)
+    } else {
+        Ok(())
+    }
 }
 
 /// Opens the store a database URL names: `sqlite://PATH` (or `sqlite:PATH`) or

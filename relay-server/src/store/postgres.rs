@@ -26,9 +26,9 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::{
-    is_bot, new_id, now_ms, parse_role, parse_status, preview_of, role_str, status_str,
-    AgentRecord, Appended, ConversationRecord, Gap, GapKind, NewEvent, Store, StoreError,
-    StoreResult, VisitorRecord,
+    check_rateable, is_bot, new_id, now_ms, parse_role, parse_status, preview_of, role_str,
+    status_str, AgentRating, AgentRecord, Appended, ConversationRecord, Gap, GapKind, NewEvent,
+    Store, StoreError, StoreResult, VisitorRecord,
 };
 
 /// Connections per relay node. Appends hold one for a few milliseconds; 16 keeps a node's
@@ -42,7 +42,7 @@ const POOL_SIZE: u32 = 16;
 const OPEN_ATTEMPTS: usize = 5;
 
 const CONVERSATION_COLUMNS: &str =
-    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at";
+    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at, rating";
 
 const EVENT_COLUMNS: &str = "conversation_id, seq, at, author_role, author_id, author_name, body";
 
@@ -208,6 +208,10 @@ fn conversation_from_row(row: &PgRow) -> StoreResult<ConversationRecord> {
         context,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        rating: row
+            .try_get::<Option<i16>, _>("rating")?
+            .map(|r| u8::try_from(r).map_err(|_| StoreError::Corrupt(format!("rating {r}"))))
+            .transpose()?,
     })
 }
 
@@ -534,6 +538,83 @@ impl Store for PgStore {
         .await?
         .iter()
         .map(event_from_row)
+        .collect()
+    }
+
+    async fn rate(
+        &self,
+        id: &ConversationId,
+        visitor_id: &str,
+        author: Author,
+        score: u8,
+        comment: Option<String>,
+    ) -> StoreResult<Appended> {
+        let mut tx = self.pool.begin().await?;
+        // The row lock, as in `append`: a racing second rating waits and then sees the first.
+        let row = sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(&id.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        check_rateable(&conversation_from_row(&row)?, visitor_id)?;
+        let now = now_ms();
+        let row = sqlx::query(&format!(
+            "UPDATE conversations SET last_seq = last_seq + 1, rating = $1, rating_comment = $2,
+                 rated_at = $3, updated_at = $3 WHERE id = $4 RETURNING {CONVERSATION_COLUMNS}"
+        ))
+        .bind(i16::from(score))
+        .bind(&comment)
+        .bind(now)
+        .bind(&id.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        let conversation = conversation_from_row(&row)?;
+        let event = Event {
+            conversation_id: id.clone(),
+            seq: conversation.last_seq,
+            at: now,
+            author,
+            body: EventBody::Rating { score, comment },
+        };
+        sqlx::query(
+            "INSERT INTO events (conversation_id, seq, at, author_role, author_id, author_name,
+                 client_id, body)
+             VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)",
+        )
+        .bind(&id.0)
+        .bind(event.seq as i64)
+        .bind(event.at)
+        .bind(role_str(event.author.role))
+        .bind(&event.author.id)
+        .bind(&event.author.name)
+        .bind(json(&event.body))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Appended {
+            event,
+            conversation,
+            duplicate: false,
+        })
+    }
+
+    async fn agent_ratings(&self) -> StoreResult<Vec<AgentRating>> {
+        sqlx::query(
+            "SELECT assignee_id, COUNT(*) AS n, AVG(rating)::float8 AS mean FROM conversations
+             WHERE rating IS NOT NULL GROUP BY assignee_id ORDER BY n DESC, assignee_id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(AgentRating {
+                agent_id: row.try_get("assignee_id")?,
+                count: row.try_get("n")?,
+                average: row.try_get("mean")?,
+            })
+        })
         .collect()
     }
 

@@ -18,9 +18,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    is_bot, new_id, now_ms, parse_role, parse_status, preview_of, role_str, status_str,
-    AgentRecord, Appended, ConversationRecord, Effect, Gap, GapKind, NewEvent, Store, StoreError,
-    StoreResult, VisitorRecord,
+    check_rateable, is_bot, new_id, now_ms, parse_role, parse_status, preview_of, role_str,
+    status_str, AgentRating, AgentRecord, Appended, ConversationRecord, Effect, Gap, GapKind, NewEvent,
+    Store, StoreError, StoreResult, VisitorRecord,
 };
 
 /// SQLite-backed [`Store`].
@@ -33,7 +33,7 @@ pub struct SqliteStore {
 }
 
 const CONVERSATION_COLUMNS: &str =
-    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at";
+    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at, rating";
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url` (`sqlite://PATH`) and migrates it.
@@ -95,6 +95,10 @@ fn conversation_from_row(row: &SqliteRow) -> StoreResult<ConversationRecord> {
         context: serde_json::from_str(&context).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        rating: row
+            .try_get::<Option<i64>, _>("rating")?
+            .map(|r| u8::try_from(r).map_err(|_| StoreError::Corrupt(format!("rating {r}"))))
+            .transpose()?,
     })
 }
 
@@ -382,6 +386,71 @@ impl Store for SqliteStore {
         .await?
         .iter()
         .map(event_from_row)
+        .collect()
+    }
+
+    async fn rate(
+        &self,
+        id: &ConversationId,
+        visitor_id: &str,
+        author: Author,
+        score: u8,
+        comment: Option<String>,
+    ) -> StoreResult<Appended> {
+        // The single writer: nothing can close, rate or append between this read and the update.
+        let mut tx = self.write.begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
+        ))
+        .bind(&id.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        check_rateable(&conversation_from_row(&row)?, visitor_id)?;
+        let now = now_ms();
+        let row = sqlx::query(&format!(
+            "UPDATE conversations SET last_seq = last_seq + 1, rating = ?, rating_comment = ?,
+                 rated_at = ?, updated_at = ? WHERE id = ? RETURNING {CONVERSATION_COLUMNS}"
+        ))
+        .bind(i64::from(score))
+        .bind(&comment)
+        .bind(now)
+        .bind(now)
+        .bind(&id.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        let conversation = conversation_from_row(&row)?;
+        let event = Event {
+            conversation_id: id.clone(),
+            seq: conversation.last_seq,
+            at: now,
+            author,
+            body: EventBody::Rating { score, comment },
+        };
+        insert_event(&mut tx, &event, None).await?;
+        tx.commit().await?;
+        Ok(Appended {
+            event,
+            conversation,
+            duplicate: false,
+        })
+    }
+
+    async fn agent_ratings(&self) -> StoreResult<Vec<AgentRating>> {
+        sqlx::query(
+            "SELECT assignee_id, COUNT(*) AS n, AVG(rating) AS mean FROM conversations
+             WHERE rating IS NOT NULL GROUP BY assignee_id ORDER BY n DESC, assignee_id",
+        )
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(AgentRating {
+                agent_id: row.try_get("assignee_id")?,
+                count: row.try_get("n")?,
+                average: row.try_get("mean")?,
+            })
+        })
         .collect()
     }
 
