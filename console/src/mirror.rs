@@ -41,7 +41,7 @@ impl MirrorDoc {
             page: snap.page,
         };
         if let Some(root) = m.node(&snap.root) {
-            match (m.doc.document_element(), root.dyn_ref::<Element>()) {
+            match (m.doc.document_element(), as_element(&root)) {
                 (Some(old), Some(el)) if el.tag_name().eq_ignore_ascii_case("html") => {
                     let _ = m.doc.replace_child(&root, &old);
                 }
@@ -65,7 +65,7 @@ impl MirrorDoc {
 
     /// The element with id `id`, if it exists and is an element.
     pub fn element(&self, id: NodeId) -> Option<Element> {
-        self.nodes.get(&id)?.dyn_ref::<Element>().cloned()
+        as_element(self.nodes.get(&id)?)
     }
 
     /// Applies one batch: removes, adds, attributes, texts, in that order. Returns false when the
@@ -88,7 +88,7 @@ impl MirrorDoc {
                 consistent = false;
                 continue;
             };
-            if parent.dyn_ref::<Element>().is_some_and(is_block) {
+            if as_element(&parent).is_some_and(|p| is_block(&p)) {
                 continue;
             }
             let Some(node) = self.node(&add.node) else {
@@ -249,7 +249,9 @@ impl MirrorDoc {
         });
         let el = self.doc.create_element(tag).ok()?;
         let _ = el.set_attribute(BLOCK_ATTR, "");
-        if let Some(style) = el.dyn_ref::<web_sys::HtmlElement>().map(|e| e.style()) {
+        {
+            // Made by `create_element` in an HTML document: an HTML element (see `as_element`).
+            let style = el.unchecked_ref::<web_sys::HtmlElement>().style();
             let _ = style.set_property("display", "inline-block");
             let _ = style.set_property("box-sizing", "border-box");
             let _ = style.set_property("width", &format!("{}px", size.w.max(0)));
@@ -276,6 +278,12 @@ impl MirrorDoc {
             }
         }
     }
+}
+
+/// `node` as an element. The mirror's nodes belong to the iframe's realm, where `instanceof`
+/// against this window's `Element` (what `dyn_ref` checks) is false: check the node type.
+fn as_element(node: &web_sys::Node) -> Option<Element> {
+    (node.node_type() == web_sys::Node::ELEMENT_NODE).then(|| node.clone().unchecked_into())
 }
 
 /// The id a mirror node was built with.
