@@ -256,8 +256,8 @@ impl MirrorDoc {
         });
         let el = self.doc.create_element(tag).ok()?;
         let _ = el.set_attribute(BLOCK_ATTR, "");
-        // Created by `create_element` in an HTML document: an HTML element (see `as_element`).
         {
+            // Made by `create_element` in an HTML document: an HTML element (see `as_element`).
             let style = el.unchecked_ref::<web_sys::HtmlElement>().style();
             let _ = style.set_property("display", "inline-block");
             let _ = style.set_property("box-sizing", "border-box");
@@ -285,6 +285,12 @@ impl MirrorDoc {
             }
         }
     }
+}
+
+/// `node` as an element. The mirror's nodes belong to the iframe's realm, where `instanceof`
+/// against this window's `Element` (what `dyn_ref` checks) is false: check the node type.
+fn as_element(node: &web_sys::Node) -> Option<Element> {
+    (node.node_type() == web_sys::Node::ELEMENT_NODE).then(|| node.clone().unchecked_into())
 }
 
 /// The id a mirror node was built with.
