@@ -450,9 +450,11 @@ impl Session {
     }
 
     fn check_url(&self) {
+        // A new fragment (`#section`) is the same page: the scroll that follows says enough.
+        let page_of = |u: &str| u.split('#').next().unwrap_or_default().to_owned();
         let changed = {
             let st = self.0.st.borrow();
-            !st.stopped && st.url != href()
+            !st.stopped && page_of(&st.url) != page_of(&href())
         };
         if changed {
             self.snapshot_now();
