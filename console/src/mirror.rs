@@ -32,13 +32,6 @@ pub struct MirrorDoc {
     pub page: u32,
 }
 
-/// `node` as an element, if it is one. Mirror nodes belong to the iframe's document, whose
-/// `Element` is another realm's constructor: `instanceof` (what `dyn_ref` checks) is false for
-/// them, so the node type decides instead.
-fn as_element(node: &web_sys::Node) -> Option<Element> {
-    (node.node_type() == web_sys::Node::ELEMENT_NODE).then(|| node.clone().unchecked_into())
-}
-
 impl MirrorDoc {
     /// Builds `snap` in `doc`, replacing whatever `doc` showed (a previous page included).
     pub fn build(doc: Document, snap: &Snapshot) -> MirrorDoc {
