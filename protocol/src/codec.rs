@@ -27,8 +27,7 @@ impl Frame for VisitorFrame {
 }
 
 impl Frame for ToVisitor {
-    const TYPES: &'static [&'static str] =
-        &[
+    const TYPES: &'static [&'static str] = &[
         "welcome",
         "event",
         "ack",
@@ -37,6 +36,7 @@ impl Frame for ToVisitor {
         "error",
         "cobrowse_highlight",
         "cobrowse_resync",
+        "queue",
     ];
 }
 
@@ -52,6 +52,7 @@ impl Frame for AgentFrame {
         "cobrowse_stop",
         "cobrowse_highlight",
         "cobrowse_resync",
+        "transfer",
     ];
 }
 
@@ -66,6 +67,7 @@ impl Frame for ToAgent {
         "presence",
         "error",
         "cobrowse",
+        "queue",
     ];
 }
 

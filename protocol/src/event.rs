@@ -80,6 +80,22 @@ pub enum EventBody {
         /// Where it stands now.
         state: crate::cobrowse::CobrowseState,
     },
+    /// The assigned agent (the author) handed the conversation to another agent. `note` is for
+    /// agents only: the relay strips it from every event it sends on the visitor socket (see
+    /// [`Event::for_visitor`]), so visitors read a neutral "You are now talking to …".
+    Transferred {
+        /// The agent who has the conversation now.
+        to: Author,
+        /// Context for the new agent ("wants a refund, order 1234"); agent-only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    /// The assigned agent was gone longer than the relay's grace period: the conversation went
+    /// back to the queue (author: the system) and will be offered to another agent.
+    Requeued {
+        /// The agent who had it.
+        from: Author,
+    },
     /// A kind added by a later revision of the protocol. Never sent by this relay; receiving it
     /// lets an older client skip the event instead of failing to decode the whole frame.
     #[serde(other)]
@@ -140,6 +156,15 @@ impl EventBody {
 }
 
 impl Event {
+    /// The event as a visitor may see it: agent-only fields (a transfer's `note`) removed.
+    /// The relay applies this to every event it writes on the visitor socket, live or replayed.
+    pub fn for_visitor(mut self) -> Event {
+        if let EventBody::Transferred { note, .. } = &mut self.body {
+            *note = None;
+        }
+        self
+    }
+
     /// The text if this is a message.
     pub fn message_text(&self) -> Option<&str> {
         match &self.body {
