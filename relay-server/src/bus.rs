@@ -15,6 +15,8 @@
 //! - the hash `{prefix}:agents` maps `{node}:{agent_id}` to `{info, node, expires_at}`. Each node
 //!   rewrites its own entries every [`PRESENCE_REFRESH`] and on every local presence change, and
 //!   reads the others' unexpired entries into the hub, whose `agents_online` is the union.
+//! - `Queue` nudges carry nothing: the receiving node's queue task re-reads the queue from the
+//!   store, assigns what it can and tells its own visitors and agents.
 //! - publishing while Redis is unreachable fails softly: it is logged once, counted in
 //!   `parley_bus_errors_total`, and the node keeps storing and serving its own connections.
 //!
@@ -50,6 +52,8 @@ pub enum Nudge {
     Summary(Arc<ConversationSummary>),
     /// This node's set of online agents changed.
     Presence,
+    /// The people's queue may have changed: other nodes re-read it (and assign).
+    Queue,
 }
 
 /// Nudges waiting to be published. Past it nudges are dropped (and other nodes catch up from the
@@ -182,6 +186,7 @@ enum Body {
     Typing(Typing),
     Summary(Box<ConversationSummary>),
     Presence,
+    Queue,
 }
 
 /// One agent online on one node, as stored in the presence hash.
@@ -334,6 +339,7 @@ impl RedisBus {
                 Nudge::Event(e) => Body::Event((*e).clone()),
                 Nudge::Typing(t) => Body::Typing((*t).clone()),
                 Nudge::Summary(s) => Body::Summary(Box::new((*s).clone())),
+                Nudge::Queue => Body::Queue,
                 Nudge::Presence => {
                     // Write the hash first, so a node reading it on our nudge sees the change.
                     let synced = self.sync_presence().await;
@@ -447,6 +453,7 @@ impl RedisBus {
             Body::Event(e) => self.hub.deliver_event(Arc::new(e)),
             Body::Typing(t) => self.hub.deliver_typing(None, Arc::new(t)),
             Body::Summary(s) => self.hub.deliver_summary(Arc::new(*s)),
+            Body::Queue => self.hub.queue_changed.notify_one(),
             Body::Presence => {
                 let this = self.clone();
                 tokio::spawn(async move {

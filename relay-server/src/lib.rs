@@ -5,7 +5,8 @@
 //! `visitor` / `agent` (the two sockets, one handler per frame variant), `connection` (what every
 //! socket does: limits, pings, ordered delivery), `hub` (in-process fan-out and presence),
 //! `bus` (cross-node fan-out and presence through Redis), `store` (durable state), `token`
-//! (bearer secrets), `bot` (bot-first routing: the knowledge-base bot and its hand-off).
+//! (bearer secrets), `bot` (bot-first routing: the knowledge-base bot and its hand-off), `queue`
+//! (the people's queue: automatic assignment, positions, requeue of gone agents).
 
 pub mod agent;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod connection;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod queue;
 pub mod run;
 pub mod store;
 pub mod token;
@@ -63,6 +65,8 @@ pub struct App {
     pub login_limiter: auth::LoginLimiter,
     /// A real argon2 hash to verify unknown usernames against (equal timing).
     pub dummy_hash: String,
+    /// The people's queue: capacity, grace period, what this node last told its clients.
+    pub queue: queue::Queue,
     /// Agent names by id, for conversation summaries (agents are few and rarely change).
     agents: RwLock<HashMap<String, AgentInfo>>,
 }
@@ -90,7 +94,15 @@ impl App {
             created_at: c.created_at,
             updated_at: c.updated_at,
             context: c.context.clone(),
+            queued_at: c
+                .queued_at
+                .filter(|_| c.status == protocol::ConversationStatus::Open),
         }
+    }
+
+    /// An agent's public info by id (cached), `None` for an unknown id.
+    pub async fn agent_public(&self, id: &str) -> Option<AgentInfo> {
+        self.agent_info(id).await
     }
 
     async fn agent_info(&self, id: &str) -> Option<AgentInfo> {
@@ -133,6 +145,9 @@ impl App {
     pub async fn publish(&self, appended: &Appended) {
         self.hub.publish_event(Arc::new(appended.event.clone()));
         self.publish_summary(&appended.conversation).await;
+        if queue::changes_queue(appended) {
+            self.hub.publish_queue_changed();
+        }
     }
 
     /// Tells every agent a conversation changed.
@@ -157,11 +172,27 @@ impl Relay {
         let bots = bot::load_all(&config.sites)?;
         // SQLite for `sqlite:` URLs, PostgreSQL for `postgres://` / `postgresql://`.
         let store = store::connect(&config.database_url).await?;
+        let mut capacity = store::Capacity {
+            default: config::DEFAULT_MAX_CHATS,
+            ..Default::default()
+        };
+        for site in &config.sites {
+            capacity
+                .sites
+                .insert(site.key.clone(), site.max_chats_per_agent);
+            // A site without automatic assignment: nobody is given its conversations.
+            if !site.auto_assign {
+                capacity.manual_sites.insert(site.key.clone());
+            }
+        }
         for seed in &config.agents {
             let hash = auth::hash_password(&seed.password)?;
-            store
+            let record = store
                 .upsert_agent(&seed.username, &seed.display_name, &hash)
                 .await?;
+            if let Some(max) = seed.max_chats {
+                capacity.agents.insert(record.id, max);
+            }
         }
         if store.agent_count().await? == 0 {
             let password = token::generate()[..16].to_owned();
@@ -192,6 +223,7 @@ impl Relay {
             tasks: TaskTracker::new(),
             login_limiter: auth::login_limiter(config.limits.logins_per_minute),
             dummy_hash: auth::hash_password(&token::generate())?,
+            queue: queue::Queue::new(capacity, config.agent_grace),
             agents: RwLock::new(HashMap::new()),
         });
         // After the store, before serving: a node that cannot reach its bus must not serve.
@@ -210,6 +242,7 @@ impl Relay {
             store.close().await;
             return Err(e);
         }
+        app.tasks.spawn(queue::run(app.clone()));
         let addr = listener.local_addr()?;
         let router = http::router(app.clone());
         let shutdown = app.shutdown.clone();

@@ -56,6 +56,8 @@ pub struct Metrics {
     /// Failed operations on the cross-node bus (Redis): while it is down, nodes serve their own
     /// connections only and this counts what did not cross.
     pub bus_errors: Counter,
+    /// Conversations waiting for an agent, as this node last read the queue.
+    pub queue_waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -67,6 +69,12 @@ impl Default for Metrics {
         // 50 µs .. ~0.8 s: an append on a quiet SQLite takes ~100 µs.
         let append_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 15));
         let bus_errors = Counter::default();
+        let queue_waiting = Gauge::default();
+        registry.register(
+            "queue_waiting",
+            "Conversations waiting for an agent",
+            queue_waiting.clone(),
+        );
         registry.register(
             "bus_errors",
             "Failed operations on the cross-node bus",
@@ -95,6 +103,7 @@ impl Default for Metrics {
             refused,
             append_seconds,
             bus_errors,
+            queue_waiting,
         }
     }
 }
@@ -154,6 +163,7 @@ mod tests {
         m.stored(Role::Visitor);
         m.refused(ErrorCode::RateLimited);
         m.append_seconds.observe(0.0002);
+        m.queue_waiting.set(2);
         let text = m.render(3, 1);
         assert!(
             text.contains(r#"parley_events_stored_total{author="visitor"} 2"#),
@@ -171,5 +181,6 @@ mod tests {
             text.contains("parley_store_append_seconds_count 1"),
             "{text}"
         );
+        assert!(text.contains("parley_queue_waiting 2"), "{text}");
     }
 }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::config::SiteConfig;
 use crate::connection::{self, Cursor, Rate, Session, SOCKET_BUFFER};
 use crate::http::AppError;
-use crate::hub::{Inbox, Mailbox, Signal};
+use crate::hub::{Inbox, Mailbox, QueueUpdate, Signal};
 use crate::store::{Appended, Effect, NewEvent, StoreError, VisitorRecord};
 use crate::{token, App};
 
@@ -189,9 +189,11 @@ impl VisitorSession {
                 .as_ref()
                 .is_some_and(|c| c.status != protocol::ConversationStatus::Closed);
             match self.cursor.catch_up(&*self.app.store, &conversation).await {
-                Ok(events) => out.extend(events.into_iter().map(ToVisitor::Event)),
+                Ok(events) => out.extend(events.into_iter().map(for_visitor)),
                 Err(e) => out.push(internal(e, None)),
             }
+            // Still waiting for a person: where they stand, as this node last read the queue.
+            out.extend(self.app.queue.position(&conversation));
             if latest
                 .as_ref()
                 .is_some_and(|c| c.status != protocol::ConversationStatus::Closed)
@@ -330,6 +332,12 @@ impl VisitorSession {
     }
 }
 
+/// An event frame for the visitor socket: every event a visitor receives, live or replayed,
+/// goes through here, so agent-only fields (a transfer's note) never reach a visitor.
+fn for_visitor(event: protocol::Event) -> ToVisitor {
+    ToVisitor::Event(event.for_visitor())
+}
+
 fn hello_required() -> ToVisitor {
     ToVisitor::Error(ErrorFrame::new(
         ErrorCode::HelloRequired,
@@ -364,13 +372,21 @@ impl Session for VisitorSession {
             VisitorFrame::Send { client_id, text } => self.on_send(client_id, text, out).await,
             VisitorFrame::Typing { active } => self.on_typing(active, out).await,
             VisitorFrame::Context { context } => self.on_context(context, out).await,
+            // Placeholder until the co-browse branch lands its handlers (it replaces this arm):
+            // refused, never silently dropped.
+            VisitorFrame::CobrowseAnswer { .. }
+            | VisitorFrame::CobrowseStop
+            | VisitorFrame::Cobrowse { .. } => out.push(ToVisitor::Error(ErrorFrame::new(
+                ErrorCode::UnknownType,
+                "co-browse is not available on this relay",
+            ))),
         }
     }
 
     async fn on_signal(&mut self, signal: Signal, out: &mut Vec<ToVisitor>) {
         match signal {
             Signal::Event(event) => match self.cursor.deliver(&*self.app.store, event).await {
-                Ok(events) => out.extend(events.into_iter().map(ToVisitor::Event)),
+                Ok(events) => out.extend(events.into_iter().map(for_visitor)),
                 Err(e) => out.push(internal(e, None)),
             },
             Signal::Typing(t) => out.push(ToVisitor::Typing {
@@ -381,13 +397,28 @@ impl Session for VisitorSession {
                 agents_online: self.app.hub.agents_online().len() as u32,
             }),
             Signal::Summary(_) => {}
+            Signal::Queue(update) => {
+                if let QueueUpdate::Position {
+                    conversation_id,
+                    position,
+                    wait_ms,
+                } = &*update
+                {
+                    if self.conversation.as_ref() == Some(conversation_id) {
+                        out.push(ToVisitor::Queue {
+                            position: *position,
+                            wait_ms: *wait_ms,
+                        });
+                    }
+                }
+            }
         }
     }
 
     async fn resync(&mut self, out: &mut Vec<ToVisitor>) {
         for conversation in self.cursor.conversations() {
             match self.cursor.catch_up(&*self.app.store, &conversation).await {
-                Ok(events) => out.extend(events.into_iter().map(ToVisitor::Event)),
+                Ok(events) => out.extend(events.into_iter().map(for_visitor)),
                 Err(e) => out.push(internal(e, None)),
             }
         }
