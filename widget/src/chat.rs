@@ -76,6 +76,8 @@ pub struct Ui {
     pub typing: RwSignal<Option<String>>,
     /// The latest incoming message, for the aria-live region.
     pub announce: RwSignal<String>,
+    /// "You are #2 in line · about 3 min" while waiting for a person.
+    pub queue: RwSignal<Option<String>>,
 }
 
 /// A send the relay has acknowledged but whose event has not arrived yet.
@@ -196,6 +198,7 @@ impl Chat {
             agents_online: RwSignal::new(opts.agents_online),
             typing: RwSignal::new(None),
             announce: RwSignal::new(String::new()),
+            queue: RwSignal::new(None),
         };
         let state = State {
             consented: token.is_some() || !outbox.pending().is_empty(),
@@ -431,6 +434,12 @@ impl Chat {
                 self.0.ui.agents_online.set(Some(agents_online));
             }
             ToVisitor::Error(e) => self.on_error(e),
+            ToVisitor::Queue { position, wait_ms } => {
+                let line = (position > 0).then(|| self.0.lang.queue(position, wait_ms));
+                self.0.ui.queue.set(line);
+            }
+            // Co-browse frames: handled once the panel shares pages.
+            _ => {}
         }
     }
 
@@ -466,6 +475,8 @@ impl Chat {
         };
         self.0.ui.conn.set(ConnState::Online);
         self.0.ui.agents_online.set(Some(agents_online));
+        // A `queue` frame follows while the conversation still waits.
+        self.0.ui.queue.set(None);
         for f in &resend {
             self.send_frame(f);
         }
@@ -883,12 +894,16 @@ impl Chat {
                     }
                 }
                 EventBody::Joined => system("joined", lang.joined(&name())),
+                EventBody::Transferred { to, .. } => system(
+                    "transferred",
+                    lang.talking_to(to.name.as_deref().unwrap_or(t.agent)),
+                ),
                 EventBody::Left => system("left", lang.left(&name())),
                 EventBody::Closed => system("closed", t.closed.to_owned()),
                 // The summary is written for agents; the visitor only learns a person is coming.
                 EventBody::Handoff { .. } => system("handoff", t.handoff.to_owned()),
                 // A kind from a newer relay: kept in the timeline, shown as nothing.
-                EventBody::Unknown => continue,
+                _ => continue,
             };
             items.push(item);
         }
