@@ -5,12 +5,12 @@
 //! actions, and sends the [`Effect`]s it returns. That keeps every protocol rule — re-open after
 //! a gap, resend after reconnect, settle on ack — testable natively with `cargo test`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use protocol::cobrowse::{CobrowseState, Highlight};
 use protocol::timeline::{Applied, Outbox, Pending, Timeline};
 use protocol::{
-    validate_text, AgentFrame, AgentInfo, ClientId, ConversationId, ConversationStatus,
+    validate_text, AgentFrame, AgentInfo, AgentLoad, ClientId, ConversationId, ConversationStatus,
     ConversationSummary, ErrorCode, Event, EventBody, HandoffReason, Mood, PageContext, Role, Seq,
     ToAgent, PROTOCOL_VERSION,
 };
@@ -100,6 +100,10 @@ pub struct ListRow {
     pub selected: bool,
     /// The visitor's rating (1–5) once the closed conversation was rated.
     pub rating: Option<u8>,
+    /// Place in the people's queue (1 = next) while it waits.
+    pub queue_position: Option<usize>,
+    /// The relay gave it to me by itself and I have not opened it yet.
+    pub auto_assigned: bool,
 }
 
 /// Delivery state of a transcript line.
@@ -280,6 +284,15 @@ pub struct Model {
     pub attention: u32,
     /// Whether the browser tab is hidden.
     pub hidden: bool,
+    /// Conversations waiting for an agent, as the relay last counted (all sites).
+    pub queue_waiting: u32,
+    /// Loads of the agents online ("2/3"), from the relay's `queue` frames.
+    pub loads: Vec<AgentLoad>,
+    /// Conversations I asked for (take, send) and that are not assigned to me yet: any other
+    /// conversation that becomes mine was assigned automatically.
+    taking: HashSet<ConversationId>,
+    /// Conversations assigned to me automatically and not opened since.
+    auto_assigned: HashSet<ConversationId>,
 }
 
 impl Model {
@@ -332,6 +345,20 @@ impl Model {
                 if self.hidden && notable(prev, &c, &me, selected) {
                     self.attention += 1;
                 }
+                let was_mine = prev
+                    .and_then(|p| p.assignee.as_ref())
+                    .is_some_and(|a| a.id == me);
+                let mine = c.status == ConversationStatus::Assigned
+                    && c.assignee.as_ref().is_some_and(|a| a.id == me);
+                if mine && !was_mine && !self.taking.remove(&c.id) && !selected {
+                    self.auto_assigned.insert(c.id.clone());
+                    if self.hidden {
+                        self.attention += 1;
+                    }
+                }
+                if !mine {
+                    self.auto_assigned.remove(&c.id);
+                }
                 self.conversations.insert(c.id.clone(), *c);
                 self.mark_selected_seen();
             }
@@ -370,16 +397,19 @@ impl Model {
                 conversation_id,
                 author,
                 active,
-            } => {
-                if author.role == Role::Visitor && self.selected.as_ref() == Some(&conversation_id)
-                {
-                    self.visitor_typing_since = active.then_some(now);
-                }
+            } if author.role == Role::Visitor
+                && self.selected.as_ref() == Some(&conversation_id) =>
+            {
+                self.visitor_typing_since = active.then_some(now);
             }
             ToAgent::Presence { agents_online } => self.agents_online = agents_online,
             // Stream items go to the mirror (`components::cobrowse`), not through the model:
             // they are many, never stored, and change nothing the rest of the console shows.
             ToAgent::Cobrowse { .. } => {}
+            ToAgent::Queue { waiting, agents } => {
+                self.queue_waiting = waiting;
+                self.loads = agents;
+            }
             ToAgent::Error(e) => {
                 let held = e.client_id.as_ref().and_then(|cid| {
                     self.threads
@@ -411,6 +441,8 @@ impl Model {
                     }
                 }
             }
+            // Typing elsewhere, and frames of features this console does not show yet.
+            _ => {}
         }
         out
     }
@@ -465,6 +497,7 @@ impl Model {
         self.selected = Some(id.clone());
         self.visitor_typing_since = None;
         self.notice = None;
+        self.auto_assigned.remove(&id);
         let thread = self.threads.entry(id.clone()).or_default();
         thread.refilling = false;
         let frame = open_frame(id, thread.timeline.last_seq());
@@ -487,6 +520,7 @@ impl Model {
         if self.conversations.get(&id).map(|c| c.status) == Some(ConversationStatus::Closed) {
             return Err(error_text(ErrorCode::Closed).to_owned());
         }
+        self.taking.insert(id.clone());
         let thread = self.threads.entry(id.clone()).or_default();
         thread.outbox.push(client_id, text.to_owned());
         let frame = thread
@@ -503,10 +537,80 @@ impl Model {
     /// Take the selected conversation.
     pub fn take(&mut self) -> Vec<Effect> {
         self.notice = None;
+        if let Some(id) = &self.selected {
+            self.taking.insert(id.clone());
+        }
         self.selected
             .clone()
             .map(|conversation_id| Effect::Send(AgentFrame::Take { conversation_id }))
             .into_iter()
+            .collect()
+    }
+
+    /// Hand the selected conversation to agent `to_agent`, with an optional note for them.
+    /// `Err` is the reason to show (no conversation, nobody picked, note too long).
+    pub fn transfer(&mut self, to_agent: &str, note: &str) -> Result<Vec<Effect>, String> {
+        self.notice = None;
+        let id = self
+            .selected
+            .clone()
+            .ok_or_else(|| "No conversation selected".to_owned())?;
+        if to_agent.is_empty() || to_agent == self.me_id() {
+            return Err("Pick an agent to transfer to".to_owned());
+        }
+        let note = note.trim();
+        if !note.is_empty() && validate_text(note).is_err() {
+            return Err("Note is too long".to_owned());
+        }
+        Ok(vec![Effect::Send(AgentFrame::Transfer {
+            conversation_id: id,
+            to_agent: to_agent.to_owned(),
+            note: (!note.is_empty()).then(|| note.to_owned()),
+        })])
+    }
+
+    /// Agents the selected conversation can be transferred to: online, not me, with their load
+    /// ("Joon (1/3)"), as `(id, label)`.
+    pub fn transfer_targets(&self) -> Vec<(String, String)> {
+        let me = self.me_id();
+        self.agents_online
+            .iter()
+            .filter(|a| a.id != me)
+            .map(|a| {
+                let label = match self.load_label(&a.id) {
+                    Some(load) => format!("{} ({load})", a.display_name),
+                    None => a.display_name.clone(),
+                };
+                (a.id.clone(), label)
+            })
+            .collect()
+    }
+
+    /// "2/3": conversations an agent has and the most the relay gives them automatically.
+    pub fn load_label(&self, agent_id: &str) -> Option<String> {
+        self.loads
+            .iter()
+            .find(|l| l.id == agent_id)
+            .map(|l| format!("{}/{}", l.chats, l.max))
+    }
+
+    /// Waiting conversations in line order (oldest `queued_at` first) with their 1-based place.
+    pub fn queue_positions(&self) -> HashMap<ConversationId, usize> {
+        let mut waiting: Vec<&ConversationSummary> = self
+            .conversations
+            .values()
+            .filter(|c| is_waiting(c.status))
+            .collect();
+        waiting.sort_by(|a, b| {
+            a.queued_at
+                .unwrap_or(a.updated_at)
+                .cmp(&b.queued_at.unwrap_or(b.updated_at))
+                .then(a.id.cmp(&b.id))
+        });
+        waiting
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (c.id.clone(), i + 1))
             .collect()
     }
 
@@ -645,6 +749,7 @@ impl Model {
             .filter(|c| tab.includes(c, me))
             .collect();
         list.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.id.cmp(&b.id)));
+        let positions = self.queue_positions();
         list.into_iter()
             .map(|c| ListRow {
                 id: c.id.clone(),
@@ -657,6 +762,8 @@ impl Model {
                 assignee: c.assignee.as_ref().map(|a| a.display_name.clone()),
                 selected: self.selected.as_ref() == Some(&c.id),
                 rating: c.rating,
+                queue_position: positions.get(&c.id).copied(),
+                auto_assigned: self.auto_assigned.contains(&c.id),
             })
             .collect()
     }
@@ -899,6 +1006,23 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
             },
             true,
         ),
+        EventBody::Transferred { to, note } => {
+            let to = to
+                .name
+                .clone()
+                .unwrap_or_else(|| "another agent".to_owned());
+            match note {
+                Some(note) => (
+                    format!("{name} transferred the conversation to {to}: {note}"),
+                    true,
+                ),
+                None => (format!("{name} transferred the conversation to {to}"), true),
+            }
+        }
+        EventBody::Requeued { from } => {
+            let from = from.name.clone().unwrap_or_else(|| "The agent".to_owned());
+            (format!("Back in the queue: {from} was away too long"), true)
+        }
         EventBody::Unknown => {
             ("(an update this console cannot show)".to_owned(), true)
         }
@@ -977,6 +1101,7 @@ mod tests {
             updated_at: updated,
             context: PageContext::default(),
             rating: None,
+            queued_at: None,
         }
     }
 

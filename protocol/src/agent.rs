@@ -67,6 +67,21 @@ pub struct ConversationSummary {
     /// The visitor's rating (1–5) once they rated the closed conversation; absent before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rating: Option<u8>,
+    /// When it entered the people's queue (Unix ms), while it waits there (status `open`):
+    /// consoles order the queue by it. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_at: Option<i64>,
+}
+
+/// How many conversations an agent has and may have (for the console's "2/3").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentLoad {
+    /// The agent's id.
+    pub id: String,
+    /// Conversations assigned to them and not closed.
+    pub chats: u32,
+    /// Most conversations the relay assigns them automatically.
+    pub max: u32,
 }
 
 /// A frame an agent sends to the relay.
@@ -135,6 +150,18 @@ pub enum AgentFrame {
     CobrowseResync {
         /// Which conversation.
         conversation_id: ConversationId,
+    },
+    /// Hand a conversation you are assigned to another agent. Stored as a `transferred` event;
+    /// `note` is shown to agents only. Refused with `forbidden` unless you have it, `invalid`
+    /// for an unknown agent or yourself.
+    Transfer {
+        /// Which conversation.
+        conversation_id: ConversationId,
+        /// The id of the agent who takes over.
+        to_agent: String,
+        /// A line of context for them (at most 16 KiB).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
 }
 
@@ -208,4 +235,11 @@ pub enum ToAgent {
     },
     /// A frame was refused.
     Error(ErrorFrame),
+    /// The people's queue or an agent's load changed. Sent after `welcome` and on every change.
+    Queue {
+        /// Conversations waiting for an agent (all sites).
+        waiting: u32,
+        /// Load of every agent online.
+        agents: Vec<AgentLoad>,
+    },
 }

@@ -37,6 +37,7 @@ impl Frame for ToVisitor {
         "error",
         "cobrowse_highlight",
         "cobrowse_resync",
+        "queue",
     ];
 }
 
@@ -52,6 +53,7 @@ impl Frame for AgentFrame {
         "cobrowse_stop",
         "cobrowse_highlight",
         "cobrowse_resync",
+        "transfer",
     ];
 }
 
@@ -66,6 +68,7 @@ impl Frame for ToAgent {
         "presence",
         "error",
         "cobrowse",
+        "queue",
     ];
 }
 

@@ -94,6 +94,22 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
     },
+    /// The assigned agent (the author) handed the conversation to another agent. `note` is for
+    /// agents only: the relay strips it from every event it sends on the visitor socket (see
+    /// [`Event::for_visitor`]), so visitors read a neutral "You are now talking to …".
+    Transferred {
+        /// The agent who has the conversation now.
+        to: Author,
+        /// Context for the new agent ("wants a refund, order 1234"); agent-only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    /// The assigned agent was gone longer than the relay's grace period: the conversation went
+    /// back to the queue (author: the system) and will be offered to another agent.
+    Requeued {
+        /// The agent who had it.
+        from: Author,
+    },
     /// A kind added by a later revision of the protocol. Never sent by this relay; receiving it
     /// lets an older client skip the event instead of failing to decode the whole frame.
     #[serde(other)]
@@ -185,13 +201,16 @@ impl EventBody {
                 link,
                 sentiment: None,
             },
+            EventBody::Transferred { to, note: Some(_) } => EventBody::Transferred { to, note: None },
             other => other,
         }
     }
 }
 
 impl Event {
-    /// The same event without agent-only data (see [`EventBody::for_visitor`]).
+    /// The same event without agent-only data (a message's `sentiment`, a transfer's `note`;
+    /// see [`EventBody::for_visitor`]). The relay applies it to every event it writes on the
+    /// visitor socket, live or replayed.
     pub fn for_visitor(mut self) -> Event {
         self.body = self.body.for_visitor();
         self

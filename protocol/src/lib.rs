@@ -19,7 +19,9 @@ pub mod ids;
 pub mod timeline;
 pub mod visitor;
 
-pub use agent::{AgentFrame, AgentInfo, ConversationStatus, ConversationSummary, ToAgent};
+pub use agent::{
+    AgentFrame, AgentInfo, AgentLoad, ConversationStatus, ConversationSummary, ToAgent,
+};
 pub use cobrowse::{CobrowseState, Highlight, HighlightTarget, NodeId};
 pub use codec::{
     decode, encode, validate_rating, validate_text, ClientFrame, DecodeError, Frame, ServerFrame,

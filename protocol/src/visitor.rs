@@ -152,4 +152,13 @@ pub enum ToVisitor {
     CobrowseResync,
     /// A frame was refused.
     Error(ErrorFrame),
+    /// The visitor's place in the queue for an agent, sent whenever it changes. `position` 1 is
+    /// next; 0 means no longer waiting (taken or closed).
+    Queue {
+        /// 1-based place in line; 0: not waiting.
+        position: u32,
+        /// Estimated wait in ms: the average of recent visitors' waits. Absent without history.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
+    },
 }

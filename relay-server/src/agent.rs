@@ -16,7 +16,7 @@ use crate::auth::{self, CurrentAgent};
 use crate::cobrowse::{self, Consent, Recipient, Relayed};
 use crate::connection::{self, Cursor, Rate, Session, SOCKET_BUFFER};
 use crate::http::AppError;
-use crate::hub::{Inbox, Mailbox, Signal};
+use crate::hub::{Inbox, Mailbox, QueueUpdate, Signal};
 use crate::store::{Effect, NewEvent, StoreError};
 use crate::App;
 
@@ -91,7 +91,10 @@ impl AgentSession {
         }
         if !self.greeted {
             self.greeted = true;
-            self.app.hub.join_agent(&self.inbox, self.agent.clone());
+            if self.app.hub.join_agent(&self.inbox, self.agent.clone()) {
+                // Came online: waiting conversations may go to them now.
+                self.app.hub.publish_queue_changed();
+            }
         }
         let conversations = match self.app.store.recent_conversations(LIST_LIMIT).await {
             Ok(list) => list,
@@ -107,6 +110,9 @@ impl AgentSession {
             conversations: summaries,
             agents_online: self.app.hub.agents_online(),
         });
+        if let Some(queue) = self.app.queue.agents_frame() {
+            out.push(queue);
+        }
     }
 
     async fn on_open(
@@ -229,6 +235,50 @@ impl AgentSession {
         self.app
             .hub
             .publish_typing(&self.inbox, &conversation_id, author, active);
+    }
+
+    async fn on_transfer(
+        &mut self,
+        conversation_id: ConversationId,
+        to_agent: String,
+        note: Option<String>,
+        out: &mut Vec<ToAgent>,
+    ) {
+        let note = note.filter(|n| !n.trim().is_empty());
+        if let Some(note) = &note {
+            if let Err(e) = protocol::validate_text(note) {
+                return out.push(ToAgent::Error(e));
+            }
+        }
+        if to_agent == self.agent.id {
+            return out.push(invalid("a conversation cannot be transferred to yourself"));
+        }
+        let target = match self.app.store.agent_by_id(&to_agent).await {
+            Ok(Some(record)) => auth::info(&record),
+            Ok(None) => return out.push(invalid("no such agent")),
+            Err(e) => return out.push(internal(e, None)),
+        };
+        let new = NewEvent {
+            author: self.author(),
+            body: EventBody::Transferred {
+                to: crate::queue::agent_author(&target),
+                note,
+            },
+            client_id: None,
+            // Checked in the appending transaction: only the assignee may hand it on.
+            effect: Effect::Transfer {
+                from: self.agent.id.clone(),
+                to: target.id.clone(),
+            },
+        };
+        match self.app.append(&conversation_id, new).await {
+            Ok(appended) => self.app.publish(&appended).await,
+            Err(StoreError::Forbidden) => out.push(ToAgent::Error(ErrorFrame::new(
+                ErrorCode::Forbidden,
+                "only the assigned agent may transfer a conversation",
+            ))),
+            Err(e) => out.push(store_error(e, None)),
+        }
     }
 
     async fn on_close(&mut self, conversation_id: ConversationId, out: &mut Vec<ToAgent>) {
@@ -393,6 +443,10 @@ fn not_found(client_id: Option<ClientId>) -> ToAgent {
     )
 }
 
+fn invalid(message: &str) -> ToAgent {
+    ToAgent::Error(ErrorFrame::new(ErrorCode::Invalid, message))
+}
+
 fn forbidden(client_id: Option<ClientId>) -> ToAgent {
     ToAgent::Error(
         ErrorFrame::new(
@@ -470,6 +524,11 @@ impl Session for AgentSession {
             AgentFrame::CobrowseResync { conversation_id } => {
                 self.on_cobrowse_resync(conversation_id, out).await
             }
+            AgentFrame::Transfer {
+                conversation_id,
+                to_agent,
+                note,
+            } => self.on_transfer(conversation_id, to_agent, note, out).await,
         }
     }
 
@@ -495,6 +554,14 @@ impl Session for AgentSession {
                     if *agent_id == self.agent.id && self.cursor.tracks(&relayed.conversation_id) {
                         out.push(frame.clone());
                     }
+                }
+            }
+            Signal::Queue(update) => {
+                if let QueueUpdate::Agents { waiting, agents } = &*update {
+                    out.push(ToAgent::Queue {
+                        waiting: *waiting,
+                        agents: agents.clone(),
+                    });
                 }
             }
         }

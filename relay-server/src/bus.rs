@@ -15,6 +15,8 @@
 //! - the hash `{prefix}:agents` maps `{node}:{agent_id}` to `{info, node, expires_at}`. Each node
 //!   rewrites its own entries every [`PRESENCE_REFRESH`] and on every local presence change, and
 //!   reads the others' unexpired entries into the hub, whose `agents_online` is the union.
+//! - `Queue` nudges carry nothing: the receiving node's queue task re-reads the queue from the
+//!   store, assigns what it can and tells its own visitors and agents.
 //! - publishing while Redis is unreachable fails softly: it is logged once, counted in
 //!   `parley_bus_errors_total`, and the node keeps storing and serving its own connections.
 //!
@@ -52,6 +54,8 @@ pub enum Nudge {
     Presence,
     /// A co-browse frame (stream item, highlight, resync request).
     Cobrowse(Arc<crate::cobrowse::Relayed>),
+    /// The people's queue may have changed: other nodes re-read it (and assign).
+    Queue,
 }
 
 /// Nudges waiting to be published. Past it nudges are dropped (and other nodes catch up from the
@@ -185,6 +189,7 @@ enum Body {
     Summary(Box<ConversationSummary>),
     Presence,
     Cobrowse(Box<crate::cobrowse::Relayed>),
+    Queue,
 }
 
 /// One agent online on one node, as stored in the presence hash.
@@ -338,6 +343,7 @@ impl RedisBus {
                 Nudge::Typing(t) => Body::Typing((*t).clone()),
                 Nudge::Summary(s) => Body::Summary(Box::new((*s).clone())),
                 Nudge::Cobrowse(c) => Body::Cobrowse(Box::new((*c).clone())),
+                Nudge::Queue => Body::Queue,
                 Nudge::Presence => {
                     // Write the hash first, so a node reading it on our nudge sees the change.
                     let synced = self.sync_presence().await;
@@ -452,6 +458,7 @@ impl RedisBus {
             Body::Typing(t) => self.hub.deliver_typing(None, Arc::new(t)),
             Body::Summary(s) => self.hub.deliver_summary(Arc::new(*s)),
             Body::Cobrowse(c) => self.hub.deliver_cobrowse(Arc::new(*c)),
+            Body::Queue => self.hub.queue_changed.notify_one(),
             Body::Presence => {
                 let this = self.clone();
                 tokio::spawn(async move {

@@ -60,6 +60,11 @@ pub struct Cli {
     #[arg(long, env = "PARLEY_BUS_PREFIX", default_value = "parley")]
     pub bus_prefix: String,
 
+    /// Seconds an agent may be gone (every console closed, on every node) before their open
+    /// conversations go back to the queue.
+    #[arg(long, env = "PARLEY_AGENT_GRACE_SECS", default_value_t = 120)]
+    pub agent_grace_secs: u64,
+
     /// Log filter, e.g. `info` or `parley_relay=debug,tower_http=info`.
     #[arg(long, env = "PARLEY_LOG", default_value = "info")]
     pub log: String,
@@ -102,6 +107,25 @@ pub struct SiteConfig {
     /// queue (`bot_failed`); default [`DEFAULT_BOT_TIMEOUT_MS`]. Bounds the visitor's wait.
     #[serde(default)]
     pub bot_timeout_ms: Option<u64>,
+    /// Most conversations of this site the relay gives one agent automatically (an `[[agent]]`'s
+    /// `max_chats` overrides it). Agents may still take more by hand.
+    #[serde(default = "default_max_chats")]
+    pub max_chats_per_agent: u32,
+    /// Whether waiting conversations go to online agents by themselves (least busy, then round
+    /// robin). Off: agents pick from the queue by hand.
+    #[serde(default = "default_true")]
+    pub auto_assign: bool,
+}
+
+/// Conversations per agent when the site does not say.
+pub const DEFAULT_MAX_CHATS: u32 = 3;
+
+fn default_max_chats() -> u32 {
+    DEFAULT_MAX_CHATS
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Default of [`SiteConfig::bot_timeout_ms`]: long enough for an LLM's short answer, short
@@ -160,6 +184,10 @@ pub struct AgentSeed {
     pub display_name: String,
     /// Password, hashed with argon2 before it is stored. Only in config files you protect.
     pub password: String,
+    /// Most conversations given to this agent automatically, whatever the site's
+    /// `max_chats_per_agent`.
+    #[serde(default)]
+    pub max_chats: Option<u32>,
 }
 
 /// The config file (TOML).
@@ -193,6 +221,8 @@ pub struct Config {
     /// Prefix of the bus's Redis keys and channel: deployments (and test runs) sharing one
     /// Redis must use different prefixes or they would see each other's nodes.
     pub bus_prefix: String,
+    /// How long an agent may be gone before their conversations are requeued.
+    pub agent_grace: std::time::Duration,
 }
 
 /// Per-connection limits. Defaults are the ones PROTOCOL.md documents.
@@ -257,6 +287,8 @@ pub fn demo_site(origins: Vec<String>) -> SiteConfig {
         bot_name: None,
         bot_url: None,
         bot_timeout_ms: None,
+        max_chats_per_agent: DEFAULT_MAX_CHATS,
+        auto_assign: true,
     }
 }
 
@@ -298,20 +330,26 @@ impl Config {
             limits: Limits::default(),
             bus_url: cli.bus.clone(),
             bus_prefix: cli.bus_prefix.clone(),
+            agent_grace: std::time::Duration::from_secs(cli.agent_grace_secs),
         })
     }
 
-    /// Settings for tests: in-memory-free SQLite at `database_url`, one site with the given origins.
+    /// Settings for tests: in-memory-free SQLite at `database_url`, one site with the given
+    /// origins. Without automatic assignment (the tests that predate the queue take
+    /// conversations by hand); queue tests turn it on.
     pub fn for_tests(database_url: String, assets_dir: PathBuf, origins: Vec<String>) -> Self {
+        let mut site = demo_site(origins);
+        site.auto_assign = false;
         Self {
             database_url,
             assets_dir,
             demo_dir: None,
-            sites: vec![demo_site(origins)],
+            sites: vec![site],
             agents: Vec::new(),
             limits: Limits::default(),
             bus_url: None,
             bus_prefix: "parley".into(),
+            agent_grace: std::time::Duration::from_secs(120),
         }
     }
 }
@@ -344,6 +382,30 @@ mod tests {
         assert_eq!(file.agents[0].display_name, "Mina");
         assert_eq!(file.sites[0].routing, Routing::AgentsFirst);
         assert_eq!(file.sites[0].bot_name(), "Shop assistant");
+        assert_eq!(file.sites[0].max_chats_per_agent, DEFAULT_MAX_CHATS);
+        assert!(file.sites[0].auto_assign);
+        assert_eq!(file.agents[0].max_chats, None);
+    }
+
+    #[test]
+    fn parses_routing_limits() {
+        let file: FileConfig = toml::from_str(
+            r##"
+            [[site]]
+            key = "shop"
+            name = "Shop"
+            max_chats_per_agent = 5
+
+            [[agent]]
+            username = "mina"
+            display_name = "Mina"
+            password = "correct horse"
+            max_chats = 1
+            "##,
+        )
+        .expect("valid config");
+        assert_eq!(file.sites[0].max_chats_per_agent, 5);
+        assert_eq!(file.agents[0].max_chats, Some(1));
     }
 
     #[test]

@@ -35,6 +35,29 @@ pub enum Signal {
     Presence,
     /// A co-browse frame for one side of a conversation (the session checks it is the addressee).
     Cobrowse(Arc<crate::cobrowse::Relayed>),
+    /// A queue position (visitors) or the queue and agents' loads (agents) changed.
+    Queue(Arc<QueueUpdate>),
+}
+
+/// What [`Signal::Queue`] tells a connection (see [`crate::queue`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum QueueUpdate {
+    /// A waiting conversation's place in line, for its visitor's tabs.
+    Position {
+        /// Which conversation.
+        conversation_id: ConversationId,
+        /// 1-based; 0: no longer waiting.
+        position: u32,
+        /// Estimated wait (ms), when there is history.
+        wait_ms: Option<u64>,
+    },
+    /// The queue's length and every online agent's load, for consoles.
+    Agents {
+        /// Conversations waiting.
+        waiting: u32,
+        /// Loads of agents online.
+        agents: Vec<protocol::AgentLoad>,
+    },
 }
 
 /// Someone started or stopped typing. Behind an `Arc` so that [`Signal`] stays two words: every
@@ -99,6 +122,9 @@ pub struct Hub {
     /// Where signals go to reach other nodes, once a bus is attached. A full queue drops the
     /// nudge: other nodes' connections then catch up from the store on the next one.
     outbox: OnceLock<mpsc::Sender<Nudge>>,
+    /// Wakes this node's queue task ([`crate::queue::run`]) when the queue may have changed,
+    /// here or on another node. A `Notify` coalesces bursts into one pass.
+    pub queue_changed: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -326,6 +352,30 @@ impl Hub {
         let t = self.lock();
         for (inbox, _) in t.agent_conns.values() {
             inbox.deliver(Signal::Summary(summary.clone()));
+        }
+    }
+
+    /// The people's queue may have changed: wakes this node's queue task and the other nodes'.
+    pub fn publish_queue_changed(&self) {
+        self.queue_changed.notify_one();
+        self.forward(Nudge::Queue);
+    }
+
+    /// Delivers a queue position to a conversation's listeners on this node.
+    pub fn deliver_queue(&self, conversation_id: &ConversationId, update: Arc<QueueUpdate>) {
+        let t = self.lock();
+        if let Some(list) = t.conversations.get(conversation_id) {
+            for inbox in list {
+                inbox.deliver(Signal::Queue(update.clone()));
+            }
+        }
+    }
+
+    /// Delivers the queue's length and the agents' loads to this node's agent connections.
+    pub fn deliver_agents_queue(&self, update: Arc<QueueUpdate>) {
+        let t = self.lock();
+        for (inbox, _) in t.agent_conns.values() {
+            inbox.deliver(Signal::Queue(update.clone()));
         }
     }
 

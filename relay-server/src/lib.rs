@@ -8,7 +8,8 @@
 //! routing and budget), `store` (durable state), `token` (bearer secrets), `bot` (bot-first
 //! routing: the knowledge-base bot and its hand-off), `external_bot` (a site's own bot over
 //! HTTP, Rasa REST shape), `gaps` (the knowledge-gap report for managers), `csat` (visitor
-//! ratings: the numbers).
+//! ratings: the numbers), `queue` (the people's queue: automatic assignment, positions,
+//! requeue of gone agents).
 
 pub mod agent;
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod external_bot;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod queue;
 pub mod run;
 pub mod store;
 pub mod token;
@@ -72,6 +74,8 @@ pub struct App {
     pub login_limiter: auth::LoginLimiter,
     /// A real argon2 hash to verify unknown usernames against (equal timing).
     pub dummy_hash: String,
+    /// The people's queue: capacity, grace period, what this node last told its clients.
+    pub queue: queue::Queue,
     /// Agent names by id, for conversation summaries (agents are few and rarely change).
     agents: RwLock<HashMap<String, AgentInfo>>,
 }
@@ -100,7 +104,15 @@ impl App {
             updated_at: c.updated_at,
             context: c.context.clone(),
             rating: c.rating,
+            queued_at: c
+                .queued_at
+                .filter(|_| c.status == protocol::ConversationStatus::Open),
         }
+    }
+
+    /// An agent's public info by id (cached), `None` for an unknown id.
+    pub async fn agent_public(&self, id: &str) -> Option<AgentInfo> {
+        self.agent_info(id).await
     }
 
     /// An agent's public info by id (cached).
@@ -144,6 +156,9 @@ impl App {
     pub async fn publish(&self, appended: &Appended) {
         self.hub.publish_event(Arc::new(appended.event.clone()));
         self.publish_summary(&appended.conversation).await;
+        if queue::changes_queue(appended) {
+            self.hub.publish_queue_changed();
+        }
     }
 
     /// Tells every agent a conversation changed.
@@ -169,11 +184,27 @@ impl Relay {
         let external_bots = external_bot::load_all(&config.sites)?;
         // SQLite for `sqlite:` URLs, PostgreSQL for `postgres://` / `postgresql://`.
         let store = store::connect(&config.database_url).await?;
+        let mut capacity = store::Capacity {
+            default: config::DEFAULT_MAX_CHATS,
+            ..Default::default()
+        };
+        for site in &config.sites {
+            capacity
+                .sites
+                .insert(site.key.clone(), site.max_chats_per_agent);
+            // A site without automatic assignment: nobody is given its conversations.
+            if !site.auto_assign {
+                capacity.manual_sites.insert(site.key.clone());
+            }
+        }
         for seed in &config.agents {
             let hash = auth::hash_password(&seed.password)?;
-            store
+            let record = store
                 .upsert_agent(&seed.username, &seed.display_name, &hash)
                 .await?;
+            if let Some(max) = seed.max_chats {
+                capacity.agents.insert(record.id, max);
+            }
         }
         if store.agent_count().await? == 0 {
             let password = token::generate()[..16].to_owned();
@@ -205,6 +236,7 @@ impl Relay {
             tasks: TaskTracker::new(),
             login_limiter: auth::login_limiter(config.limits.logins_per_minute),
             dummy_hash: auth::hash_password(&token::generate())?,
+            queue: queue::Queue::new(capacity, config.agent_grace),
             agents: RwLock::new(HashMap::new()),
         });
         // After the store, before serving: a node that cannot reach its bus must not serve.
@@ -223,6 +255,7 @@ impl Relay {
             store.close().await;
             return Err(e);
         }
+        app.tasks.spawn(queue::run(app.clone()));
         let addr = listener.local_addr()?;
         let router = http::router(app.clone());
         let shutdown = app.shutdown.clone();

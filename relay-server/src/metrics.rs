@@ -58,6 +58,8 @@ pub struct Metrics {
     pub bus_errors: Counter,
     /// Co-browse stream bytes forwarded to agents (what sharing costs the relay's links).
     pub cobrowse_bytes: Counter,
+    /// Conversations waiting for an agent, as this node last read the queue.
+    pub queue_waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -74,6 +76,12 @@ impl Default for Metrics {
             "cobrowse_bytes",
             "Co-browse stream bytes forwarded to agents",
             cobrowse_bytes.clone(),
+        );
+        let queue_waiting = Gauge::default();
+        registry.register(
+            "queue_waiting",
+            "Conversations waiting for an agent",
+            queue_waiting.clone(),
         );
         registry.register(
             "bus_errors",
@@ -104,6 +112,7 @@ impl Default for Metrics {
             append_seconds,
             bus_errors,
             cobrowse_bytes,
+            queue_waiting,
         }
     }
 }
@@ -163,6 +172,7 @@ mod tests {
         m.stored(Role::Visitor);
         m.refused(ErrorCode::RateLimited);
         m.append_seconds.observe(0.0002);
+        m.queue_waiting.set(2);
         let text = m.render(3, 1);
         assert!(
             text.contains(r#"parley_events_stored_total{author="visitor"} 2"#),
@@ -180,5 +190,6 @@ mod tests {
             text.contains("parley_store_append_seconds_count 1"),
             "{text}"
         );
+        assert!(text.contains("parley_queue_waiting 2"), "{text}");
     }
 }

@@ -17,7 +17,7 @@ use crate::cobrowse::{self, Budget, Recipient, Relayed};
 use crate::config::SiteConfig;
 use crate::connection::{self, Cursor, Rate, Session, SOCKET_BUFFER};
 use crate::http::AppError;
-use crate::hub::{Inbox, Mailbox, Signal};
+use crate::hub::{Inbox, Mailbox, QueueUpdate, Signal};
 use crate::store::{Appended, Effect, NewEvent, StoreError, VisitorRecord};
 use crate::{token, App};
 
@@ -205,6 +205,8 @@ impl VisitorSession {
                 Ok(events) => out.extend(events.into_iter().map(for_visitor)),
                 Err(e) => out.push(internal(e, None)),
             }
+            // Still waiting for a person: where they stand, as this node last read the queue.
+            out.extend(self.app.queue.position(&conversation));
             if latest
                 .as_ref()
                 .is_some_and(|c| c.status != protocol::ConversationStatus::Closed)
@@ -610,7 +612,9 @@ impl VisitorSession {
     }
 }
 
-/// An event frame for a visitor: agent-only data (the message's `sentiment`) left out.
+/// An event frame for the visitor socket: every event a visitor receives, live or replayed,
+/// goes through here, so agent-only data (a message's `sentiment`, a transfer's note) never
+/// reaches a visitor.
 fn for_visitor(event: protocol::Event) -> ToVisitor {
     ToVisitor::Event(event.for_visitor())
 }
@@ -717,6 +721,21 @@ impl Session for VisitorSession {
                 agents_online: self.app.hub.agents_online().len() as u32,
             }),
             Signal::Summary(_) => {}
+            Signal::Queue(update) => {
+                if let QueueUpdate::Position {
+                    conversation_id,
+                    position,
+                    wait_ms,
+                } = &*update
+                {
+                    if self.conversation.as_ref() == Some(conversation_id) {
+                        out.push(ToVisitor::Queue {
+                            position: *position,
+                            wait_ms: *wait_ms,
+                        });
+                    }
+                }
+            }
         }
     }
 

@@ -72,6 +72,18 @@ impl TestRelayBuilder {
         })
     }
 
+    /// Turns on automatic assignment from the queue on every site, with at most `max_chats`
+    /// conversations per agent and `grace` before a gone agent's conversations are requeued.
+    pub fn auto_assign(self, max_chats: u32, grace: std::time::Duration) -> Self {
+        self.config(move |c| {
+            for site in &mut c.sites {
+                site.auto_assign = true;
+                site.max_chats_per_agent = max_chats;
+            }
+            c.agent_grace = grace;
+        })
+    }
+
     /// Binds a free port and starts the relay.
     pub async fn start(self) -> anyhow::Result<TestRelay> {
         let data = tempfile::tempdir().context("temp dir for the database")?;
@@ -92,6 +104,7 @@ impl TestRelayBuilder {
                 username: username.into(),
                 display_name: display_name.into(),
                 password: password.into(),
+                max_chats: None,
             });
         }
         for tweak in self.tweaks {

@@ -321,3 +321,73 @@ async fn widget_on_hostile_pages_unread_badge_and_korean() -> anyhow::Result<()>
     relay.shutdown().await;
     report(failures)
 }
+
+/// The text of the widget's queue line once it contains `needle`.
+async fn wait_queue_line(widget: &Widget<'_>, needle: &str) -> anyhow::Result<String> {
+    let v = widget
+        .wait(
+            &format!("the queue line (.parley-queue) to say {needle:?}"),
+            "const [needle] = arguments;
+             const q = root.querySelector('.parley-queue');
+             return q && q.textContent.includes(needle) ? q.textContent : null;",
+            vec![serde_json::json!(needle)],
+        )
+        .await?;
+    Ok(v.as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn a_waiting_visitor_sees_their_place_in_line_move() -> anyhow::Result<()> {
+    require_dist()?;
+    let relay = start_server().await?;
+    let browser = Browser::start().await?;
+    let client = browser.new_session().await?;
+    let result = queue_scenario(&relay, &client).await;
+    let _ = client.close().await;
+    relay.shutdown().await;
+    result
+}
+
+async fn queue_scenario(relay: &TestRelay, client: &Client) -> anyhow::Result<()> {
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(relay, user, pass).await?;
+    // One visitor taken after a short wait: the relay now has a wait to estimate from.
+    let mut warm = parley_tests::VisitorClient::connect(relay, None).await?;
+    warm.send("w1", "warm-up").await?;
+    warm.expect_ack("w1").await?;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    agent
+        .take(
+            warm.conversation_id
+                .as_ref()
+                .context("warm-up conversation")?,
+        )
+        .await?;
+    // A visitor ahead in line…
+    let mut first = parley_tests::VisitorClient::connect(relay, None).await?;
+    first.send("f1", "first in line").await?;
+    first.expect_ack("f1").await?;
+
+    // …and the browser's visitor second.
+    client.goto(&relay.url("/")).await?;
+    let widget = Widget::new(client);
+    widget.open().await?;
+    widget.wait_online().await?;
+    widget.send("second in line").await?;
+    widget.wait_message("visitor", "second in line").await?;
+    let line = wait_queue_line(&widget, "#2 in line").await?;
+    assert_eq!(line, "You are #2 in line · about 1 min");
+
+    // The first is taken: the line moves up live.
+    agent
+        .take(
+            first
+                .conversation_id
+                .as_ref()
+                .context("first conversation")?,
+        )
+        .await?;
+    let line = wait_queue_line(&widget, "#1 in line").await?;
+    assert_eq!(line, "You are #1 in line · about 1 min");
+    Ok(())
+}

@@ -442,12 +442,13 @@ async fn graceful_switch(database_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The next `event` on the visitor socket, skipping presence and typing; any other frame fails.
+/// The next `event` on the visitor socket, skipping presence, typing and queue positions; any
+/// other frame fails.
 async fn next_event(v: &mut VisitorClient) -> anyhow::Result<Event> {
     loop {
         match v.next_frame().await? {
             ToVisitor::Event(e) => return Ok(e),
-            ToVisitor::Presence { .. } | ToVisitor::Typing { .. } => {}
+            ToVisitor::Presence { .. } | ToVisitor::Typing { .. } | ToVisitor::Queue { .. } => {}
             other => bail!("expected an event, got {other:?}"),
         }
     }

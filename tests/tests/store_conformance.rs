@@ -96,6 +96,10 @@ conformance!(
     message_sentiment_round_trips,
     rating_a_closed_conversation,
     agent_ratings_per_agent,
+    queue_assigns_least_busy_then_round_robin,
+    queue_state_positions_and_waits,
+    transfer_and_requeue_effects,
+    concurrent_assignments_respect_capacity,
 );
 
 /// The cases: each gets a fresh, empty store.
@@ -105,12 +109,12 @@ mod cases {
 
     use anyhow::Context as _;
     use protocol::{
-        Author, ClientId, ConversationId, ConversationStatus, EventBody, PageContext, Role, Seq,
-        Viewport,
+        AgentInfo, Author, ClientId, ConversationId, ConversationStatus, EventBody, PageContext,
+        Role, Seq, Viewport,
     };
     use relay_server::store::{
-        now_ms, AgentRating, ConversationRecord, Effect, Gap, GapKind, NewEvent, Store, StoreError,
-        VisitorRecord,
+        now_ms, AgentRating, Capacity, ConversationRecord, Effect, Gap, GapKind, NewEvent, Store,
+        StoreError, VisitorRecord,
     };
 
     /// Tasks that append at once in the concurrency cases.
@@ -589,6 +593,252 @@ mod cases {
             .update_context(&ConversationId("nope".into()), &page)
             .await;
         assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+        Ok(())
+    }
+
+    /// Agents `names`, as the relay passes online agents to `assign_next`, sorted by id (the
+    /// round robin's last tie-break).
+    async fn online(store: &dyn Store, names: &[&str]) -> anyhow::Result<Vec<AgentInfo>> {
+        let mut list = Vec::new();
+        for name in names {
+            let a = store
+                .upsert_agent(name, &name.to_uppercase(), "$argon2id$x")
+                .await?;
+            list.push(AgentInfo {
+                id: a.id,
+                username: a.username,
+                display_name: a.display_name,
+            });
+        }
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(list)
+    }
+
+    fn capacity(max: u32) -> Capacity {
+        Capacity {
+            default: max,
+            ..Default::default()
+        }
+    }
+
+    pub async fn queue_assigns_least_busy_then_round_robin(
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        let agents = online(&*store, &["mina", "joon", "sora"]).await?;
+        let mut conversations = Vec::new();
+        for _ in 0..7 {
+            conversations.push(chat(&*store).await?.1.id);
+        }
+        let mut order = Vec::new();
+        for round in 0..6 {
+            let head = store.queue_state().await?.waiting[0].clone();
+            let a = store
+                .assign_next(&agents, &capacity(2))
+                .await?
+                .with_context(|| format!("assignment {round}"))?;
+            assert_eq!(a.event.conversation_id, head, "first in line goes first");
+            assert_eq!(a.event.body, EventBody::Joined);
+            assert_eq!(a.conversation.status, ConversationStatus::Assigned);
+            assert_eq!(a.event.author.id, a.conversation.assignee_id);
+            order.push(a.conversation.assignee_id.clone().context("assignee")?);
+        }
+        let ids: Vec<String> = agents.iter().map(|a| a.id.clone()).collect();
+        assert_eq!(
+            order,
+            [ids.clone(), ids.clone()].concat(),
+            "least busy first, then the least recently assigned"
+        );
+        assert!(
+            store.assign_next(&agents, &capacity(2)).await?.is_none(),
+            "everyone is at capacity: the seventh waits"
+        );
+        assert_eq!(store.queue_state().await?.waiting.len(), 1);
+        // The second agent frees a place: they are now the least busy.
+        let theirs = store.assigned_to(&ids[1]).await?;
+        assert_eq!(theirs.len(), 2);
+        store
+            .append(
+                &theirs[0],
+                NewEvent {
+                    author: agent_author(&ids[1]),
+                    body: EventBody::Closed,
+                    client_id: None,
+                    effect: Effect::Close,
+                },
+            )
+            .await?;
+        let a = store
+            .assign_next(&agents, &capacity(2))
+            .await?
+            .context("a freed place is filled")?;
+        assert_eq!(a.conversation.assignee_id.as_deref(), Some(&*ids[1]));
+        assert_eq!(a.event.conversation_id, conversations[6]);
+        assert!(store.queue_state().await?.waiting.is_empty());
+        // Nobody online: nothing happens.
+        assert!(store.assign_next(&[], &capacity(2)).await?.is_none());
+        Ok(())
+    }
+
+    pub async fn queue_state_positions_and_waits(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let agents = online(&*store, &["mina"]).await?;
+        let empty = store.queue_state().await?;
+        assert!(empty.waiting.is_empty() && empty.loads.is_empty());
+        assert_eq!(empty.avg_wait_ms, None, "no history, no estimate");
+        let (_, first) = chat(&*store).await?;
+        let (_, second) = chat(&*store).await?;
+        // A bot conversation is not in the people's queue until the bot hands it over.
+        let visitor = store
+            .create_visitor("demo", &relay_server::store::new_id())
+            .await?;
+        let (bot, _) = store
+            .open_conversation_as("demo", &visitor.id, &context("https://shop.example/"), true)
+            .await?;
+        assert_eq!(bot.queued_at, None);
+        assert!(
+            first.queued_at.is_some(),
+            "agents-first: queued from the start"
+        );
+        let state = store.queue_state().await?;
+        assert_eq!(state.waiting, vec![first.id.clone(), second.id.clone()]);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        store
+            .append(
+                &bot.id,
+                NewEvent {
+                    author: Author::system(),
+                    body: EventBody::Handoff {
+                        reason: protocol::HandoffReason::Asked,
+                        summary: "wants a person".into(),
+                    },
+                    client_id: None,
+                    effect: Effect::Handoff,
+                },
+            )
+            .await?;
+        let state = store.queue_state().await?;
+        assert_eq!(
+            state.waiting,
+            vec![first.id.clone(), second.id.clone(), bot.id.clone()],
+            "a hand-off joins the end of the line"
+        );
+        // Taken by hand after >= 30 ms: the wait is recorded and averaged.
+        store.append(&first.id, take(&agents[0].id)).await?;
+        let state = store.queue_state().await?;
+        assert_eq!(state.waiting, vec![second.id.clone(), bot.id.clone()]);
+        assert_eq!(state.loads.get(&agents[0].id), Some(&1));
+        let avg = state.avg_wait_ms.context("a wait was recorded")?;
+        assert!(avg >= 30, "waited at least 30 ms, average {avg}");
+        let taken = store.conversation(&first.id).await?.context("first")?;
+        assert_eq!(taken.queued_at, None, "out of the queue");
+        Ok(())
+    }
+
+    pub async fn transfer_and_requeue_effects(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let (_, c) = chat(&*store).await?;
+        let mina = store.upsert_agent("mina", "Mina", "$argon2id$a").await?;
+        let joon = store.upsert_agent("joon", "Joon", "$argon2id$b").await?;
+        store.append(&c.id, take(&mina.id)).await?;
+        let transfer = |from: &str, to: &str| NewEvent {
+            author: agent_author(from),
+            body: EventBody::Transferred {
+                to: agent_author(to),
+                note: Some("wants a refund".into()),
+            },
+            client_id: None,
+            effect: Effect::Transfer {
+                from: from.into(),
+                to: to.into(),
+            },
+        };
+        let refused = store.append(&c.id, transfer(&joon.id, &mina.id)).await;
+        assert!(
+            matches!(refused, Err(StoreError::Forbidden)),
+            "only the assignee transfers: {refused:?}"
+        );
+        let moved = store.append(&c.id, transfer(&mina.id, &joon.id)).await?;
+        assert_eq!(moved.conversation.assignee_id.as_deref(), Some(&*joon.id));
+        assert_eq!(moved.conversation.status, ConversationStatus::Assigned);
+        let stored = store.events_after(&c.id, 0, 10).await?;
+        assert!(
+            matches!(&stored[1].body, EventBody::Transferred { note: Some(n), .. } if n == "wants a refund"),
+            "the note is stored for agents: {:?}",
+            stored[1].body
+        );
+        assert_eq!(store.assigned_to(&joon.id).await?, vec![c.id.clone()]);
+        assert!(store.assigned_to(&mina.id).await?.is_empty());
+
+        let requeue = |agent: &str| NewEvent {
+            author: Author::system(),
+            body: EventBody::Requeued {
+                from: agent_author(agent),
+            },
+            client_id: None,
+            effect: Effect::Requeue(agent.into()),
+        };
+        let refused = store.append(&c.id, requeue(&mina.id)).await;
+        assert!(
+            matches!(refused, Err(StoreError::Forbidden)),
+            "requeued only from its assignee: {refused:?}"
+        );
+        let back = store.append(&c.id, requeue(&joon.id)).await?;
+        assert_eq!(back.conversation.status, ConversationStatus::Open);
+        assert_eq!(back.conversation.assignee_id, None);
+        assert!(back.conversation.queued_at.is_some());
+        assert_eq!(store.queue_state().await?.waiting, vec![c.id.clone()]);
+        assert!(store.assigned_to(&joon.id).await?.is_empty());
+        let twice = store.append(&c.id, requeue(&joon.id)).await;
+        assert!(
+            matches!(twice, Err(StoreError::Forbidden)),
+            "a second node's requeue stores nothing: {twice:?}"
+        );
+        assert_eq!(seqs(&*store, &c.id).await?, [1, 2, 3]);
+        Ok(())
+    }
+
+    pub async fn concurrent_assignments_respect_capacity(
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        let agents = online(&*store, &["mina", "joon", "sora"]).await?;
+        let mut conversations = Vec::new();
+        for _ in 0..20 {
+            conversations.push(chat(&*store).await?.1.id);
+        }
+        let mut tasks = Vec::new();
+        for _ in 0..TASKS {
+            let store = store.clone();
+            let agents = agents.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0;
+                while store.assign_next(&agents, &capacity(2)).await?.is_some() {
+                    n += 1;
+                }
+                anyhow::Ok(n)
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await??;
+        }
+        assert_eq!(total, 6, "three agents, two places each");
+        let state = store.queue_state().await?;
+        assert_eq!(state.waiting.len(), 14);
+        for a in &agents {
+            assert_eq!(
+                state.loads.get(&a.id),
+                Some(&2),
+                "{} at capacity",
+                a.username
+            );
+        }
+        for c in &conversations {
+            let joins = store
+                .events_after(c, 0, 100)
+                .await?
+                .iter()
+                .filter(|e| e.body == EventBody::Joined)
+                .count();
+            assert!(joins <= 1, "assigned at most once, got {joins}");
+        }
         Ok(())
     }
 

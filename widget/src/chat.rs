@@ -82,6 +82,8 @@ pub struct Ui {
     pub announce: RwSignal<String>,
     /// The conversation is closed and not rated yet: show the rating form.
     pub rate: RwSignal<bool>,
+    /// "You are #2 in line · about 3 min" while waiting for a person.
+    pub queue: RwSignal<Option<String>>,
 }
 
 /// A send the relay has acknowledged but whose event has not arrived yet.
@@ -237,6 +239,7 @@ impl Chat {
             typing: RwSignal::new(None),
             announce: RwSignal::new(String::new()),
             rate: RwSignal::new(false),
+            queue: RwSignal::new(None),
         };
         let state = State {
             consented: token.is_some() || !outbox.pending().is_empty(),
@@ -474,6 +477,10 @@ impl Chat {
             ToVisitor::CobrowseHighlight { .. } => self.cobrowse_forward("highlight", text),
             ToVisitor::CobrowseResync => self.cobrowse_forward("resync", text),
             ToVisitor::Error(e) => self.on_error(e),
+            ToVisitor::Queue { position, wait_ms } => {
+                let line = (position > 0).then(|| self.0.lang.queue(position, wait_ms));
+                self.0.ui.queue.set(line);
+            }
         }
     }
 
@@ -585,6 +592,8 @@ impl Chat {
         };
         self.0.ui.conn.set(ConnState::Online);
         self.0.ui.agents_online.set(Some(agents_online));
+        // A `queue` frame follows while the conversation still waits.
+        self.0.ui.queue.set(None);
         for f in &resend {
             self.send_frame(f);
         }
@@ -1061,6 +1070,10 @@ impl Chat {
                     }
                 }
                 EventBody::Joined => system("joined", lang.joined(&name())),
+                EventBody::Transferred { to, .. } => system(
+                    "transferred",
+                    lang.talking_to(to.name.as_deref().unwrap_or(t.agent)),
+                ),
                 EventBody::Left => system("left", lang.left(&name())),
                 EventBody::Closed => system("closed", t.closed.to_owned()),
                 // The summary is written for agents; the visitor only learns a person is coming.
@@ -1090,7 +1103,7 @@ impl Chat {
                 }
                 EventBody::Rating { .. } => system("rating", t.thanks.to_owned()),
                 // A kind from a newer relay: kept in the timeline, shown as nothing.
-                EventBody::Unknown => continue,
+                _ => continue,
             };
             items.push(item);
         }

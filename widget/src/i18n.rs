@@ -80,6 +80,25 @@ impl Lang {
         }
     }
 
+    /// "You are now talking to Joon" (a transfer).
+    pub fn talking_to(self, name: &str) -> String {
+        match self {
+            Lang::En => format!("You are now talking to {name}"),
+            Lang::Ko => format!("이제 {name} 님과 대화합니다"),
+        }
+    }
+
+    /// "You are #2 in line · about 3 min" (the estimate only when the relay has one).
+    pub fn queue(self, position: u32, wait_ms: Option<u64>) -> String {
+        let minutes = wait_ms.map(|ms| ms.div_ceil(60_000).max(1));
+        match (self, minutes) {
+            (Lang::En, Some(m)) => format!("You are #{position} in line · about {m} min"),
+            (Lang::En, None) => format!("You are #{position} in line"),
+            (Lang::Ko, Some(m)) => format!("대기 순서 {position}번 · 약 {m}분"),
+            (Lang::Ko, None) => format!("대기 순서 {position}번"),
+        }
+    }
+
     /// "Mina is typing…".
     pub fn typing(self, name: &str) -> String {
         match self {

@@ -27,7 +27,7 @@ color:var(--parley-on-accent)}
 font-size:22px;line-height:32px;color:inherit}
 .parley-close:hover{background:rgba(255,255,255,.18)}
 .parley-close:focus-visible,.parley-send:focus-visible,.parley-messages:focus-visible{outline:2px solid #1a73e8;outline-offset:2px}
-.parley-notice{margin:0;padding:10px 14px;background:#fff8e1;color:#5d4300;font-size:13px;border-bottom:1px solid #f1e3b0}
+.parley-notice,.parley-queue{margin:0;padding:10px 14px;background:#fff8e1;color:#5d4300;font-size:13px;border-bottom:1px solid #f1e3b0}
 .parley-messages{flex:1;margin:0;padding:12px;list-style:none;overflow-y:auto;background:#f6f7f9;
 display:flex;flex-direction:column;gap:8px}
 .parley-msg{max-width:82%;align-self:flex-start}

@@ -218,6 +218,9 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
             <Show when=move || ui.agents_online.get() == Some(0)>
                 <p class="parley-notice">{t.no_agents}</p>
             </Show>
+            <Show when=move || ui.queue.get().is_some()>
+                <p class="parley-queue" role="status">{move || ui.queue.get().unwrap_or_default()}</p>
+            </Show>
             <ol class="parley-messages" node_ref=list tabindex="0" aria-label=t.history on:click=on_quick>
                 <For each=move || ui.items.get() key=|i| i.key.clone()
                     children=move |item| row(t, item) />

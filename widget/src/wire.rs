@@ -168,6 +168,11 @@ fn event(o: &JsValue) -> Option<Event> {
             reason: reason(&text(&body, "reason").unwrap_or_default()),
             summary: text(&body, "summary").unwrap_or_default(),
         },
+        "transferred" => match author(&get(&body, "to")) {
+            // The note is agent-only (the relay never sends it here).
+            Some(to) => EventBody::Transferred { to, note: None },
+            None => EventBody::Unknown,
+        },
         "joined" => EventBody::Joined,
         "left" => EventBody::Left,
         "closed" => EventBody::Closed,
@@ -228,6 +233,10 @@ pub fn decode(json: &str) -> Option<ToVisitor> {
             highlight: highlight(&get(&o, "highlight"))?,
         },
         "cobrowse_resync" => ToVisitor::CobrowseResync,
+        "queue" => ToVisitor::Queue {
+            position: uint(&o, "position")? as u32,
+            wait_ms: uint(&o, "wait_ms"),
+        },
         "error" => ToVisitor::Error(ErrorFrame {
             code: error_code(&text(&o, "code")?),
             message: text(&o, "message").unwrap_or_default(),

@@ -73,6 +73,36 @@ fn ConversationHeader(header: Memo<Option<crate::state::Header>>) -> impl IntoVi
                 .is_some_and(|h| h.mine && h.status != ConversationStatus::Closed)
         })
     };
+    let targets = Memo::new(move |_| ctx.model.with(|m| m.transfer_targets()));
+    let mine = Memo::new(move |_| {
+        header.with(|h| {
+            h.as_ref()
+                .is_some_and(|h| h.mine && h.status == ConversationStatus::Assigned)
+        })
+    });
+    let target: NodeRef<html::Select> = NodeRef::new();
+    let note: NodeRef<html::Input> = NodeRef::new();
+    let transfer = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let to = target
+            .get_untracked()
+            .map(|el| el.value())
+            .unwrap_or_default();
+        let text = note
+            .get_untracked()
+            .map(|el| el.value())
+            .unwrap_or_default();
+        ctx.act(|m| match m.transfer(&to, &text) {
+            Ok(effects) => effects,
+            Err(why) => {
+                m.notice = Some(why);
+                Vec::new()
+            }
+        });
+        if let Some(el) = note.get_untracked() {
+            el.set_value("");
+        }
+    };
     view! {
         <header class="conv-header">
             <div class="conv-title">
@@ -127,6 +157,18 @@ fn ConversationHeader(header: Memo<Option<crate::state::Header>>) -> impl IntoVi
                     status.get().is_some_and(|s| s != ConversationStatus::Closed)
                 }>
                     <button type="button" class="close-conversation" on:click=close>"Close"</button>
+                </Show>
+                <Show when=move || mine.get() && targets.with(|t| !t.is_empty())>
+                    <form class="transfer" on:submit=transfer>
+                        <select node_ref=target aria-label="Transfer to">
+                            <For each=move || targets.get() key=|t| t.clone() let:t>
+                                <option value=t.0>{t.1}</option>
+                            </For>
+                        </select>
+                        <input node_ref=note type="text" aria-label="Note for the next agent"
+                            placeholder="Note (agents only)"/>
+                        <button type="submit" class="transfer-button">"Transfer"</button>
+                    </form>
                 </Show>
             </div>
         </header>

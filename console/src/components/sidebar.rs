@@ -24,7 +24,7 @@ pub fn Sidebar() -> impl IntoView {
         ctx.model.with(|m| {
             m.agents_online
                 .iter()
-                .map(|a| (a.id.clone(), a.display_name.clone()))
+                .map(|a| (a.id.clone(), a.display_name.clone(), m.load_label(&a.id)))
                 .collect::<Vec<_>>()
         })
     });
@@ -75,10 +75,18 @@ pub fn Sidebar() -> impl IntoView {
                         <li class="agent">
                             <span class="presence-dot"></span>
                             <span class="agent-name">{agent.1}</span>
+                            {agent.2.map(|load| view! { <span class="agent-load" title="Conversations / most given automatically">{load}</span> })}
                         </li>
                     </For>
                 </ul>
             </section>
+            <p class="queue-summary" aria-live="polite">
+                {move || match ctx.model.with(|m| m.queue_waiting) {
+                    0 => "Nobody waiting".to_owned(),
+                    1 => "1 waiting in the queue".to_owned(),
+                    n => format!("{n} waiting in the queue"),
+                }}
+            </p>
             <nav class="tabs" role="tablist">
                 {Tab::ALL
                     .into_iter()
@@ -156,6 +164,8 @@ fn ConversationItem(row: ListRow) -> impl IntoView {
                 <span class="badge" data-status=status>{status}</span>
             </div>
             <div class="preview">{row.preview}</div>
+            {row.queue_position.map(|p| view! { <div class="queue-position">{format!("#{p} in queue")}</div> })}
+            {row.auto_assigned.then(|| view! { <div class="auto-assigned">"Assigned to you automatically"</div> })}
             {row.assignee.map(|name| view! { <div class="assignee">{name}</div> })}
             {row
                 .rating

@@ -8,11 +8,13 @@
 pub mod postgres;
 pub mod sqlite;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use protocol::{
-    Author, ClientId, ConversationId, ConversationStatus, Event, EventBody, PageContext, Role, Seq,
+    AgentInfo, Author, ClientId, ConversationId, ConversationStatus, Event, EventBody, PageContext,
+    Role, Seq,
 };
 
 /// What can go wrong in a store call.
@@ -91,6 +93,8 @@ pub struct ConversationRecord {
     pub updated_at: i64,
     /// The visitor's rating (1–5) of the closed conversation, once given.
     pub rating: Option<u8>,
+    /// When it last entered the people's queue (Unix ms); it waits while its status is `open`.
+    pub queued_at: Option<i64>,
 }
 
 /// How visitors rated one agent's conversations (the agent assigned when they were closed).
@@ -121,6 +125,18 @@ pub enum Effect {
     /// bot still handles the conversation. This is how the bot learns, in the same transaction
     /// that would store its words, that a hand-off or a take silenced it.
     BotReply,
+    /// The assignee `from` hands the conversation to `to`. Refused with
+    /// [`StoreError::Forbidden`] unless `from` has it.
+    Transfer {
+        /// The agent who has it now.
+        from: String,
+        /// The agent who takes over.
+        to: String,
+    },
+    /// Back to the queue from this agent (gone past the grace period). Refused with
+    /// [`StoreError::Forbidden`] unless that agent still has it, so two nodes noticing the same
+    /// absence store it once.
+    Requeue(String),
 }
 
 impl Effect {
@@ -145,7 +161,149 @@ impl Effect {
             Effect::Handoff if bot => Ok((ConversationStatus::Open, conv.assignee_id.clone())),
             Effect::BotReply if bot => Ok((conv.status, conv.assignee_id.clone())),
             Effect::Handoff | Effect::BotReply => Err(StoreError::Forbidden),
+            Effect::Transfer { from, to } => match &conv.assignee_id {
+                Some(current) if current == from => {
+                    Ok((ConversationStatus::Assigned, Some(to.clone())))
+                }
+                _ => Err(StoreError::Forbidden),
+            },
+            Effect::Requeue(agent) => match &conv.assignee_id {
+                Some(current) if current == agent => Ok((ConversationStatus::Open, None)),
+                _ => Err(StoreError::Forbidden),
+            },
         }
+    }
+
+    /// The conversation's `queued_at` after this effect, and the wait to record when it takes
+    /// the conversation out of the queue (`(agent, waited_ms)`): every engine's careful path
+    /// uses it, so queue times mean the same everywhere.
+    pub(crate) fn queue_times(
+        &self,
+        conv: &ConversationRecord,
+        now: i64,
+    ) -> (Option<i64>, Option<(String, i64)>) {
+        match self {
+            Effect::Assign(agent) if conv.assignee_id.is_none() => {
+                let waited = match (conv.status, conv.queued_at) {
+                    (ConversationStatus::Open, Some(at)) => {
+                        Some((agent.clone(), (now - at).max(0)))
+                    }
+                    _ => None,
+                };
+                (None, waited)
+            }
+            Effect::Handoff | Effect::Requeue(_) => (Some(now), None),
+            Effect::Close => (None, None),
+            _ => (conv.queued_at, None),
+        }
+    }
+}
+
+/// How many conversations an agent may be given automatically: the agent's own limit, else the
+/// conversation's site's, else `default`.
+#[derive(Clone, Debug, Default)]
+pub struct Capacity {
+    /// When neither the agent nor the site says.
+    pub default: u32,
+    /// `max_chats_per_agent` by site key.
+    pub sites: HashMap<String, u32>,
+    /// Per-agent overrides by agent id.
+    pub agents: HashMap<String, u32>,
+    /// Sites whose conversations are never given automatically (agents pick them by hand).
+    pub manual_sites: std::collections::HashSet<String>,
+}
+
+impl Capacity {
+    /// The most conversations `agent` is given automatically while one of `site` waits.
+    pub fn of(&self, agent: &str, site: &str) -> u32 {
+        if self.manual_sites.contains(site) {
+            return 0;
+        }
+        self.agents
+            .get(agent)
+            .or_else(|| self.sites.get(site))
+            .copied()
+            .unwrap_or(self.default)
+    }
+
+    /// The agent's limit for the console's "2/3": their own, else the largest site limit.
+    pub fn shown(&self, agent: &str) -> u32 {
+        self.agents
+            .get(agent)
+            .copied()
+            .or_else(|| {
+                self.sites
+                    .iter()
+                    .filter(|(site, _)| !self.manual_sites.contains(*site))
+                    .map(|(_, max)| *max)
+                    .max()
+            })
+            .unwrap_or(self.default)
+    }
+}
+
+/// The people's queue as the store sees it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueState {
+    /// Waiting conversations, first in line first.
+    pub waiting: Vec<ConversationId>,
+    /// Conversations assigned and not closed, by agent id (agents with none are absent).
+    pub loads: HashMap<String, u32>,
+    /// Average of the latest [`WAIT_SAMPLES`] waits (ms); `None` before the first.
+    pub avg_wait_ms: Option<i64>,
+}
+
+/// How many recent waits the visitor's estimate averages.
+pub const WAIT_SAMPLES: i64 = 20;
+
+/// Picks who gets what: the first waiting conversation (in line order) that some online agent
+/// has room for, and among those agents the least busy, then the least recently assigned (never
+/// assigned first), then the smallest id — a round robin every node computes the same way from
+/// the same rows. `waiting` is `(id, site)` in line order.
+pub(crate) fn choose<'a>(
+    waiting: &[(ConversationId, String)],
+    online: &'a [AgentInfo],
+    loads: &HashMap<String, u32>,
+    last_assigned: &HashMap<String, i64>,
+    capacity: &Capacity,
+) -> Option<(ConversationId, &'a AgentInfo)> {
+    for (conversation, site) in waiting {
+        let best = online
+            .iter()
+            .map(|a| (a, loads.get(&a.id).copied().unwrap_or(0)))
+            .filter(|(a, load)| *load < capacity.of(&a.id, site))
+            .min_by(|(a, la), (b, lb)| {
+                la.cmp(lb)
+                    .then(
+                        last_assigned
+                            .get(&a.id)
+                            .unwrap_or(&i64::MIN)
+                            .cmp(last_assigned.get(&b.id).unwrap_or(&i64::MIN)),
+                    )
+                    .then(a.id.cmp(&b.id))
+            });
+        if let Some((agent, _)) = best {
+            return Some((conversation.clone(), agent));
+        }
+    }
+    None
+}
+
+/// How many waiting conversations one assignment looks at: past the first ones nobody has room
+/// for (their site's limit is lower), a later one of another site may fit.
+pub(crate) const ASSIGN_SCAN: i64 = 100;
+
+/// The `joined` event that assigns a conversation from the queue.
+pub(crate) fn auto_join(agent: &AgentInfo) -> NewEvent {
+    NewEvent {
+        author: Author {
+            role: Role::Agent,
+            id: Some(agent.id.clone()),
+            name: Some(agent.display_name.clone()),
+        },
+        body: EventBody::Joined,
+        client_id: None,
+        effect: Effect::Assign(agent.id.clone()),
     }
 }
 
@@ -308,6 +466,20 @@ pub trait Store: Send + Sync + 'static {
     /// Appends an event: assigns the next seq, applies the effect, all in one transaction. A
     /// repeated client id returns the original event with `duplicate: true`.
     async fn append(&self, id: &ConversationId, event: NewEvent) -> StoreResult<Appended>;
+    /// Assigns one waiting conversation to one of `online` (see [`choose`]), deciding and
+    /// appending its `joined` event in one transaction that no other assignment (on any node)
+    /// interleaves with, so no conversation is assigned twice and no agent past capacity.
+    /// `None` when nothing waits or nobody has room. Call until `None`.
+    async fn assign_next(
+        &self,
+        online: &[AgentInfo],
+        capacity: &Capacity,
+    ) -> StoreResult<Option<Appended>>;
+    /// The queue, the agents' loads and the recent average wait.
+    async fn queue_state(&self) -> StoreResult<QueueState>;
+    /// Conversations assigned to the agent and not closed, oldest first.
+    async fn assigned_to(&self, agent_id: &str) -> StoreResult<Vec<ConversationId>>;
+
     /// Events with seq > `after`, oldest first, at most `limit`.
     async fn events_after(
         &self,

@@ -25,11 +25,24 @@ use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
+use std::collections::HashMap;
+
+use protocol::AgentInfo;
+
 use super::{
-    check_rateable, is_bot, new_id, now_ms, parse_role, parse_status, preview_of, role_str,
-    status_str, AgentRating, AgentRecord, Appended, ConversationRecord, Gap, GapKind, NewEvent,
-    Store, StoreError, StoreResult, VisitorRecord,
+    auto_join, check_rateable, choose, is_bot, new_id, now_ms, parse_role, parse_status,
+    preview_of, role_str, status_str, AgentRating, AgentRecord, Appended, Capacity,
+    ConversationRecord, Effect, Gap, GapKind, NewEvent, QueueState, Store, StoreError, StoreResult,
+    VisitorRecord, ASSIGN_SCAN, WAIT_SAMPLES,
 };
+
+/// The advisory lock every automatic assignment holds (transaction-scoped): assignments from all
+/// nodes run one after another, so the loads each one reads include the previous one's.
+const ASSIGN_LOCK: i64 = 0x7061_726c_6579; // "parley"
+
+/// Attempts of one `assign_next` when the conversation it chose was taken or closed by someone
+/// else between its read and its lock.
+const ASSIGN_ATTEMPTS: usize = 5;
 
 /// Connections per relay node. Appends hold one for a few milliseconds; 16 keeps a node's
 /// bursts from queueing while leaving room for many nodes under PostgreSQL's default
@@ -42,7 +55,7 @@ const POOL_SIZE: u32 = 16;
 const OPEN_ATTEMPTS: usize = 5;
 
 const CONVERSATION_COLUMNS: &str =
-    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at, rating";
+    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at, rating, queued_at";
 
 const EVENT_COLUMNS: &str = "conversation_id, seq, at, author_role, author_id, author_name, body";
 
@@ -141,9 +154,10 @@ impl PgStore {
             _ => conv.preview.clone(),
         };
         let now = now_ms();
+        let (queued_at, waited) = new.effect.queue_times(&conv, now);
         let row = sqlx::query(&format!(
             "UPDATE conversations SET last_seq = last_seq + 1, status = $1, assignee_id = $2,
-                 preview = $3, updated_at = $4, bot = $6 WHERE id = $5
+                 preview = $3, updated_at = $4, bot = $6, queued_at = $7 WHERE id = $5
              RETURNING {CONVERSATION_COLUMNS}"
         ))
         .bind(status_str(status))
@@ -152,8 +166,30 @@ impl PgStore {
         .bind(now)
         .bind(&id.0)
         .bind(is_bot(status))
+        .bind(queued_at)
         .fetch_one(&mut **tx)
         .await?;
+        if let (Effect::Assign(agent), None) = (&new.effect, &conv.assignee_id) {
+            sqlx::query(
+                "UPDATE agents SET assign_turn = (SELECT COALESCE(MAX(assign_turn), 0) + 1 FROM agents)
+                 WHERE id = $1",
+            )
+            .bind(agent)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if let Some((agent, waited_ms)) = waited {
+            sqlx::query(
+                "INSERT INTO queue_waits (conversation_id, agent_id, waited_ms, at)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&id.0)
+            .bind(agent)
+            .bind(waited_ms)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
         let conversation = conversation_from_row(&row)?;
         let event = Event {
             conversation_id: id.clone(),
@@ -185,6 +221,22 @@ impl PgStore {
     }
 }
 
+/// Conversations assigned and not closed, per agent.
+async fn loads<'e, E>(executor: E) -> StoreResult<HashMap<String, u32>>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    sqlx::query(
+        "SELECT assignee_id, COUNT(*) AS n FROM conversations
+         WHERE status = 'assigned' AND assignee_id IS NOT NULL GROUP BY assignee_id",
+    )
+    .fetch_all(executor)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get("assignee_id")?, r.try_get::<i64, _>("n")? as u32)))
+    .collect()
+}
+
 /// True when `e` is a unique violation of the named index.
 fn violates(e: &StoreError, index: &str) -> bool {
     match e {
@@ -212,6 +264,7 @@ fn conversation_from_row(row: &PgRow) -> StoreResult<ConversationRecord> {
             .try_get::<Option<i16>, _>("rating")?
             .map(|r| u8::try_from(r).map_err(|_| StoreError::Corrupt(format!("rating {r}"))))
             .transpose()?,
+        queued_at: row.try_get("queued_at")?,
     })
 }
 
@@ -420,8 +473,8 @@ impl Store for PgStore {
             let now = now_ms();
             let created = sqlx::query(&format!(
                 "INSERT INTO conversations (id, site, visitor_id, status, context, created_at,
-                     updated_at, bot)
-                 VALUES ($1, $2, $3, 'open', $4, $5, $6, $7)
+                     updated_at, bot, queued_at)
+                 VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8)
                  ON CONFLICT (visitor_id) WHERE status <> 'closed' DO NOTHING
                  RETURNING {CONVERSATION_COLUMNS}"
             ))
@@ -432,6 +485,8 @@ impl Store for PgStore {
             .bind(now)
             .bind(now)
             .bind(bot)
+            // Without the bot it waits for a person from the start.
+            .bind((!bot).then_some(now))
             .fetch_optional(&self.pool)
             .await?;
             if let Some(row) = created {
@@ -518,6 +573,102 @@ impl Store for PgStore {
             }
             Err(e) => Err(e),
         }
+    }
+
+    async fn assign_next(
+        &self,
+        online: &[AgentInfo],
+        capacity: &Capacity,
+    ) -> StoreResult<Option<Appended>> {
+        if online.is_empty() {
+            return Ok(None);
+        }
+        for _ in 0..ASSIGN_ATTEMPTS {
+            let mut tx = self.pool.begin().await?;
+            // Every node's assignments in turn; READ COMMITTED: each statement below sees
+            // what the previous holder committed.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(ASSIGN_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            let waiting: Vec<(ConversationId, String)> = sqlx::query(
+                "SELECT id, site FROM conversations WHERE status = 'open' AND NOT bot
+                 ORDER BY queued_at, id LIMIT $1",
+            )
+            .bind(ASSIGN_SCAN)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| Ok((ConversationId(r.try_get("id")?), r.try_get("site")?)))
+            .collect::<StoreResult<_>>()?;
+            if waiting.is_empty() {
+                return Ok(None);
+            }
+            let loads = loads(&mut *tx).await?;
+            let turns: HashMap<String, i64> = sqlx::query("SELECT id, assign_turn FROM agents")
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("id")?, r.try_get("assign_turn")?)))
+                .collect::<StoreResult<_>>()?;
+            let Some((conversation, agent)) = choose(&waiting, online, &loads, &turns, capacity)
+            else {
+                return Ok(None);
+            };
+            // A manual take or a close may have won meanwhile (they do not hold the advisory
+            // lock): check under the row lock, which `append_in` takes again harmlessly.
+            let still_waiting: Option<bool> = sqlx::query_scalar(
+                "SELECT status = 'open' AND NOT bot FROM conversations WHERE id = $1 FOR UPDATE",
+            )
+            .bind(&conversation.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if still_waiting != Some(true) {
+                continue;
+            }
+            let appended = Self::append_in(&mut tx, &conversation, auto_join(agent)).await?;
+            tx.commit().await?;
+            return Ok(Some(appended));
+        }
+        Ok(None)
+    }
+
+    async fn queue_state(&self) -> StoreResult<QueueState> {
+        let waiting = sqlx::query_scalar::<_, String>(
+            "SELECT id FROM conversations WHERE status = 'open' AND NOT bot
+             ORDER BY queued_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(ConversationId)
+        .collect();
+        let loads = loads(&self.pool).await?;
+        let avg: Option<f64> = sqlx::query_scalar(
+            "SELECT AVG(waited_ms)::DOUBLE PRECISION FROM
+                 (SELECT waited_ms FROM queue_waits ORDER BY id DESC LIMIT $1) recent",
+        )
+        .bind(WAIT_SAMPLES)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(QueueState {
+            waiting,
+            loads,
+            avg_wait_ms: avg.map(|a| a.round() as i64),
+        })
+    }
+
+    async fn assigned_to(&self, agent_id: &str) -> StoreResult<Vec<ConversationId>> {
+        Ok(sqlx::query_scalar::<_, String>(
+            "SELECT id FROM conversations WHERE status = 'assigned' AND assignee_id = $1
+             ORDER BY created_at, id",
+        )
+        .bind(agent_id)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(ConversationId)
+        .collect())
     }
 
     async fn events_after(

@@ -17,10 +17,15 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlitePool};
 
+use std::collections::HashMap;
+
+use protocol::AgentInfo;
+
 use super::{
-    check_rateable, is_bot, new_id, now_ms, parse_role, parse_status, preview_of, role_str,
-    status_str, AgentRating, AgentRecord, Appended, ConversationRecord, Effect, Gap, GapKind, NewEvent,
-    Store, StoreError, StoreResult, VisitorRecord,
+    auto_join, check_rateable, choose, is_bot, new_id, now_ms, parse_role, parse_status,
+    preview_of, role_str, status_str, AgentRating, AgentRecord, Appended, Capacity,
+    ConversationRecord, Effect, Gap, GapKind, NewEvent, QueueState, Store, StoreError, StoreResult,
+    VisitorRecord, ASSIGN_SCAN, WAIT_SAMPLES,
 };
 
 /// SQLite-backed [`Store`].
@@ -33,7 +38,7 @@ pub struct SqliteStore {
 }
 
 const CONVERSATION_COLUMNS: &str =
-    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at, rating";
+    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at, rating, queued_at";
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url` (`sqlite://PATH`) and migrates it.
@@ -99,6 +104,7 @@ fn conversation_from_row(row: &SqliteRow) -> StoreResult<ConversationRecord> {
             .try_get::<Option<i64>, _>("rating")?
             .map(|r| u8::try_from(r).map_err(|_| StoreError::Corrupt(format!("rating {r}"))))
             .transpose()?,
+        queued_at: row.try_get("queued_at")?,
     })
 }
 
@@ -303,8 +309,8 @@ impl Store for SqliteStore {
         }
         let now = now_ms();
         let row = sqlx::query(&format!(
-            "INSERT INTO conversations (id, site, visitor_id, status, bot, context, created_at, updated_at)
-             VALUES (?, ?, ?, 'open', ?, ?, ?, ?) RETURNING {CONVERSATION_COLUMNS}"
+            "INSERT INTO conversations (id, site, visitor_id, status, bot, context, created_at, updated_at, queued_at)
+             VALUES (?, ?, ?, 'open', ?, ?, ?, ?, ?) RETURNING {CONVERSATION_COLUMNS}"
         ))
         .bind(new_id())
         .bind(site)
@@ -313,6 +319,8 @@ impl Store for SqliteStore {
         .bind(json(context))
         .bind(now)
         .bind(now)
+        // Without the bot it waits for a person from the start.
+        .bind((!bot).then_some(now))
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -367,6 +375,82 @@ impl Store for SqliteStore {
             return Ok(appended);
         }
         self.append_checked(id, new).await
+    }
+
+    async fn assign_next(
+        &self,
+        online: &[AgentInfo],
+        capacity: &Capacity,
+    ) -> StoreResult<Option<Appended>> {
+        if online.is_empty() {
+            return Ok(None);
+        }
+        // The single writer: nothing else writes between this read and the append below.
+        let mut tx = self.write.begin().await?;
+        let waiting: Vec<(ConversationId, String)> = sqlx::query(
+            "SELECT id, site FROM conversations WHERE status = 'open' AND bot = 0
+             ORDER BY queued_at, id LIMIT ?",
+        )
+        .bind(ASSIGN_SCAN)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| Ok((ConversationId(r.try_get("id")?), r.try_get("site")?)))
+        .collect::<StoreResult<_>>()?;
+        if waiting.is_empty() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let loads = loads(&mut *tx).await?;
+        let turns: HashMap<String, i64> = sqlx::query("SELECT id, assign_turn FROM agents")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("assign_turn")?)))
+            .collect::<StoreResult<_>>()?;
+        let Some((conversation, agent)) = choose(&waiting, online, &loads, &turns, capacity) else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let appended = append_in(&mut tx, &conversation, auto_join(agent)).await?;
+        tx.commit().await?;
+        Ok(Some(appended))
+    }
+
+    async fn queue_state(&self) -> StoreResult<QueueState> {
+        let waiting = sqlx::query_scalar::<_, String>(
+            "SELECT id FROM conversations WHERE status = 'open' AND bot = 0 ORDER BY queued_at, id",
+        )
+        .fetch_all(&self.read)
+        .await?
+        .into_iter()
+        .map(ConversationId)
+        .collect();
+        let loads = loads(&self.read).await?;
+        let avg: Option<f64> = sqlx::query_scalar(
+            "SELECT AVG(waited_ms) FROM (SELECT waited_ms FROM queue_waits ORDER BY id DESC LIMIT ?)",
+        )
+        .bind(WAIT_SAMPLES)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(QueueState {
+            waiting,
+            loads,
+            avg_wait_ms: avg.map(|a| a.round() as i64),
+        })
+    }
+
+    async fn assigned_to(&self, agent_id: &str) -> StoreResult<Vec<ConversationId>> {
+        Ok(sqlx::query_scalar::<_, String>(
+            "SELECT id FROM conversations WHERE status = 'assigned' AND assignee_id = ?
+             ORDER BY created_at, id",
+        )
+        .bind(agent_id)
+        .fetch_all(&self.read)
+        .await?
+        .into_iter()
+        .map(ConversationId)
+        .collect())
     }
 
     async fn events_after(
@@ -524,14 +608,14 @@ impl SqliteStore {
         };
         let (set_effect, guard) = match &new.effect {
             Effect::None => ("", ""),
-            // An agent who takes a conversation silences the bot.
-            Effect::Assign(_) => (
-                ", status = 'assigned', assignee_id = ?4, bot = 0",
-                " AND (assignee_id IS NULL OR assignee_id = ?4)",
-            ),
+            // Only an agent's message in a conversation already theirs: taking it from the
+            // queue or the bot records queue times, which the careful path does.
+            Effect::Assign(_) => ("", " AND assignee_id = ?4"),
+            Effect::Transfer { .. } | Effect::Requeue(_) => return Ok(None),
             Effect::Close => (", status = 'closed'", ""),
             // Only while the bot has it: otherwise the careful path says Forbidden.
-            Effect::Handoff => (", bot = 0", " AND bot = 1"),
+            // Into the people's queue: it waits from now.
+            Effect::Handoff => (", bot = 0, queued_at = ?2", " AND bot = 1"),
             Effect::BotReply => ("", " AND bot = 1"),
         };
         let sql = format!(
@@ -579,69 +663,117 @@ impl SqliteStore {
     /// event, refuses closed or taken conversations with the precise error.
     async fn append_checked(&self, id: &ConversationId, new: NewEvent) -> StoreResult<Appended> {
         let mut tx = self.write.begin().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
-        ))
-        .bind(&id.0)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let conv = conversation_from_row(&row)?;
+        let appended = append_in(&mut tx, id, new).await?;
+        tx.commit().await?;
+        Ok(appended)
+    }
+}
 
-        if let Some(client_id) = &new.client_id {
-            let dup = sqlx::query(
-                "SELECT conversation_id, seq, at, author_role, author_id, author_name, body FROM events
+/// The careful append inside `tx` (the caller commits): also records queue times — when the
+/// conversation entered the queue, how long it waited, whose turn was last.
+async fn append_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: &ConversationId,
+    new: NewEvent,
+) -> StoreResult<Appended> {
+    let row = sqlx::query(&format!(
+        "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
+    ))
+    .bind(&id.0)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    let conv = conversation_from_row(&row)?;
+
+    if let Some(client_id) = &new.client_id {
+        let dup = sqlx::query(
+            "SELECT conversation_id, seq, at, author_role, author_id, author_name, body FROM events
                  WHERE conversation_id = ? AND author_id IS ? AND client_id = ?",
-            )
-            .bind(&id.0)
-            .bind(&new.author.id)
-            .bind(&client_id.0)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = dup {
-                tx.commit().await?;
-                return Ok(Appended {
-                    event: event_from_row(&row)?,
-                    conversation: conv,
-                    duplicate: true,
-                });
-            }
+        )
+        .bind(&id.0)
+        .bind(&new.author.id)
+        .bind(&client_id.0)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = dup {
+            return Ok(Appended {
+                event: event_from_row(&row)?,
+                conversation: conv,
+                duplicate: true,
+            });
         }
+    }
 
-        let (status, assignee) = new.effect.apply(&conv)?;
-        let preview = match &new.body {
-            EventBody::Message { text, .. } => Some(preview_of(text)),
-            _ => conv.preview.clone(),
-        };
-        let now = now_ms();
-        let row = sqlx::query(&format!(
+    let (status, assignee) = new.effect.apply(&conv)?;
+    let preview = match &new.body {
+        EventBody::Message { text, .. } => Some(preview_of(text)),
+        _ => conv.preview.clone(),
+    };
+    let now = now_ms();
+    let (queued_at, waited) = new.effect.queue_times(&conv, now);
+    let row = sqlx::query(&format!(
             "UPDATE conversations SET last_seq = last_seq + 1, status = ?, bot = ?, assignee_id = ?,
-                 preview = ?, updated_at = ? WHERE id = ? RETURNING {CONVERSATION_COLUMNS}"
+                 preview = ?, updated_at = ?, queued_at = ? WHERE id = ? RETURNING {CONVERSATION_COLUMNS}"
         ))
         .bind(status_str(status))
         .bind(is_bot(status))
         .bind(&assignee)
         .bind(&preview)
         .bind(now)
+        .bind(queued_at)
         .bind(&id.0)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
-        let conversation = conversation_from_row(&row)?;
-        let event = Event {
-            conversation_id: id.clone(),
-            seq: conversation.last_seq,
-            at: now,
-            author: new.author,
-            body: new.body,
-        };
-        insert_event(&mut tx, &event, new.client_id.as_ref()).await?;
-        tx.commit().await?;
-        Ok(Appended {
-            event,
-            conversation,
-            duplicate: false,
-        })
+    if let (Effect::Assign(agent), None) = (&new.effect, &conv.assignee_id) {
+        sqlx::query(
+            "UPDATE agents SET assign_turn = (SELECT COALESCE(MAX(assign_turn), 0) + 1 FROM agents)
+                 WHERE id = ?",
+        )
+        .bind(agent)
+        .execute(&mut **tx)
+        .await?;
     }
+    if let Some((agent, waited_ms)) = waited {
+        sqlx::query(
+                "INSERT INTO queue_waits (conversation_id, agent_id, waited_ms, at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(&id.0)
+            .bind(agent)
+            .bind(waited_ms)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let conversation = conversation_from_row(&row)?;
+    let event = Event {
+        conversation_id: id.clone(),
+        seq: conversation.last_seq,
+        at: now,
+        author: new.author,
+        body: new.body,
+    };
+    insert_event(tx, &event, new.client_id.as_ref()).await?;
+    Ok(Appended {
+        event,
+        conversation,
+        duplicate: false,
+    })
+}
+
+/// Conversations assigned and not closed, per agent.
+async fn loads<'e, E>(executor: E) -> StoreResult<HashMap<String, u32>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    sqlx::query(
+        "SELECT assignee_id, COUNT(*) AS n FROM conversations
+         WHERE status = 'assigned' AND assignee_id IS NOT NULL GROUP BY assignee_id",
+    )
+    .fetch_all(executor)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get("assignee_id")?, r.try_get::<i64, _>("n")? as u32)))
+    .collect()
 }
 
 /// Inserts one event row inside the appending transaction.
