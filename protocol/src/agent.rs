@@ -64,6 +64,10 @@ pub struct ConversationSummary {
     pub updated_at: i64,
     /// The visitor's page as last reported.
     pub context: PageContext,
+    /// Set when the visitor left a message while nobody was available: the address replies are
+    /// emailed to. Consoles mark such conversations as offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_email: Option<String>,
 }
 
 /// A frame an agent sends to the relay.

@@ -23,12 +23,13 @@ impl Frame for VisitorFrame {
         "cobrowse_answer",
         "cobrowse_stop",
         "cobrowse",
+        "leave_message",
+        "greeting",
     ];
 }
 
 impl Frame for ToVisitor {
-    const TYPES: &'static [&'static str] =
-        &[
+    const TYPES: &'static [&'static str] = &[
         "welcome",
         "event",
         "ack",

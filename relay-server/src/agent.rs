@@ -212,6 +212,15 @@ impl AgentSession {
                 });
                 if !appended.duplicate {
                     self.app.publish(&appended).await;
+                    // A conversation left offline: the visitor reads replies by email.
+                    if let Some(to) = appended.conversation.offline_email.clone() {
+                        self.app.tasks.spawn(crate::mail::send_reply(
+                            self.app.clone(),
+                            appended.event.conversation_id.clone(),
+                            to,
+                            appended.event.seq,
+                        ));
+                    }
                 }
             }
             Err(e) => out.push(store_error(e, Some(client_id))),
@@ -311,6 +320,14 @@ impl Session for AgentSession {
                 active,
             } => self.on_typing(conversation_id, active, out).await,
             AgentFrame::Close { conversation_id } => self.on_close(conversation_id, out).await,
+            // Co-browse frames are in the protocol but not served by this relay yet.
+            AgentFrame::CobrowseRequest { .. }
+            | AgentFrame::CobrowseStop { .. }
+            | AgentFrame::CobrowseHighlight { .. }
+            | AgentFrame::CobrowseResync { .. } => out.push(ToAgent::Error(ErrorFrame::new(
+                ErrorCode::UnknownType,
+                "co-browse is not served by this relay",
+            ))),
         }
     }
 

@@ -67,6 +67,16 @@ pub struct Cli {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "PARLEY_LOG_JSON")]
     pub log_json: bool,
+
+    /// SMTP server for offline messages (`smtp://HOST:PORT`, `smtp://USER:PASS@HOST:PORT`; plain
+    /// SMTP, meant for a local mail relay). With it, agents' replies to a message left while
+    /// nobody was available are emailed to the visitor with the transcript.
+    #[arg(long, env = "PARLEY_SMTP_URL", requires = "smtp_from")]
+    pub smtp_url: Option<String>,
+
+    /// Sender address of those emails (`Parley <chat@shop.example>`).
+    #[arg(long, env = "PARLEY_SMTP_FROM")]
+    pub smtp_from: Option<String>,
 }
 
 /// One site that may embed the widget.
@@ -93,6 +103,63 @@ pub struct SiteConfig {
     /// Name the bot signs its messages with; default "<site name> assistant".
     #[serde(default)]
     pub bot_name: Option<String>,
+    /// When people answer (`[site.hours]`); absent: always, as long as an agent is online.
+    /// Outside hours the widget offers to leave a message instead of waiting for a reply.
+    #[serde(default)]
+    pub hours: Option<crate::hours::Hours>,
+    /// Proactive greetings (`[[site.greeting]]`) the loader shows next to the launcher.
+    #[serde(default, rename = "greeting")]
+    pub greetings: Vec<Greeting>,
+}
+
+/// A proactive greeting rule: on a matching page, after some seconds, the loader shows `text`
+/// in a bubble next to the launcher (once per visitor per rule); opening the chat from it
+/// stores `text` as the bot's first message of the conversation.
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Greeting {
+    /// Stable name of the rule (1–32 of `[A-Za-z0-9_-]`): what the loader remembers as shown
+    /// and what the panel's `greeting` frame names, so the text itself never comes from clients.
+    pub id: String,
+    /// Page path pattern matched against `location.pathname`; `*` matches any run of
+    /// characters (`/products/*`). Default: every page.
+    #[serde(default = "any_page")]
+    pub url: String,
+    /// Seconds the visitor must have spent on the page first.
+    #[serde(default)]
+    pub after_seconds: u32,
+    /// `true`: only visitors who chatted before (the widget holds a visitor token); `false`:
+    /// only first-timers; absent: everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returning: Option<bool>,
+    /// What the bot says (plain text, at most 500 bytes).
+    pub text: String,
+}
+
+fn any_page() -> String {
+    "*".into()
+}
+
+impl Greeting {
+    /// Why this rule cannot be used, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        let id_ok = !self.id.is_empty()
+            && self.id.len() <= 32
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !id_ok {
+            return Err(format!(
+                "greeting id {:?} must be 1-32 of [A-Za-z0-9_-]",
+                self.id
+            ));
+        }
+        if self.text.trim().is_empty() || self.text.len() > 500 {
+            return Err(format!("greeting {:?}: text must be 1-500 bytes", self.id));
+        }
+        Ok(())
+    }
 }
 
 /// Who answers a new conversation first.
@@ -147,6 +214,10 @@ pub struct AgentSeed {
     pub display_name: String,
     /// Password, hashed with argon2 before it is stored. Only in config files you protect.
     pub password: String,
+    /// May change sites' routing, hours and capacity in the console (the admin pages). The
+    /// agent `admin` the relay creates on a first start is one.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// The config file (TOML).
@@ -180,6 +251,8 @@ pub struct Config {
     /// Prefix of the bus's Redis keys and channel: deployments (and test runs) sharing one
     /// Redis must use different prefixes or they would see each other's nodes.
     pub bus_prefix: String,
+    /// Where offline messages' replies are emailed from; `None`: not emailed (the agent sees why).
+    pub smtp: Option<crate::mail::SmtpSettings>,
 }
 
 /// Per-connection limits. Defaults are the ones PROTOCOL.md documents.
@@ -228,6 +301,8 @@ pub fn demo_site(origins: Vec<String>) -> SiteConfig {
         routing: Routing::AgentsFirst,
         kb: None,
         bot_name: None,
+        hours: None,
+        greetings: Vec::new(),
     }
 }
 
@@ -269,6 +344,13 @@ impl Config {
             limits: Limits::default(),
             bus_url: cli.bus.clone(),
             bus_prefix: cli.bus_prefix.clone(),
+            smtp: match (&cli.smtp_url, &cli.smtp_from) {
+                (Some(url), Some(from)) => Some(crate::mail::SmtpSettings {
+                    url: url.clone(),
+                    from: from.clone(),
+                }),
+                _ => None,
+            },
         })
     }
 
@@ -283,6 +365,7 @@ impl Config {
             limits: Limits::default(),
             bus_url: None,
             bus_prefix: "parley".into(),
+            smtp: None,
         }
     }
 }
@@ -336,5 +419,43 @@ mod tests {
             Some(std::path::Path::new("kb/shop"))
         );
         assert_eq!(file.sites[0].bot_name(), "Shopbot");
+    }
+
+    #[test]
+    fn parses_hours_and_greetings() {
+        let file: FileConfig = toml::from_str(
+            r##"
+            [[site]]
+            key = "shop"
+            name = "Shop"
+            [site.hours]
+            tz = "Asia/Seoul"
+            mon = "09:00-18:00"
+            sat = "10:00-12:00, 13:00-15:00"
+            [[site.greeting]]
+            id = "cart"
+            url = "/cart*"
+            after_seconds = 5
+            returning = true
+            text = "Questions about your cart?"
+            "##,
+        )
+        .expect("valid config");
+        let site = &file.sites[0];
+        assert_eq!(site.hours.as_ref().map(|h| h.tz_name()), Some("Asia/Seoul"));
+        assert_eq!(site.greetings[0].url, "/cart*");
+        assert_eq!(site.greetings[0].returning, Some(true));
+        assert!(site.greetings[0].check().is_ok());
+        let bad = toml::from_str::<FileConfig>(
+            r##"
+            [[site]]
+            key = "shop"
+            name = "Shop"
+            [site.hours]
+            tz = "Asia/Seoul"
+            mon = "18:00-09:00"
+            "##,
+        );
+        assert!(bad.is_err(), "overnight ranges are refused at load");
     }
 }

@@ -5,16 +5,21 @@
 //! `visitor` / `agent` (the two sockets, one handler per frame variant), `connection` (what every
 //! socket does: limits, pings, ordered delivery), `hub` (in-process fan-out and presence),
 //! `bus` (cross-node fan-out and presence through Redis), `store` (durable state), `token`
-//! (bearer secrets), `bot` (bot-first routing: the knowledge-base bot and its hand-off).
+//! (bearer secrets), `bot` (bot-first routing: the knowledge-base bot and its hand-off), `hours`
+//! (business hours and availability), `mail` (offline replies by SMTP), `admin` (the admin
+//! API: per-site routing settings saved in the store).
 
+pub mod admin;
 pub mod agent;
 pub mod auth;
 pub mod bot;
 pub mod bus;
 pub mod config;
 pub mod connection;
+pub mod hours;
 pub mod http;
 pub mod hub;
+pub mod mail;
 pub mod metrics;
 pub mod run;
 pub mod store;
@@ -65,9 +70,45 @@ pub struct App {
     pub dummy_hash: String,
     /// Agent names by id, for conversation summaries (agents are few and rarely change).
     agents: RwLock<HashMap<String, AgentInfo>>,
+    /// Sites whose settings an admin saved: the config merged with the saved row, by key. Read
+    /// from the store at start and replaced on every save on this node (other nodes pick a save
+    /// up at their next start).
+    site_overrides: RwLock<HashMap<String, Arc<SiteConfig>>>,
+    /// SMTP for replies to offline messages; `None` without `--smtp-url` (the agent is told).
+    pub mailer: Option<mail::Mailer>,
 }
 
 impl App {
+    /// A site's effective settings: the config file's, replaced by what an admin saved.
+    pub fn site(&self, key: &str) -> Option<Arc<SiteConfig>> {
+        if let Some(site) = self
+            .site_overrides
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
+            return Some(site.clone());
+        }
+        self.sites.get(key).cloned()
+    }
+
+    /// Replaces a site's effective settings (after an admin saved them).
+    pub fn set_site(&self, site: SiteConfig) {
+        self.site_overrides
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(site.key.clone(), Arc::new(site));
+    }
+
+    /// Whether people can answer this site's visitors now (hours and agents online).
+    pub fn availability(&self, site: &SiteConfig) -> hours::Availability {
+        hours::availability(
+            site.hours.as_ref(),
+            self.hub.agents_online().len(),
+            jiff::Timestamp::now(),
+        )
+    }
+
     /// The console's view of a conversation.
     pub async fn summary(&self, c: &ConversationRecord) -> ConversationSummary {
         let assignee = match &c.assignee_id {
@@ -90,6 +131,7 @@ impl App {
             created_at: c.created_at,
             updated_at: c.updated_at,
             context: c.context.clone(),
+            offline_email: c.offline_email.clone(),
         }
     }
 
@@ -155,6 +197,14 @@ impl Relay {
         // Before the store: a knowledge base that does not load is a config error to fix, and
         // a relay must not start with a bot that cannot answer.
         let bots = bot::load_all(&config.sites)?;
+        for site in &config.sites {
+            for greeting in &site.greetings {
+                greeting
+                    .check()
+                    .map_err(|e| anyhow::anyhow!("site {:?}: {e}", site.key))?;
+            }
+        }
+        let mailer = config.smtp.as_ref().map(mail::Mailer::new).transpose()?;
         // SQLite for `sqlite:` URLs, PostgreSQL for `postgres://` / `postgresql://`.
         let store = store::connect(&config.database_url).await?;
         for seed in &config.agents {
@@ -163,11 +213,15 @@ impl Relay {
                 .upsert_agent(&seed.username, &seed.display_name, &hash)
                 .await?;
         }
+        for seed in &config.agents {
+            store.set_agent_admin(&seed.username, seed.admin).await?;
+        }
         if store.agent_count().await? == 0 {
             let password = token::generate()[..16].to_owned();
             store
                 .upsert_agent("admin", "Admin", &auth::hash_password(&password)?)
                 .await?;
+            store.set_agent_admin("admin", true).await?;
             println!(
                 "\n  Created the first agent. Sign in at /console with\n    username: admin\n    password: {password}\n  (shown once; stored only as an argon2 hash)\n"
             );
@@ -193,7 +247,10 @@ impl Relay {
             login_limiter: auth::login_limiter(config.limits.logins_per_minute),
             dummy_hash: auth::hash_password(&token::generate())?,
             agents: RwLock::new(HashMap::new()),
+            site_overrides: RwLock::new(HashMap::new()),
+            mailer,
         });
+        admin::load_overrides(&app).await?;
         // After the store, before serving: a node that cannot reach its bus must not serve.
         let bus = bus::Bus::start(
             bus::BusSettings {

@@ -60,6 +60,27 @@ impl TestRelayBuilder {
         })
     }
 
+    /// Lets `username` (one of [`crate::AGENTS`]) use the admin pages.
+    pub fn admin(self, username: &'static str) -> Self {
+        self.config(move |c| {
+            for a in &mut c.agents {
+                if a.username == username {
+                    a.admin = true;
+                }
+            }
+        })
+    }
+
+    /// Emails offline replies through this SMTP server (`smtp://127.0.0.1:PORT`).
+    pub fn smtp(self, url: String) -> Self {
+        self.config(move |c| {
+            c.smtp = Some(relay_server::mail::SmtpSettings {
+                url,
+                from: "Demo Shop <chat@shop.example>".into(),
+            })
+        })
+    }
+
     /// Binds a free port and starts the relay.
     pub async fn start(self) -> anyhow::Result<TestRelay> {
         let data = tempfile::tempdir().context("temp dir for the database")?;
@@ -80,6 +101,7 @@ impl TestRelayBuilder {
                 username: username.into(),
                 display_name: display_name.into(),
                 password: password.into(),
+                admin: false,
             });
         }
         for tweak in self.tweaks {
