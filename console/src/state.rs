@@ -97,6 +97,8 @@ pub struct ListRow {
     pub assignee: Option<String>,
     /// Whether this is the conversation shown in the middle column.
     pub selected: bool,
+    /// The visitor left a message while nobody was available: replies are emailed here.
+    pub offline_email: Option<String>,
 }
 
 /// Delivery state of a transcript line.
@@ -161,6 +163,8 @@ pub struct Header {
     pub context: PageContext,
     /// Conversation start (Unix ms), used for time on site when the widget sent no `entered_at`.
     pub created_at: i64,
+    /// Left offline: the visitor reads replies by email at this address.
+    pub offline_email: Option<String>,
 }
 
 /// What the console holds of one opened conversation.
@@ -291,6 +295,8 @@ impl Model {
                 }
             }
             ToAgent::Presence { agents_online } => self.agents_online = agents_online,
+            // Co-browse is not served by this console yet.
+            ToAgent::Cobrowse { .. } => {}
             ToAgent::Error(e) => {
                 let held = e.client_id.as_ref().and_then(|cid| {
                     self.threads
@@ -497,6 +503,7 @@ impl Model {
                 unread: c.last_seq > self.seen.get(&c.id).copied().unwrap_or(0),
                 assignee: c.assignee.as_ref().map(|a| a.display_name.clone()),
                 selected: self.selected.as_ref() == Some(&c.id),
+                offline_email: c.offline_email.clone(),
             })
             .collect()
     }
@@ -514,6 +521,7 @@ impl Model {
             mine: c.assignee.as_ref().is_some_and(|a| a.id == self.me_id()),
             context: c.context.clone(),
             created_at: c.created_at,
+            offline_email: c.offline_email.clone(),
         })
     }
 
@@ -701,6 +709,14 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
         }
         // A kind from a newer relay: a neutral line keeps the seq visible without guessing.
         EventBody::Unknown => ("(an update this console cannot show)".to_owned(), true),
+        EventBody::Cobrowse { .. } => ("(co-browse)".to_owned(), true),
+        EventBody::Email { to, sent: true, .. } => (format!("Reply emailed to {to}"), true),
+        EventBody::Email { to, error, .. } => {
+            // Highlighted like a hand-off: the visitor did not get the reply.
+            is_handoff = true;
+            let why = error.as_deref().unwrap_or("unknown error");
+            (format!("Email to {to} failed: {why}"), true)
+        }
     };
     Line {
         key: format!("s{}", e.seq),
@@ -773,6 +789,7 @@ mod tests {
             created_at: 0,
             updated_at: updated,
             context: PageContext::default(),
+            offline_email: None,
         }
     }
 

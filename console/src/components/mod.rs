@@ -3,4 +3,5 @@
 pub mod context_panel;
 pub mod conversation;
 pub mod login;
+pub mod routing;
 pub mod sidebar;

@@ -53,6 +53,11 @@ pub fn Sidebar() -> impl IntoView {
                 </div>
                 <div class="me-row">
                     <span class="me">{move || me.get()}</span>
+                    <Show when=move || ctx.admin.get()>
+                        <button class="routing-open" type="button" on:click=move |_| ctx.routing.set(true)>
+                            "Routing"
+                        </button>
+                    </Show>
                     <button class="logout" type="button" on:click=logout>"Log out"</button>
                 </div>
             </header>
@@ -141,6 +146,11 @@ fn ConversationItem(row: ListRow) -> impl IntoView {
             <div class="conv-site">
                 <span class="site-name">{row.site_name}</span>
                 <span class="badge" data-status=status>{status}</span>
+                {row.offline_email.map(|email| view! {
+                    <span class="badge offline" title="Left while nobody was available; replies are emailed">
+                        "offline · " {email}
+                    </span>
+                })}
             </div>
             <div class="preview">{row.preview}</div>
             {row.assignee.map(|name| view! { <div class="assignee">{name}</div> })}
