@@ -118,3 +118,120 @@ async fn parse<T: for<'de> Deserialize<'de>>(response: Response) -> Result<T, St
         .await
         .map_err(|e| format!("Unexpected answer from the server: {e}"))
 }
+
+/// `GET /api/me`'s admin flag: whether to offer the routing page (the relay checks again on
+/// every admin call, so a wrong answer here only hides or shows a button).
+pub async fn is_admin() -> bool {
+    #[derive(Deserialize)]
+    struct Me {
+        #[serde(default)]
+        admin: bool,
+    }
+    match Request::get("/api/me").send().await {
+        Ok(r) if r.ok() => r.json::<Me>().await.map(|m| m.admin).unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// A site's routing settings, as `/api/admin/sites` shows and takes them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteSettings {
+    /// Site key (read-only).
+    #[serde(default, skip_serializing)]
+    pub key: String,
+    /// Site name (read-only).
+    #[serde(default, skip_serializing)]
+    pub name: String,
+    /// `bot_first` or `agents_first`.
+    pub routing: String,
+    /// Business hours; `None`: always open.
+    #[serde(default)]
+    pub hours: Option<Hours>,
+    /// Chats one agent may hold at once; `None`: no limit.
+    #[serde(default)]
+    pub max_chats_per_agent: Option<i64>,
+    /// Whether `bot_first` is possible (read-only).
+    #[serde(default, skip_serializing)]
+    pub has_kb: bool,
+    /// People can answer now (read-only).
+    #[serde(default, skip_serializing)]
+    pub available: bool,
+    /// Who saved last (read-only).
+    #[serde(default, skip_serializing)]
+    pub updated_by: Option<String>,
+}
+
+/// Business hours: a time zone and `HH:MM-HH:MM[,…]` per day (absent: closed).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hours {
+    /// IANA zone, e.g. `Asia/Seoul`.
+    pub tz: String,
+    /// Monday … Sunday.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mon: Option<String>,
+    /// Tuesday.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tue: Option<String>,
+    /// Wednesday.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wed: Option<String>,
+    /// Thursday.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thu: Option<String>,
+    /// Friday.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fri: Option<String>,
+    /// Saturday.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sat: Option<String>,
+    /// Sunday.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sun: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Sites {
+    sites: Vec<SiteSettings>,
+}
+
+#[derive(Deserialize, Default)]
+struct Refusal {
+    #[serde(default)]
+    message: String,
+}
+
+async fn refusal(response: Response) -> String {
+    let status = response.status();
+    let body = response.json::<Refusal>().await.unwrap_or_default();
+    match status {
+        403 => "Only admins can change routing.".to_owned(),
+        _ if !body.message.is_empty() => body.message,
+        _ => format!("The relay refused (HTTP {status})."),
+    }
+}
+
+/// `GET /api/admin/sites`.
+pub async fn admin_sites() -> Result<Vec<SiteSettings>, String> {
+    let response = Request::get("/api/admin/sites")
+        .send()
+        .await
+        .map_err(|_| "The relay is not reachable.".to_owned())?;
+    if !response.ok() {
+        return Err(refusal(response).await);
+    }
+    parse::<Sites>(response).await.map(|s| s.sites)
+}
+
+/// `PUT /api/admin/sites/{key}`: the settings now in force, or why they were refused.
+pub async fn save_site(settings: &SiteSettings) -> Result<SiteSettings, String> {
+    let response = Request::put(&format!("/api/admin/sites/{}", settings.key))
+        .json(settings)
+        .map_err(|e| format!("Cannot send: {e}"))?
+        .send()
+        .await
+        .map_err(|_| "The relay is not reachable.".to_owned())?;
+    if !response.ok() {
+        return Err(refusal(response).await);
+    }
+    parse::<SiteSettings>(response).await
+}

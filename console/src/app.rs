@@ -16,6 +16,7 @@ use crate::components::context_panel::ContextPanel;
 use crate::components::conversation::ConversationPane;
 use crate::components::gaps::{GapsPage, GapsView};
 use crate::components::login::Login;
+use crate::components::routing::RoutingPage;
 use crate::components::sidebar::Sidebar;
 use crate::format::{title_with_count, APP_TITLE};
 use crate::socket::{self, SocketEvent};
@@ -72,6 +73,10 @@ pub struct Ctx {
     pub tz_offset: i64,
     /// Leave the workspace (after logout or an expired session).
     pub logout: Callback<()>,
+    /// The agent may use the admin pages (from `/api/me`).
+    pub admin: RwSignal<bool>,
+    /// The routing page is shown instead of the conversation.
+    pub routing: RwSignal<bool>,
 }
 
 impl Ctx {
@@ -229,8 +234,11 @@ pub fn Workspace(
         typing: StoredValue::new(TypingThrottle::default()),
         tz_offset: js_sys::Date::new_0().get_timezone_offset() as i64,
         logout: on_logout,
+        admin: RwSignal::new(false),
+        routing: RwSignal::new(false),
     };
     provide_context(ctx);
+    spawn_local(async move { ctx.admin.set(api::is_admin().await) });
 
     // Whether a `welcome` came on the current connection; a close without one may mean the
     // session expired (the upgrade answers 401, which the browser reports only as a close).
@@ -351,7 +359,14 @@ pub fn Workspace(
             <Sidebar/>
             <Show
                 when=move || gaps.0.get()
-                fallback=|| view! { <ConversationPane/> <ContextPanel/> }
+                fallback=move || view! {
+                    <Show
+                        when=move || ctx.routing.get()
+                        fallback=|| view! { <ConversationPane/> <ContextPanel/> }
+                    >
+                        <RoutingPage on_close=Callback::new(move |()| ctx.routing.set(false))/>
+                    </Show>
+                }
             >
                 <GapsPage/>
             </Show>

@@ -104,6 +104,8 @@ pub struct ListRow {
     pub queue_position: Option<usize>,
     /// The relay gave it to me by itself and I have not opened it yet.
     pub auto_assigned: bool,
+    /// The visitor left a message while nobody was available: replies are emailed here.
+    pub offline_email: Option<String>,
 }
 
 /// Delivery state of a transcript line.
@@ -228,6 +230,8 @@ pub struct Header {
     pub context: PageContext,
     /// Conversation start (Unix ms), used for time on site when the widget sent no `entered_at`.
     pub created_at: i64,
+    /// Left offline: the visitor reads replies by email at this address.
+    pub offline_email: Option<String>,
 }
 
 /// What the console holds of one opened conversation.
@@ -764,6 +768,7 @@ impl Model {
                 rating: c.rating,
                 queue_position: positions.get(&c.id).copied(),
                 auto_assigned: self.auto_assigned.contains(&c.id),
+                offline_email: c.offline_email.clone(),
             })
             .collect()
     }
@@ -781,6 +786,7 @@ impl Model {
             mine: c.assignee.as_ref().is_some_and(|a| a.id == self.me_id()),
             context: c.context.clone(),
             created_at: c.created_at,
+            offline_email: c.offline_email.clone(),
         })
     }
 
@@ -1023,6 +1029,13 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
             let from = from.name.clone().unwrap_or_else(|| "The agent".to_owned());
             (format!("Back in the queue: {from} was away too long"), true)
         }
+        EventBody::Email { to, sent: true, .. } => (format!("Reply emailed to {to}"), true),
+        EventBody::Email { to, error, .. } => {
+            // Highlighted like a hand-off: the visitor did not get the reply.
+            is_handoff = true;
+            let why = error.as_deref().unwrap_or("unknown error");
+            (format!("Email to {to} failed: {why}"), true)
+        }
         EventBody::Unknown => {
             ("(an update this console cannot show)".to_owned(), true)
         }
@@ -1102,6 +1115,7 @@ mod tests {
             context: PageContext::default(),
             rating: None,
             queued_at: None,
+            offline_email: None,
         }
     }
 

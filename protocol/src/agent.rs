@@ -71,6 +71,10 @@ pub struct ConversationSummary {
     /// consoles order the queue by it. Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_at: Option<i64>,
+    /// Set when the visitor left a message while nobody was available: the address replies are
+    /// emailed to. Consoles mark such conversations as offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_email: Option<String>,
 }
 
 /// How many conversations an agent has and may have (for the console's "2/3").

@@ -24,6 +24,8 @@ impl Frame for VisitorFrame {
         "cobrowse_stop",
         "cobrowse",
         "rate",
+        "leave_message",
+        "greeting",
     ];
 }
 

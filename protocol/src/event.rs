@@ -110,6 +110,18 @@ pub enum EventBody {
         /// The agent who had it.
         from: Author,
     },
+    /// The relay emailed (or failed to email) an agent's reply and the transcript to the address
+    /// a visitor left with an offline message. Written by the system; consoles show it to agents
+    /// so a failed email is never silent.
+    Email {
+        /// The visitor's address.
+        to: String,
+        /// True when the mail server accepted the message.
+        sent: bool,
+        /// Why it was not sent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// A kind added by a later revision of the protocol. Never sent by this relay; receiving it
     /// lets an older client skip the event instead of failing to decode the whole frame.
     #[serde(other)]

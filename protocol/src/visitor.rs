@@ -80,6 +80,24 @@ pub enum VisitorFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
     },
+    /// A message left while nobody is available (`welcome.available` false): stored in the
+    /// visitor's conversation like a `send`, which is then marked offline with `email`, where
+    /// agents' replies and the transcript are mailed. Answered by `ack` once stored.
+    LeaveMessage {
+        /// Idempotency key, as in `send`.
+        client_id: ClientId,
+        /// Where replies go; must be a valid address (at most 254 bytes).
+        email: String,
+        /// Plain text, as in `send`.
+        text: String,
+    },
+    /// The visitor opened the chat from a proactive greeting bubble: the relay stores that
+    /// rule's text as the bot's message in the visitor's conversation (at most once per
+    /// conversation), creating the conversation if needed. Unknown rules are refused (`invalid`).
+    Greeting {
+        /// The rule's `id` from `/api/sites/{key}` `greetings`.
+        rule: String,
+    },
 }
 
 pub(crate) fn is_zero(n: &u32) -> bool {
@@ -92,6 +110,14 @@ pub(crate) fn is_one(n: &u32) -> bool {
 
 pub(crate) fn one() -> u32 {
     1
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A frame the relay sends to a visitor.
@@ -117,6 +143,18 @@ pub enum ToVisitor {
         recovered: bool,
         /// Agents online for this site right now (0: tell the visitor replies may take a while).
         agents_online: u32,
+        /// Whether people can answer now: inside the site's business hours and at least one
+        /// agent online. When false, offer `leave_message` (after the bot's hand-off on
+        /// bot-first sites). Absent from older relays: treat as true.
+        #[serde(default = "yes")]
+        available: bool,
+        /// When outside business hours: the next opening (Unix ms).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opens_at: Option<i64>,
+        /// The site's bot answers first: while it does, keep the ordinary composer even when
+        /// `available` is false (only the hand-off needs people).
+        #[serde(default, skip_serializing_if = "is_false")]
+        bot_first: bool,
     },
     /// A conversation event, live or replayed.
     Event(Event),
@@ -140,6 +178,12 @@ pub enum ToVisitor {
     Presence {
         /// Agents online for this site now.
         agents_online: u32,
+        /// As in `welcome`: people can answer now.
+        #[serde(default = "yes")]
+        available: bool,
+        /// As in `welcome`: the next opening when outside business hours.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opens_at: Option<i64>,
     },
     /// The agent points at part of the page. Only acted on while the visitor is sharing.
     CobrowseHighlight {

@@ -219,6 +219,15 @@ impl AgentSession {
                 });
                 if !appended.duplicate {
                     self.app.publish(&appended).await;
+                    // A conversation left offline: the visitor reads replies by email.
+                    if let Some(to) = appended.conversation.offline_email.clone() {
+                        self.app.tasks.spawn(crate::mail::send_reply(
+                            self.app.clone(),
+                            appended.event.conversation_id.clone(),
+                            to,
+                            appended.event.seq,
+                        ));
+                    }
                 }
             }
             Err(e) => out.push(store_error(e, Some(client_id))),

@@ -114,6 +114,39 @@ impl FromRequestParts<Arc<App>> for CurrentAgent {
     }
 }
 
+/// The logged-in agent of a request, as stored (with the admin flag); rejects with 401.
+pub struct SessionAgent(pub AgentRecord);
+
+impl FromRequestParts<Arc<App>> for SessionAgent {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, AppError> {
+        let cookie = session_cookie(&parts.headers).ok_or(AppError::Unauthorized)?;
+        app.store
+            .session_agent(&token::hash(&cookie), now_ms())
+            .await
+            .map_err(|e| AppError::Internal(e.into()))?
+            .map(Self)
+            .ok_or(AppError::Unauthorized)
+    }
+}
+
+/// A logged-in admin agent; rejects with 401 without a session and 403 for other agents.
+pub struct AdminAgent(pub AgentRecord);
+
+impl FromRequestParts<Arc<App>> for AdminAgent {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, AppError> {
+        let SessionAgent(agent) = SessionAgent::from_request_parts(parts, app).await?;
+        if agent.admin {
+            Ok(Self(agent))
+        } else {
+            Err(AppError::Forbidden)
+        }
+    }
+}
+
 /// Body of `POST /api/login`.
 #[derive(Deserialize)]
 pub struct Login {
@@ -189,9 +222,13 @@ pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<R
     Ok(response)
 }
 
-/// `GET /api/me`.
-pub async fn me(agent: CurrentAgent) -> Json<AgentInfo> {
-    Json(agent.0)
+/// `GET /api/me`: the agent, plus `"admin": true` for agents who may use the admin pages.
+pub async fn me(SessionAgent(agent): SessionAgent) -> Json<serde_json::Value> {
+    let mut body = serde_json::to_value(info(&agent)).unwrap_or_default();
+    if agent.admin {
+        body["admin"] = true.into();
+    }
+    Json(body)
 }
 
 #[cfg(test)]

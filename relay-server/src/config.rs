@@ -72,6 +72,16 @@ pub struct Cli {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "PARLEY_LOG_JSON")]
     pub log_json: bool,
+
+    /// SMTP server for offline messages (`smtp://HOST:PORT`, `smtp://USER:PASS@HOST:PORT`; plain
+    /// SMTP, meant for a local mail relay). With it, agents' replies to a message left while
+    /// nobody was available are emailed to the visitor with the transcript.
+    #[arg(long, env = "PARLEY_SMTP_URL", requires = "smtp_from")]
+    pub smtp_url: Option<String>,
+
+    /// Sender address of those emails (`Parley <chat@shop.example>`).
+    #[arg(long, env = "PARLEY_SMTP_FROM")]
+    pub smtp_from: Option<String>,
 }
 
 /// One site that may embed the widget.
@@ -115,6 +125,63 @@ pub struct SiteConfig {
     /// robin). Off: agents pick from the queue by hand.
     #[serde(default = "default_true")]
     pub auto_assign: bool,
+    /// When people answer (`[site.hours]`); absent: always, as long as an agent is online.
+    /// Outside hours the widget offers to leave a message instead of waiting for a reply.
+    #[serde(default)]
+    pub hours: Option<crate::hours::Hours>,
+    /// Proactive greetings (`[[site.greeting]]`) the loader shows next to the launcher.
+    #[serde(default, rename = "greeting")]
+    pub greetings: Vec<Greeting>,
+}
+
+/// A proactive greeting rule: on a matching page, after some seconds, the loader shows `text`
+/// in a bubble next to the launcher (once per visitor per rule); opening the chat from it
+/// stores `text` as the bot's first message of the conversation.
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Greeting {
+    /// Stable name of the rule (1–32 of `[A-Za-z0-9_-]`): what the loader remembers as shown
+    /// and what the panel's `greeting` frame names, so the text itself never comes from clients.
+    pub id: String,
+    /// Page path pattern matched against `location.pathname`; `*` matches any run of
+    /// characters (`/products/*`). Default: every page.
+    #[serde(default = "any_page")]
+    pub url: String,
+    /// Seconds the visitor must have spent on the page first.
+    #[serde(default)]
+    pub after_seconds: u32,
+    /// `true`: only visitors who chatted before (the widget holds a visitor token); `false`:
+    /// only first-timers; absent: everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returning: Option<bool>,
+    /// What the bot says (plain text, at most 500 bytes).
+    pub text: String,
+}
+
+fn any_page() -> String {
+    "*".into()
+}
+
+impl Greeting {
+    /// Why this rule cannot be used, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        let id_ok = !self.id.is_empty()
+            && self.id.len() <= 32
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !id_ok {
+            return Err(format!(
+                "greeting id {:?} must be 1-32 of [A-Za-z0-9_-]",
+                self.id
+            ));
+        }
+        if self.text.trim().is_empty() || self.text.len() > 500 {
+            return Err(format!("greeting {:?}: text must be 1-500 bytes", self.id));
+        }
+        Ok(())
+    }
 }
 
 /// Conversations per agent when the site does not say.
@@ -188,6 +255,10 @@ pub struct AgentSeed {
     /// `max_chats_per_agent`.
     #[serde(default)]
     pub max_chats: Option<u32>,
+    /// May change sites' routing, hours and capacity in the console (the admin pages). The
+    /// agent `admin` the relay creates on a first start is one.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// The config file (TOML).
@@ -223,6 +294,8 @@ pub struct Config {
     pub bus_prefix: String,
     /// How long an agent may be gone before their conversations are requeued.
     pub agent_grace: std::time::Duration,
+    /// Where offline messages' replies are emailed from; `None`: not emailed (the agent sees why).
+    pub smtp: Option<crate::mail::SmtpSettings>,
 }
 
 /// Per-connection limits. Defaults are the ones PROTOCOL.md documents.
@@ -289,6 +362,8 @@ pub fn demo_site(origins: Vec<String>) -> SiteConfig {
         bot_timeout_ms: None,
         max_chats_per_agent: DEFAULT_MAX_CHATS,
         auto_assign: true,
+        hours: None,
+        greetings: Vec::new(),
     }
 }
 
@@ -331,6 +406,13 @@ impl Config {
             bus_url: cli.bus.clone(),
             bus_prefix: cli.bus_prefix.clone(),
             agent_grace: std::time::Duration::from_secs(cli.agent_grace_secs),
+            smtp: match (&cli.smtp_url, &cli.smtp_from) {
+                (Some(url), Some(from)) => Some(crate::mail::SmtpSettings {
+                    url: url.clone(),
+                    from: from.clone(),
+                }),
+                _ => None,
+            },
         })
     }
 
@@ -350,6 +432,7 @@ impl Config {
             bus_url: None,
             bus_prefix: "parley".into(),
             agent_grace: std::time::Duration::from_secs(120),
+            smtp: None,
         }
     }
 }
@@ -448,5 +531,43 @@ mod tests {
         );
         assert_eq!(file.sites[0].bot_timeout_ms, Some(3000));
         assert!(file.sites[0].kb.is_none());
+    }
+
+    #[test]
+    fn parses_hours_and_greetings() {
+        let file: FileConfig = toml::from_str(
+            r##"
+            [[site]]
+            key = "shop"
+            name = "Shop"
+            [site.hours]
+            tz = "Asia/Seoul"
+            mon = "09:00-18:00"
+            sat = "10:00-12:00, 13:00-15:00"
+            [[site.greeting]]
+            id = "cart"
+            url = "/cart*"
+            after_seconds = 5
+            returning = true
+            text = "Questions about your cart?"
+            "##,
+        )
+        .expect("valid config");
+        let site = &file.sites[0];
+        assert_eq!(site.hours.as_ref().map(|h| h.tz_name()), Some("Asia/Seoul"));
+        assert_eq!(site.greetings[0].url, "/cart*");
+        assert_eq!(site.greetings[0].returning, Some(true));
+        assert!(site.greetings[0].check().is_ok());
+        let bad = toml::from_str::<FileConfig>(
+            r##"
+            [[site]]
+            key = "shop"
+            name = "Shop"
+            [site.hours]
+            tz = "Asia/Seoul"
+            mon = "18:00-09:00"
+            "##,
+        );
+        assert!(bad.is_err(), "overnight ranges are refused at load");
     }
 }

@@ -12,7 +12,7 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::{agent, auth, csat, gaps, visitor, App};
+use crate::{admin, agent, auth, csat, gaps, visitor, App};
 
 /// Every error an HTTP handler returns. The body is `{"error": code, "message": text}`.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,12 @@ pub enum AppError {
     /// Something failed inside; logged, not shown.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
+    /// Logged in, but not allowed (an admin page for a non-admin agent).
+    #[error("admins only")]
+    Forbidden,
+    /// A field of the request body is wrong; the text says which.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl IntoResponse for AppError {
@@ -49,6 +55,8 @@ impl IntoResponse for AppError {
             AppError::BadCredentials => (StatusCode::UNAUTHORIZED, "bad_credentials"),
             AppError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            AppError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            AppError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
             AppError::Internal(e) => {
                 tracing::error!(error = ?e, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -67,14 +75,22 @@ async fn site_info(
     State(app): State<Arc<App>>,
     Path(key): Path<String>,
 ) -> Result<Response, AppError> {
-    let site = app.sites.get(&key).ok_or(AppError::UnknownSite)?;
-    Ok(Json(serde_json::json!({
+    let site = app.site(&key).ok_or(AppError::UnknownSite)?;
+    let now = app.availability(&site);
+    let mut body = serde_json::json!({
         "key": site.key,
         "name": site.name,
         "color": site.color,
         "agents_online": app.hub.agents_online().len(),
-    }))
-    .into_response())
+        "available": now.available,
+    });
+    if let Some(at) = now.opens_at {
+        body["opens_at"] = at.into();
+    }
+    if !site.greetings.is_empty() {
+        body["greetings"] = serde_json::to_value(&site.greetings).unwrap_or_default();
+    }
+    Ok(Json(body).into_response())
 }
 
 /// `GET /metrics`: Prometheus text exposition.
@@ -195,6 +211,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/me", get(auth::me))
         .route("/api/gaps", get(gaps::report))
         .route("/api/ratings", get(csat::ratings))
+        .route("/api/admin/sites", get(admin::list_sites))
+        .route(
+            "/api/admin/sites/{key}",
+            axum::routing::put(admin::save_site),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

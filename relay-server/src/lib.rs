@@ -9,8 +9,10 @@
 //! routing: the knowledge-base bot and its hand-off), `external_bot` (a site's own bot over
 //! HTTP, Rasa REST shape), `gaps` (the knowledge-gap report for managers), `csat` (visitor
 //! ratings: the numbers), `queue` (the people's queue: automatic assignment, positions,
-//! requeue of gone agents).
+//! requeue of gone agents), `hours` (business hours and availability), `mail` (offline replies
+//! by SMTP), `admin` (the admin API: per-site routing settings saved in the store).
 
+pub mod admin;
 pub mod agent;
 pub mod auth;
 pub mod bot;
@@ -21,8 +23,10 @@ pub mod connection;
 pub mod gaps;
 pub mod csat;
 pub mod external_bot;
+pub mod hours;
 pub mod http;
 pub mod hub;
+pub mod mail;
 pub mod metrics;
 pub mod queue;
 pub mod run;
@@ -78,9 +82,45 @@ pub struct App {
     pub queue: queue::Queue,
     /// Agent names by id, for conversation summaries (agents are few and rarely change).
     agents: RwLock<HashMap<String, AgentInfo>>,
+    /// Sites whose settings an admin saved: the config merged with the saved row, by key. Read
+    /// from the store at start and replaced on every save on this node (other nodes pick a save
+    /// up at their next start).
+    site_overrides: RwLock<HashMap<String, Arc<SiteConfig>>>,
+    /// SMTP for replies to offline messages; `None` without `--smtp-url` (the agent is told).
+    pub mailer: Option<mail::Mailer>,
 }
 
 impl App {
+    /// A site's effective settings: the config file's, replaced by what an admin saved.
+    pub fn site(&self, key: &str) -> Option<Arc<SiteConfig>> {
+        if let Some(site) = self
+            .site_overrides
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
+            return Some(site.clone());
+        }
+        self.sites.get(key).cloned()
+    }
+
+    /// Replaces a site's effective settings (after an admin saved them).
+    pub fn set_site(&self, site: SiteConfig) {
+        self.site_overrides
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(site.key.clone(), Arc::new(site));
+    }
+
+    /// Whether people can answer this site's visitors now (hours and agents online).
+    pub fn availability(&self, site: &SiteConfig) -> hours::Availability {
+        hours::availability(
+            site.hours.as_ref(),
+            self.hub.agents_online().len(),
+            jiff::Timestamp::now(),
+        )
+    }
+
     /// The console's view of a conversation.
     pub async fn summary(&self, c: &ConversationRecord) -> ConversationSummary {
         let assignee = match &c.assignee_id {
@@ -107,6 +147,7 @@ impl App {
             queued_at: c
                 .queued_at
                 .filter(|_| c.status == protocol::ConversationStatus::Open),
+            offline_email: c.offline_email.clone(),
         }
     }
 
@@ -182,6 +223,14 @@ impl Relay {
         // a relay must not start with a bot that cannot answer.
         let bots = bot::load_all(&config.sites)?;
         let external_bots = external_bot::load_all(&config.sites)?;
+        for site in &config.sites {
+            for greeting in &site.greetings {
+                greeting
+                    .check()
+                    .map_err(|e| anyhow::anyhow!("site {:?}: {e}", site.key))?;
+            }
+        }
+        let mailer = config.smtp.as_ref().map(mail::Mailer::new).transpose()?;
         // SQLite for `sqlite:` URLs, PostgreSQL for `postgres://` / `postgresql://`.
         let store = store::connect(&config.database_url).await?;
         let mut capacity = store::Capacity {
@@ -206,11 +255,15 @@ impl Relay {
                 capacity.agents.insert(record.id, max);
             }
         }
+        for seed in &config.agents {
+            store.set_agent_admin(&seed.username, seed.admin).await?;
+        }
         if store.agent_count().await? == 0 {
             let password = token::generate()[..16].to_owned();
             store
                 .upsert_agent("admin", "Admin", &auth::hash_password(&password)?)
                 .await?;
+            store.set_agent_admin("admin", true).await?;
             println!(
                 "\n  Created the first agent. Sign in at /console with\n    username: admin\n    password: {password}\n  (shown once; stored only as an argon2 hash)\n"
             );
@@ -238,7 +291,10 @@ impl Relay {
             dummy_hash: auth::hash_password(&token::generate())?,
             queue: queue::Queue::new(capacity, config.agent_grace),
             agents: RwLock::new(HashMap::new()),
+            site_overrides: RwLock::new(HashMap::new()),
+            mailer,
         });
+        admin::load_overrides(&app).await?;
         // After the store, before serving: a node that cannot reach its bus must not serve.
         let bus = bus::Bus::start(
             bus::BusSettings {

@@ -117,6 +117,43 @@ impl VisitorSession {
         }
     }
 
+    /// The site's settings now (an admin may have changed routing or hours since the upgrade).
+    fn current_site(&self) -> Arc<SiteConfig> {
+        self.app
+            .site(&self.site.key)
+            .unwrap_or_else(|| self.site.clone())
+    }
+
+    fn presence(&self) -> ToVisitor {
+        let now = self.app.availability(&self.current_site());
+        ToVisitor::Presence {
+            agents_online: self.app.hub.agents_online().len() as u32,
+            available: now.available,
+            opens_at: now.opens_at,
+        }
+    }
+
+    /// The visitor's open conversation (creating one as the site's routing says), listened to.
+    async fn open_conversation(
+        &mut self,
+        visitor: &VisitorRecord,
+    ) -> Result<ConversationId, StoreError> {
+        if let (Some(id), true) = (&self.conversation, self.conversation_open) {
+            return Ok(id.clone());
+        }
+        let site = self.current_site();
+        let (c, _created) = self
+            .app
+            .store
+            .open_conversation_as(&site.key, &visitor.id, &self.context, site.bot_first())
+            .await?;
+        if self.conversation.as_ref() != Some(&c.id) || !self.cursor.tracks(&c.id) {
+            self.listen(&c.id, c.last_seq);
+        }
+        self.conversation_open = true;
+        Ok(c.id)
+    }
+
     fn listen(&mut self, conversation: &ConversationId, from: Seq) {
         self.app.hub.subscribe(conversation, &self.inbox);
         self.cursor.track(conversation, from);
@@ -184,6 +221,8 @@ impl VisitorSession {
                 (Some(c.id.clone()), c.last_seq, recovered, from)
             }
         };
+        let site = self.current_site();
+        let now = self.app.availability(&site);
         out.push(ToVisitor::Welcome {
             v: protocol::PROTOCOL_VERSION,
             token,
@@ -192,6 +231,9 @@ impl VisitorSession {
             last_seq: head,
             recovered,
             agents_online: self.app.hub.agents_online().len() as u32,
+            available: now.available,
+            opens_at: now.opens_at,
+            bot_first: site.bot_first() && self.app.bots.contains_key(&site.key),
         });
         self.visitor = Some(visitor);
         if let Some(conversation) = conversation_id {
@@ -440,28 +482,9 @@ impl VisitorSession {
         };
         // At most twice: a conversation believed open may have been closed by an agent meanwhile.
         for _ in 0..2 {
-            let conversation = match (&self.conversation, self.conversation_open) {
-                (Some(id), true) => id.clone(),
-                _ => match self
-                    .app
-                    .store
-                    .open_conversation_as(
-                        &self.site.key,
-                        &visitor.id,
-                        &self.context,
-                        self.site.bot_first(),
-                    )
-                    .await
-                {
-                    Ok((c, _created)) => {
-                        if self.conversation.as_ref() != Some(&c.id) || !self.cursor.tracks(&c.id) {
-                            self.listen(&c.id, c.last_seq);
-                        }
-                        self.conversation_open = true;
-                        c.id
-                    }
-                    Err(e) => return out.push(internal(e, Some(client_id))),
-                },
+            let conversation = match self.open_conversation(&visitor).await {
+                Ok(id) => id,
+                Err(e) => return out.push(internal(e, Some(client_id))),
             };
             match self.app.append(&conversation, new.clone()).await {
                 Ok(appended) => {
@@ -577,6 +600,115 @@ impl VisitorSession {
         }
     }
 
+    /// `leave_message`: stores the text like a `send` in the visitor's conversation after marking
+    /// it offline with the email (both stored before the `ack`), so it reaches the console's
+    /// queue marked offline and agents' replies are mailed. Never handed to the bot.
+    async fn on_leave_message(
+        &mut self,
+        client_id: ClientId,
+        email: String,
+        text: String,
+        out: &mut Vec<ToVisitor>,
+    ) {
+        let Some(visitor) = self.visitor.clone() else {
+            return out.push(hello_required());
+        };
+        let refuse = |message: &str, client_id: ClientId| {
+            ToVisitor::Error(
+                ErrorFrame::new(ErrorCode::Invalid, message).for_client(Some(client_id)),
+            )
+        };
+        if !client_id.is_valid() {
+            return out.push(refuse("client_id must be 1-64 of [A-Za-z0-9_-]", client_id));
+        }
+        let email = email.trim().to_owned();
+        if !crate::mail::valid_email(&email) {
+            return out.push(refuse("email is not a valid address", client_id));
+        }
+        if let Err(e) = protocol::validate_text(&text) {
+            return out.push(ToVisitor::Error(e.for_client(Some(client_id))));
+        }
+        let new = NewEvent {
+            author: Self::author(&visitor),
+            body: EventBody::message(text, Some(client_id.clone())),
+            client_id: Some(client_id.clone()),
+            effect: Effect::None,
+        };
+        // At most twice, as in `send`: the conversation may have been closed meanwhile.
+        for _ in 0..2 {
+            let conversation = match self.open_conversation(&visitor).await {
+                Ok(id) => id,
+                Err(e) => return out.push(internal(e, Some(client_id))),
+            };
+            let marked = match self.app.store.mark_offline(&conversation, &email).await {
+                Ok(record) => record,
+                Err(StoreError::Closed) => {
+                    self.conversation_open = false;
+                    continue;
+                }
+                Err(e) => return out.push(internal(e, Some(client_id))),
+            };
+            match self.app.append(&conversation, new.clone()).await {
+                Ok(appended) => {
+                    out.push(ToVisitor::Ack {
+                        client_id,
+                        conversation_id: conversation,
+                        seq: appended.event.seq,
+                    });
+                    if appended.duplicate {
+                        self.app.publish_summary(&marked).await;
+                    } else {
+                        self.app.publish(&appended).await;
+                    }
+                    return;
+                }
+                Err(StoreError::Closed) => self.conversation_open = false,
+                Err(e) => return out.push(internal(e, Some(client_id))),
+            }
+        }
+        out.push(ToVisitor::Error(
+            ErrorFrame::new(ErrorCode::Closed, "conversation closed; send again")
+                .for_client(Some(client_id)),
+        ));
+    }
+
+    /// `greeting`: the visitor opened the chat from a proactive greeting bubble. Stores the
+    /// rule's text (from the config, never from the client) as the bot's message, once per
+    /// conversation: the client id `greet-RULE` makes a repeat (another tab, a reload) a no-op.
+    async fn on_greeting(&mut self, rule: String, out: &mut Vec<ToVisitor>) {
+        let Some(visitor) = self.visitor.clone() else {
+            return out.push(hello_required());
+        };
+        let site = self.current_site();
+        let Some(greeting) = site.greetings.iter().find(|g| g.id == rule) else {
+            return out.push(ToVisitor::Error(ErrorFrame::new(
+                ErrorCode::Invalid,
+                "no greeting rule has this id",
+            )));
+        };
+        let conversation = match self.open_conversation(&visitor).await {
+            Ok(id) => id,
+            Err(e) => return out.push(internal(e, None)),
+        };
+        let new = NewEvent {
+            author: Author {
+                role: Role::Bot,
+                id: Some("greeting".into()),
+                name: Some(site.bot_name()),
+            },
+            body: EventBody::message(greeting.text.clone(), None),
+            client_id: Some(ClientId(format!("greet-{}", greeting.id))),
+            effect: Effect::None,
+        };
+        match self.app.append(&conversation, new).await {
+            Ok(appended) if !appended.duplicate => self.app.publish(&appended).await,
+            Ok(_) => {}
+            // Closed meanwhile: the greeting is moot, the next send opens a new conversation.
+            Err(StoreError::Closed) => self.conversation_open = false,
+            Err(e) => out.push(internal(e, None)),
+        }
+    }
+
     async fn on_typing(&mut self, active: bool, out: &mut Vec<ToVisitor>) {
         let Some(visitor) = &self.visitor else {
             return out.push(hello_required());
@@ -679,6 +811,12 @@ impl Session for VisitorSession {
                 count,
             } => self.on_cobrowse(n, data, index, count, out).await,
             VisitorFrame::Rate { score, comment } => self.on_rate(score, comment, out).await,
+            VisitorFrame::LeaveMessage {
+                client_id,
+                email,
+                text,
+            } => self.on_leave_message(client_id, email, text, out).await,
+            VisitorFrame::Greeting { rule } => self.on_greeting(rule, out).await,
         }
     }
 
@@ -717,9 +855,7 @@ impl Session for VisitorSession {
                 author: t.author.clone(),
                 active: t.active,
             }),
-            Signal::Presence => out.push(ToVisitor::Presence {
-                agents_online: self.app.hub.agents_online().len() as u32,
-            }),
+            Signal::Presence => out.push(self.presence()),
             Signal::Summary(_) => {}
             Signal::Queue(update) => {
                 if let QueueUpdate::Position {
@@ -746,9 +882,7 @@ impl Session for VisitorSession {
                 Err(e) => out.push(internal(e, None)),
             }
         }
-        out.push(ToVisitor::Presence {
-            agents_online: self.app.hub.agents_online().len() as u32,
-        });
+        out.push(self.presence());
     }
 
     fn finish(self) {

@@ -517,6 +517,46 @@ impl<'a> Widget<'a> {
         Ok(())
     }
 
+    /// Waits for the away notice (nobody can answer), then fills the email field and sends
+    /// `text` with real key presses: the panel sends `leave_message`.
+    pub async fn leave_message(&self, email: &str, text: &str) -> anyhow::Result<()> {
+        self.wait(
+            "the away notice (.parley-away) and a visible email field (input.parley-email)",
+            "const n = root.querySelector('.parley-away'); const e = root.querySelector('input.parley-email');
+             return !!n && !!e && !e.hidden && e.getBoundingClientRect().width > 0 ? n.textContent : null;",
+            vec![],
+        )
+        .await?;
+        let field = self.find("input.parley-email").await?;
+        field.click().await.context("focusing the email field")?;
+        field.send_keys(email).await.context("typing the email")?;
+        self.send(text).await
+    }
+
+    /// Waits for the greeting bubble next to the launcher showing exactly `text`.
+    pub async fn wait_bubble(&self, text: &str) -> anyhow::Result<()> {
+        self.wait(
+            &format!("a greeting bubble (.parley-bubble) saying {text:?}"),
+            "const b = root.querySelector('.parley-bubble'); if (!b) return null;
+             const r = b.getBoundingClientRect(); return r.width > 0 && b.textContent === arguments[0];",
+            vec![json!(text)],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// How many greeting bubbles are on the page now.
+    pub async fn bubbles(&self) -> anyhow::Result<u64> {
+        let v = self
+            .client
+            .execute(
+                &format!("{IN_WIDGET}return root.querySelectorAll('.parley-bubble').length;"),
+                vec![],
+            )
+            .await?;
+        Ok(v.as_u64().unwrap_or(0))
+    }
+
     /// Waits until the unread badge shows `count`.
     pub async fn wait_badge(&self, count: &str) -> anyhow::Result<()> {
         self.wait(

@@ -2,8 +2,9 @@
 //! SQLite database ([`relay`]), protocol-speaking WebSocket clients for visitors and agents
 //! ([`ws`]), and a headless-Chromium harness with Shadow-DOM helpers for the widget and the
 //! console ([`browser`]); and, for the fault tests, the relay as a killable process
-//! ([`process`]) and clients that reconnect and resend like real ones ([`resilient`]); and a
-//! Rasa-shaped HTTP bot for the external-bot tests ([`fake_bot`]).
+//! ([`process`]) and clients that reconnect and resend like real ones ([`resilient`]); a
+//! Rasa-shaped HTTP bot for the external-bot tests ([`fake_bot`]); a real SMTP server (aiosmtpd)
+//! for the offline-message tests ([`smtp`]).
 //!
 //! The tests themselves live in `tests/tests/*.rs`; everything they share is here so each test
 //! reads as a scenario, not as plumbing.
@@ -15,6 +16,7 @@ pub mod pg;
 pub mod process;
 pub mod relay;
 pub mod resilient;
+pub mod smtp;
 pub mod ws;
 
 use std::path::PathBuf;

@@ -72,6 +72,17 @@ impl TestRelayBuilder {
         })
     }
 
+    /// Lets `username` (one of [`crate::AGENTS`]) use the admin pages.
+    pub fn admin(self, username: &'static str) -> Self {
+        self.config(move |c| {
+            for a in &mut c.agents {
+                if a.username == username {
+                    a.admin = true;
+                }
+            }
+        })
+    }
+
     /// Turns on automatic assignment from the queue on every site, with at most `max_chats`
     /// conversations per agent and `grace` before a gone agent's conversations are requeued.
     pub fn auto_assign(self, max_chats: u32, grace: std::time::Duration) -> Self {
@@ -81,6 +92,16 @@ impl TestRelayBuilder {
                 site.max_chats_per_agent = max_chats;
             }
             c.agent_grace = grace;
+        })
+    }
+
+    /// Emails offline replies through this SMTP server (`smtp://127.0.0.1:PORT`).
+    pub fn smtp(self, url: String) -> Self {
+        self.config(move |c| {
+            c.smtp = Some(relay_server::mail::SmtpSettings {
+                url,
+                from: "Demo Shop <chat@shop.example>".into(),
+            })
         })
     }
 
@@ -105,6 +126,7 @@ impl TestRelayBuilder {
                 display_name: display_name.into(),
                 password: password.into(),
                 max_chats: None,
+                admin: false,
             });
         }
         for tweak in self.tweaks {

@@ -271,6 +271,12 @@ pub struct VisitorClient {
     pub recovered: bool,
     /// `welcome.agents_online`.
     pub agents_online: u32,
+    /// `welcome.available`: people can answer now (business hours and an agent online).
+    pub available: bool,
+    /// `welcome.opens_at`: the next opening when outside business hours.
+    pub opens_at: Option<i64>,
+    /// `welcome.bot_first`.
+    pub bot_first: bool,
 }
 
 impl VisitorClient {
@@ -320,6 +326,9 @@ impl VisitorClient {
                 last_seq,
                 recovered,
                 agents_online,
+                available,
+                opens_at,
+                bot_first,
             } => {
                 if v != PROTOCOL_VERSION {
                     bail!("welcome speaks v{v}, expected v{PROTOCOL_VERSION}");
@@ -332,6 +341,9 @@ impl VisitorClient {
                     welcome_last_seq: last_seq,
                     recovered,
                     agents_online,
+                    available,
+                    opens_at,
+                    bot_first,
                 })
             }
             other => bail!("expected welcome after hello, got {other:?}"),

@@ -100,6 +100,9 @@ conformance!(
     queue_state_positions_and_waits,
     transfer_and_requeue_effects,
     concurrent_assignments_respect_capacity,
+    admin_flag_round_trip,
+    mark_offline_sets_email_and_clears_bot,
+    site_settings_round_trip,
 );
 
 /// The cases: each gets a fresh, empty store.
@@ -113,8 +116,8 @@ mod cases {
         Role, Seq, Viewport,
     };
     use relay_server::store::{
-        now_ms, AgentRating, Capacity, ConversationRecord, Effect, Gap, GapKind, NewEvent, Store,
-        StoreError, VisitorRecord,
+        now_ms, AgentRating, Capacity, ConversationRecord, Effect, Gap, GapKind, NewEvent,
+        SiteSettingsRecord, Store, StoreError, VisitorRecord,
     };
 
     /// Tasks that append at once in the concurrency cases.
@@ -1105,6 +1108,123 @@ mod cases {
             first[0].agent_id.as_deref(),
             Some(mina.id.as_str()),
             "most rated first"
+        );
+        Ok(())
+    }
+
+    pub async fn admin_flag_round_trip(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let mina = store.upsert_agent("mina", "Mina", "$argon2id$a").await?;
+        assert!(!mina.admin, "agents are not admins by default");
+        store.set_agent_admin("mina", true).await?;
+        let found = store.agent_by_username("mina").await?.context("by name")?;
+        assert!(found.admin);
+        // A password reset from the config keeps the flag; the session lookup carries it.
+        let again = store.upsert_agent("mina", "Mina", "$argon2id$b").await?;
+        assert!(again.admin);
+        store
+            .create_session("tok", &mina.id, now_ms() + 60_000)
+            .await?;
+        let by_session = store
+            .session_agent("tok", now_ms())
+            .await?
+            .context("session")?;
+        assert!(by_session.admin);
+        store.set_agent_admin("mina", false).await?;
+        assert!(!store.agent_by_id(&mina.id).await?.context("by id")?.admin);
+        // Unknown usernames are a no-op, not an error.
+        store.set_agent_admin("nobody", true).await?;
+        Ok(())
+    }
+
+    pub async fn mark_offline_sets_email_and_clears_bot(
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        let visitor = store
+            .create_visitor("demo", &relay_server::store::new_id())
+            .await?;
+        let (bot, _) = store
+            .open_conversation_as("demo", &visitor.id, &context("https://shop.example/"), true)
+            .await?;
+        assert_eq!(bot.status, ConversationStatus::Bot);
+        assert_eq!(bot.offline_email, None);
+        let marked = store.mark_offline(&bot.id, "ada@example.com").await?;
+        assert_eq!(marked.offline_email.as_deref(), Some("ada@example.com"));
+        assert_eq!(marked.status, ConversationStatus::Open, "left for people");
+        let read = store.conversation(&bot.id).await?.context("stored")?;
+        assert_eq!(read.offline_email.as_deref(), Some("ada@example.com"));
+        let listed = store.recent_conversations(10).await?;
+        assert_eq!(listed[0].offline_email.as_deref(), Some("ada@example.com"));
+        // The bot is silenced for good: its replies are refused.
+        let reply = store
+            .append(
+                &bot.id,
+                NewEvent {
+                    effect: Effect::BotReply,
+                    ..message(visitor_author(&visitor), None, "bot?")
+                },
+            )
+            .await;
+        assert!(matches!(reply, Err(StoreError::Forbidden)), "{reply:?}");
+        store
+            .append(
+                &bot.id,
+                NewEvent {
+                    effect: Effect::Close,
+                    ..message(visitor_author(&visitor), None, "bye")
+                },
+            )
+            .await?;
+        let closed = store.mark_offline(&bot.id, "ada@example.com").await;
+        assert!(matches!(closed, Err(StoreError::Closed)), "{closed:?}");
+        let missing = store
+            .mark_offline(&ConversationId("nope".into()), "ada@example.com")
+            .await;
+        assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+        Ok(())
+    }
+
+    pub async fn site_settings_round_trip(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        assert!(store.site_settings().await?.is_empty());
+        let mut demo = SiteSettingsRecord {
+            site: "demo".into(),
+            routing: "bot_first".into(),
+            hours: Some(r#"{"tz":"Asia/Seoul","mon":"09:00-18:00"}"#.into()),
+            max_chats_per_agent: Some(3),
+            updated_at: 1,
+            updated_by: "admin".into(),
+        };
+        store.put_site_settings(&demo).await?;
+        let shop = SiteSettingsRecord {
+            site: "shop".into(),
+            routing: "agents_first".into(),
+            hours: None,
+            max_chats_per_agent: None,
+            updated_at: 2,
+            updated_by: "mina".into(),
+        };
+        store.put_site_settings(&shop).await?;
+        assert_eq!(
+            store.site_settings().await?,
+            vec![demo.clone(), shop.clone()]
+        );
+        // Saving again replaces the row.
+        demo.routing = "agents_first".into();
+        demo.hours = None;
+        demo.max_chats_per_agent = None;
+        demo.updated_at = 3;
+        store.put_site_settings(&demo).await?;
+        assert_eq!(store.site_settings().await?, vec![demo, shop]);
+        let bad = SiteSettingsRecord {
+            site: "x".into(),
+            routing: "random".into(),
+            hours: None,
+            max_chats_per_agent: None,
+            updated_at: 4,
+            updated_by: "admin".into(),
+        };
+        assert!(
+            store.put_site_settings(&bad).await.is_err(),
+            "CHECK routing"
         );
         Ok(())
     }

@@ -186,7 +186,13 @@ async fn scenario(database_url: &str, prefix: &str) -> anyhow::Result<()> {
     // The agent leaves B: the visitor on A is told nobody is online any more.
     drop(agent);
     v.expect("presence dropping to zero on node A", |f| {
-        matches!(f, ToVisitor::Presence { agents_online: 0 })
+        matches!(
+            f,
+            ToVisitor::Presence {
+                agents_online: 0,
+                ..
+            }
+        )
     })
     .await?;
 

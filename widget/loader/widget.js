@@ -27,6 +27,16 @@
  * the panel says sharing was allowed (or the visitor opens "What was shared"), never before.
  * While sharing it draws an indicator with a Stop button in the same shadow root and keeps a log
  * of what was sent in sessionStorage "parley:cobrowse:CONVERSATION".
+ * Proactive greetings: /api/sites/KEY may list rules {id, url, after_seconds, returning?, text}.
+ * The first rule whose url pattern (`*` = anything) matches location.pathname, whose `returning`
+ * matches (a visitor token is stored) and that this browser has not been shown yet gets a bubble
+ * by the launcher after `after_seconds` (text set with textContent). Clicking it opens the chat,
+ * and the panel asks the relay to store the rule's text as the bot's first message.
+ * Trade-off: "once per visitor" needs memory across visits, so showing a bubble writes
+ * localStorage "parley:KEY:greeted" (the shown rule ids, nothing personal) BEFORE the visitor
+ * engages — the one exception to "no storage until engaged", and only on sites that configure
+ * greetings. sessionStorage would forget on every new tab session (greeting again and again);
+ * a cookie would travel to the site's server. If storage is blocked, no bubble is shown at all.
  */
 (() => {
   'use strict';
@@ -191,6 +201,8 @@
         '.parley-launcher:hover{transform:scale(1.06)}' +
         '.parley-launcher:focus-visible{outline:3px solid #1a73e8;outline-offset:3px}' +
         '.parley-launcher svg{width:28px;height:28px;fill:currentColor}' +
+        '.parley-bubble{all:initial;box-sizing:border-box;position:fixed;right:20px;bottom:90px;z-index:2147483647;max-width:260px;padding:10px 14px;' +
+        'border-radius:12px;background:#fff;color:#111;font:14px/1.4 system-ui,sans-serif;box-shadow:0 4px 16px rgba(0,0,0,.25);cursor:pointer;white-space:pre-wrap}' +
         '.parley-badge{position:absolute;top:-4px;right:-4px;min-width:20px;height:20px;padding:0 6px;box-sizing:border-box;border-radius:10px;' +
         'background:#e5322d;color:#fff;font:700 12px/20px system-ui,sans-serif;text-align:center}'
     );
@@ -222,6 +234,45 @@
       returning = !!(localStorage.getItem(pre + 'token') || localStorage.getItem(pre + 'outbox'));
     } catch (e) {}
     if (returning || queue.length) load();
+    greet(info.greetings, returning);
+  };
+
+  // Proactive greetings (see the header): at most one bubble per page view.
+  const greet = (rules, returning) => {
+    if (!Array.isArray(rules)) return;
+    let shown;
+    try {
+      shown = JSON.parse(localStorage.getItem(pre + 'greeted') || '[]');
+    } catch (e) {
+      return;
+    }
+    const esc = (t) => t.replace(/[.+?^${}()|[\]\\]/g, '\\$&');
+    const g = rules.find(
+      (g) =>
+        g && typeof g.id == 'string' && typeof g.text == 'string' && !shown.includes(g.id) &&
+        (typeof g.returning != 'boolean' || g.returning == returning) &&
+        new RegExp('^' + String(g.url || '*').split('*').map(esc).join('.*') + '$').test(location.pathname)
+    );
+    if (!g) return;
+    setTimeout(() => {
+      if (handle && handle.isOpen()) return;
+      try {
+        localStorage.setItem(pre + 'greeted', JSON.stringify(shown.concat(g.id)));
+      } catch (e) {
+        return;
+      }
+      const b = document.createElement('button');
+      b.className = 'parley-bubble';
+      b.type = 'button';
+      b.textContent = g.text;
+      b.addEventListener('click', () => {
+        b.remove();
+        call('greet', g.id);
+        call('open');
+      });
+      launcher.addEventListener('click', () => b.remove());
+      root.append(b);
+    }, (g.after_seconds >>> 0) * 1000);
   };
 
   const start = () =>

@@ -84,6 +84,9 @@ pub struct Ui {
     pub rate: RwSignal<bool>,
     /// "You are #2 in line · about 3 min" while waiting for a person.
     pub queue: RwSignal<Option<String>>,
+    /// Nobody can answer (outside hours or no agent online; on bot-first sites only after the
+    /// hand-off): the composer asks for an email and sends `leave_message`.
+    pub away: RwSignal<bool>,
 }
 
 /// A send the relay has acknowledged but whose event has not arrived yet.
@@ -141,6 +144,14 @@ struct State {
     /// A rating went out on this socket: the form stays hidden until its event (or the next
     /// `welcome`, which shows it again if the rating was lost).
     rated: bool,
+    /// The relay's last `available: false`.
+    unavailable: bool,
+    /// The site's bot answers first (from `welcome`).
+    bot_first: bool,
+    /// The email of the visitor's `leave_message`: unsent messages are resent with it.
+    leave_email: Option<String>,
+    /// A greeting rule to tell the relay about once welcomed (opened from its bubble).
+    greet: Option<String>,
 }
 
 struct Inner {
@@ -240,6 +251,7 @@ impl Chat {
             announce: RwSignal::new(String::new()),
             rate: RwSignal::new(false),
             queue: RwSignal::new(None),
+            away: RwSignal::new(false),
         };
         let state = State {
             consented: token.is_some() || !outbox.pending().is_empty(),
@@ -449,8 +461,17 @@ impl Chat {
                 last_seq,
                 recovered,
                 agents_online,
+                available,
+                bot_first,
                 ..
-            } => self.on_welcome(token, conversation_id, last_seq, recovered, agents_online),
+            } => {
+                {
+                    let mut st = self.0.st.borrow_mut();
+                    st.unavailable = !available;
+                    st.bot_first = bot_first;
+                }
+                self.on_welcome(token, conversation_id, last_seq, recovered, agents_online)
+            }
             ToVisitor::Event(e) => self.on_event(e),
             ToVisitor::Ack { client_id, seq, .. } => {
                 {
@@ -471,8 +492,14 @@ impl Chat {
                 self.refresh();
             }
             ToVisitor::Typing { author, active } => self.on_their_typing(author, active),
-            ToVisitor::Presence { agents_online } => {
+            ToVisitor::Presence {
+                agents_online,
+                available,
+                ..
+            } => {
+                self.0.st.borrow_mut().unavailable = !available;
                 self.0.ui.agents_online.set(Some(agents_online));
+                self.refresh();
             }
             ToVisitor::CobrowseHighlight { .. } => self.cobrowse_forward("highlight", text),
             ToVisitor::CobrowseResync => self.cobrowse_forward("resync", text),
@@ -581,14 +608,17 @@ impl Chat {
             st.welcomed = true;
             st.rated = false;
             st.attempt = 0;
-            st.outbox
+            let email = st.leave_email.clone();
+            let mut frames: Vec<VisitorFrame> = st
+                .outbox
                 .pending()
                 .iter()
-                .map(|p| VisitorFrame::Send {
-                    client_id: p.client_id.clone(),
-                    text: p.text.clone(),
-                })
-                .collect()
+                .map(|p| message_frame(p.client_id.clone(), p.text.clone(), email.clone()))
+                .collect();
+            if let Some(rule) = st.greet.take() {
+                frames.insert(0, VisitorFrame::Greeting { rule });
+            }
+            frames
         };
         self.0.ui.conn.set(ConnState::Online);
         self.0.ui.agents_online.set(Some(agents_online));
@@ -826,16 +856,35 @@ impl Chat {
     /// Sends a message typed by the visitor. Returns false when there was nothing to send (the
     /// composer keeps its text).
     pub fn send_text(&self, text: &str) -> bool {
+        self.send_as(text, None)
+    }
+
+    /// Leaves a message while nobody is available: replies are emailed to `email`.
+    pub fn leave_message(&self, email: &str, text: &str) -> bool {
+        self.0.st.borrow_mut().leave_email = Some(email.trim().to_owned());
+        self.send_as(text, Some(email.trim().to_owned()))
+    }
+
+    /// Opened from a proactive greeting: the relay stores the rule's text as the bot's message.
+    pub fn greet(&self, rule: String) {
+        self.consent();
+        let frame = VisitorFrame::Greeting { rule };
+        if !self.send_frame(&frame) {
+            if let VisitorFrame::Greeting { rule } = frame {
+                self.0.st.borrow_mut().greet = Some(rule);
+            }
+        }
+        self.start();
+    }
+
+    fn send_as(&self, text: &str, email: Option<String>) -> bool {
         if text.trim().is_empty() {
             return false;
         }
         self.consent();
         self.stop_typing();
         let client_id = outbox::new_client_id();
-        let frame = VisitorFrame::Send {
-            client_id: client_id.clone(),
-            text: text.to_owned(),
-        };
+        let frame = message_frame(client_id.clone(), text.to_owned(), email);
         let too_big = validate_text(text).is_err() || encode(&frame).len() > MAX_FRAME_BYTES;
         {
             let mut st = self.0.st.borrow_mut();
@@ -945,18 +994,29 @@ impl Chat {
 
     /// Rebuilds the message list from the timeline, the acked and pending sends, and failures.
     fn refresh(&self) {
-        let (items, rate) = {
+        let (items, rate, away) = {
             let st = self.0.st.borrow();
             let events = st.timeline.events();
             let closed = events.iter().any(|e| e.body == EventBody::Closed);
             let rated = events
                 .iter()
                 .any(|e| matches!(e.body, EventBody::Rating { .. }));
-            (self.build(&st), closed && !rated && !st.rated)
+            // Bot-first: the bot answers off-hours too; only its hand-off needs people.
+            let handed_off = events
+                .iter()
+                .any(|e| matches!(e.body, EventBody::Handoff { .. }));
+            (
+                self.build(&st),
+                closed && !rated && !st.rated,
+                st.unavailable && (!st.bot_first || handed_off),
+            )
         };
         self.0.ui.items.set(items);
         if self.0.ui.rate.get_untracked() != rate {
             self.0.ui.rate.set(rate);
+        }
+        if self.0.ui.away.get_untracked() != away {
+            self.0.ui.away.set(away);
         }
     }
 
@@ -1139,5 +1199,17 @@ impl Chat {
             ));
         }
         items
+    }
+}
+
+/// `send`, or `leave_message` when the visitor left an email because nobody was available.
+fn message_frame(client_id: ClientId, text: String, email: Option<String>) -> VisitorFrame {
+    match email {
+        Some(email) => VisitorFrame::LeaveMessage {
+            client_id,
+            email,
+            text,
+        },
+        None => VisitorFrame::Send { client_id, text },
     }
 }

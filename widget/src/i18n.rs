@@ -129,6 +129,10 @@ pub struct Strings {
     pub history: &'static str,
     /// Shown when no agent is online, so the visitor knows a reply may take a while.
     pub no_agents: &'static str,
+    /// Shown when nobody can answer (outside hours / no agent): the composer takes an email.
+    pub away: &'static str,
+    /// Placeholder and label of that email field.
+    pub email: &'static str,
     /// Connection state words.
     pub connecting: &'static str,
     /// Connection state words.
@@ -185,6 +189,8 @@ static EN: Strings = Strings {
     close: "Close",
     history: "Messages",
     no_agents: "No agents are online right now. Leave a message and we'll reply as soon as we can.",
+    away: "We're away right now — leave a message and we'll email you",
+    email: "Your email",
     connecting: "Connecting…",
     online: "Online",
     reconnecting: "Reconnecting…",
@@ -220,6 +226,8 @@ static KO: Strings = Strings {
     history: "대화 내용",
     no_agents:
         "지금은 상담 가능한 상담원이 없습니다. 메시지를 남겨 주시면 최대한 빨리 답변드리겠습니다.",
+    away: "지금은 상담 시간이 아닙니다 — 메시지를 남겨 주시면 이메일로 답변드리겠습니다",
+    email: "이메일 주소",
     connecting: "연결 중…",
     online: "연결됨",
     reconnecting: "다시 연결 중…",

@@ -111,6 +111,12 @@ impl PanelHandle {
         self.chat.cobrowse_stop();
     }
 
+    /// Opened from the loader's greeting bubble: the relay stores rule `rule`'s text as the
+    /// bot's first message of the conversation (once).
+    pub fn greet(&self, rule: String) {
+        self.chat.greet(rule);
+    }
+
     /// Keeps `{name, email}` in memory. Protocol v1 has no frame for visitor identity, so it is
     /// sent nowhere yet.
     pub fn identify(&self, info: JsValue) {

@@ -51,9 +51,10 @@ border:1px solid var(--parley-accent);background:#fff;color:#1f2328}
 .parley-sys[data-kind=handoff] .parley-text{color:#5d4300;background:#fff8e1;border-radius:10px}
 .parley-sys .parley-quicks{justify-content:center}
 .parley-typing{margin:0;padding:4px 14px;font-size:12px;font-style:italic;color:#6b7280;background:#f6f7f9}
-.parley-composer{display:flex;gap:8px;align-items:flex-end;padding:10px;border-top:1px solid #e3e5e8;background:#fff}
+.parley-composer{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-end;padding:10px;border-top:1px solid #e3e5e8;background:#fff}
 .parley-composer textarea{flex:1;resize:none;min-height:40px;max-height:120px;padding:9px 11px;
 border:1px solid #d0d4d9;border-radius:10px;font:inherit;color:inherit;background:#fff}
+.parley-email{flex:1 1 100%;padding:8px 11px;border:1px solid #d0d4d9;border-radius:10px;font:inherit}
 .parley-composer textarea:focus{outline:2px solid var(--parley-accent);outline-offset:0;border-color:transparent}
 .parley-send{all:unset;cursor:pointer;display:flex;align-items:center;justify-content:center;
 width:40px;height:40px;border-radius:10px;background:var(--parley-accent);color:var(--parley-on-accent)}

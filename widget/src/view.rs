@@ -90,13 +90,25 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
         open
     });
 
+    let email: NodeRef<html::Input> = NodeRef::new();
     let submit = {
         let chat = chat.clone();
         move || {
-            if let Some(el) = input.get_untracked() {
-                if chat.send_text(&el.value()) {
-                    el.set_value("");
+            let Some(el) = input.get_untracked() else {
+                return;
+            };
+            // Away: the message goes to the console with the visitor's email (checked by the
+            // relay; here only that one was typed at all).
+            let sent = match email.get_untracked().filter(|_| ui.away.get_untracked()) {
+                Some(field) if !field.value().contains('@') => {
+                    let _ = field.focus();
+                    false
                 }
+                Some(field) => chat.leave_message(&field.value(), &el.value()),
+                None => chat.send_text(&el.value()),
+            };
+            if sent {
+                el.set_value("");
             }
         }
     };
@@ -215,11 +227,14 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
                     "×"
                 </button>
             </header>
-            <Show when=move || ui.agents_online.get() == Some(0)>
+            <Show when=move || ui.agents_online.get() == Some(0) && !ui.away.get()>
                 <p class="parley-notice">{t.no_agents}</p>
             </Show>
             <Show when=move || ui.queue.get().is_some()>
                 <p class="parley-queue" role="status">{move || ui.queue.get().unwrap_or_default()}</p>
+            </Show>
+            <Show when=move || ui.away.get()>
+                <p class="parley-notice parley-away">{t.away}</p>
             </Show>
             <ol class="parley-messages" node_ref=list tabindex="0" aria-label=t.history on:click=on_quick>
                 <For each=move || ui.items.get() key=|i| i.key.clone()
@@ -232,6 +247,8 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
                 ev.prevent_default();
                 submit();
             }>
+                <input node_ref=email type="email" class="parley-email" hidden=move || !ui.away.get()
+                    autocomplete="email" aria-label=t.email placeholder=t.email />
                 <textarea node_ref=input rows="2" aria-label=t.message placeholder=t.placeholder
                     on:keydown=on_key on:input=on_input></textarea>
                 <button type="submit" class="parley-send" aria-label=t.send>

@@ -214,6 +214,9 @@ pub fn decode(json: &str) -> Option<ToVisitor> {
             last_seq: uint(&o, "last_seq").unwrap_or(0),
             recovered: flag(&o, "recovered")?,
             agents_online: uint(&o, "agents_online").unwrap_or(0) as u32,
+            available: flag(&o, "available").unwrap_or(true),
+            opens_at: uint(&o, "opens_at").map(|n| n as i64),
+            bot_first: flag(&o, "bot_first").unwrap_or(false),
         },
         "event" => ToVisitor::Event(event(&o)?),
         "ack" => ToVisitor::Ack {
@@ -227,6 +230,8 @@ pub fn decode(json: &str) -> Option<ToVisitor> {
         },
         "presence" => ToVisitor::Presence {
             agents_online: uint(&o, "agents_online")? as u32,
+            available: flag(&o, "available").unwrap_or(true),
+            opens_at: uint(&o, "opens_at").map(|n| n as i64),
         },
         "cobrowse_highlight" => ToVisitor::CobrowseHighlight {
             author: author(&get(&o, "author"))?,

@@ -1,7 +1,8 @@
 //! `cargo xtask setup`: makes this machine able to build and test Parley. Every step first checks
 //! whether its tool is already there (so a second run takes a second) and installs it otherwise:
 //! the wasm32 target, the wasm-bindgen CLI matching Cargo.lock, wasm-opt from npm binaryen, and
-//! Chromium + chromedriver for the browser tests.
+//! Chromium + chromedriver for the browser tests, and a Python venv with aiosmtpd (the real SMTP
+//! server the offline-message tests mail to).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,8 @@ pub fn setup(root: &Path, browser: bool) -> Result<Tools> {
     if browser {
         section("setup: chromium + chromedriver");
         ensure_chromium()?;
+        section("setup: aiosmtpd (SMTP server for the tests)");
+        ensure_aiosmtpd()?;
     }
     Ok(Tools {
         wasm_bindgen,
@@ -122,13 +125,50 @@ fn ensure_wasm_bindgen(root: &Path) -> Result<(PathBuf, PathBuf)> {
     })
 }
 
-/// The directory npm installs binaryen into.
-fn binaryen_dir() -> Result<PathBuf> {
+/// `~/.cache/parley` (or under `$XDG_CACHE_HOME`): where setup keeps what it installs.
+fn cache_dir() -> Result<PathBuf> {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| exec::home().map(|h| h.join(".cache")))
         .context("neither $HOME nor $XDG_CACHE_HOME is set")?;
-    Ok(cache.join("parley").join("binaryen"))
+    Ok(cache.join("parley"))
+}
+
+/// The directory npm installs binaryen into.
+fn binaryen_dir() -> Result<PathBuf> {
+    Ok(cache_dir()?.join("binaryen"))
+}
+
+/// The aiosmtpd release the tests run (`tests/src/smtp.rs` finds the venv by the same path).
+const AIOSMTPD_PACKAGE: &str = "aiosmtpd==1.4.6";
+
+/// A venv under the cache directory with aiosmtpd, so tests mail to a real SMTP server without
+/// touching the system Python.
+fn ensure_aiosmtpd() -> Result<PathBuf> {
+    let venv = cache_dir()?.join("venv");
+    let python = venv.join("bin").join("python");
+    let good =
+        |p: &Path| probe(Command::new(p).args(["-c", "import aiosmtpd; print('ok')"])).is_some();
+    if good(&python) {
+        println!("aiosmtpd: {}", python.display());
+        return Ok(python);
+    }
+    if exec::find_program("python3").is_none()
+        || probe(Command::new("python3").args(["-c", "import venv, ensurepip"])).is_none()
+    {
+        println!("python3 with venv not found: installing python3-venv with apt");
+        apt_install(&["python3", "python3-venv"])?;
+    }
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", AIOSMTPD_PACKAGE]))?;
+    if !good(&python) {
+        bail!(
+            "{} cannot import aiosmtpd after pip install",
+            python.display()
+        );
+    }
+    println!("installed aiosmtpd: {}", python.display());
+    Ok(python)
 }
 
 /// The wasm-opt to use: `$PARLEY_WASM_OPT` when set (an escape hatch for unusual machines),

@@ -120,6 +120,17 @@ fn ConversationHeader(header: Memo<Option<crate::state::Header>>) -> impl IntoVi
                                     })
                             })
                     }}
+                    {move || {
+                        header.with(|h| {
+                            h.as_ref().and_then(|h| h.offline_email.clone()).map(|email| {
+                                view! {
+                                    <span class="offline-note">
+                                        " · left offline — replies are emailed to " {email}
+                                    </span>
+                                }
+                            })
+                        })
+                    }}
                 </span>
             </div>
             <span

@@ -6,4 +6,5 @@ pub mod conversation;
 pub mod gaps;
 pub mod login;
 pub mod numbers;
+pub mod routing;
 pub mod sidebar;

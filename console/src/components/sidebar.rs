@@ -65,6 +65,11 @@ pub fn Sidebar() -> impl IntoView {
                     >
                         "Knowledge gaps"
                     </button>
+                    <Show when=move || ctx.admin.get()>
+                        <button class="routing-open" type="button" on:click=move |_| ctx.routing.set(true)>
+                            "Routing"
+                        </button>
+                    </Show>
                     <button class="logout" type="button" on:click=logout>"Log out"</button>
                 </div>
             </header>
@@ -162,6 +167,11 @@ fn ConversationItem(row: ListRow) -> impl IntoView {
             <div class="conv-site">
                 <span class="site-name">{row.site_name}</span>
                 <span class="badge" data-status=status>{status}</span>
+                {row.offline_email.map(|email| view! {
+                    <span class="badge offline" title="Left while nobody was available; replies are emailed">
+                        "offline · " {email}
+                    </span>
+                })}
             </div>
             <div class="preview">{row.preview}</div>
             {row.queue_position.map(|p| view! { <div class="queue-position">{format!("#{p} in queue")}</div> })}

@@ -57,6 +57,8 @@ pub struct AgentRecord {
     pub display_name: String,
     /// argon2 PHC string.
     pub password_hash: String,
+    /// May use the admin pages (routing, hours, capacity of sites).
+    pub admin: bool,
 }
 
 /// A visitor (one browser, identified by its token).
@@ -95,6 +97,9 @@ pub struct ConversationRecord {
     pub rating: Option<u8>,
     /// When it last entered the people's queue (Unix ms); it waits while its status is `open`.
     pub queued_at: Option<i64>,
+    /// The address a visitor left with an offline message (see [`Store::mark_offline`]): agents'
+    /// replies are emailed there.
+    pub offline_email: Option<String>,
 }
 
 /// How visitors rated one agent's conversations (the agent assigned when they were closed).
@@ -106,6 +111,25 @@ pub struct AgentRating {
     pub count: i64,
     /// Mean score, 1.0–5.0.
     pub average: f64,
+}
+
+/// A site's routing settings as saved from the admin page. A saved row replaces the config
+/// file's values for that site entirely (so an admin can also remove the config's hours).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteSettingsRecord {
+    /// Site key.
+    pub site: String,
+    /// `bot_first` or `agents_first`.
+    pub routing: String,
+    /// The business hours as JSON ([`crate::hours::HoursSpec`]); `None`: always open.
+    pub hours: Option<String>,
+    /// How many conversations one agent may hold at once; `None`: no limit. Stored here for the
+    /// assignment code, which reads it under this name.
+    pub max_chats_per_agent: Option<i64>,
+    /// When saved (Unix ms).
+    pub updated_at: i64,
+    /// Who saved it (agent username), for the audit trail.
+    pub updated_by: String,
 }
 
 /// What an appended event does to its conversation besides adding itself.
@@ -509,6 +533,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Appended>;
     /// Rating count and mean per agent, most rated first.
     async fn agent_ratings(&self) -> StoreResult<Vec<AgentRating>>;
+    /// Grants or revokes the admin pages to an agent (no-op for an unknown username).
+    async fn set_agent_admin(&self, username: &str, admin: bool) -> StoreResult<()>;
+    /// Marks a conversation as left offline by a visitor with this email: agents' replies are
+    /// mailed there. Clears the bot flag (a left message is for people). Refused with
+    /// [`StoreError::Closed`] on a closed conversation.
+    async fn mark_offline(
+        &self,
+        id: &ConversationId,
+        email: &str,
+    ) -> StoreResult<ConversationRecord>;
+    /// Every site's saved settings.
+    async fn site_settings(&self) -> StoreResult<Vec<SiteSettingsRecord>>;
+    /// Saves (creates or replaces) a site's settings.
+    async fn put_site_settings(&self, settings: &SiteSettingsRecord) -> StoreResult<()>;
 }
 
 /// Why a rating is refused, judged on the conversation read inside the rating transaction.

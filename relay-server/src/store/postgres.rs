@@ -32,7 +32,7 @@ use protocol::AgentInfo;
 use super::{
     auto_join, check_rateable, choose, is_bot, new_id, now_ms, parse_role, parse_status,
     preview_of, role_str, status_str, AgentRating, AgentRecord, Appended, Capacity,
-    ConversationRecord, Effect, Gap, GapKind, NewEvent, QueueState, Store, StoreError, StoreResult,
+    ConversationRecord, Effect, Gap, GapKind, NewEvent, QueueState, SiteSettingsRecord, Store, StoreError, StoreResult,
     VisitorRecord, ASSIGN_SCAN, WAIT_SAMPLES,
 };
 
@@ -55,7 +55,7 @@ const POOL_SIZE: u32 = 16;
 const OPEN_ATTEMPTS: usize = 5;
 
 const CONVERSATION_COLUMNS: &str =
-    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at, rating, queued_at";
+    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at, rating, queued_at, offline_email";
 
 const EVENT_COLUMNS: &str = "conversation_id, seq, at, author_role, author_id, author_name, body";
 
@@ -265,6 +265,7 @@ fn conversation_from_row(row: &PgRow) -> StoreResult<ConversationRecord> {
             .map(|r| u8::try_from(r).map_err(|_| StoreError::Corrupt(format!("rating {r}"))))
             .transpose()?,
         queued_at: row.try_get("queued_at")?,
+        offline_email: row.try_get("offline_email")?,
     })
 }
 
@@ -289,6 +290,7 @@ fn agent_from_row(row: &PgRow) -> StoreResult<AgentRecord> {
         username: row.try_get("username")?,
         display_name: row.try_get("display_name")?,
         password_hash: row.try_get("password_hash")?,
+        admin: row.try_get("admin")?,
     })
 }
 
@@ -329,7 +331,7 @@ impl Store for PgStore {
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (username) DO UPDATE SET display_name = EXCLUDED.display_name,
                  password_hash = EXCLUDED.password_hash
-             RETURNING id, username, display_name, password_hash",
+             RETURNING id, username, display_name, password_hash, admin",
         )
         .bind(new_id())
         .bind(username)
@@ -343,7 +345,7 @@ impl Store for PgStore {
 
     async fn agent_by_username(&self, username: &str) -> StoreResult<Option<AgentRecord>> {
         sqlx::query(
-            "SELECT id, username, display_name, password_hash FROM agents WHERE username = $1",
+            "SELECT id, username, display_name, password_hash, admin FROM agents WHERE username = $1",
         )
         .bind(username)
         .fetch_optional(&self.pool)
@@ -354,13 +356,15 @@ impl Store for PgStore {
     }
 
     async fn agent_by_id(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
-        sqlx::query("SELECT id, username, display_name, password_hash FROM agents WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(agent_from_row)
-            .transpose()
+        sqlx::query(
+            "SELECT id, username, display_name, password_hash, admin FROM agents WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(agent_from_row)
+        .transpose()
     }
 
     async fn create_session(
@@ -384,7 +388,7 @@ impl Store for PgStore {
 
     async fn session_agent(&self, token_hash: &str, now: i64) -> StoreResult<Option<AgentRecord>> {
         sqlx::query(
-            "SELECT a.id, a.username, a.display_name, a.password_hash
+            "SELECT a.id, a.username, a.display_name, a.password_hash, a.admin
              FROM sessions s JOIN agents a ON a.id = s.agent_id
              WHERE s.token_hash = $1 AND s.expires_at > $2",
         )
@@ -767,6 +771,78 @@ impl Store for PgStore {
             })
         })
         .collect()
+    }
+
+    async fn set_agent_admin(&self, username: &str, admin: bool) -> StoreResult<()> {
+        sqlx::query("UPDATE agents SET admin = $1 WHERE username = $2")
+            .bind(admin)
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_offline(
+        &self,
+        id: &ConversationId,
+        email: &str,
+    ) -> StoreResult<ConversationRecord> {
+        let row = sqlx::query(&format!(
+            "UPDATE conversations SET offline_email = $1, bot = FALSE, updated_at = $2
+             WHERE id = $3 AND status != 'closed' RETURNING {CONVERSATION_COLUMNS}"
+        ))
+        .bind(email)
+        .bind(now_ms())
+        .bind(&id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => conversation_from_row(&row),
+            None => match self.conversation(id).await? {
+                Some(_) => Err(StoreError::Closed),
+                None => Err(StoreError::NotFound),
+            },
+        }
+    }
+
+    async fn site_settings(&self) -> StoreResult<Vec<SiteSettingsRecord>> {
+        sqlx::query(
+            "SELECT site, routing, hours, max_chats_per_agent, updated_at, updated_by
+             FROM site_settings ORDER BY site",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(SiteSettingsRecord {
+                site: row.try_get("site")?,
+                routing: row.try_get("routing")?,
+                hours: row.try_get("hours")?,
+                max_chats_per_agent: row.try_get("max_chats_per_agent")?,
+                updated_at: row.try_get("updated_at")?,
+                updated_by: row.try_get("updated_by")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn put_site_settings(&self, s: &SiteSettingsRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO site_settings (site, routing, hours, max_chats_per_agent, updated_at, updated_by)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (site) DO UPDATE SET routing = excluded.routing, hours = excluded.hours,
+                 max_chats_per_agent = excluded.max_chats_per_agent,
+                 updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+        )
+        .bind(&s.site)
+        .bind(&s.routing)
+        .bind(&s.hours)
+        .bind(s.max_chats_per_agent)
+        .bind(s.updated_at)
+        .bind(&s.updated_by)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn record_gap(&self, gap: &Gap) -> StoreResult<bool> {

@@ -24,7 +24,7 @@ use protocol::AgentInfo;
 use super::{
     auto_join, check_rateable, choose, is_bot, new_id, now_ms, parse_role, parse_status,
     preview_of, role_str, status_str, AgentRating, AgentRecord, Appended, Capacity,
-    ConversationRecord, Effect, Gap, GapKind, NewEvent, QueueState, Store, StoreError, StoreResult,
+    ConversationRecord, Effect, Gap, GapKind, NewEvent, QueueState, SiteSettingsRecord, Store, StoreError, StoreResult,
     VisitorRecord, ASSIGN_SCAN, WAIT_SAMPLES,
 };
 
@@ -38,7 +38,7 @@ pub struct SqliteStore {
 }
 
 const CONVERSATION_COLUMNS: &str =
-    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at, rating, queued_at";
+    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at, rating, queued_at, offline_email";
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url` (`sqlite://PATH`) and migrates it.
@@ -105,6 +105,7 @@ fn conversation_from_row(row: &SqliteRow) -> StoreResult<ConversationRecord> {
             .map(|r| u8::try_from(r).map_err(|_| StoreError::Corrupt(format!("rating {r}"))))
             .transpose()?,
         queued_at: row.try_get("queued_at")?,
+        offline_email: row.try_get("offline_email")?,
     })
 }
 
@@ -129,6 +130,7 @@ fn agent_from_row(row: &SqliteRow) -> StoreResult<AgentRecord> {
         username: row.try_get("username")?,
         display_name: row.try_get("display_name")?,
         password_hash: row.try_get("password_hash")?,
+        admin: row.try_get("admin")?,
     })
 }
 
@@ -165,7 +167,7 @@ impl Store for SqliteStore {
              VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (username) DO UPDATE SET display_name = excluded.display_name,
                  password_hash = excluded.password_hash
-             RETURNING id, username, display_name, password_hash",
+             RETURNING id, username, display_name, password_hash, admin",
         )
         .bind(new_id())
         .bind(username)
@@ -179,7 +181,7 @@ impl Store for SqliteStore {
 
     async fn agent_by_username(&self, username: &str) -> StoreResult<Option<AgentRecord>> {
         sqlx::query(
-            "SELECT id, username, display_name, password_hash FROM agents WHERE username = ?",
+            "SELECT id, username, display_name, password_hash, admin FROM agents WHERE username = ?",
         )
         .bind(username)
         .fetch_optional(&self.read)
@@ -190,13 +192,15 @@ impl Store for SqliteStore {
     }
 
     async fn agent_by_id(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
-        sqlx::query("SELECT id, username, display_name, password_hash FROM agents WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?
-            .as_ref()
-            .map(agent_from_row)
-            .transpose()
+        sqlx::query(
+            "SELECT id, username, display_name, password_hash, admin FROM agents WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?
+        .as_ref()
+        .map(agent_from_row)
+        .transpose()
     }
 
     async fn create_session(
@@ -217,7 +221,7 @@ impl Store for SqliteStore {
 
     async fn session_agent(&self, token_hash: &str, now: i64) -> StoreResult<Option<AgentRecord>> {
         sqlx::query(
-            "SELECT a.id, a.username, a.display_name, a.password_hash
+            "SELECT a.id, a.username, a.display_name, a.password_hash, a.admin
              FROM sessions s JOIN agents a ON a.id = s.agent_id
              WHERE s.token_hash = ? AND s.expires_at > ?",
         )
@@ -536,6 +540,78 @@ impl Store for SqliteStore {
             })
         })
         .collect()
+    }
+
+    async fn set_agent_admin(&self, username: &str, admin: bool) -> StoreResult<()> {
+        sqlx::query("UPDATE agents SET admin = ? WHERE username = ?")
+            .bind(admin)
+            .bind(username)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_offline(
+        &self,
+        id: &ConversationId,
+        email: &str,
+    ) -> StoreResult<ConversationRecord> {
+        let row = sqlx::query(&format!(
+            "UPDATE conversations SET offline_email = ?, bot = 0, updated_at = ?
+             WHERE id = ? AND status != 'closed' RETURNING {CONVERSATION_COLUMNS}"
+        ))
+        .bind(email)
+        .bind(now_ms())
+        .bind(&id.0)
+        .fetch_optional(&self.write)
+        .await?;
+        match row {
+            Some(row) => conversation_from_row(&row),
+            None => match self.conversation(id).await? {
+                Some(_) => Err(StoreError::Closed),
+                None => Err(StoreError::NotFound),
+            },
+        }
+    }
+
+    async fn site_settings(&self) -> StoreResult<Vec<SiteSettingsRecord>> {
+        sqlx::query(
+            "SELECT site, routing, hours, max_chats_per_agent, updated_at, updated_by
+             FROM site_settings ORDER BY site",
+        )
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(SiteSettingsRecord {
+                site: row.try_get("site")?,
+                routing: row.try_get("routing")?,
+                hours: row.try_get("hours")?,
+                max_chats_per_agent: row.try_get("max_chats_per_agent")?,
+                updated_at: row.try_get("updated_at")?,
+                updated_by: row.try_get("updated_by")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn put_site_settings(&self, s: &SiteSettingsRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO site_settings (site, routing, hours, max_chats_per_agent, updated_at, updated_by)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (site) DO UPDATE SET routing = excluded.routing, hours = excluded.hours,
+                 max_chats_per_agent = excluded.max_chats_per_agent,
+                 updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+        )
+        .bind(&s.site)
+        .bind(&s.routing)
+        .bind(&s.hours)
+        .bind(s.max_chats_per_agent)
+        .bind(s.updated_at)
+        .bind(&s.updated_by)
+        .execute(&self.write)
+        .await?;
+        Ok(())
     }
 
     async fn record_gap(&self, gap: &Gap) -> StoreResult<bool> {
