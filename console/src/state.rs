@@ -1036,9 +1036,7 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
             let why = error.as_deref().unwrap_or("unknown error");
             (format!("Email to {to} failed: {why}"), true)
         }
-        EventBody::Unknown => {
-            ("(an update this console cannot show)".to_owned(), true)
-        }
+        EventBody::Unknown => ("(an update this console cannot show)".to_owned(), true),
     };
     Line {
         key: format!("s{}", e.seq),

@@ -213,7 +213,9 @@ impl EventBody {
                 link,
                 sentiment: None,
             },
-            EventBody::Transferred { to, note: Some(_) } => EventBody::Transferred { to, note: None },
+            EventBody::Transferred { to, note: Some(_) } => {
+                EventBody::Transferred { to, note: None }
+            }
             other => other,
         }
     }

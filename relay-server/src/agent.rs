@@ -408,7 +408,7 @@ impl AgentSession {
             Err(e) => return out.push(e),
         };
         let me = Some(self.agent.id.as_str());
-        if !consent.is_some_and(|c| c.sharing_with(me).is_some()) {
+        if consent.is_none_or(|c| c.sharing_with(me).is_none()) {
             return out.push(ToAgent::Error(ErrorFrame::new(
                 ErrorCode::Forbidden,
                 "the visitor is not sharing their page with you",

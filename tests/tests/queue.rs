@@ -362,6 +362,7 @@ async fn node(database_url: &str, prefix: &str, max: u32) -> anyhow::Result<Test
                     display_name: display_name.into(),
                     password: password.into(),
                     max_chats: None,
+                    admin: false,
                 });
             }
         })

@@ -24,8 +24,8 @@ use protocol::AgentInfo;
 use super::{
     auto_join, check_rateable, choose, is_bot, new_id, now_ms, parse_role, parse_status,
     preview_of, role_str, status_str, AgentRating, AgentRecord, Appended, Capacity,
-    ConversationRecord, Effect, Gap, GapKind, NewEvent, QueueState, SiteSettingsRecord, Store, StoreError, StoreResult,
-    VisitorRecord, ASSIGN_SCAN, WAIT_SAMPLES,
+    ConversationRecord, Effect, Gap, GapKind, NewEvent, QueueState, SiteSettingsRecord, Store,
+    StoreError, StoreResult, VisitorRecord, ASSIGN_SCAN, WAIT_SAMPLES,
 };
 
 /// SQLite-backed [`Store`].
