@@ -106,7 +106,7 @@ async fn view(app: &App, key: &str, saved: Option<&SiteSettingsRecord>) -> Optio
         routing: routing_str(site.routing),
         hours: site.hours.clone().map(HoursSpec::from),
         max_chats_per_agent: saved.and_then(|s| s.max_chats_per_agent),
-        has_kb: app.bots.contains_key(key),
+        has_kb: app.has_bot(key),
         available: app.availability(&site).available,
         updated_by: saved.map(|s| s.updated_by.clone()),
         updated_at: saved.map(|s| s.updated_at),
@@ -146,9 +146,9 @@ pub async fn save_site(
     auth::check_same_origin(&headers)?;
     let base = app.sites.get(&key).ok_or(AppError::UnknownSite)?;
     let Json(body) = body.map_err(|e| AppError::Invalid(e.body_text()))?;
-    if body.routing == Routing::BotFirst && !app.bots.contains_key(&key) {
+    if body.routing == Routing::BotFirst && !app.has_bot(&key) {
         return Err(AppError::Invalid(format!(
-            "site {key:?} has no knowledge base: set `kb` in the config before bot_first"
+            "site {key:?} has no bot: set `kb` or `bot_url` in the config before bot_first"
         )));
     }
     if let Some(n) = body.max_chats_per_agent {

@@ -91,6 +91,11 @@ pub struct App {
 }
 
 impl App {
+    /// Whether a bot answers this site first: its knowledge base or its external bot.
+    pub fn has_bot(&self, site: &str) -> bool {
+        self.bots.contains_key(site) || self.external_bots.contains_key(site)
+    }
+
     /// A site's effective settings: the config file's, replaced by what an admin saved.
     pub fn site(&self, key: &str) -> Option<Arc<SiteConfig>> {
         if let Some(site) = self

@@ -233,7 +233,7 @@ impl VisitorSession {
             agents_online: self.app.hub.agents_online().len() as u32,
             available: now.available,
             opens_at: now.opens_at,
-            bot_first: site.bot_first() && self.app.bots.contains_key(&site.key),
+            bot_first: site.bot_first() && self.app.has_bot(&site.key),
         });
         self.visitor = Some(visitor);
         if let Some(conversation) = conversation_id {

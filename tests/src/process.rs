@@ -27,8 +27,10 @@ impl RelayConfigFile {
     /// Writes the file.
     pub fn write() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("temp dir for the relay config")?;
+        // Agents in the fault scenarios take and answer conversations by hand, as the tests
+        // script them: automatic assignment would hand some to the other agent mid-test.
         let mut text = String::from(
-            "[[site]]\nkey = \"demo\"\nname = \"Demo Shop\"\nallowed_origins = [\"*\"]\n",
+            "[[site]]\nkey = \"demo\"\nname = \"Demo Shop\"\nallowed_origins = [\"*\"]\nauto_assign = false\n",
         );
         for (username, display_name, password) in AGENTS {
             text.push_str(&format!(

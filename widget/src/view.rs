@@ -97,9 +97,13 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
             let Some(el) = input.get_untracked() else {
                 return;
             };
-            // Away: the message goes to the console with the visitor's email (checked by the
-            // relay; here only that one was typed at all).
-            let sent = match email.get_untracked().filter(|_| ui.away.get_untracked()) {
+            // Away: with an email the message goes to the console marked offline and replies
+            // are mailed (the address is checked by the relay; here only that it looks like
+            // one). The email is an offer: without one the message is sent as usual.
+            let sent = match email
+                .get_untracked()
+                .filter(|f| ui.away.get_untracked() && !f.value().trim().is_empty())
+            {
                 Some(field) if !field.value().contains('@') => {
                     let _ = field.focus();
                     false
