@@ -77,6 +77,10 @@ pub fn apply(base: &SiteConfig, row: &SiteSettingsRecord) -> Result<SiteConfig, 
         None => None,
         Some(json) => Some(serde_json::from_str::<Hours>(json).map_err(|e| e.to_string())?),
     };
+    if let Some(max) = row.max_chats_per_agent {
+        site.max_chats_per_agent =
+            u32::try_from(max).map_err(|_| format!("max_chats_per_agent {max} out of range"))?;
+    }
     Ok(site)
 }
 

@@ -111,6 +111,8 @@ impl App {
 
     /// Replaces a site's effective settings (after an admin saved them).
     pub fn set_site(&self, site: SiteConfig) {
+        // The queue's limits follow at once (the next assignment uses them).
+        self.queue.set_site_max(&site.key, site.max_chats_per_agent);
         self.site_overrides
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -32,8 +32,9 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// The queue's settings and what this node last told its clients.
 pub struct Queue {
-    /// Who may be given how many conversations.
-    pub capacity: Capacity,
+    /// Who may be given how many conversations. Behind a lock because an admin may change a
+    /// site's limit from the console while the relay runs.
+    capacity: std::sync::RwLock<Capacity>,
     /// How long an agent may be gone before their conversations are requeued.
     grace: Duration,
     /// What was last read and told, to push changes only.
@@ -59,10 +60,27 @@ impl Queue {
     /// A queue with these limits and grace period.
     pub fn new(capacity: Capacity, grace: Duration) -> Self {
         Self {
-            capacity,
+            capacity: std::sync::RwLock::new(capacity),
             grace,
             told: Mutex::new(Told::default()),
         }
+    }
+
+    /// The limits now (a copy: an assignment decides on one consistent set).
+    pub fn capacity(&self) -> Capacity {
+        self.capacity
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sets a site's `max_chats_per_agent` (an admin saved it).
+    pub fn set_site_max(&self, site: &str, max: u32) {
+        self.capacity
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .sites
+            .insert(site.to_owned(), max);
     }
 
     fn told(&self) -> std::sync::MutexGuard<'_, Told> {
@@ -136,7 +154,8 @@ pub async fn pump(app: &Arc<App>) -> usize {
     }
     let mut assigned = 0;
     loop {
-        match app.store.assign_next(&online, &app.queue.capacity).await {
+        let capacity = app.queue.capacity();
+        match app.store.assign_next(&online, &capacity).await {
             Ok(Some(appended)) => {
                 assigned += 1;
                 tracing::debug!(conversation = %appended.event.conversation_id.0,
@@ -235,6 +254,7 @@ async fn tell(app: &Arc<App>) {
         .enumerate()
         .map(|(i, c)| (c.clone(), i as u32 + 1))
         .collect();
+    let capacity = app.queue.capacity();
     let agents = Arc::new(QueueUpdate::Agents {
         waiting: state.waiting.len() as u32,
         agents: app
@@ -244,7 +264,7 @@ async fn tell(app: &Arc<App>) {
             .map(|a| AgentLoad {
                 id: a.id.clone(),
                 chats: state.loads.get(&a.id).copied().unwrap_or(0),
-                max: app.queue.capacity.shown(&a.id),
+                max: capacity.shown(&a.id),
             })
             .collect(),
     });
