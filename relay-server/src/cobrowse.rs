@@ -111,6 +111,19 @@ pub async fn consent(
     }))
 }
 
+/// The conversation and its consent state, read together; `None` if there is no such
+/// conversation. What both socket kinds read before acting on a co-browse frame.
+pub async fn load(
+    store: &dyn Store,
+    id: &ConversationId,
+) -> StoreResult<Option<(ConversationRecord, Option<Consent>)>> {
+    let Some(record) = store.conversation(id).await? else {
+        return Ok(None);
+    };
+    let consent = consent(store, &record).await?;
+    Ok(Some((record, consent)))
+}
+
 /// A co-browse frame on its way through the hub (and the bus) to one side of a conversation.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Relayed {

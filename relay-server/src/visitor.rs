@@ -93,6 +93,16 @@ struct Sharing {
     budget: Budget,
 }
 
+impl Sharing {
+    /// A share with `agent` and a full budget, boxed as the session holds it.
+    fn new(agent: &str, limits: &crate::config::Limits) -> Box<Self> {
+        Box::new(Self {
+            agent_id: agent.to_owned(),
+            budget: Budget::new(limits),
+        })
+    }
+}
+
 impl VisitorSession {
     /// A session before `hello`.
     pub fn new(app: Arc<App>, site: Arc<SiteConfig>, mailbox: &Mailbox) -> Self {
@@ -266,16 +276,12 @@ impl VisitorSession {
             self.sharing = None;
             return;
         };
-        let record = match self.app.store.conversation(conversation).await {
-            Ok(Some(r)) => r,
+        let (record, consent) = match cobrowse::load(&*self.app.store, conversation).await {
+            Ok(Some(found)) => found,
             Ok(None) => {
                 self.sharing = None;
                 return;
             }
-            Err(e) => return out.push(internal(e, None)),
-        };
-        let consent = match cobrowse::consent(&*self.app.store, &record).await {
-            Ok(c) => c,
             Err(e) => return out.push(internal(e, None)),
         };
         let with = consent
@@ -283,12 +289,7 @@ impl VisitorSession {
             .and_then(|c| c.sharing_with(record.assignee_id.as_deref()));
         match (with, &self.sharing) {
             (Some(agent), Some(s)) if s.agent_id == agent => {}
-            (Some(agent), _) => {
-                self.sharing = Some(Box::new(Sharing {
-                    agent_id: agent.to_owned(),
-                    budget: Budget::new(&self.app.limits),
-                }))
-            }
+            (Some(agent), _) => self.sharing = Some(Sharing::new(agent, &self.app.limits)),
             (None, _) => self.sharing = None,
         }
     }
@@ -306,26 +307,19 @@ impl VisitorSession {
             out.push(no_request());
             return None;
         };
-        let record = match self.app.store.conversation(conversation).await {
-            Ok(Some(r)) => r,
+        match cobrowse::load(&*self.app.store, conversation).await {
+            Ok(Some((record, _))) if record.status == protocol::ConversationStatus::Closed => {
+                out.push(ToVisitor::Error(ErrorFrame::new(
+                    ErrorCode::Closed,
+                    "the conversation is closed",
+                )));
+                None
+            }
+            Ok(Some(found)) => Some(found),
             Ok(None) => {
                 out.push(no_request());
-                return None;
+                None
             }
-            Err(e) => {
-                out.push(internal(e, None));
-                return None;
-            }
-        };
-        if record.status == protocol::ConversationStatus::Closed {
-            out.push(ToVisitor::Error(ErrorFrame::new(
-                ErrorCode::Closed,
-                "the conversation is closed",
-            )));
-            return None;
-        }
-        match cobrowse::consent(&*self.app.store, &record).await {
-            Ok(c) => Some((record, c)),
             Err(e) => {
                 out.push(internal(e, None));
                 None
@@ -385,10 +379,7 @@ impl VisitorSession {
             protocol::CobrowseState::Denied
         };
         if self.store_cobrowse(&record, state, out).await && allow {
-            self.sharing = Some(Box::new(Sharing {
-                agent_id: agent,
-                budget: Budget::new(&self.app.limits),
-            }));
+            self.sharing = Some(Sharing::new(&agent, &self.app.limits));
         }
     }
 
