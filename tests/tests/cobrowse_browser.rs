@@ -178,11 +178,10 @@ fn traffic_report(proxy: &CaptureProxy) -> String {
     format!("page sent (count, bytes): {sent:?}\npage received: {received:?}")
 }
 
-/// The cobrowse frames the page sent so far: (count, total bytes of their `data`, the snapshot
-/// bytes of the first page).
-fn cobrowse_traffic(proxy: &CaptureProxy) -> (usize, usize, usize) {
+/// The cobrowse frames the page sent so far: (total bytes on the wire, the snapshot bytes of
+/// the first page).
+fn cobrowse_traffic(proxy: &CaptureProxy) -> (usize, usize) {
     let (frames, _) = proxy.websocket_frames_sent();
-    let mut count = 0;
     let mut bytes = 0;
     let mut first_snapshot = 0;
     let mut snapshot_n = None;
@@ -193,7 +192,6 @@ fn cobrowse_traffic(proxy: &CaptureProxy) -> (usize, usize, usize) {
         if v["type"] != "cobrowse" {
             continue;
         }
-        count += 1;
         bytes += f.len();
         let data = v["data"].as_str().unwrap_or("");
         if snapshot_n.is_none()
@@ -206,7 +204,7 @@ fn cobrowse_traffic(proxy: &CaptureProxy) -> (usize, usize, usize) {
             first_snapshot += data.len();
         }
     }
-    (count, bytes, first_snapshot)
+    (bytes, first_snapshot)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -508,7 +506,7 @@ async fn cobrowse_end_to_end_in_real_browsers() -> anyhow::Result<()> {
         &mut failures,
         "bandwidth while scrolling and typing",
         async {
-            let (_, before, _) = cobrowse_traffic(&proxy);
+            let (before, _) = cobrowse_traffic(&proxy);
             let started = Instant::now();
             let note = visitor.find(Locator::Css("#note")).await?;
             let window = Duration::from_secs(10);
@@ -523,7 +521,7 @@ async fn cobrowse_end_to_end_in_real_browsers() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             tokio::time::sleep(Duration::from_millis(600)).await;
-            let (_, after, _) = cobrowse_traffic(&proxy);
+            let (after, _) = cobrowse_traffic(&proxy);
             let secs = started.elapsed().as_secs_f64();
             sustained = Some((after - before) as f64 / secs);
             Ok(())
@@ -614,7 +612,7 @@ async fn cobrowse_end_to_end_in_real_browsers() -> anyhow::Result<()> {
     })
     .await;
 
-    let (_, _, snapshot) = cobrowse_traffic(&proxy);
+    let (_, snapshot) = cobrowse_traffic(&proxy);
     latencies.retain(|l| l.is_finite());
     latencies.sort_by(f64::total_cmp);
     println!(
