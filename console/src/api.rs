@@ -161,33 +161,8 @@ pub struct SiteSettings {
     pub updated_by: Option<String>,
 }
 
-/// Business hours: a time zone and `HH:MM-HH:MM[,…]` per day (absent: closed).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hours {
-    /// IANA zone, e.g. `Asia/Seoul`.
-    pub tz: String,
-    /// Monday … Sunday.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mon: Option<String>,
-    /// Tuesday.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tue: Option<String>,
-    /// Wednesday.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wed: Option<String>,
-    /// Thursday.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thu: Option<String>,
-    /// Friday.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fri: Option<String>,
-    /// Saturday.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sat: Option<String>,
-    /// Sunday.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sun: Option<String>,
-}
+/// Business hours, in the shape the relay's admin API reads and writes.
+pub use protocol::hours::HoursSpec as Hours;
 
 #[derive(Deserialize)]
 struct Sites {

@@ -15,6 +15,7 @@ pub mod context;
 pub mod error;
 pub mod event;
 pub mod gaps;
+pub mod hours;
 pub mod ids;
 pub mod timeline;
 pub mod visitor;
