@@ -3,9 +3,13 @@
 //! Writes go through a pool of exactly one connection, so the relay itself serialises them:
 //! no `SQLITE_BUSY` retries, and "read `last_seq`, write `last_seq + 1`" inside a transaction is
 //! safe without row locks. Reads use a separate pool (WAL lets them run beside the writer).
+//! Appends arriving together share one transaction (group commit, [`commit`]): each is still
+//! answered only after the commit that stored it.
 //! `synchronous = NORMAL` in WAL mode: a committed transaction survives a crash of the relay
 //! (kill -9); surviving power loss as well needs `synchronous = FULL` (`?synchronous=full`... see
 //! [`SqliteStore::connect`]).
+
+mod commit;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -35,6 +39,9 @@ pub struct SqliteStore {
     write: SqlitePool,
     /// Readers.
     read: SqlitePool,
+    /// Appends go through it, so those arriving together share one transaction (group commit,
+    /// see [`commit`]); it uses `write` like every other write.
+    committer: commit::Committer,
 }
 
 const CONVERSATION_COLUMNS: &str =
@@ -77,7 +84,12 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { write, read })
+        let committer = commit::Committer::start(write.clone());
+        Ok(Self {
+            write,
+            read,
+            committer,
+        })
     }
 
     /// Closes both pools, checkpointing the WAL.
@@ -375,10 +387,7 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, id: &ConversationId, new: NewEvent) -> StoreResult<Appended> {
-        if let Some(appended) = self.append_fast(id, &new).await? {
-            return Ok(appended);
-        }
-        self.append_checked(id, new).await
+        self.committer.append(id, new).await
     }
 
     async fn assign_next(
@@ -665,84 +674,6 @@ fn gap_from_row(row: &SqliteRow) -> StoreResult<Gap> {
         page_url: row.try_get("page_url")?,
         at: row.try_get("at")?,
     })
-}
-
-impl SqliteStore {
-    /// The common case in four statements: the conversation's checks (not closed, assignable)
-    /// live in the `UPDATE`'s `WHERE`, and a repeated client id trips the unique index. Anything
-    /// unusual (closed, taken, unknown, a repeat) rolls back and returns `None`, and
-    /// [`Self::append_checked`] works out which it was. Every statement is a round trip to
-    /// SQLite's worker thread, so this is what bounds the single writer's messages per second.
-    async fn append_fast(
-        &self,
-        id: &ConversationId,
-        new: &NewEvent,
-    ) -> StoreResult<Option<Appended>> {
-        let preview = match &new.body {
-            EventBody::Message { text, .. } => Some(preview_of(text)),
-            _ => None,
-        };
-        let (set_effect, guard) = match &new.effect {
-            Effect::None => ("", ""),
-            // Only an agent's message in a conversation already theirs: taking it from the
-            // queue or the bot records queue times, which the careful path does.
-            Effect::Assign(_) => ("", " AND assignee_id = ?4"),
-            Effect::Transfer { .. } | Effect::Requeue(_) => return Ok(None),
-            Effect::Close => (", status = 'closed'", ""),
-            // Only while the bot has it: otherwise the careful path says Forbidden.
-            // Into the people's queue: it waits from now.
-            Effect::Handoff => (", bot = 0, queued_at = ?2", " AND bot = 1"),
-            Effect::BotReply => ("", " AND bot = 1"),
-        };
-        let sql = format!(
-            "UPDATE conversations SET last_seq = last_seq + 1, preview = COALESCE(?1, preview),
-                 updated_at = ?2{set_effect}
-             WHERE id = ?3 AND status != 'closed'{guard}
-             RETURNING {CONVERSATION_COLUMNS}"
-        );
-        let now = now_ms();
-        let mut tx = self.write.begin().await?;
-        let mut query = sqlx::query(&sql).bind(&preview).bind(now).bind(&id.0);
-        if let Effect::Assign(agent) = &new.effect {
-            query = query.bind(agent);
-        }
-        let Some(row) = query.fetch_optional(&mut *tx).await? else {
-            tx.rollback().await?;
-            return Ok(None);
-        };
-        let conversation = conversation_from_row(&row)?;
-        let event = Event {
-            conversation_id: id.clone(),
-            seq: conversation.last_seq,
-            at: now,
-            author: new.author.clone(),
-            body: new.body.clone(),
-        };
-        match insert_event(&mut tx, &event, new.client_id.as_ref()).await {
-            Ok(()) => {
-                tx.commit().await?;
-                Ok(Some(Appended {
-                    event,
-                    conversation,
-                    duplicate: false,
-                }))
-            }
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                tx.rollback().await?;
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The careful path: reads the conversation, answers a repeated client id with the original
-    /// event, refuses closed or taken conversations with the precise error.
-    async fn append_checked(&self, id: &ConversationId, new: NewEvent) -> StoreResult<Appended> {
-        let mut tx = self.write.begin().await?;
-        let appended = append_in(&mut tx, id, new).await?;
-        tx.commit().await?;
-        Ok(appended)
-    }
 }
 
 /// The careful append inside `tx` (the caller commits): also records queue times — when the

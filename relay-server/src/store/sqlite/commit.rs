@@ -1,0 +1,215 @@
+//! Group commit for the SQLite store: appends that arrive while the single writer is busy are
+//! stored together, in one transaction.
+//!
+//! Why: SQLite has one writer, and with sqlx every statement is a round trip to the connection's
+//! worker thread. On its own an append costs `BEGIN`, two statements and `COMMIT`, and each WAL
+//! commit writes the pages it touched again. Under load (thousands of messages a second) most of
+//! that is per transaction, not per message. So one task, [`run`], owns the appends: it takes
+//! every request waiting in its queue (at most [`MAX_BATCH`]), stores them in one transaction,
+//! commits once, and only then answers each caller. Nothing is acknowledged before the commit
+//! that stored it, and a request alone in the queue is served at once: nobody waits for company.
+//!
+//! Inside a batch, each append takes the fast path ([`append_fast`]: two statements that either
+//! change nothing — no eligible conversation — or fail as a whole statement, which SQLite undoes
+//! alone — a repeated client id) or, when that does not apply, the careful path
+//! ([`super::append_in`]), whose refusals (closed, taken, unknown) all come before it writes.
+//! So a refused append leaves the transaction as it found it, and the batch goes on. Any other
+//! error (the engine failing) rolls the whole batch back, and each of its appends is then tried
+//! in a transaction of its own: one bad append never fails the others.
+
+use protocol::{ConversationId, Event, EventBody};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{append_in, conversation_from_row, json, CONVERSATION_COLUMNS};
+use crate::store::{
+    now_ms, preview_of, role_str, Appended, Effect, NewEvent, StoreError, StoreResult,
+};
+
+/// Most appends stored in one transaction. Large enough that a burst commits in a few
+/// transactions, small enough that the first caller of a batch is not kept long by the last.
+pub const MAX_BATCH: usize = 256;
+
+/// Requests waiting for the writer. Callers past it wait to enqueue (backpressure on the sockets
+/// that send), they are never refused.
+const QUEUE: usize = 4096;
+
+/// One caller's append, and where its outcome goes.
+struct Request {
+    id: ConversationId,
+    new: NewEvent,
+    reply: oneshot::Sender<StoreResult<Appended>>,
+}
+
+/// The appending side of the SQLite store: a handle to the [`run`] task.
+#[derive(Clone)]
+pub struct Committer {
+    requests: mpsc::Sender<Request>,
+}
+
+impl Committer {
+    /// Starts the committing task on the current tokio runtime. It ends when every handle is
+    /// dropped; once `write` is closed, it answers every request with the pool's error.
+    pub fn start(write: SqlitePool) -> Self {
+        let (requests, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(run(write, queue));
+        Self { requests }
+    }
+
+    /// Stores one event (see [`crate::store::Store::append`]); returns after its commit.
+    pub async fn append(&self, id: &ConversationId, new: NewEvent) -> StoreResult<Appended> {
+        let (reply, outcome) = oneshot::channel();
+        let request = Request {
+            id: id.clone(),
+            new,
+            reply,
+        };
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+        outcome
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?
+    }
+}
+
+/// The committing loop: a batch of whatever is waiting, stored and answered, until every
+/// [`Committer`] is gone.
+async fn run(write: SqlitePool, mut queue: mpsc::Receiver<Request>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let requests: Vec<Request> = std::mem::take(&mut batch);
+        match store_together(&write, &requests).await {
+            Ok(outcomes) => {
+                for (request, outcome) in requests.into_iter().zip(outcomes) {
+                    // A caller that gave up (its socket closed) no longer listens: fine, the
+                    // event is stored and its next reader sees it.
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Err(e) if requests.len() == 1 => {
+                if let Some(request) = requests.into_iter().next() {
+                    let _ = request.reply.send(Err(e));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, appends = requests.len(), "group commit failed; storing its appends one by one");
+                for request in requests {
+                    let alone = store_together(&write, std::slice::from_ref(&request)).await;
+                    let outcome = alone.and_then(|mut outcomes| {
+                        outcomes.pop().unwrap_or(Err(StoreError::Corrupt(
+                            "a batch of one gave no outcome".into(),
+                        )))
+                    });
+                    let _ = request.reply.send(outcome);
+                }
+            }
+        }
+    }
+}
+
+/// Stores `requests` in one transaction. `Ok` holds each request's outcome, in order (an
+/// outcome may be a refusal such as [`StoreError::Closed`]); `Err` means nothing was stored.
+async fn store_together(
+    write: &SqlitePool,
+    requests: &[Request],
+) -> StoreResult<Vec<StoreResult<Appended>>> {
+    let mut tx = write.begin().await?;
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for request in requests {
+        let outcome = match append_fast(&mut tx, &request.id, &request.new).await? {
+            Some(appended) => Ok(appended),
+            None => match append_in(&mut tx, &request.id, request.new.clone()).await {
+                Err(e) if !is_refusal(&e) => return Err(e),
+                outcome => outcome,
+            },
+        };
+        outcomes.push(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Refusals are decided before the careful path writes anything, so the transaction goes on.
+fn is_refusal(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::NotFound | StoreError::Forbidden | StoreError::Closed
+    )
+}
+
+/// The common case in two statements: the event row is inserted from the conversation row, but
+/// only if the conversation accepts it (not closed; the effect's guard, e.g. the bot still has
+/// it) — else nothing is inserted. A repeated client id trips the unique index and SQLite undoes
+/// that statement alone. Either way `None`: the careful path works out what it was. Then the
+/// conversation takes the new seq and the effect.
+async fn append_fast(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: &ConversationId,
+    new: &NewEvent,
+) -> StoreResult<Option<Appended>> {
+    let preview = match &new.body {
+        EventBody::Message { text, .. } => Some(preview_of(text)),
+        _ => None,
+    };
+    let (set_effect, guard) = match &new.effect {
+        Effect::None => ("", ""),
+        // Only an agent's message in a conversation already theirs: taking it from the queue or
+        // the bot records queue times, which the careful path does.
+        Effect::Assign(_) => ("", " AND assignee_id = ?8"),
+        Effect::Transfer { .. } | Effect::Requeue(_) => return Ok(None),
+        Effect::Close => (", status = 'closed'", ""),
+        // Only while the bot has it (otherwise the careful path says Forbidden); into the
+        // people's queue, waiting from now.
+        Effect::Handoff => (", bot = 0, queued_at = ?2", " AND bot = 1"),
+        Effect::BotReply => ("", " AND bot = 1"),
+    };
+    let now = now_ms();
+    let insert = format!(
+        "INSERT INTO events (conversation_id, seq, at, author_role, author_id, author_name, client_id, body)
+         SELECT id, last_seq + 1, ?1, ?2, ?3, ?4, ?5, ?6 FROM conversations
+         WHERE id = ?7 AND status != 'closed'{guard}"
+    );
+    let mut query = sqlx::query(&insert)
+        .bind(now)
+        .bind(role_str(new.author.role))
+        .bind(&new.author.id)
+        .bind(&new.author.name)
+        .bind(new.client_id.as_ref().map(|c| c.0.as_str()))
+        .bind(json(&new.body))
+        .bind(&id.0);
+    if let Effect::Assign(agent) = &new.effect {
+        query = query.bind(agent);
+    }
+    match query.execute(&mut **tx).await {
+        Ok(done) if done.rows_affected() == 1 => {}
+        Ok(_) => return Ok(None),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let update = format!(
+        "UPDATE conversations SET last_seq = last_seq + 1, preview = COALESCE(?1, preview),
+             updated_at = ?2{set_effect}
+         WHERE id = ?3 RETURNING {CONVERSATION_COLUMNS}"
+    );
+    let row = sqlx::query(&update)
+        .bind(&preview)
+        .bind(now)
+        .bind(&id.0)
+        .fetch_one(&mut **tx)
+        .await?;
+    let conversation = conversation_from_row(&row)?;
+    let event = Event {
+        conversation_id: id.clone(),
+        seq: conversation.last_seq,
+        at: now,
+        author: new.author.clone(),
+        body: new.body.clone(),
+    };
+    Ok(Some(Appended {
+        event,
+        conversation,
+        duplicate: false,
+    }))
+}
