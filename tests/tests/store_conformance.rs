@@ -83,6 +83,7 @@ conformance!(
     same_client_id_from_another_author_is_new,
     concurrent_appends_are_gap_free,
     concurrent_duplicates_store_one,
+    refusals_in_a_burst_leave_the_others_stored,
     concurrent_opens_make_one_conversation,
     assign_effect,
     close_effect,
@@ -336,6 +337,116 @@ mod cases {
             assert_eq!(results[0].event.seq, round + 1);
         }
         assert_eq!(seqs(&*store, &c.id).await?, [1, 2, 3, 4, 5]);
+        Ok(())
+    }
+
+    /// Appends that arrive together may be stored together (SQLite's group commit): a refused
+    /// one (closed conversation, bot silenced, unknown conversation) or a repeat among them must
+    /// not fail, shift or lose the others.
+    pub async fn refusals_in_a_burst_leave_the_others_stored(
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        let (v, open) = chat(&*store).await?;
+        let (closed_v, closed) = chat(&*store).await?;
+        store
+            .append(
+                &closed.id,
+                NewEvent {
+                    effect: Effect::Close,
+                    ..message(visitor_author(&closed_v), None, "bye")
+                },
+            )
+            .await?;
+        let bot_v = store
+            .create_visitor("demo", &relay_server::store::new_id())
+            .await?;
+        let (silenced, _) = store
+            .open_conversation_as("demo", &bot_v.id, &context("https://shop.example/"), true)
+            .await?;
+        store
+            .append(
+                &silenced.id,
+                NewEvent {
+                    effect: Effect::Handoff,
+                    ..message(visitor_author(&bot_v), None, "a person please")
+                },
+            )
+            .await?;
+        store
+            .append(
+                &open.id,
+                message(visitor_author(&v), Some("first"), "first"),
+            )
+            .await?;
+
+        let mut tasks = Vec::new();
+        for round in 0..PER_TASK {
+            for kind in 0..5u64 {
+                let store = store.clone();
+                let (v, closed_v, bot_v) = (v.clone(), closed_v.clone(), bot_v.clone());
+                let (open, closed, silenced) =
+                    (open.id.clone(), closed.id.clone(), silenced.id.clone());
+                tasks.push(tokio::spawn(async move {
+                    let nowhere = ConversationId("no-such-conversation".into());
+                    let outcome = match kind {
+                        0 => store.append(
+                            &open,
+                            message(visitor_author(&v), Some(&format!("m{round}")), "fresh"),
+                        ),
+                        1 => {
+                            store.append(&open, message(visitor_author(&v), Some("first"), "again"))
+                        }
+                        2 => {
+                            store.append(&closed, message(visitor_author(&closed_v), None, "late"))
+                        }
+                        3 => store.append(
+                            &silenced,
+                            NewEvent {
+                                effect: Effect::BotReply,
+                                ..message(visitor_author(&bot_v), None, "bot, too late")
+                            },
+                        ),
+                        _ => store.append(&nowhere, message(visitor_author(&v), None, "nowhere")),
+                    }
+                    .await;
+                    (kind, outcome)
+                }));
+            }
+        }
+        let mut fresh = Vec::new();
+        for task in tasks {
+            match task.await? {
+                (0, Ok(a)) => {
+                    assert!(!a.duplicate, "a new client id is stored");
+                    fresh.push(a.event.seq);
+                }
+                (1, Ok(a)) => {
+                    assert!(a.duplicate, "a repeat is answered, not stored");
+                    assert_eq!(a.event.seq, 1, "with the original event");
+                }
+                (2, Err(StoreError::Closed)) => {}
+                (3, Err(StoreError::Forbidden)) => {}
+                (4, Err(StoreError::NotFound)) => {}
+                (kind, other) => anyhow::bail!("append of kind {kind} gave {other:?}"),
+            }
+        }
+        fresh.sort_unstable();
+        let expected: Vec<Seq> = (2..=PER_TASK + 1).collect();
+        assert_eq!(
+            fresh, expected,
+            "every fresh append got its own seq, none skipped"
+        );
+        assert_eq!(seqs(&*store, &open.id).await?, [vec![1], expected].concat());
+        assert_eq!(
+            seqs(&*store, &closed.id).await?,
+            [1],
+            "nothing after the close"
+        );
+        assert_eq!(
+            seqs(&*store, &silenced.id).await?,
+            [1],
+            "the bot stayed silent"
+        );
         Ok(())
     }
 
