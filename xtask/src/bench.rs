@@ -4,7 +4,8 @@
 //! fresh SQLite database, runs the idle-connections scenario and then the chat-latency scenario
 //! against it, and stops it. With `--two-nodes`, starts two relays sharing a fresh PostgreSQL
 //! database and one Redis (own channel prefix) and measures visitors on one node talking to an
-//! agent on the other. Bounded in count and time; loopback only.
+//! agent on the other (`--same-node`: on the same one, so the difference between the two runs is
+//! the Redis hop). Bounded in count and time; loopback only.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -28,6 +29,8 @@ pub struct BenchArgs {
     pub duration: u64,
     /// Two relays on PostgreSQL + Redis instead of one on SQLite.
     pub two_nodes: bool,
+    /// With `two_nodes`: the agent on the visitors' node (the baseline for the Redis hop).
+    pub same_node: bool,
 }
 
 /// The PostgreSQL server the two-node run creates its database on (trust auth, as on CI).
@@ -83,19 +86,21 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
     let password = password.context("relay printed no admin password")?;
     let load = target.join("parley-load");
 
-    section(&format!(
-        "bench: {} idle visitor connections",
-        args.connections
-    ));
-    run(Command::new(&load)
-        .args(["--url", &url, "--relay-pid", &pid.to_string()])
-        .args([
-            "idle",
-            "--connections",
-            &args.connections.to_string(),
-            "--hold",
-            "5",
-        ]))?;
+    if args.connections > 0 {
+        section(&format!(
+            "bench: {} idle visitor connections",
+            args.connections
+        ));
+        run(Command::new(&load)
+            .args(["--url", &url, "--relay-pid", &pid.to_string()])
+            .args([
+                "idle",
+                "--connections",
+                &args.connections.to_string(),
+                "--hold",
+                "5",
+            ]))?;
+    }
 
     section(&format!(
         "bench: chat latency, {} visitors -> 1 agent, {} msg/s for {} s",
@@ -106,6 +111,7 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
         .args(
             node_b
                 .iter()
+                .filter(|_| !args.same_node)
                 .flat_map(|b| ["--agent-url".to_owned(), b.url.clone()]),
         )
         .args([

@@ -64,7 +64,8 @@ enum Cmd {
     Ci,
     /// The relay figures of BENCHMARKS.md: idle-connection memory and chat latency (loopback).
     Bench {
-        /// Idle visitor connections to hold (this machine allows 20k open files per process).
+        /// Idle visitor connections to hold (this machine allows 20k open files per process);
+        /// 0 skips that scenario.
         #[arg(long, default_value_t = 10_000)]
         connections: usize,
         /// Visitors in the chat scenario (one conversation each).
@@ -79,6 +80,10 @@ enum Cmd {
         /// Two relays sharing a fresh PostgreSQL database and Redis; agents on the second node.
         #[arg(long)]
         two_nodes: bool,
+        /// With `--two-nodes`: the agent on the visitors' node too, so nothing crosses Redis on
+        /// the way (run both ways: the difference is the Redis hop).
+        #[arg(long, requires = "two_nodes")]
+        same_node: bool,
     },
 }
 
@@ -143,6 +148,7 @@ fn dispatch(root: &Path, command: Cmd) -> Result<()> {
             rate,
             duration,
             two_nodes,
+            same_node,
         } => bench::bench(
             root,
             &bench::BenchArgs {
@@ -151,6 +157,7 @@ fn dispatch(root: &Path, command: Cmd) -> Result<()> {
                 rate,
                 duration,
                 two_nodes,
+                same_node,
             },
         ),
         Cmd::Ci => {
