@@ -40,7 +40,7 @@ pub async fn upgrade(
         .max_message_size(limits.max_frame_bytes * 2)
         .max_frame_size(limits.max_frame_bytes * 2)
         .on_upgrade(move |socket| {
-            let mailbox = app2.hub.mailbox();
+            let mailbox = app2.hub.agent_mailbox();
             let session = AgentSession::new(app2.clone(), agent.0, &mailbox);
             let rate = Rate {
                 per_second: limits.agent_per_second,

@@ -157,6 +157,7 @@ pub async fn run<S: Session>(
             }
         }
         if mailbox.lagged.swap(false, Ordering::AcqRel) {
+            app.metrics.resyncs.inc();
             Box::pin(session.resync(&mut out)).await;
         }
         if !out.is_empty() {

@@ -22,6 +22,14 @@ use crate::bus::Nudge;
 /// store: memory stays bounded whatever a slow client does.
 pub const QUEUE: usize = 256;
 
+/// Queue length per agent connection. An agent socket hears every conversation it opened and
+/// every conversation's list updates: thousands of signals a second on a busy site, where a
+/// visitor's hears one conversation. Its resync re-reads every opened conversation, so a queue
+/// that overflows whenever the socket's task is descheduled for a few milliseconds turns load
+/// into more load. The channel allocates as it fills, so a quiet agent costs no more than a
+/// visitor, and agents are few.
+pub const AGENT_QUEUE: usize = 8192;
+
 /// Something a connection should tell its client.
 #[derive(Clone, Debug)]
 pub enum Signal {
@@ -152,9 +160,18 @@ impl Hub {
         }
     }
 
-    /// A new mailbox for a connection.
+    /// A new mailbox for a visitor connection.
     pub fn mailbox(&self) -> Mailbox {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        self.mailbox_of(QUEUE)
+    }
+
+    /// A new mailbox for an agent connection (see [`AGENT_QUEUE`]).
+    pub fn agent_mailbox(&self) -> Mailbox {
+        self.mailbox_of(AGENT_QUEUE)
+    }
+
+    fn mailbox_of(&self, capacity: usize) -> Mailbox {
+        let (tx, rx) = mpsc::channel(capacity);
         let lagged = Arc::new(AtomicBool::new(false));
         let inbox = Inbox {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),

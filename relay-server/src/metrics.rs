@@ -60,6 +60,10 @@ pub struct Metrics {
     pub cobrowse_bytes: Counter,
     /// Conversations waiting for an agent, as this node last read the queue.
     pub queue_waiting: Gauge,
+    /// Connections that fell behind (their signal queue overflowed, or the bus reconnected)
+    /// and re-read from the store: each one costs store reads, so a climbing rate means a
+    /// client or the relay cannot keep up.
+    pub resyncs: Counter,
 }
 
 impl Default for Metrics {
@@ -88,6 +92,12 @@ impl Default for Metrics {
             "Failed operations on the cross-node bus",
             bus_errors.clone(),
         );
+        let resyncs = Counter::default();
+        registry.register(
+            "resyncs",
+            "Connections that fell behind and re-read from the store",
+            resyncs.clone(),
+        );
         registry.register("connections", "Open WebSockets", connections.clone());
         registry.register(
             "events_stored",
@@ -113,6 +123,7 @@ impl Default for Metrics {
             bus_errors,
             cobrowse_bytes,
             queue_waiting,
+            resyncs,
         }
     }
 }
