@@ -136,7 +136,7 @@ mod cases {
     }
 
     /// A new visitor of `demo` with an open conversation.
-    async fn chat(store: &dyn Store) -> anyhow::Result<(VisitorRecord, ConversationRecord)> {
+    pub async fn chat(store: &dyn Store) -> anyhow::Result<(VisitorRecord, ConversationRecord)> {
         let visitor = store
             .create_visitor("demo", &relay_server::store::new_id())
             .await?;
@@ -147,7 +147,7 @@ mod cases {
         Ok((visitor, conversation))
     }
 
-    fn visitor_author(v: &VisitorRecord) -> Author {
+    pub fn visitor_author(v: &VisitorRecord) -> Author {
         Author {
             role: Role::Visitor,
             id: Some(v.id.clone()),
@@ -163,7 +163,7 @@ mod cases {
         }
     }
 
-    fn message(author: Author, client_id: Option<&str>, text: &str) -> NewEvent {
+    pub fn message(author: Author, client_id: Option<&str>, text: &str) -> NewEvent {
         NewEvent {
             author,
             body: EventBody::message(text, client_id.map(ClientId::from)),
@@ -1401,6 +1401,45 @@ async fn unknown_database_url_is_refused() -> anyhow::Result<()> {
     assert!(
         message.contains("sqlite://") && message.contains("postgres://"),
         "the error names the accepted forms: {message}"
+    );
+    Ok(())
+}
+
+/// SQLite only: no commit checkpoints the WAL; the store's own task does, every second, beside
+/// the writer. So the appended pages reach the database file, and the WAL stops growing (the
+/// writer rewinds it once a checkpoint has caught up) instead of growing with every append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_checkpoints_run_beside_the_writer() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("parley.db");
+    let wal = dir.path().join("parley.db-wal");
+    let store = store::connect(&format!("sqlite://{}", path.display())).await?;
+    let (visitor, conversation) = cases::chat(&*store).await?;
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut sizes = Vec::new();
+    for round in 0..4 {
+        for i in 0..300 {
+            let text = format!("round {round} message {i}: {}", "x".repeat(200));
+            let id = format!("r{round}m{i}");
+            store
+                .append(
+                    &conversation.id,
+                    cases::message(cases::visitor_author(&visitor), Some(&id), &text),
+                )
+                .await?;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+        sizes.push((size(&path), size(&wal)));
+    }
+    store.close().await;
+    let (first, last) = (sizes[0], sizes[3]);
+    assert!(
+        last.0 > first.0,
+        "checkpoints copy appended pages into the database file: {sizes:?}"
+    );
+    assert!(
+        last.1 < first.1 * 2,
+        "the WAL is rewound after checkpoints, not grown by every round: {sizes:?}"
     );
     Ok(())
 }

@@ -4,14 +4,17 @@
 //! no `SQLITE_BUSY` retries, and "read `last_seq`, write `last_seq + 1`" inside a transaction is
 //! safe without row locks. Reads use a separate pool (WAL lets them run beside the writer).
 //! Appends arriving together share one transaction (group commit, [`commit`]): each is still
-//! answered only after the commit that stored it.
+//! answered only after the commit that stored it. WAL checkpoints run on a connection of their
+//! own every second ([`checkpoint`]), never inside a commit.
 //! `synchronous = NORMAL` in WAL mode: a committed transaction survives a crash of the relay
 //! (kill -9); surviving power loss as well needs `synchronous = FULL` (`?synchronous=full`... see
 //! [`SqliteStore::connect`]).
 
+mod checkpoint;
 mod commit;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,7 +45,14 @@ pub struct SqliteStore {
     /// Appends go through it, so those arriving together share one transaction (group commit,
     /// see [`commit`]); it uses `write` like every other write.
     committer: commit::Committer,
+    /// Checkpoints the WAL every second on a connection of its own, so no commit does it (see
+    /// [`checkpoint`]); stops when the last clone of the store is dropped.
+    _checkpointer: Arc<checkpoint::Checkpointer>,
 }
+
+/// The writer's page cache, in KiB (`PRAGMA cache_size` takes negative numbers as KiB). Memory
+/// is taken as pages are used, up to this.
+const WRITER_CACHE_KIB: u32 = 32 * 1024;
 
 const CONVERSATION_COLUMNS: &str =
     "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at, rating, queued_at, offline_email";
@@ -72,9 +82,18 @@ impl SqliteStore {
             })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // The single writer keeps the hot pages (conversations, the events' idempotency index)
+        // in its own cache: with SQLite's default 2 MiB they are evicted under load and every
+        // append re-reads them through a system call.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
+                    // Checkpoints run beside it, not inside its commits (see [`checkpoint`]).
+                    .pragma("wal_autocheckpoint", "0"),
+            )
             .await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&write)
@@ -82,13 +101,15 @@ impl SqliteStore {
             .map_err(|e| StoreError::Database(e.into()))?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
         let committer = commit::Committer::start(write.clone());
+        let checkpointer = Arc::new(checkpoint::Checkpointer::start(&options).await?);
         Ok(Self {
             write,
             read,
             committer,
+            _checkpointer: checkpointer,
         })
     }
 
