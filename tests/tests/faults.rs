@@ -317,9 +317,7 @@ async fn stop(control: &Control, clients: Vec<ClientHandle>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_minus_nine_during_a_two_node_chat() -> anyhow::Result<()> {
     let db = TestDatabase::create().await?;
-    let result = crash_chat(db.url()).await;
-    db.drop_now().await;
-    result
+    crash_chat(db.url()).await
 }
 
 async fn crash_chat(database_url: &str) -> anyhow::Result<()> {
@@ -371,9 +369,7 @@ async fn crash_chat(database_url: &str) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_with_1001_and_clients_resume_on_the_other_node() -> anyhow::Result<()> {
     let db = TestDatabase::create().await?;
-    let result = graceful_switch(db.url()).await;
-    db.drop_now().await;
-    result
+    graceful_switch(db.url()).await
 }
 
 async fn graceful_switch(database_url: &str) -> anyhow::Result<()> {
