@@ -1,6 +1,8 @@
 //! Throw-away PostgreSQL databases for tests: [`TestDatabase::create`] makes a fresh database on
-//! the server named by `PARLEY_TEST_PG_URL` (default [`DEFAULT_ADMIN_URL`]) and
-//! [`TestDatabase::drop_now`] removes it.
+//! the server named by `PARLEY_TEST_PG_URL` (default [`DEFAULT_ADMIN_URL`]); the guard drops it
+//! when it goes out of scope, however the test ends (returned error, failed `assert!`, panic),
+//! so a red run leaves no `parley_t_*` database behind. [`TestDatabase::drop_now`] does the same
+//! from async code, for a caller that wants it gone at a precise point.
 //!
 //! One database per test, not one schema: the store under test then sees an ordinary
 //! `postgres://.../DB` URL exactly as in production (no `search_path` tricks), runs its own
@@ -21,7 +23,7 @@ pub fn admin_url() -> String {
     std::env::var("PARLEY_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned())
 }
 
-/// A database created for one test.
+/// A database created for one test; dropped with the guard (see the module doc).
 pub struct TestDatabase {
     /// Where it was created from (and is dropped through).
     admin_url: String,
@@ -29,6 +31,8 @@ pub struct TestDatabase {
     name: String,
     /// The URL of the new database, for the store or the relay.
     url: String,
+    /// Set once the database has been dropped, so the guard's `Drop` does not do it twice.
+    dropped: bool,
 }
 
 impl TestDatabase {
@@ -55,6 +59,7 @@ impl TestDatabase {
             admin_url,
             name,
             url,
+            dropped: false,
         })
     }
 
@@ -63,21 +68,83 @@ impl TestDatabase {
         &self.url
     }
 
-    /// Drops the database, best effort: a failure is printed, not raised, so it never hides
-    /// the test's own result. Close every pool on it first (`WITH (FORCE)` ends stragglers).
-    pub async fn drop_now(self) {
-        let result = async {
-            let mut admin = PgConnection::connect(&self.admin_url).await?;
-            admin
-                .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
-                .await?;
-            admin.close().await
-        }
-        .await;
-        if let Err(e) = result {
+    /// The database's name (`parley_t_...`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Drops the database now, best effort: a failure is printed, not raised, so it never hides
+    /// the test's own result. Open pools on it need not be closed first: `WITH (FORCE)` ends
+    /// their connections. The guard's own `Drop` then has nothing left to do.
+    pub async fn drop_now(mut self) {
+        self.dropped = true;
+        if let Err(e) = drop_database(&self.admin_url, &self.name).await {
             eprintln!("could not drop test database {}: {e}", self.name);
         }
     }
+}
+
+/// Drops the database unless [`TestDatabase::drop_now`] already did, also while a panic unwinds.
+///
+/// `Drop` cannot `.await`, and blocking on the test's own runtime from inside it would panic or
+/// deadlock (a current-thread runtime has no other thread to run the query), so the drop runs on
+/// a short-lived std thread with its own runtime, and the guard waits for it: the test process
+/// may exit right after the last test, and a drop still in flight would then be lost.
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        self.dropped = true;
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let dropper = std::thread::Builder::new()
+            .name(format!("drop {name}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(drop_database(&admin_url, &name))
+            });
+        let result = match dropper {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("the dropping thread panicked"))),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
+            eprintln!("could not drop test database {}: {e:#}", self.name);
+        }
+    }
+}
+
+/// `DROP DATABASE IF EXISTS name WITH (FORCE)` through a fresh admin connection: `IF EXISTS`
+/// makes a second drop harmless, `FORCE` (PostgreSQL 13+) ends connections still open on it.
+async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let mut admin = PgConnection::connect(admin_url)
+        .await
+        .with_context(|| format!("connecting to {admin_url}"))?;
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await
+        .with_context(|| format!("DROP DATABASE {name}"))?;
+    admin.close().await?;
+    Ok(())
+}
+
+/// Whether a database of this name exists on the admin server (for checking that guards clean
+/// up after themselves).
+pub async fn database_exists(name: &str) -> anyhow::Result<bool> {
+    let admin_url = admin_url();
+    let mut admin = PgConnection::connect(&admin_url)
+        .await
+        .with_context(|| format!("connecting to {admin_url}"))?;
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut admin)
+        .await?;
+    admin.close().await?;
+    Ok(found.is_some())
 }
 
 /// `url` with its database (path) replaced by `name`, keeping user, host, port and query.

@@ -1,6 +1,7 @@
 //! WebSocket clients that speak the Parley protocol over real sockets: [`VisitorClient`] (what the
 //! widget does), [`AgentClient`] (what the console does) and [`RawSocket`] (bytes on the wire, for
-//! feeding the relay garbage).
+//! feeding the relay garbage); and [`Vanished`], a socket whose client went silent without
+//! closing it (a half-open connection, as the relay sees a phone that lost its network).
 //!
 //! Every read has a deadline: a test that waits for a frame that never comes fails with the frames
 //! it did receive, rather than hanging.
@@ -9,12 +10,13 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use futures::{SinkExt as _, StreamExt as _};
+use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
 use protocol::{
     AgentFrame, AgentInfo, ClientId, ConversationId, ConversationSummary, Event, PageContext, Seq,
     ToAgent, ToVisitor, VisitorFrame, PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
+use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -97,6 +99,16 @@ impl RawSocket {
                 Ok(Refusal { status, body })
             }
             Err(e) => bail!("expected an HTTP refusal from {url}, got another error: {e}"),
+        }
+    }
+
+    /// Goes silent without closing: see [`Vanished`].
+    pub fn vanish(self) -> Vanished {
+        Vanished {
+            ws: self.ws,
+            since: tokio::time::Instant::now(),
+            bytes: Vec::new(),
+            ended: None,
         }
     }
 
@@ -194,6 +206,123 @@ impl RawSocket {
             }
         }
     }
+}
+
+/// A socket its client stopped reading and writing without closing it: the TCP connection stays
+/// open, what the relay sends piles up unread in the kernel's buffers, and no pong answers its
+/// pings, which is what the relay sees of a phone that lost its network. Made by
+/// [`RawSocket::vanish`] / [`VisitorClient::vanish`]; the client meanwhile reconnects on a new
+/// socket. Dropping it closes the connection.
+pub struct Vanished {
+    /// The connection, never polled through tungstenite again: polling would answer the
+    /// relay's queued pings and make the peer look alive.
+    ws: Ws,
+    /// When the client went silent.
+    since: tokio::time::Instant,
+    /// What has been read off the TCP stream so far (never answered).
+    bytes: Vec<u8>,
+    /// When the end of the stream was first seen, if it was.
+    ended: Option<tokio::time::Instant>,
+}
+
+/// How the relay ended a [`Vanished`] socket.
+#[derive(Debug)]
+pub struct RelayClosed {
+    /// The close frame's code and reason, if the last thing it sent was a close frame.
+    pub close: Option<(u16, String)>,
+    /// From going silent until the end of the connection was seen: exact if it was waited for
+    /// ([`Vanished::closed_by_relay`] on a socket still open), else an upper bound.
+    pub after: Duration,
+    /// Bytes the relay had sent in the meantime (events, pings, the close frame).
+    pub bytes: usize,
+}
+
+impl Vanished {
+    /// When the client went silent.
+    pub fn since(&self) -> tokio::time::Instant {
+        self.since
+    }
+
+    /// Whether the relay still holds the connection: takes what it sent so far off the TCP
+    /// stream, without waiting and without answering, and sees whether that ends.
+    pub fn still_open(&mut self) -> anyhow::Result<bool> {
+        let mut chunk = [0u8; 4096];
+        while self.ended.is_none() {
+            match self.ws.get_mut().read(&mut chunk).now_or_never() {
+                None => return Ok(true),
+                Some(read) => self.took(read, &chunk)?,
+            }
+        }
+        Ok(false)
+    }
+
+    /// Waits, still silent, until the relay ends the connection, at most until `deadline`.
+    ///
+    /// The bytes are read from the TCP stream under the WebSocket, never through tungstenite,
+    /// so not even a pong goes out. A relay that gives up on the peer sends a close frame and
+    /// then ends the connection; that close frame is the tail of what was read (a server's
+    /// frames are not masked: `0x88`, a one-byte length, the code, the reason).
+    pub async fn closed_by_relay(
+        mut self,
+        deadline: tokio::time::Instant,
+    ) -> anyhow::Result<RelayClosed> {
+        let mut chunk = [0u8; 4096];
+        while self.ended.is_none() {
+            let read = tokio::time::timeout_at(deadline, self.ws.get_mut().read(&mut chunk))
+                .await
+                .map_err(|_| {
+                    anyhow!(
+                        "the relay still held the silent socket {:?} after it went silent \
+                         ({} bytes received meanwhile)",
+                        deadline - self.since,
+                        self.bytes.len()
+                    )
+                })?;
+            self.took(read, &chunk)?;
+        }
+        let ended = self.ended.unwrap_or_else(tokio::time::Instant::now);
+        Ok(RelayClosed {
+            close: trailing_close_frame(&self.bytes),
+            after: ended - self.since,
+            bytes: self.bytes.len(),
+        })
+    }
+
+    /// Keeps what one read returned, or notes the end of the stream.
+    fn took(&mut self, read: std::io::Result<usize>, chunk: &[u8]) -> anyhow::Result<()> {
+        match read {
+            Ok(0) => self.ended = Some(tokio::time::Instant::now()),
+            Ok(n) => self.bytes.extend_from_slice(&chunk[..n]),
+            // Ended without a FIN (a reset): still an end, and what was read still counts.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                self.ended = Some(tokio::time::Instant::now())
+            }
+            Err(e) => return Err(e).context("reading the silent socket"),
+        }
+        Ok(())
+    }
+}
+
+/// The close frame at the very end of what a server sent, if that is what ends it.
+fn trailing_close_frame(bytes: &[u8]) -> Option<(u16, String)> {
+    // A close payload is at most 125 bytes, so its header is two bytes and it starts within
+    // the last 127. Several candidates may look like a header; the one whose length reaches
+    // exactly to the end is the frame.
+    let from = bytes.len().saturating_sub(127);
+    (from..bytes.len().saturating_sub(1)).find_map(|at| {
+        let len = usize::from(bytes[at + 1]);
+        let payload = bytes.get(at + 2..)?;
+        (bytes[at] == 0x88 && len <= 125 && payload.len() == len).then(|| {
+            match payload {
+                [hi, lo, reason @ ..] => (
+                    u16::from_be_bytes([*hi, *lo]),
+                    String::from_utf8_lossy(reason).into_owned(),
+                ),
+                // A close frame without a code: 1005 by RFC 6455 §7.1.5.
+                _ => (1005, String::new()),
+            }
+        })
+    })
 }
 
 /// Reads frames of type `T` until one matches, failing after [`TIMEOUT`] with everything seen.
@@ -348,6 +477,12 @@ impl VisitorClient {
             }
             other => bail!("expected welcome after hello, got {other:?}"),
         }
+    }
+
+    /// Goes silent without closing the socket (see [`Vanished`]); keep `token` and the seq held
+    /// to reconnect.
+    pub fn vanish(self) -> Vanished {
+        self.sock.vanish()
     }
 
     /// Sends a chat message.
@@ -609,5 +744,31 @@ impl AgentClient {
         pred: impl FnMut(&ToAgent) -> bool,
     ) -> anyhow::Result<()> {
         expect_none(&mut self.sock, what, within, pred).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trailing_close_frame;
+
+    #[test]
+    fn finds_the_close_frame_that_ends_a_server_stream() {
+        // A text frame, a ping, then close 1008 "idle timeout".
+        let mut bytes = vec![0x81, 2, b'h', b'i', 0x89, 0];
+        bytes.extend_from_slice(&[0x88, 14, 0x03, 0xf0]);
+        bytes.extend_from_slice(b"idle timeout");
+        assert_eq!(
+            trailing_close_frame(&bytes),
+            Some((1008, "idle timeout".to_owned()))
+        );
+        // A close without a code.
+        assert_eq!(
+            trailing_close_frame(&[0x81, 1, b'x', 0x88, 0]),
+            Some((1005, String::new()))
+        );
+        // Cut off, or not ending with a close.
+        assert_eq!(trailing_close_frame(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(trailing_close_frame(&[0x81, 2, b'h', b'i']), None);
+        assert_eq!(trailing_close_frame(&[]), None);
     }
 }

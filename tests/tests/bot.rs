@@ -329,22 +329,14 @@ async fn store_bot_flag_sqlite() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn store_bot_flag_postgres() -> anyhow::Result<()> {
+    // Dropped with the guard, also when an assert below panics.
     let db = TestDatabase::create().await?;
-    let store = match store::connect(db.url()).await {
-        Ok(store) => store,
-        Err(e) => {
-            db.drop_now().await;
-            return Err(e.context("PgStore::connect"));
-        }
-    };
-    let result = tokio::spawn(bot_flag_rules(store.clone())).await;
+    let store = store::connect(db.url())
+        .await
+        .map_err(|e| e.context("PgStore::connect"))?;
+    let result = bot_flag_rules(store.clone()).await;
     store.close().await;
-    db.drop_now().await;
-    match result {
-        Ok(r) => r,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(e.into()),
-    }
+    result
 }
 
 #[tokio::test]

@@ -5,9 +5,13 @@
 //!   a random node and restarts it on the same port, [`KILLS`] times. Every send must be acked
 //!   (repeats with the same seq), stored exactly once, and every client must see its
 //!   conversations' seqs strictly +1 with no gap or duplicate.
-//! - `dropped_sockets_replay_the_gap_exactly`: a visitor's TCP connection vanishes (no close
-//!   frame) for 1–5 s while the agent writes; on reconnect with `last_seq` it gets exactly the
-//!   missed events, in order, then live ones.
+//! - `dropped_sockets_replay_the_gap_exactly`: [`DROPPERS`] visitors at once lose their socket
+//!   for 1–30 s while the agent keeps writing to every conversation; half close the TCP
+//!   connection (no close frame), half go half-open (silent, socket left open) and reconnect on
+//!   a new socket while the relay may still hold the old one. On reconnect with `last_seq` each
+//!   gets exactly the missed events, in order, then live ones, never a duplicate; the relay
+//!   closes every half-open socket with 1008 at its idle timeout, not before, and that close
+//!   does not disturb the visitor's new connection.
 //! - `sigterm_closes_with_1001_and_clients_resume_on_the_other_node`: a graceful shutdown
 //!   closes with 1001 and the clients resume on the other node without loss.
 //!
@@ -21,11 +25,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::{bail, ensure, Context as _};
 use parley_tests::pg::TestDatabase;
 use parley_tests::process::{RelayConfigFile, RelayProcess};
 use parley_tests::resilient::{login, spawn_agent, spawn_visitor, ClientHandle, Control};
-use parley_tests::{start_server, AgentClient, RawSocket, VisitorClient, AGENTS, TIMEOUT};
+use parley_tests::ws::{RelayClosed, Vanished};
+use parley_tests::{AgentClient, RawSocket, TestRelay, VisitorClient, AGENTS, TIMEOUT};
 use protocol::{
     AgentFrame, ConversationId, Event, EventBody, Role, Seq, ToAgent, ToVisitor, PROTOCOL_VERSION,
 };
@@ -317,9 +322,7 @@ async fn stop(control: &Control, clients: Vec<ClientHandle>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_minus_nine_during_a_two_node_chat() -> anyhow::Result<()> {
     let db = TestDatabase::create().await?;
-    let result = crash_chat(db.url()).await;
-    db.drop_now().await;
-    result
+    crash_chat(db.url()).await
 }
 
 async fn crash_chat(database_url: &str) -> anyhow::Result<()> {
@@ -371,9 +374,7 @@ async fn crash_chat(database_url: &str) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_with_1001_and_clients_resume_on_the_other_node() -> anyhow::Result<()> {
     let db = TestDatabase::create().await?;
-    let result = graceful_switch(db.url()).await;
-    db.drop_now().await;
-    result
+    graceful_switch(db.url()).await
 }
 
 async fn graceful_switch(database_url: &str) -> anyhow::Result<()> {
@@ -454,78 +455,319 @@ async fn next_event(v: &mut VisitorClient) -> anyhow::Result<Event> {
     }
 }
 
-#[tokio::test]
+/// Visitors in the dropped-sockets test: one conversation each, all taken by one agent, all
+/// dropping their socket within the same 1.5 s.
+const DROPPERS: usize = 12;
+/// The range the drops' gaps are drawn from; one gap per kind is forced to each end.
+const GAP_MS: (u64, u64) = (1_000, 30_000);
+/// The relay's ping interval and idle timeout in the dropped-sockets test: the defaults
+/// (20 s / 60 s) scaled down so the 1–30 s gaps fall on both sides of the idle timeout. A
+/// half-open socket is then sometimes still held by the relay when its visitor is back on a new
+/// socket, and sometimes closed during the gap.
+const PING: Duration = Duration::from_secs(2);
+const IDLE: Duration = Duration::from_secs(10);
+/// How often the agent writes to every conversation: any gap of 1 s or more misses a message.
+const AGENT_EVERY: Duration = Duration::from_millis(400);
+/// Seq of the agent's first message in each conversation (1 is the visitor's hello, 2 the join).
+const FIRST_AGENT_SEQ: Seq = 3;
+
+/// The agent's message stored at `seq` in visitor `i`'s conversation: the text names both, so a
+/// visitor can tell a replayed event is the right one without asking the agent.
+fn agent_text(i: usize, seq: Seq) -> String {
+    format!("to visitor {i}, seq {seq}")
+}
+
+/// How a visitor loses its socket.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum DropKind {
+    /// The TCP connection is closed, without a WebSocket close frame.
+    Closed,
+    /// The client goes silent but leaves the TCP connection open ([`Vanished`]).
+    HalfOpen,
+}
+
+/// One visitor's drop.
+#[derive(Clone, Copy, Debug)]
+struct DropPlan {
+    kind: DropKind,
+    /// Chat before the drop (spreads the drops over the agent's rounds).
+    after: Duration,
+    /// How long the visitor stays away.
+    gap: Duration,
+}
+
+/// What one visitor saw.
+struct DropReport {
+    plan: DropPlan,
+    /// Events replayed on reconnect.
+    replayed: u64,
+    /// Half-open drops: whether the relay still held the old socket when the visitor came
+    /// back, and how it ended it.
+    old: Option<(bool, RelayClosed)>,
+}
+
+/// Plans: every other drop half-open; one drop of each kind gets a gap of at most 2 s, another
+/// one of at least 28 s, the rest anything in [`GAP_MS`].
+fn drop_plans(rng: &mut Rng) -> Vec<DropPlan> {
+    (0..DROPPERS)
+        .map(|i| {
+            let gap_ms = match i {
+                0 | 1 => rng.range(GAP_MS.0, 2_001),
+                2 | 3 => rng.range(28_000, GAP_MS.1 + 1),
+                _ => rng.range(GAP_MS.0, GAP_MS.1 + 1),
+            };
+            DropPlan {
+                kind: if i % 2 == 0 {
+                    DropKind::Closed
+                } else {
+                    DropKind::HalfOpen
+                },
+                after: Duration::from_millis(rng.range(0, 1_500)),
+                gap: Duration::from_millis(gap_ms),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_sockets_replay_the_gap_exactly() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut rng = Rng::from_env("dropped_sockets_replay_the_gap_exactly");
-    let relay = start_server().await?;
+    let plans = drop_plans(&mut rng);
+    let relay = TestRelay::builder()
+        .limits(|l| {
+            l.ping_interval = PING;
+            l.idle_timeout = IDLE;
+            // 12 conversations every 400 ms is 30 frames/s, the default's whole budget.
+            l.agent_per_second = 100;
+            l.agent_burst = 200;
+        })
+        .start()
+        .await?;
     let (user, _, pass) = AGENTS[0];
     let mut agent = AgentClient::login(&relay, user, pass).await?;
-    let mut v = VisitorClient::connect(&relay, None).await?;
-    v.send("v-1", "hello").await?;
-    assert_eq!(v.expect_ack("v-1").await?, 1);
-    let conversation = v.conversation_id.clone().context("conversation id")?;
-    assert_eq!(next_event(&mut v).await?.seq, 1);
-    agent.open(&conversation, Some(0)).await?;
-    agent.take(&conversation).await?;
-    let joined = next_event(&mut v).await?;
-    assert_eq!((joined.seq, &joined.body), (2, &EventBody::Joined));
-    let mut held: Seq = 2;
-    let mut sent = 0;
-
-    const ROUNDS: usize = 3;
-    let mut gaps = Vec::new();
-    for round in 0..ROUNDS {
-        // The TCP connection just goes away: no close frame.
-        let token = v.token.clone();
-        drop(v);
-        let gap = Duration::from_millis(rng.range(1000, 5000));
-        gaps.push(gap);
-        let n = rng.range(2, 6) as usize;
-        let step = gap / (n as u32 + 1);
-        let mut texts = Vec::new();
-        for j in 0..n {
-            tokio::time::sleep(step).await;
-            let text = format!("round {round} missed {j}");
-            let id = format!("a-{round}-{j}");
-            agent.send(&conversation, &id, &text).await?;
-            assert_eq!(agent.expect_ack(&id).await?, held + j as Seq + 1);
-            texts.push(text);
-            sent += 1;
-        }
-        tokio::time::sleep(step).await;
-
-        v = VisitorClient::connect_with(&relay, Some(&token), Some((&conversation, held))).await?;
-        assert!(v.recovered, "round {round}: the gap must be recoverable");
-        assert_eq!(v.welcome_last_seq, held + n as Seq, "round {round}");
-        for (j, text) in texts.iter().enumerate() {
-            let e = next_event(&mut v).await?;
-            assert_eq!(e.seq, held + j as Seq + 1, "round {round}: replay in order");
-            assert_eq!(e.message_text(), Some(text.as_str()));
-        }
-        held += n as Seq;
-
-        let id = format!("a-{round}-live");
-        agent.send(&conversation, &id, "live").await?;
-        assert_eq!(agent.expect_ack(&id).await?, held + 1);
-        let live = next_event(&mut v).await?;
-        assert_eq!(live.seq, held + 1, "round {round}: live after the replay");
-        assert_eq!(live.message_text(), Some("live"));
-        held += 1;
-        sent += 1;
-        v.expect_none("a duplicate event", Duration::from_millis(300), |f| {
-            matches!(f, ToVisitor::Event(_))
-        })
-        .await?;
+    let mut visitors = Vec::new();
+    let mut conversations = Vec::new();
+    for i in 0..DROPPERS {
+        let mut v = VisitorClient::connect(&relay, None).await?;
+        let id = format!("v{i}-hello");
+        v.send(&id, "hello").await?;
+        assert_eq!(v.expect_ack(&id).await?, 1);
+        let conversation = v.conversation_id.clone().context("conversation id")?;
+        assert_eq!(next_event(&mut v).await?.seq, 1);
+        agent.open(&conversation, Some(0)).await?;
+        agent.take(&conversation).await?;
+        let joined = next_event(&mut v).await?;
+        assert_eq!((joined.seq, &joined.body), (2, &EventBody::Joined));
+        visitors.push(v);
+        conversations.push(conversation);
     }
+
+    // The agent writes until every visitor is back and done with its checks, then publishes the
+    // last seq of each conversation so the visitors know what they must end up holding.
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let (finals_tx, finals) = tokio::sync::watch::channel(None::<Vec<Seq>>);
+    let writing = keep_writing(agent, &conversations, &done, finals_tx);
+    let riders = visitors
+        .into_iter()
+        .zip(&conversations)
+        .zip(&plans)
+        .enumerate()
+        .map(|(i, ((v, conversation), plan))| {
+            ride_out(&relay, i, v, conversation, *plan, &done, finals.clone())
+        });
+    let (sent, reports) = tokio::try_join!(writing, futures::future::try_join_all(riders))?;
     relay.shutdown().await;
+
+    let gaps: Vec<Duration> = reports.iter().map(|r| r.plan.gap).collect();
+    let replayed: u64 = reports.iter().map(|r| r.replayed).sum();
+    let half_open: Vec<&(bool, RelayClosed)> =
+        reports.iter().filter_map(|r| r.old.as_ref()).collect();
+    // Back on a new socket while the relay still held the old one, or after it had let go.
+    let overlapped: Vec<Duration> = half_open
+        .iter()
+        .filter(|(held_on, _)| *held_on)
+        .map(|(_, closed)| closed.after)
+        .collect();
+    let closed_in_gap = half_open.len() - overlapped.len();
+    assert!(
+        !overlapped.is_empty() && closed_in_gap > 0,
+        "the forced short and long half-open gaps must fall on both sides of the relay's idle \
+         timeout ({} reconnected while it held the old socket, {closed_in_gap} after)",
+        overlapped.len()
+    );
     println!(
-        "dropped sockets: {ROUNDS} drops (gaps {:?}), {sent} agent messages, all replayed once \
-         in order, {:.1}s",
-        gaps,
+        "dropped sockets: {DROPPERS} drops ({} closed, {} half-open), gaps {:.1}–{:.1} s, \
+         {replayed} messages replayed ({sent} agent messages); every half-open socket closed \
+         1008 by the relay, {closed_in_gap} during the gap, {} after its visitor was back (after \
+         {:.1}–{:.1} s of silence), {:.1}s",
+        DROPPERS - half_open.len(),
+        half_open.len(),
+        gaps.iter().min().map_or(0.0, Duration::as_secs_f64),
+        gaps.iter().max().map_or(0.0, Duration::as_secs_f64),
+        overlapped.len(),
+        overlapped.iter().min().map_or(0.0, Duration::as_secs_f64),
+        overlapped.iter().max().map_or(0.0, Duration::as_secs_f64),
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The agent: every [`AGENT_EVERY`], one message to every conversation, each acked with the seq
+/// its text names, until all [`DROPPERS`] visitors are `done`; then the last seqs go to
+/// `finals`. Returns the number of messages sent.
+async fn keep_writing(
+    mut agent: AgentClient,
+    conversations: &[ConversationId],
+    done: &std::sync::atomic::AtomicUsize,
+    finals: tokio::sync::watch::Sender<Option<Vec<Seq>>>,
+) -> anyhow::Result<usize> {
+    let mut next = vec![FIRST_AGENT_SEQ; conversations.len()];
+    let mut sent = 0;
+    let mut round = tokio::time::interval(AGENT_EVERY);
+    round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while done.load(Ordering::Acquire) < conversations.len() {
+        round.tick().await;
+        for (i, conversation) in conversations.iter().enumerate() {
+            let seq = next[i];
+            let id = format!("a{i}-{seq}");
+            agent.send(conversation, &id, &agent_text(i, seq)).await?;
+            let acked = agent.expect_ack(&id).await?;
+            ensure!(acked == seq, "agent message {id} acked as seq {acked}");
+            next[i] += 1;
+            sent += 1;
+        }
+    }
+    let _ = finals.send(Some(next.iter().map(|s| s - 1).collect()));
+    Ok(sent)
+}
+
+/// Visitor `i`'s side: chat, lose the socket as `plan` says, come back after the gap with the
+/// seq it holds, check the replay and what follows, then hold every event up to the agent's last,
+/// each exactly once.
+async fn ride_out(
+    relay: &TestRelay,
+    i: usize,
+    mut v: VisitorClient,
+    conversation: &ConversationId,
+    plan: DropPlan,
+    done: &std::sync::atomic::AtomicUsize,
+    mut finals: tokio::sync::watch::Receiver<Option<Vec<Seq>>>,
+) -> anyhow::Result<DropReport> {
+    let name = format!("visitor {i} ({:?}, gap {:?})", plan.kind, plan.gap);
+    // Every event must be the next seq and the agent's message for it.
+    let mut held: Seq = 2;
+    let take = |e: Event, held: &mut Seq| -> anyhow::Result<()> {
+        ensure!(
+            e.seq == *held + 1,
+            "{name}: got seq {} holding {held} (a gap or a duplicate)",
+            e.seq
+        );
+        let want = agent_text(i, e.seq);
+        ensure!(
+            e.message_text() == Some(want.as_str()),
+            "{name}: seq {} is {e:?}, not {want:?}",
+            e.seq
+        );
+        *held = e.seq;
+        Ok(())
+    };
+
+    let until = tokio::time::Instant::now() + plan.after;
+    while let Ok(e) = tokio::time::timeout_at(until, next_event(&mut v)).await {
+        take(e?, &mut held)?;
+    }
+    let token = v.token.clone();
+    let mut old: Option<Vanished> = match plan.kind {
+        DropKind::Closed => {
+            drop(v);
+            None
+        }
+        DropKind::HalfOpen => Some(v.vanish()),
+    };
+    tokio::time::sleep(plan.gap).await;
+    let held_on = match &mut old {
+        Some(old) => old.still_open()?,
+        None => false,
+    };
+    ensure!(
+        held_on || plan.kind == DropKind::Closed || plan.gap >= IDLE - 2 * PING,
+        "{name}: the relay let go of the half-open socket before its idle timeout ({IDLE:?})"
+    );
+
+    // A new socket, the old one (if half-open) still open on this side.
+    let mut v =
+        VisitorClient::connect_with(relay, Some(&token), Some((conversation, held))).await?;
+    ensure!(v.recovered, "{name}: the gap must be recoverable");
+    let head = v.welcome_last_seq;
+    ensure!(
+        head > held,
+        "{name}: the agent wrote nothing during the gap (held {held}, head {head})"
+    );
+    let replayed = head - held;
+    while held < head {
+        take(next_event(&mut v).await?, &mut held)?;
+    }
+    // Then a live one: stored after the welcome.
+    take(next_event(&mut v).await?, &mut held)?;
+
+    // The relay's side of a half-open drop: it keeps the silent socket (a visitor may have
+    // several tabs) until the idle timeout, then closes it with 1008. Meanwhile, and after, the
+    // new socket keeps getting every event once.
+    let old = match old {
+        None => None,
+        Some(old) => {
+            let deadline = old.since() + IDLE + PING + Duration::from_secs(5);
+            let closing = old.closed_by_relay(deadline);
+            tokio::pin!(closing);
+            let closed = loop {
+                tokio::select! {
+                    closed = &mut closing => break closed.with_context(|| name.clone())?,
+                    e = next_event(&mut v) => take(e?, &mut held)?,
+                }
+            };
+            ensure!(
+                closed.close.as_ref().map(|(c, r)| (*c, r.as_str()))
+                    == Some((protocol::CLOSE_POLICY, "idle timeout")),
+                "{name}: the relay ended the half-open socket without a 1008 idle-timeout close \
+                 ({closed:?})"
+            );
+            // Measured only when it was still open at the reconnect (else it is an upper bound).
+            ensure!(
+                !held_on || closed.after >= IDLE - 2 * PING,
+                "{name}: the relay gave up on the half-open socket after {:?}, before its idle \
+                 timeout ({IDLE:?})",
+                closed.after
+            );
+            Some((held_on, closed))
+        }
+    };
+    done.fetch_add(1, Ordering::AcqRel);
+
+    // Until the agent stops, then up to its last message, then nothing more.
+    let last = loop {
+        let last = finals.borrow().as_ref().map(|f| f[i]);
+        if let Some(last) = last {
+            break last;
+        }
+        tokio::select! {
+            changed = finals.changed() => changed.context("the agent stopped without its last seqs")?,
+            e = next_event(&mut v) => take(e?, &mut held)?,
+        }
+    };
+    while held < last {
+        take(next_event(&mut v).await?, &mut held)?;
+    }
+    v.expect_none("a duplicate event", Duration::from_millis(500), |f| {
+        matches!(f, ToVisitor::Event(_))
+    })
+    .await
+    .with_context(|| name.clone())?;
+    Ok(DropReport {
+        plan,
+        replayed,
+        old,
+    })
 }
 
 /// Starts the chat both two-node fault tests use: `n` visitors sending every `visitor_every`,

@@ -375,9 +375,7 @@ async fn node(database_url: &str, prefix: &str, max: u32) -> anyhow::Result<Test
 async fn two_nodes_assign_every_conversation_exactly_once() -> anyhow::Result<()> {
     let db = TestDatabase::create().await?;
     let prefix = format!("parley-test-{}", relay_server::store::new_id());
-    let result = two_nodes(db.url(), &prefix).await;
-    db.drop_now().await;
-    result
+    two_nodes(db.url(), &prefix).await
 }
 
 /// How many visitors arrive at once, half on each node.

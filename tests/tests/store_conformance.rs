@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use parley_tests::pg::TestDatabase;
+use parley_tests::pg::{self, TestDatabase};
 use parley_tests::{AgentClient, TestRelay, VisitorClient, AGENTS};
 use relay_server::store::{self, Store};
 
@@ -19,7 +19,7 @@ use relay_server::store::{self, Store};
 type CaseFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
 /// Runs a case on its own task so a failed `assert!` (a panic) still lets the runner close the
-/// store and drop the database before the failure is passed on.
+/// store before the failure is passed on (a PostgreSQL database goes with its guard anyway).
 async fn run_case(store: Arc<dyn Store>, case: fn(Arc<dyn Store>) -> CaseFuture) -> CaseOutcome {
     let outcome = tokio::spawn(case(store.clone())).await;
     store.close().await;
@@ -45,19 +45,14 @@ async fn on_sqlite(case: fn(Arc<dyn Store>) -> CaseFuture) -> anyhow::Result<()>
     finish(run_case(store, case).await)
 }
 
-/// Runs `case` on a new PostgreSQL database, dropped afterwards whatever happened.
+/// Runs `case` on a new PostgreSQL database, dropped afterwards whatever happened (the guard's
+/// `Drop` also runs while the case's panic is passed on).
 async fn on_postgres(case: fn(Arc<dyn Store>) -> CaseFuture) -> anyhow::Result<()> {
     let db = TestDatabase::create().await?;
-    let store = match store::connect(db.url()).await {
-        Ok(store) => store,
-        Err(e) => {
-            db.drop_now().await;
-            return Err(e.context("PgStore::connect"));
-        }
-    };
-    let outcome = run_case(store, case).await;
-    db.drop_now().await;
-    finish(outcome)
+    let store = store::connect(db.url())
+        .await
+        .map_err(|e| e.context("PgStore::connect"))?;
+    finish(run_case(store, case).await)
 }
 
 /// Declares, for every case name, a module with a `sqlite` and a `postgres` test.
@@ -1345,46 +1340,107 @@ mod cases {
 /// seen by an agent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_runs_on_postgres() -> anyhow::Result<()> {
+    // Dropped with the guard, also when an assert below panics.
     let db = TestDatabase::create().await?;
     let url = db.url().to_owned();
-    // On its own task, like the cases: a failed assert must not skip dropping the database.
-    let outcome = tokio::spawn(async move {
-        let relay = TestRelay::builder()
-            .config(move |c| c.database_url = url)
-            .start()
-            .await?;
-        let mut v = VisitorClient::connect(&relay, None).await?;
-        v.send("pg-1", "Hello from PostgreSQL").await?;
-        assert_eq!(v.expect_ack("pg-1").await?, 1, "first event has seq 1");
-        let conversation = v.conversation_id.clone().context("conversation id")?;
+    let relay = TestRelay::builder()
+        .config(move |c| c.database_url = url)
+        .start()
+        .await?;
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    v.send("pg-1", "Hello from PostgreSQL").await?;
+    assert_eq!(v.expect_ack("pg-1").await?, 1, "first event has seq 1");
+    let conversation = v.conversation_id.clone().context("conversation id")?;
 
-        let (user, _, pass) = AGENTS[0];
-        let mut agent = AgentClient::login(&relay, user, pass).await?;
-        assert!(
-            agent.conversations.iter().any(|c| c.id == conversation),
-            "the agent's welcome lists the conversation: {:?}",
-            agent.conversations
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&relay, user, pass).await?;
+    assert!(
+        agent.conversations.iter().any(|c| c.id == conversation),
+        "the agent's welcome lists the conversation: {:?}",
+        agent.conversations
+    );
+    let history = agent.open(&conversation, Some(0)).await?;
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].message_text(), Some("Hello from PostgreSQL"));
+    agent.send(&conversation, "a-1", "Hi!").await?;
+    // Replying may first store a `joined` event, so only "after the visitor's" is certain.
+    let seq = agent.expect_ack("a-1").await?;
+    assert!(
+        seq >= 2,
+        "the reply comes after the visitor's message: {seq}"
+    );
+    let reply = v
+        .expect_event("the agent's reply", |e| e.message_text() == Some("Hi!"))
+        .await?;
+    assert_eq!(reply.seq, seq, "the visitor sees the stored seq");
+    relay.shutdown().await;
+    Ok(())
+}
+
+/// A failing test leaves no `parley_t_*` database behind: the guard drops it on an early `?`
+/// return and while a panic unwinds, with the store's pool still connected to it; `drop_now`
+/// drops it on the spot and leaves the guard nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_databases_are_dropped_on_error_and_on_panic() -> anyhow::Result<()> {
+    // An error path: `?`-style early return with the guard and an open store in scope.
+    let mut name = String::new();
+    let failed: anyhow::Result<()> = async {
+        let db = TestDatabase::create().await?;
+        name = db.name().to_owned();
+        let _store = store::connect(db.url()).await?;
+        anyhow::ensure!(
+            pg::database_exists(&name).await?,
+            "{name} was never created"
         );
-        let history = agent.open(&conversation, Some(0)).await?;
-        assert_eq!(history.len(), 1, "{history:?}");
-        assert_eq!(history[0].message_text(), Some("Hello from PostgreSQL"));
-        agent.send(&conversation, "a-1", "Hi!").await?;
-        // Replying may first store a `joined` event, so only "after the visitor's" is certain.
-        let seq = agent.expect_ack("a-1").await?;
-        assert!(
-            seq >= 2,
-            "the reply comes after the visitor's message: {seq}"
-        );
-        let reply = v
-            .expect_event("the agent's reply", |e| e.message_text() == Some("Hi!"))
-            .await?;
-        assert_eq!(reply.seq, seq, "the visitor sees the stored seq");
-        relay.shutdown().await;
-        anyhow::Ok(())
-    })
+        anyhow::bail!("a test failing with its database in use")
+    }
     .await;
+    let message = format!("{:#}", failed.err().context("the error path must fail")?);
+    assert!(
+        message.contains("in use"),
+        "failed for another reason: {message}"
+    );
+    assert!(
+        !pg::database_exists(&name).await?,
+        "{name} outlived its guard on the error path"
+    );
+
+    // A panic (a failed assert): the guard is dropped while the task unwinds.
+    let (named, name_of) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let db = TestDatabase::create()
+            .await
+            .expect("create a test database");
+        let _store = store::connect(db.url()).await.expect("connect to it");
+        let exists = pg::database_exists(db.name()).await.expect("look it up");
+        let _ = named.send((db.name().to_owned(), exists));
+        panic!("deliberate: a failed assert with the database in use");
+    });
+    let joined = task.await;
+    assert!(
+        joined.as_ref().is_err_and(|e| e.is_panic()),
+        "the task must have panicked: {joined:?}"
+    );
+    let (name, existed) = name_of.await.context("the task never named its database")?;
+    assert!(existed, "{name} was never created");
+    assert!(
+        !pg::database_exists(&name).await?,
+        "{name} outlived its guard after a panic"
+    );
+
+    // Explicitly, from async code.
+    let db = TestDatabase::create().await?;
+    let name = db.name().to_owned();
+    assert!(
+        pg::database_exists(&name).await?,
+        "{name} was never created"
+    );
     db.drop_now().await;
-    finish(outcome)
+    assert!(
+        !pg::database_exists(&name).await?,
+        "{name} survived drop_now"
+    );
+    Ok(())
 }
 
 /// A URL naming no supported engine stops the relay at start with a message naming both.

@@ -70,9 +70,7 @@ async fn site_agents_online(relay: &TestRelay) -> anyhow::Result<u64> {
 async fn a_visitor_on_one_node_chats_with_an_agent_on_another() -> anyhow::Result<()> {
     let db = TestDatabase::create().await?;
     let prefix = format!("parley-test-{}", relay_server::store::new_id());
-    let result = scenario(db.url(), &prefix).await;
-    db.drop_now().await;
-    result
+    scenario(db.url(), &prefix).await
 }
 
 async fn scenario(database_url: &str, prefix: &str) -> anyhow::Result<()> {
@@ -309,9 +307,7 @@ fn host_port(url: &str) -> anyhow::Result<String> {
 async fn a_node_that_lost_its_bus_catches_up_when_it_returns() -> anyhow::Result<()> {
     let db = TestDatabase::create().await?;
     let prefix = format!("parley-test-{}", relay_server::store::new_id());
-    let result = outage(db.url(), &prefix).await;
-    db.drop_now().await;
-    result
+    outage(db.url(), &prefix).await
 }
 
 async fn outage(database_url: &str, prefix: &str) -> anyhow::Result<()> {
@@ -368,9 +364,7 @@ async fn outage(database_url: &str, prefix: &str) -> anyhow::Result<()> {
 async fn cobrowse_frames_cross_nodes() -> anyhow::Result<()> {
     let db = TestDatabase::create().await?;
     let prefix = format!("parley-test-{}", relay_server::store::new_id());
-    let result = cobrowse_scenario(db.url(), &prefix).await;
-    db.drop_now().await;
-    result
+    cobrowse_scenario(db.url(), &prefix).await
 }
 
 async fn cobrowse_scenario(database_url: &str, prefix: &str) -> anyhow::Result<()> {
