@@ -3,26 +3,18 @@
 //! conversation, the take, the reply (with seq strictly +1), typing both ways, and presence.
 //!
 //! Needs real PostgreSQL (`PARLEY_TEST_PG_URL`, see `parley_tests::pg`) and real Redis
-//! (`PARLEY_TEST_REDIS_URL`, default [`DEFAULT_REDIS_URL`]). Either one unreachable is a failure
-//! with a clear message, never a skip: a green run must mean the cross-node path was tested.
+//! (`PARLEY_TEST_REDIS_URL`, default `parley_tests::bus::DEFAULT_REDIS_URL`). Either one
+//! unreachable is a failure with a clear message, never a skip: a green run must mean the cross-node path was tested.
 //! Every test uses its own bus prefix, so runs sharing one Redis cannot see each other. The outage
 //! test cuts one node's bus through a TCP proxy, never by stopping the shared Redis server.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
+use parley_tests::bus::{host_port, redis_url, CuttableProxy};
 use parley_tests::pg::TestDatabase;
 use parley_tests::{AgentClient, TestRelay, VisitorClient, AGENTS, TIMEOUT};
 use protocol::{ConversationStatus, Event, EventBody, Role, ToAgent, ToVisitor};
-
-/// The Redis the tests use unless `PARLEY_TEST_REDIS_URL` names another.
-const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/";
-
-fn redis_url() -> String {
-    std::env::var("PARLEY_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned())
-}
 
 fn is_message(e: &Event, text: &str) -> bool {
     e.message_text() == Some(text)
@@ -225,84 +217,6 @@ async fn an_unreachable_bus_stops_the_relay_from_starting() -> anyhow::Result<()
         }
     }
     Ok(())
-}
-
-/// A TCP proxy in front of Redis that can cut every connection and refuse new ones, so one node
-/// can lose its bus while the shared Redis server keeps running for everyone else.
-struct CuttableProxy {
-    /// `redis://127.0.0.1:PORT/` of the proxy.
-    url: String,
-    /// While false, new connections are closed at once.
-    open: Arc<AtomicBool>,
-    /// The forwarding tasks, aborted by [`CuttableProxy::cut`].
-    links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl CuttableProxy {
-    async fn start(target: &str) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("redis://{}/", listener.local_addr()?);
-        let open = Arc::new(AtomicBool::new(true));
-        let links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let target = target.to_owned();
-        let (open2, links2) = (open.clone(), links.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !open2.load(Ordering::Acquire) {
-                    continue; // dropped: the connection closes at once
-                }
-                let target = target.clone();
-                let link = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                links2.lock().unwrap_or_else(|p| p.into_inner()).push(link);
-            }
-        });
-        Ok(Self {
-            url,
-            open,
-            links,
-            accept,
-        })
-    }
-
-    /// Redis "goes away" for whoever uses the proxy.
-    fn cut(&self) {
-        self.open.store(false, Ordering::Release);
-        for link in self
-            .links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            link.abort();
-        }
-    }
-
-    /// Redis is back.
-    fn restore(&self) {
-        self.open.store(true, Ordering::Release);
-    }
-}
-
-impl Drop for CuttableProxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
-
-/// `host:port` of a `redis://host:port/...` URL.
-fn host_port(url: &str) -> anyhow::Result<String> {
-    let rest = url
-        .split_once("://")
-        .map(|(_, r)| r)
-        .context("redis URL without scheme")?;
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    Ok(rest.split('/').next().unwrap_or(rest).to_owned())
 }
 
 #[tokio::test]
