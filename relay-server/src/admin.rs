@@ -102,6 +102,26 @@ pub async fn load_overrides(app: &App) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Re-reads the saved settings whenever another node says they changed (a `settings` nudge, or
+/// a resync after lost nudges), until shutdown: without it a node would keep the settings it
+/// read at start, and two nodes would route one site's visitors differently.
+pub async fn follow_saves(app: Arc<App>) {
+    loop {
+        tokio::select! {
+            _ = app.shutdown.cancelled() => return,
+            _ = app.hub.settings_changed.notified() => {}
+        }
+        match load_overrides(&app).await {
+            Ok(()) => {
+                tracing::debug!("site settings re-read after a change on another node");
+                // A new limit per agent may let this node's queue assign more.
+                app.hub.queue_changed.notify_one();
+            }
+            Err(e) => tracing::warn!(error = %e, "could not re-read site settings"),
+        }
+    }
+}
+
 async fn view(app: &App, key: &str, saved: Option<&SiteSettingsRecord>) -> Option<SiteView> {
     let site = app.site(key)?;
     Some(SiteView {
@@ -180,6 +200,10 @@ pub async fn save_site(
     let site = apply(base, &row).map_err(AppError::Invalid)?;
     app.store.put_site_settings(&row).await.map_err(internal)?;
     app.set_site(site);
+    // After the store has it: the other nodes re-read it on this nudge, and a new limit may let
+    // the queue assign more here and there.
+    app.hub.publish_settings_changed();
+    app.hub.publish_queue_changed();
     tracing::info!(site = %key, by = %admin.username, "site settings saved");
     view(&app, &key, Some(&row))
         .await

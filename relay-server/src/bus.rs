@@ -10,15 +10,32 @@
 //! `--bus redis://…` ([`Bus::Redis`]):
 //! - one pub/sub channel `{prefix}:signals` carries small JSON envelopes `{node, kind, payload}`;
 //!   each node runs one subscriber that ignores its own node id and hands the rest to the hub's
-//!   `deliver_*` calls, exactly as if they were local. The subscriber reconnects with backoff,
-//!   and after a reconnect it wakes every local connection to resync from the store.
+//!   `deliver_*` calls, exactly as if they were local. A kind it does not know (from a newer
+//!   node) is ignored with a debug log.
 //! - the hash `{prefix}:agents` maps `{node}:{agent_id}` to `{info, node, expires_at}`. Each node
 //!   rewrites its own entries every [`PRESENCE_REFRESH`] and on every local presence change, and
 //!   reads the others' unexpired entries into the hub, whose `agents_online` is the union.
-//! - `Queue` nudges carry nothing: the receiving node's queue task re-reads the queue from the
-//!   store, assigns what it can and tells its own visitors and agents.
-//! - publishing while Redis is unreachable fails softly: it is logged once, counted in
-//!   `parley_bus_errors_total`, and the node keeps storing and serving its own connections.
+//! - `queue` nudges carry nothing: the receiving node's queue task re-reads the queue from the
+//!   store, assigns what it can and tells its own visitors and agents. `settings` nudges (an
+//!   admin saved a site's settings) make it re-read the saved settings.
+//!
+//! No node stays deaf to the bus, whichever side of it failed:
+//! - **its own subscription**: the subscriber reconnects with backoff when the connection
+//!   closes, and PINGs Redis every [`SUBSCRIBER_PING`] so a connection that silently stopped
+//!   forwarding (half-open: no close, no reset) is dropped within [`REDIS_TIMEOUT`] too. After a
+//!   reconnect the node *catches up*: every local connection resyncs from the store, and the
+//!   queue, the site settings and presence are re-read.
+//! - **another node's publishing**: a node whose nudge could not be published (Redis down, or
+//!   its bus queue full) owes the others a `resync`; it retries every [`RESYNC_RETRY`],
+//!   discarding its nudges meanwhile (the resync, sent after they were stored, covers them),
+//!   and every node receiving it catches up as above. Without it, a node that lost only its
+//!   command connection would leave the others behind with nothing telling them to look.
+//! - **its command connection** (`ConnectionManager`) reconnects by itself once Redis closes or
+//!   refuses; a command unanswered within [`REDIS_TIMEOUT`] replaces it, as a half-open
+//!   connection would otherwise time out forever.
+//!
+//! Every failure is counted in `parley_bus_errors_total` and logged once per outage (then at
+//! debug); the node keeps storing and serving its own connections throughout.
 //!
 //! A relay started with an unreachable Redis URL refuses to start (a clear error naming the URL):
 //! a misconfigured bus would otherwise split the nodes silently.
@@ -56,10 +73,12 @@ pub enum Nudge {
     Cobrowse(Arc<crate::cobrowse::Relayed>),
     /// The people's queue may have changed: other nodes re-read it (and assign).
     Queue,
+    /// An admin saved a site's settings: other nodes re-read them from the store.
+    Settings,
 }
 
-/// Nudges waiting to be published. Past it nudges are dropped (and other nodes catch up from the
-/// store on the next one): a slow Redis must not grow the relay's memory.
+/// Nudges waiting to be published. Past it nudges are dropped and the node owes the others a
+/// `resync` (they catch up from the store): a slow Redis must not grow the relay's memory.
 pub const BUS_QUEUE: usize = 4096;
 
 /// How often each node rewrites its presence entries and re-reads the others'.
@@ -77,6 +96,16 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Longest wait between two subscriber reconnects.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How often the subscriber PINGs Redis on its own connection. A subscription that receives
+/// nothing looks the same whether the channel is quiet or the path to Redis silently stopped
+/// forwarding (a half-open connection): only an unanswered PING (within [`REDIS_TIMEOUT`]) tells
+/// them apart, so a deaf subscriber is replaced within this plus [`REDIS_TIMEOUT`].
+const SUBSCRIBER_PING: Duration = Duration::from_secs(3);
+
+/// While this node owes the others a `resync` (a nudge of its own was lost), how often it tries
+/// to publish it.
+const RESYNC_RETRY: Duration = Duration::from_secs(1);
 
 /// Which bus a relay runs with.
 #[derive(Debug)]
@@ -122,7 +151,7 @@ impl Bus {
             .set_number_of_retries(1);
         let conn = tokio::time::timeout(
             REDIS_TIMEOUT * 2,
-            ConnectionManager::new_with_config(client.clone(), config),
+            ConnectionManager::new_with_config(client.clone(), config.clone()),
         )
         .await
         .map_err(|_| anyhow!("Redis bus not reachable at {shown}: timed out"))?
@@ -130,7 +159,8 @@ impl Bus {
         let node_id = crate::store::new_id();
         let redis = Arc::new(RedisBus {
             client,
-            conn,
+            conn: Mutex::new(conn),
+            conn_config: config,
             node: node_id.clone(),
             channel: format!("{}:signals", settings.prefix),
             agents_key: format!("{}:agents", settings.prefix),
@@ -190,6 +220,25 @@ enum Body {
     Presence,
     Cobrowse(Box<crate::cobrowse::Relayed>),
     Queue,
+    /// Site settings changed: re-read them from the store.
+    Settings,
+    /// The sender lost nudges (Redis down, or its bus queue full): re-read everything from the
+    /// store, as after a reconnect of one's own subscriber.
+    Resync,
+}
+
+/// Every `kind` of [`Body`]. A message of another kind comes from a newer node and is ignored
+/// with a debug log: a nudge only ever saves a store read, and a rolling upgrade must not flood
+/// the logs with warnings.
+const KINDS: [&str; 8] = [
+    "event", "typing", "summary", "presence", "cobrowse", "queue", "settings", "resync",
+];
+
+/// Just the head of an [`Envelope`], to tell an unknown kind from a malformed message.
+#[derive(Deserialize)]
+struct Head {
+    node: String,
+    kind: String,
 }
 
 /// One agent online on one node, as stored in the presence hash.
@@ -210,10 +259,14 @@ fn now_ms() -> u64 {
 
 /// The Redis side of one node.
 struct RedisBus {
-    /// For the subscriber, which needs its own connection.
+    /// For the subscriber, which needs its own connection, and for replacing `conn`.
     client: redis::Client,
-    /// Commands (publish, presence); reconnects by itself after Redis returns.
-    conn: ConnectionManager,
+    /// Commands (publish, presence). It reconnects by itself when its connection is closed or
+    /// reset (Redis stopped or restarted), but not after a mere timeout: a connection that
+    /// silently stopped answering is replaced by [`RedisBus::command`].
+    conn: Mutex<ConnectionManager>,
+    /// How `conn` was made, for its replacements.
+    conn_config: ConnectionManagerConfig,
     node: String,
     channel: String,
     agents_key: String,
@@ -248,16 +301,42 @@ impl RedisBus {
         }
     }
 
+    /// Runs one command on the command connection within [`REDIS_TIMEOUT`]. A timeout means the
+    /// connection may be half-open, which `ConnectionManager` does not notice (it reconnects
+    /// only on a closed connection): the manager is then replaced by a fresh one, which
+    /// connects on its next use.
+    async fn command<T, F, Fut>(&self, f: F) -> anyhow::Result<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let timed_out = match tokio::time::timeout(REDIS_TIMEOUT, f(conn)).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if !e.is_timeout() => return Err(e.into()),
+            Ok(Err(e)) => anyhow!("Redis command timed out: {e}"),
+            Err(_) => anyhow!("Redis command timed out"),
+        };
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.conn_config.clone())
+        {
+            Ok(fresh) => {
+                tracing::debug!("Redis bus command connection unresponsive: replaced");
+                *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not replace the Redis bus command connection")
+            }
+        }
+        Err(timed_out)
+    }
+
     async fn publish(&self, body: Body) -> anyhow::Result<()> {
         let text = serde_json::to_string(&Envelope {
             node: self.node.clone(),
             body,
         })?;
-        let mut conn = self.conn.clone();
-        let _: () = tokio::time::timeout(REDIS_TIMEOUT, conn.publish(&self.channel, text))
+        self.command(|mut conn| async move { conn.publish::<_, _, ()>(&self.channel, text).await })
             .await
-            .map_err(|_| anyhow!("publish timed out"))??;
-        Ok(())
     }
 
     /// Writes this node's agents to the presence hash, deletes its stale and long-expired
@@ -265,7 +344,6 @@ impl RedisBus {
     async fn sync_presence(&self) -> anyhow::Result<()> {
         let now = now_ms();
         let local = self.hub.local_agents();
-        let mut conn = self.conn.clone();
         let expires_at = now + PRESENCE_TTL.as_millis() as u64;
         let mut items = Vec::with_capacity(local.len());
         for a in &local {
@@ -280,9 +358,15 @@ impl RedisBus {
             ));
         }
         if !items.is_empty() {
-            let _: () = conn.hset_multiple(&self.agents_key, &items).await?;
+            self.command(|mut conn| async move {
+                conn.hset_multiple::<_, _, _, ()>(&self.agents_key, &items)
+                    .await
+            })
+            .await?;
         }
-        let all: HashMap<String, String> = conn.hgetall(&self.agents_key).await?;
+        let all: HashMap<String, String> = self
+            .command(|mut conn| async move { conn.hgetall(&self.agents_key).await })
+            .await?;
         let forget = PRESENCE_FORGET.as_millis() as u64;
         let mut remote = Vec::new();
         let mut stale = Vec::new();
@@ -300,7 +384,10 @@ impl RedisBus {
             }
         }
         if !stale.is_empty() {
-            let _: () = conn.hdel(&self.agents_key, stale).await?;
+            self.command(
+                |mut conn| async move { conn.hdel::<_, _, ()>(&self.agents_key, stale).await },
+            )
+            .await?;
         }
         self.hub.set_remote_agents(remote);
         *self
@@ -312,38 +399,69 @@ impl RedisBus {
 
     /// Deletes this node's presence entries (on shutdown) and tells the others.
     async fn withdraw_presence(&self) -> anyhow::Result<()> {
-        let mut conn = self.conn.clone();
-        let fields: Vec<String> = conn.hkeys(&self.agents_key).await?;
+        let fields: Vec<String> = self
+            .command(|mut conn| async move { conn.hkeys(&self.agents_key).await })
+            .await?;
         let mine: Vec<String> = fields
             .into_iter()
             .filter(|f| f.starts_with(&format!("{}:", self.node)))
             .collect();
         if !mine.is_empty() {
-            let _: () = conn.hdel(&self.agents_key, mine).await?;
+            self.command(
+                |mut conn| async move { conn.hdel::<_, _, ()>(&self.agents_key, mine).await },
+            )
+            .await?;
         }
         self.publish(Body::Presence).await
     }
 
     /// Publishes the hub's nudges in order until shutdown.
+    ///
+    /// A nudge that could not be published (Redis down, or dropped because the bus queue was
+    /// full) leaves the other nodes behind, and nothing on their side would notice if only this
+    /// node's command connection failed. So the node then owes them a [`Body::Resync`]: until it
+    /// gets one through (tried every [`RESYNC_RETRY`]), later nudges are discarded rather than
+    /// tried one by one, since the resync, published after they were stored, covers them all.
     async fn publisher(
         self: Arc<Self>,
         mut rx: mpsc::Receiver<Nudge>,
         shutdown: CancellationToken,
     ) {
+        let mut owed = false;
+        let mut retry_at = tokio::time::Instant::now();
         loop {
             let nudge = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(retry_at), if owed => None,
                 n = rx.recv() => match n {
-                    Some(n) => n,
+                    Some(n) => Some(n),
                     None => break,
                 },
             };
+            if self.hub.take_bus_dropped() {
+                owed = true;
+            }
+            if owed {
+                if nudge.is_some() {
+                    continue;
+                }
+                let published = self.publish(Body::Resync).await;
+                if self.outcome("publish", published).is_some() {
+                    owed = false;
+                    tracing::info!("Redis bus: published a resync for the nudges lost meanwhile");
+                } else {
+                    retry_at = tokio::time::Instant::now() + RESYNC_RETRY;
+                }
+                continue;
+            }
+            let Some(nudge) = nudge else { continue };
             let body = match nudge {
                 Nudge::Event(e) => Body::Event((*e).clone()),
                 Nudge::Typing(t) => Body::Typing((*t).clone()),
                 Nudge::Summary(s) => Body::Summary(Box::new((*s).clone())),
                 Nudge::Cobrowse(c) => Body::Cobrowse(Box::new((*c).clone())),
                 Nudge::Queue => Body::Queue,
+                Nudge::Settings => Body::Settings,
                 Nudge::Presence => {
                     // Write the hash first, so a node reading it on our nudge sees the change.
                     let synced = self.sync_presence().await;
@@ -352,7 +470,10 @@ impl RedisBus {
                 }
             };
             let published = self.publish(body).await;
-            self.outcome("publish", published);
+            if self.outcome("publish", published).is_none() {
+                owed = true;
+                retry_at = tokio::time::Instant::now() + RESYNC_RETRY;
+            }
         }
     }
 
@@ -386,13 +507,16 @@ impl RedisBus {
         let mut ready = Some(ready);
         let mut backoff = Duration::from_millis(250);
         loop {
+            let mut subscribed = false;
             let ended = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = self.listen(&mut ready) => r,
+                r = self.listen(&mut ready, &mut subscribed) => r,
             };
-            if self.outcome("subscription", ended).is_some() {
-                // The connection ended after working: start the backoff over.
+            if subscribed {
+                // The subscription had worked: start the backoff over.
                 backoff = Duration::from_millis(250);
+            }
+            if self.outcome("subscription", ended).is_some() {
                 self.errors.inc();
                 tracing::warn!("Redis bus subscription lost; reconnecting");
             }
@@ -404,10 +528,12 @@ impl RedisBus {
         }
     }
 
-    /// One subscription: returns `Ok` when the connection ends after having worked.
+    /// One subscription: returns `Ok` when Redis closed the connection, `Err` when it could not
+    /// be set up or stopped answering PINGs. Sets `subscribed` once it is in place.
     async fn listen(
         self: &Arc<Self>,
         ready: &mut Option<oneshot::Sender<()>>,
+        subscribed: &mut bool,
     ) -> anyhow::Result<()> {
         let mut pubsub = tokio::time::timeout(REDIS_TIMEOUT, self.client.get_async_pubsub())
             .await
@@ -415,30 +541,58 @@ impl RedisBus {
         tokio::time::timeout(REDIS_TIMEOUT, pubsub.subscribe(&self.channel))
             .await
             .map_err(|_| anyhow!("subscribe timed out"))??;
+        *subscribed = true;
         match ready.take() {
             Some(ready) => {
                 let _ = ready.send(());
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let synced = this.sync_presence().await;
+                    this.outcome("presence refresh", synced);
+                });
             }
-            // A reconnect: nudges may have been lost meanwhile, so every local connection
-            // re-reads from the store now rather than at the next message.
+            // A reconnect: nudges may have been lost meanwhile.
             None => {
                 tracing::info!("Redis bus subscription restored; resyncing local connections");
-                self.hub.resync_all();
+                self.catch_up();
             }
         }
+        let (mut sink, mut messages) = pubsub.split();
+        let mut ping = tokio::time::interval_at(
+            tokio::time::Instant::now() + SUBSCRIBER_PING,
+            SUBSCRIBER_PING,
+        );
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                msg = messages.next() => match msg {
+                    Some(msg) => match msg.get_payload::<String>() {
+                        Ok(text) => self.receive(&text),
+                        Err(e) => tracing::warn!(error = %e, "unreadable message on the Redis bus"),
+                    },
+                    None => return Ok(()),
+                },
+                _ = ping.tick() => {
+                    tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>())
+                        .await
+                        .map_err(|_| anyhow!("no answer to PING on the subscription within {REDIS_TIMEOUT:?}"))??;
+                }
+            }
+        }
+    }
+
+    /// Everything another node told us may have been lost (our subscription was down, or the
+    /// sender could not publish): every local connection re-reads from the store, the queue and
+    /// the site settings are re-read, presence is refreshed.
+    fn catch_up(self: &Arc<Self>) {
+        self.hub.resync_all();
+        self.hub.queue_changed.notify_one();
+        self.hub.settings_changed.notify_one();
         let this = self.clone();
         tokio::spawn(async move {
             let synced = this.sync_presence().await;
             this.outcome("presence refresh", synced);
         });
-        let mut messages = pubsub.on_message();
-        while let Some(msg) = messages.next().await {
-            match msg.get_payload::<String>() {
-                Ok(text) => self.receive(&text),
-                Err(e) => tracing::warn!(error = %e, "unreadable message on the Redis bus"),
-            }
-        }
-        Ok(())
     }
 
     /// Delivers another node's nudge to local listeners.
@@ -446,7 +600,13 @@ impl RedisBus {
         let envelope = match serde_json::from_str::<Envelope>(text) {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!(error = %e, "malformed message on the Redis bus ignored");
+                match serde_json::from_str::<Head>(text) {
+                    Ok(head) if !KINDS.contains(&head.kind.as_str()) => tracing::debug!(
+                        from = %head.node, kind = %head.kind,
+                        "bus nudge of a kind this node does not know ignored"
+                    ),
+                    _ => tracing::warn!(error = %e, "malformed message on the Redis bus ignored"),
+                }
                 return;
             }
         };
@@ -459,6 +619,11 @@ impl RedisBus {
             Body::Summary(s) => self.hub.deliver_summary(Arc::new(*s)),
             Body::Cobrowse(c) => self.hub.deliver_cobrowse(Arc::new(*c)),
             Body::Queue => self.hub.queue_changed.notify_one(),
+            Body::Settings => self.hub.settings_changed.notify_one(),
+            Body::Resync => {
+                tracing::info!(from = %envelope.node, "another node lost bus nudges; resyncing local connections");
+                self.catch_up();
+            }
             Body::Presence => {
                 let this = self.clone();
                 tokio::spawn(async move {
@@ -502,6 +667,39 @@ mod tests {
         .expect("serializes");
         let back: Envelope = serde_json::from_str(&presence).expect("parses");
         assert!(matches!(back.body, Body::Presence));
+    }
+
+    #[test]
+    fn new_kinds_round_trip_and_unknown_kinds_are_ignored() {
+        for (body, kind) in [(Body::Resync, "resync"), (Body::Settings, "settings")] {
+            let text = serde_json::to_string(&Envelope {
+                node: "n1".into(),
+                body,
+            })
+            .expect("serializes");
+            assert!(text.contains(&format!(r#""kind":"{kind}""#)), "{text}");
+            assert!(KINDS.contains(&kind));
+            let back: Envelope = serde_json::from_str(&text).expect("parses");
+            assert_eq!(
+                serde_json::to_string(&back.body).expect("serializes"),
+                format!(r#"{{"kind":"{kind}"}}"#)
+            );
+        }
+        // What a newer node might send, with or without a payload: not a `Body`, but its head
+        // names a kind outside `KINDS`, so the subscriber ignores it quietly.
+        for text in [
+            r#"{"node":"n9","kind":"shiny_new_thing","payload":{"x":[1,2]}}"#,
+            r#"{"node":"n9","kind":"shiny_new_thing"}"#,
+        ] {
+            assert!(serde_json::from_str::<Envelope>(text).is_err(), "{text}");
+            let head: Head = serde_json::from_str(text).expect(text);
+            assert!(!KINDS.contains(&head.kind.as_str()), "{text}");
+        }
+        // A known kind with a broken payload is malformed (and warned about).
+        let broken = r#"{"node":"n9","kind":"typing","payload":1}"#;
+        assert!(serde_json::from_str::<Envelope>(broken).is_err());
+        let head: Head = serde_json::from_str(broken).expect("head");
+        assert!(KINDS.contains(&head.kind.as_str()));
     }
 
     #[test]

@@ -128,11 +128,17 @@ pub struct Hub {
     /// Agents online on other nodes (from the bus), sorted; empty without a bus.
     remote_agents: Mutex<Vec<AgentInfo>>,
     /// Where signals go to reach other nodes, once a bus is attached. A full queue drops the
-    /// nudge: other nodes' connections then catch up from the store on the next one.
+    /// nudge and sets `bus_dropped`: the bus then tells the other nodes to resync.
     outbox: OnceLock<mpsc::Sender<Nudge>>,
     /// Wakes this node's queue task ([`crate::queue::run`]) when the queue may have changed,
     /// here or on another node. A `Notify` coalesces bursts into one pass.
     pub queue_changed: tokio::sync::Notify,
+    /// Wakes this node's settings reader ([`crate::admin::follow_saves`]) when an admin saved
+    /// a site's settings on another node (or nudges may have been lost).
+    pub settings_changed: tokio::sync::Notify,
+    /// A nudge was dropped because the bus queue was full: the bus owes the other nodes a
+    /// resync (see [`crate::bus`]). Also keeps the warning to one per episode.
+    bus_dropped: AtomicBool,
 }
 
 impl Hub {
@@ -154,10 +160,17 @@ impl Hub {
 
     fn forward(&self, nudge: Nudge) {
         if let Some(outbox) = self.outbox.get() {
-            if outbox.try_send(nudge).is_err() {
-                tracing::warn!("bus queue full or closed: a cross-node nudge was dropped");
+            if outbox.try_send(nudge).is_err() && !self.bus_dropped.swap(true, Ordering::AcqRel) {
+                tracing::warn!(
+                    "bus queue full or closed: cross-node nudges dropped; other nodes will be told to resync"
+                );
             }
         }
+    }
+
+    /// Whether a nudge was dropped since the last call (the bus then publishes a resync).
+    pub fn take_bus_dropped(&self) -> bool {
+        self.bus_dropped.swap(false, Ordering::AcqRel)
     }
 
     /// A new mailbox for a visitor connection.
@@ -372,6 +385,11 @@ impl Hub {
         }
     }
 
+    /// A site's settings were saved here (and already applied): the other nodes re-read them.
+    pub fn publish_settings_changed(&self) {
+        self.forward(Nudge::Settings);
+    }
+
     /// The people's queue may have changed: wakes this node's queue task and the other nodes'.
     pub fn publish_queue_changed(&self) {
         self.queue_changed.notify_one();
@@ -465,6 +483,26 @@ mod tests {
             hub.publish_event(event("c1", seq));
         }
         assert!(m.lagged.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn a_full_bus_queue_is_remembered_so_the_bus_can_owe_a_resync() {
+        let hub = Hub::new();
+        let (tx, mut rx) = mpsc::channel(2);
+        hub.attach_bus(tx);
+        hub.publish_event(event("c1", 1));
+        hub.publish_event(event("c1", 2));
+        assert!(!hub.take_bus_dropped(), "nothing dropped yet");
+        hub.publish_event(event("c1", 3));
+        hub.publish_queue_changed();
+        assert!(
+            hub.take_bus_dropped(),
+            "the third and fourth nudges were dropped"
+        );
+        assert!(!hub.take_bus_dropped(), "taken once");
+        assert!(matches!(rx.try_recv(), Ok(Nudge::Event(e)) if e.seq == 1));
+        assert!(matches!(rx.try_recv(), Ok(Nudge::Event(e)) if e.seq == 2));
+        assert!(rx.try_recv().is_err());
     }
 
     #[tokio::test]

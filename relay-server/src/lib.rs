@@ -83,8 +83,8 @@ pub struct App {
     /// Agent names by id, for conversation summaries (agents are few and rarely change).
     agents: RwLock<HashMap<String, AgentInfo>>,
     /// Sites whose settings an admin saved: the config merged with the saved row, by key. Read
-    /// from the store at start and replaced on every save on this node (other nodes pick a save
-    /// up at their next start).
+    /// from the store at start, replaced on every save on this node, and re-read when another
+    /// node says it saved (`settings` nudge on the bus, [`admin::follow_saves`]).
     site_overrides: RwLock<HashMap<String, Arc<SiteConfig>>>,
     /// SMTP for replies to offline messages; `None` without `--smtp-url` (the agent is told).
     pub mailer: Option<mail::Mailer>,
@@ -319,6 +319,7 @@ impl Relay {
             return Err(e);
         }
         app.tasks.spawn(queue::run(app.clone()));
+        app.tasks.spawn(admin::follow_saves(app.clone()));
         let addr = listener.local_addr()?;
         let router = http::router(app.clone());
         let shutdown = app.shutdown.clone();

@@ -2,7 +2,8 @@
 //! SQLite database ([`relay`]), protocol-speaking WebSocket clients for visitors and agents
 //! ([`ws`]), and a headless-Chromium harness with Shadow-DOM helpers for the widget and the
 //! console ([`browser`]); and, for the fault tests, the relay as a killable process
-//! ([`process`]) and clients that reconnect and resend like real ones ([`resilient`]); a
+//! ([`process`]), clients that reconnect and resend like real ones ([`resilient`]), and Redis
+//! behind a cuttable proxy or as a private killable server ([`bus`]); a
 //! Rasa-shaped HTTP bot for the external-bot tests ([`fake_bot`]); a real SMTP server (aiosmtpd)
 //! for the offline-message tests ([`smtp`]).
 //!
@@ -10,6 +11,7 @@
 //! reads as a scenario, not as plumbing.
 
 pub mod browser;
+pub mod bus;
 pub mod capture;
 pub mod fake_bot;
 pub mod pg;

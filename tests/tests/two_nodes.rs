@@ -2,27 +2,26 @@
 //! visitor talks to node A and an agent to node B, and everything crosses — the new
 //! conversation, the take, the reply (with seq strictly +1), typing both ways, and presence.
 //!
+//! Then the bus failing: one node's path to Redis closed (its subscriber reconnects and
+//! resyncs), silently blackholed (a PING on the subscription notices), or only the *sending*
+//! node cut off (it tells the others to resync once it can publish again); Redis itself killed
+//! and restarted mid-chat (a private `redis-server`); and admin settings saved on one node taking
+//! effect on the other.
+//!
 //! Needs real PostgreSQL (`PARLEY_TEST_PG_URL`, see `parley_tests::pg`) and real Redis
-//! (`PARLEY_TEST_REDIS_URL`, default [`DEFAULT_REDIS_URL`]). Either one unreachable is a failure
-//! with a clear message, never a skip: a green run must mean the cross-node path was tested.
-//! Every test uses its own bus prefix, so runs sharing one Redis cannot see each other. The outage
-//! test cuts one node's bus through a TCP proxy, never by stopping the shared Redis server.
+//! (`PARLEY_TEST_REDIS_URL`, default `parley_tests::bus::DEFAULT_REDIS_URL`; the Redis-stop test
+//! runs its own `redis-server` binary). Either one unreachable is a failure with a clear message,
+//! never a skip: a green run must mean the cross-node path was tested. Every test uses its own
+//! bus prefix, so runs sharing one Redis cannot see each other. Outages of the shared Redis are
+//! made with a TCP proxy in front of one node, never by stopping the shared server.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
+use parley_tests::bus::{host_port, redis_url, CuttableProxy, RedisServer};
 use parley_tests::pg::TestDatabase;
 use parley_tests::{AgentClient, TestRelay, VisitorClient, AGENTS, TIMEOUT};
 use protocol::{ConversationStatus, Event, EventBody, Role, ToAgent, ToVisitor};
-
-/// The Redis the tests use unless `PARLEY_TEST_REDIS_URL` names another.
-const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/";
-
-fn redis_url() -> String {
-    std::env::var("PARLEY_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned())
-}
 
 fn is_message(e: &Event, text: &str) -> bool {
     e.message_text() == Some(text)
@@ -38,6 +37,7 @@ async fn node_via(database_url: &str, prefix: &str, redis: String) -> anyhow::Re
     let database_url = database_url.to_owned();
     let prefix = prefix.to_owned();
     TestRelay::builder()
+        .admin("mina")
         .config(move |c| {
             c.database_url = database_url;
             c.bus_url = Some(redis);
@@ -225,84 +225,6 @@ async fn an_unreachable_bus_stops_the_relay_from_starting() -> anyhow::Result<()
     Ok(())
 }
 
-/// A TCP proxy in front of Redis that can cut every connection and refuse new ones, so one node
-/// can lose its bus while the shared Redis server keeps running for everyone else.
-struct CuttableProxy {
-    /// `redis://127.0.0.1:PORT/` of the proxy.
-    url: String,
-    /// While false, new connections are closed at once.
-    open: Arc<AtomicBool>,
-    /// The forwarding tasks, aborted by [`CuttableProxy::cut`].
-    links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl CuttableProxy {
-    async fn start(target: &str) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("redis://{}/", listener.local_addr()?);
-        let open = Arc::new(AtomicBool::new(true));
-        let links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let target = target.to_owned();
-        let (open2, links2) = (open.clone(), links.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !open2.load(Ordering::Acquire) {
-                    continue; // dropped: the connection closes at once
-                }
-                let target = target.clone();
-                let link = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                links2.lock().unwrap_or_else(|p| p.into_inner()).push(link);
-            }
-        });
-        Ok(Self {
-            url,
-            open,
-            links,
-            accept,
-        })
-    }
-
-    /// Redis "goes away" for whoever uses the proxy.
-    fn cut(&self) {
-        self.open.store(false, Ordering::Release);
-        for link in self
-            .links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            link.abort();
-        }
-    }
-
-    /// Redis is back.
-    fn restore(&self) {
-        self.open.store(true, Ordering::Release);
-    }
-}
-
-impl Drop for CuttableProxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
-
-/// `host:port` of a `redis://host:port/...` URL.
-fn host_port(url: &str) -> anyhow::Result<String> {
-    let rest = url
-        .split_once("://")
-        .map(|(_, r)| r)
-        .context("redis URL without scheme")?;
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    Ok(rest.split('/').next().unwrap_or(rest).to_owned())
-}
-
 #[tokio::test]
 async fn a_node_that_lost_its_bus_catches_up_when_it_returns() -> anyhow::Result<()> {
     let db = TestDatabase::create().await?;
@@ -438,5 +360,491 @@ async fn cobrowse_scenario(database_url: &str, prefix: &str) -> anyhow::Result<(
         matches!(f, ToVisitor::CobrowseHighlight { .. })
     })
     .await?;
+    Ok(())
+}
+
+/// The path from B to Redis silently stops forwarding (no close, no reset): B's subscription
+/// looks alive but hears nothing. B must notice on its own (PING on the subscription), reconnect
+/// once the path works again for new connections, and resync: the blackholed connections never
+/// come back, so nothing but B's own check can end the deafness.
+#[tokio::test]
+async fn a_node_whose_bus_goes_silent_notices_and_catches_up() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    let prefix = format!("parley-test-{}", relay_server::store::new_id());
+    let result = blackhole(db.url(), &prefix).await;
+    db.drop_now().await;
+    result
+}
+
+async fn blackhole(database_url: &str, prefix: &str) -> anyhow::Result<()> {
+    let proxy = CuttableProxy::start(&host_port(&redis_url())?).await?;
+    let a = node(database_url, prefix).await?;
+    let b = node_via(database_url, prefix, proxy.url.clone()).await?;
+
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&b, user, pass).await?;
+    let mut v = VisitorClient::connect(&a, None).await?;
+    v.send("v1", "before the silence").await?;
+    v.expect_ack("v1").await?;
+    let conversation = v.conversation_id.clone().context("conversation id")?;
+    agent.open(&conversation, Some(0)).await?;
+    let errors_before = bus_errors(&b).await?;
+
+    proxy.blackhole();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    v.send("v2", "while B hears nothing").await?;
+    assert_eq!(v.expect_ack("v2").await?, 2, "A keeps serving");
+    // Nothing reaches B while its path is silent.
+    agent
+        .expect_none(
+            "a message through a blackholed bus",
+            Duration::from_secs(1),
+            |f| matches!(f, ToAgent::Event(e) if is_message(e, "while B hears nothing")),
+        )
+        .await?;
+    // New connections work again; the silent ones stay silent.
+    proxy.restore();
+    let started = std::time::Instant::now();
+    let missed = agent
+        .expect_event("the message sent while B's bus was silent", |e| {
+            is_message(e, "while B hears nothing")
+        })
+        .await?;
+    assert_eq!(missed.seq, 2);
+    println!(
+        "blackhole: B caught up {:.1}s after the path returned",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        bus_errors(&b).await? > errors_before,
+        "the silent subscription must be counted in parley_bus_errors_total"
+    );
+
+    // Both directions work live again: A → B through B's new subscription, and B → A through
+    // B's command connection, which also went silent and must have been replaced.
+    v.send("v3", "after the silence").await?;
+    v.expect_ack("v3").await?;
+    let live = agent
+        .expect_event("a message after the silence", |e| {
+            is_message(e, "after the silence")
+        })
+        .await?;
+    assert_eq!(live.seq, 3, "seq strictly +1, no duplicate");
+    agent.open(&conversation, Some(3)).await?;
+    agent.take(&conversation).await?;
+    let joined = v
+        .expect_event("B's take, published after the silence", |e| {
+            e.body == EventBody::Joined
+        })
+        .await?;
+    assert_eq!(joined.seq, 4);
+    agent.send(&conversation, "a-1", "I hear you again").await?;
+    assert_eq!(agent.expect_ack("a-1").await?, 5);
+    let reply = v
+        .expect_event("B's reply after the silence", |e| {
+            is_message(e, "I hear you again")
+        })
+        .await?;
+    assert_eq!(reply.seq, 5);
+
+    a.shutdown().await;
+    b.shutdown().await;
+    Ok(())
+}
+
+/// Only the *sending* node loses Redis: A stores and acknowledges a message but cannot publish
+/// the nudge, and B's subscription never broke, so B has no reason to look. Once A can publish
+/// again it tells every node to resync, and B's agent gets the message without anything new
+/// being sent.
+#[tokio::test]
+async fn a_node_that_could_not_publish_tells_the_others_to_resync() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    let prefix = format!("parley-test-{}", relay_server::store::new_id());
+    let result = mute_publisher(db.url(), &prefix).await;
+    db.drop_now().await;
+    result
+}
+
+async fn mute_publisher(database_url: &str, prefix: &str) -> anyhow::Result<()> {
+    let proxy = CuttableProxy::start(&host_port(&redis_url())?).await?;
+    let a = node_via(database_url, prefix, proxy.url.clone()).await?;
+    let b = node(database_url, prefix).await?;
+
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&b, user, pass).await?;
+    let mut v = VisitorClient::connect(&a, None).await?;
+    v.send("v1", "before the cut").await?;
+    v.expect_ack("v1").await?;
+    let conversation = v.conversation_id.clone().context("conversation id")?;
+    agent.open(&conversation, Some(0)).await?;
+
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    v.send("v2", "sent while A could not publish").await?;
+    assert_eq!(
+        v.expect_ack("v2").await?,
+        2,
+        "stored and acknowledged anyway"
+    );
+    agent
+        .expect_none(
+            "the message while A cannot publish",
+            Duration::from_secs(1),
+            |f| matches!(f, ToAgent::Event(e) if is_message(e, "sent while A could not publish")),
+        )
+        .await?;
+
+    proxy.restore();
+    let missed = agent
+        .expect_event("the message A could not publish", |e| {
+            is_message(e, "sent while A could not publish")
+        })
+        .await?;
+    assert_eq!(missed.seq, 2);
+    v.send("v3", "after the cut").await?;
+    v.expect_ack("v3").await?;
+    let live = agent
+        .expect_event("a message after the cut", |e| {
+            is_message(e, "after the cut")
+        })
+        .await?;
+    assert_eq!(live.seq, 3, "seq strictly +1, no duplicate");
+
+    a.shutdown().await;
+    b.shutdown().await;
+    Ok(())
+}
+
+/// Settings an admin saves on node A (business hours here) take effect on node B, which had
+/// read them at start: B's public site info and admin view follow within moments.
+#[tokio::test]
+async fn admin_settings_saved_on_one_node_apply_on_the_other() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    let prefix = format!("parley-test-{}", relay_server::store::new_id());
+    let result = settings_scenario(db.url(), &prefix).await;
+    db.drop_now().await;
+    result
+}
+
+async fn site_available(relay: &TestRelay) -> anyhow::Result<bool> {
+    let json: serde_json::Value = reqwest::get(relay.url("/api/sites/demo"))
+        .await?
+        .json()
+        .await?;
+    json.get("available")
+        .and_then(serde_json::Value::as_bool)
+        .with_context(|| format!("no available in {json}"))
+}
+
+async fn settings_scenario(database_url: &str, prefix: &str) -> anyhow::Result<()> {
+    let a = node(database_url, prefix).await?;
+    let b = node(database_url, prefix).await?;
+    let (user, _, pass) = AGENTS[1];
+    let _online = AgentClient::login(&b, user, pass).await?;
+    // Both nodes agree the site is open (no hours, an agent online).
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !(site_available(&a).await? && site_available(&b).await?) {
+        if tokio::time::Instant::now() > deadline {
+            bail!("the site never became available on both nodes");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The admin closes the site on A: a time zone and no opening hours.
+    let mina = parley_tests::ws::login_cookie(&a, "mina", "mina-password-1").await?;
+    let response = reqwest::Client::new()
+        .put(a.url("/api/admin/sites/demo"))
+        .header("Cookie", &mina)
+        .header("Origin", a.origin())
+        .json(&serde_json::json!({
+            "routing": "agents_first",
+            "hours": {"tz": "Asia/Seoul"},
+            "max_chats_per_agent": 3
+        }))
+        .send()
+        .await?;
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{}",
+        response.text().await?
+    );
+    assert!(!site_available(&a).await?, "A applies its own save at once");
+
+    // B follows: closed for visitors, and its admin view shows the saved hours.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while site_available(&b).await? {
+        if tokio::time::Instant::now() > deadline {
+            bail!("node B still serves the site as open {TIMEOUT:?} after A saved closed hours");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mina_b = parley_tests::ws::login_cookie(&b, "mina", "mina-password-1").await?;
+    let sites: serde_json::Value = reqwest::Client::new()
+        .get(b.url("/api/admin/sites"))
+        .header("Cookie", &mina_b)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(sites["sites"][0]["hours"]["tz"], "Asia/Seoul", "{sites}");
+    assert_eq!(sites["sites"][0]["max_chats_per_agent"], 3, "{sites}");
+    let v = VisitorClient::connect(&b, None).await?;
+    assert!(!v.available, "a visitor on B is told the site is closed");
+
+    a.shutdown().await;
+    b.shutdown().await;
+    Ok(())
+}
+
+/// `parley_bus_errors_total` from the relay's `/metrics`.
+async fn bus_errors(relay: &TestRelay) -> anyhow::Result<u64> {
+    let text = reqwest::get(relay.url("/metrics")).await?.text().await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("parley_bus_errors_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .with_context(|| format!("no parley_bus_errors_total in /metrics:\n{text}"))
+}
+
+/// Every event of `conversation` an agent receives while waiting for something, in order.
+fn agent_events<'a>(
+    conversation: &'a protocol::ConversationId,
+    seen: &'a mut Vec<Event>,
+    mut done: impl FnMut(&ToAgent) -> bool + 'a,
+) -> impl FnMut(&ToAgent) -> bool + 'a {
+    move |f| {
+        if let ToAgent::Event(e) = f {
+            if &e.conversation_id == conversation {
+                seen.push(e.clone());
+            }
+        }
+        done(f)
+    }
+}
+
+/// Every event a visitor receives while waiting for something, in order.
+fn visitor_events<'a>(
+    seen: &'a mut Vec<Event>,
+    mut done: impl FnMut(&ToVisitor) -> bool + 'a,
+) -> impl FnMut(&ToVisitor) -> bool + 'a {
+    move |f| {
+        if let ToVisitor::Event(e) = f {
+            seen.push(e.clone());
+        }
+        done(f)
+    }
+}
+
+/// Fails unless `events` are exactly seqs `1..=last`, each once, in order.
+fn exactly_once(who: &str, events: &[Event], last: u64) -> anyhow::Result<()> {
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let want: Vec<u64> = (1..=last).collect();
+    if seqs != want {
+        bail!("{who} saw seqs {seqs:?}, expected 1..={last} each once, in order");
+    }
+    Ok(())
+}
+
+/// Redis itself dies (SIGKILL, nothing saved) in the middle of a two-node chat and comes back
+/// empty on the same port ~3 s later. Meanwhile both sides keep writing: every message is
+/// stored and acknowledged; afterwards each side has received every message exactly once, seq
+/// strictly +1, and both relays still serve.
+#[tokio::test]
+async fn a_redis_stop_mid_chat_loses_and_duplicates_nothing() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    let prefix = format!("parley-test-{}", relay_server::store::new_id());
+    let result = redis_stop(db.url(), &prefix).await;
+    db.drop_now().await;
+    result
+}
+
+async fn redis_stop(database_url: &str, prefix: &str) -> anyhow::Result<()> {
+    /// Messages each side writes while Redis is down, one every [`PACE`] (both sides: ~3 s).
+    const DURING: usize = 5;
+    const PACE: Duration = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let mut redis = RedisServer::start().await?;
+    let a = node_via(database_url, prefix, redis.url()).await?;
+    let b = node_via(database_url, prefix, redis.url()).await?;
+
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&b, user, pass).await?;
+    let mut v = VisitorClient::connect(&a, None).await?;
+    let mut v_seen = Vec::new();
+    let mut agent_seen = Vec::new();
+    v.send("v-hello", "hello from A").await?;
+    let conversation = {
+        let ack = v
+            .expect(
+                "the first ack",
+                visitor_events(&mut v_seen, |f| matches!(f, ToVisitor::Ack { .. })),
+            )
+            .await?;
+        match ack {
+            ToVisitor::Ack {
+                conversation_id,
+                seq: 1,
+                ..
+            } => conversation_id,
+            other => bail!("expected the first ack with seq 1, got {other:?}"),
+        }
+    };
+    agent_seen.extend(agent.open(&conversation, Some(0)).await?);
+    agent.take(&conversation).await?;
+    let last: u64 = 2; // the message and the join
+    agent
+        .expect(
+            "the join on B",
+            agent_events(
+                &conversation,
+                &mut agent_seen,
+                |f| matches!(f, ToAgent::Event(e) if e.seq == last),
+            ),
+        )
+        .await?;
+    v.expect(
+        "the join on A",
+        visitor_events(
+            &mut v_seen,
+            |f| matches!(f, ToVisitor::Event(e) if e.seq == last),
+        ),
+    )
+    .await?;
+    let mut last = last;
+
+    let errors_before = (bus_errors(&a).await?, bus_errors(&b).await?);
+    redis.kill().await;
+    let killed = std::time::Instant::now();
+    for i in 0..DURING {
+        let id = format!("v-{i}");
+        v.send(&id, &format!("visitor {i} without Redis")).await?;
+        let acked = v
+            .expect(
+                &format!("the ack of {id}"),
+                visitor_events(
+                    &mut v_seen,
+                    |f| matches!(f, ToVisitor::Ack { client_id, .. } if client_id.0 == id),
+                ),
+            )
+            .await?;
+        last += 1;
+        assert!(
+            matches!(acked, ToVisitor::Ack { seq, .. } if seq == last),
+            "{acked:?}"
+        );
+        tokio::time::sleep(PACE).await;
+        let id = format!("a-{i}");
+        agent
+            .send(&conversation, &id, &format!("agent {i} without Redis"))
+            .await?;
+        let acked = agent
+            .expect(
+                &format!("the ack of {id}"),
+                agent_events(
+                    &conversation,
+                    &mut agent_seen,
+                    |f| matches!(f, ToAgent::Ack { client_id, .. } if client_id.0 == id),
+                ),
+            )
+            .await?;
+        last += 1;
+        assert!(
+            matches!(acked, ToAgent::Ack { seq, .. } if seq == last),
+            "{acked:?}"
+        );
+        tokio::time::sleep(PACE).await;
+    }
+    let down_for = killed.elapsed();
+    redis.restart().await?;
+
+    // Each side gets everything up to the last message, without anything new being sent.
+    v.expect(
+        "every message written while Redis was down, on A",
+        visitor_events(
+            &mut v_seen,
+            |f| matches!(f, ToVisitor::Event(e) if e.seq == last),
+        ),
+    )
+    .await?;
+    agent
+        .expect(
+            "every message written while Redis was down, on B",
+            agent_events(
+                &conversation,
+                &mut agent_seen,
+                |f| matches!(f, ToAgent::Event(e) if e.seq == last),
+            ),
+        )
+        .await?;
+    let recovered = killed.elapsed();
+
+    // And live both ways again, through the restarted Redis.
+    v.send("v-live", "after Redis came back").await?;
+    last += 1;
+    agent
+        .expect(
+            "the visitor's live message on B",
+            agent_events(
+                &conversation,
+                &mut agent_seen,
+                |f| matches!(f, ToAgent::Event(e) if e.seq == last),
+            ),
+        )
+        .await?;
+    agent
+        .send(&conversation, "a-live", "so did the agent")
+        .await?;
+    last += 1;
+    v.expect(
+        "the agent's live message on A",
+        visitor_events(
+            &mut v_seen,
+            |f| matches!(f, ToVisitor::Event(e) if e.seq == last),
+        ),
+    )
+    .await?;
+    agent
+        .expect(
+            "the agent's own live message on B",
+            agent_events(
+                &conversation,
+                &mut agent_seen,
+                |f| matches!(f, ToAgent::Event(e) if e.seq == last),
+            ),
+        )
+        .await?;
+    // Nothing arrives twice late.
+    v.expect_none("a duplicate event on A", Duration::from_millis(500), |f| {
+        matches!(f, ToVisitor::Event(_))
+    })
+    .await?;
+    agent
+        .expect_none("a duplicate event on B", Duration::from_millis(500), |f| {
+            matches!(f, ToAgent::Event(_))
+        })
+        .await?;
+    exactly_once("the visitor on A", &v_seen, last)?;
+    exactly_once("the agent on B", &agent_seen, last)?;
+
+    // The outage was noticed and counted on both nodes, and neither stopped serving.
+    let errors_after = (bus_errors(&a).await?, bus_errors(&b).await?);
+    assert!(
+        errors_after.0 > errors_before.0 && errors_after.1 > errors_before.1,
+        "bus errors before {errors_before:?}, after {errors_after:?}"
+    );
+    for relay in [&a, &b] {
+        let health = reqwest::get(relay.url("/healthz")).await?;
+        assert!(health.status().is_success(), "{}", health.status());
+    }
+    println!(
+        "redis stop: down {:.1}s, {} messages while down, all delivered once {:.1}s after the \
+         kill, {:.1}s in all",
+        down_for.as_secs_f64(),
+        2 * DURING,
+        recovered.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    a.shutdown().await;
+    b.shutdown().await;
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! `cargo xtask setup`: makes this machine able to build and test Parley. Every step first checks
 //! whether its tool is already there (so a second run takes a second) and installs it otherwise:
 //! the wasm32 target, the wasm-bindgen CLI matching Cargo.lock, wasm-opt from npm binaryen, and
-//! Chromium + chromedriver for the browser tests, and a Python venv with aiosmtpd (the real SMTP
-//! server the offline-message tests mail to).
+//! Chromium + chromedriver for the browser tests, a Python venv with aiosmtpd (the real SMTP
+//! server the offline-message tests mail to), and the `redis-server` binary (the two-node test
+//! that stops Redis runs a private one).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,8 @@ const BINARYEN_VERSION_MARK: &str = "version 132";
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// See [`CHROMIUM`].
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Where the tests look for `redis-server` (Debian's `redis-server` package).
+pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
 
 /// Paths of the installed tools, handed to the build and test steps.
 #[derive(Debug, Clone)]
@@ -50,6 +53,8 @@ pub fn setup(root: &Path, browser: bool) -> Result<Tools> {
         ensure_chromium()?;
         section("setup: aiosmtpd (SMTP server for the tests)");
         ensure_aiosmtpd()?;
+        section("setup: redis-server (the Redis-stop test runs its own)");
+        ensure_redis_server()?;
     }
     Ok(Tools {
         wasm_bindgen,
@@ -232,6 +237,22 @@ fn ensure_chromium() -> Result<()> {
         }
     }
     println!("installed chromium and chromedriver");
+    Ok(())
+}
+
+/// The binary only: the test starts and kills its own server on a free port, so the service
+/// the package enables (on 6379) is neither needed nor touched.
+fn ensure_redis_server() -> Result<()> {
+    if Path::new(REDIS_SERVER).exists() {
+        println!("redis-server: {REDIS_SERVER}");
+        return Ok(());
+    }
+    println!("missing {REDIS_SERVER}: installing redis-server with apt");
+    apt_install(&["redis-server"])?;
+    if !Path::new(REDIS_SERVER).exists() {
+        bail!("{REDIS_SERVER} still missing after apt-get install");
+    }
+    println!("installed redis-server");
     Ok(())
 }
 
