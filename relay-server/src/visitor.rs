@@ -846,6 +846,9 @@ impl Session for VisitorSession {
                 author: t.author.clone(),
                 active: t.active,
             }),
+            // Before `welcome` (which carries the same figures) nothing else may be sent: the
+            // socket is in the hub from its upgrade, so agents coming and going reach it early.
+            Signal::Presence if self.visitor.is_none() => {}
             Signal::Presence => out.push(self.presence()),
             Signal::Summary(_) => {}
             Signal::Queue(update) => {
@@ -873,7 +876,9 @@ impl Session for VisitorSession {
                 Err(e) => out.push(internal(e, None)),
             }
         }
-        out.push(self.presence());
+        if self.visitor.is_some() {
+            out.push(self.presence());
+        }
     }
 
     fn finish(self) {
