@@ -9,7 +9,9 @@
 //! commits once, and only then answers each caller. Nothing is acknowledged before the commit
 //! that stored it, and a request alone in the queue is served at once: nobody waits for company.
 //!
-//! Inside a batch, each append takes the fast path ([`append_fast`]: two statements that either
+//! Inside a batch of several, plain appends (messages that change a conversation only by their
+//! seq and preview) are stored together in three statements ([`append_plain`]). Each other
+//! append takes the fast path ([`append_fast`]: two statements that either
 //! change nothing — no eligible conversation — or fail as a whole statement, which SQLite undoes
 //! alone — a repeated client id) or, when that does not apply, the careful path
 //! ([`super::append_in`]), whose refusals (closed, taken, unknown) all come before it writes.
@@ -17,7 +19,9 @@
 //! error (the engine failing) rolls the whole batch back, and each of its appends is then tried
 //! in a transaction of its own: one bad append never fails the others.
 
-use protocol::{ConversationId, Event, EventBody};
+use std::collections::{HashMap, HashSet};
+
+use protocol::{ConversationId, ConversationStatus, Event, EventBody};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
@@ -116,8 +120,18 @@ async fn store_together(
     requests: &[Request],
 ) -> StoreResult<Vec<StoreResult<Appended>>> {
     let mut tx = write.begin().await?;
+    let mut plain = if requests.len() > 1 {
+        append_plain(&mut tx, requests).await?
+    } else {
+        Vec::new()
+    };
+    plain.resize_with(requests.len(), || None);
     let mut outcomes = Vec::with_capacity(requests.len());
-    for request in requests {
+    for (request, stored) in requests.iter().zip(plain) {
+        if let Some(appended) = stored {
+            outcomes.push(Ok(appended));
+            continue;
+        }
         let outcome = match append_fast(&mut tx, &request.id, &request.new).await? {
             Some(appended) => Ok(appended),
             None => match append_in(&mut tx, &request.id, request.new.clone()).await {
@@ -129,6 +143,160 @@ async fn store_together(
     }
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// The bulk of a busy batch in three statements, whatever its size: one read of every
+/// conversation concerned, one multi-row `INSERT` of the events, one `UPDATE` of the
+/// conversations' seq, preview and time. Each statement is a round trip to SQLite's worker thread,
+/// and those round trips, not SQLite itself, bounded the single writer at a few thousand appends a
+/// second when each append had its own two.
+///
+/// Only what cannot change a conversation beyond its seq and preview goes this way: plain
+/// messages, an agent's message in a conversation already theirs, the bot's reply while it has
+/// the conversation — and only for conversations whose every request in the batch is such. The
+/// rest (unknown or closed conversations, effects, a guard that does not hold, and everything
+/// after it in that conversation) is left `None` for the one-by-one path, which runs after this
+/// and so reads the seqs stored here. A repeated client id makes the `INSERT` store fewer rows
+/// than asked: then this undoes itself and leaves the whole batch to the one-by-one path,
+/// which answers repeats with the original event.
+async fn append_plain(
+    tx: &mut Transaction<'_, Sqlite>,
+    requests: &[Request],
+) -> StoreResult<Vec<Option<Appended>>> {
+    let none = || (0..requests.len()).map(|_| None).collect::<Vec<_>>();
+    let mut eligible: HashMap<&ConversationId, bool> = HashMap::new();
+    for request in requests {
+        let plain = matches!(
+            request.new.effect,
+            Effect::None | Effect::Assign(_) | Effect::BotReply
+        );
+        *eligible.entry(&request.id).or_insert(true) &= plain;
+    }
+    let ids: Vec<&ConversationId> = eligible
+        .into_iter()
+        .filter_map(|(id, plain)| plain.then_some(id))
+        .collect();
+    if ids.is_empty() {
+        return Ok(none());
+    }
+    let read = format!(
+        "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id IN ({})",
+        placeholders(ids.len())
+    );
+    let mut query = sqlx::query(&read);
+    for id in &ids {
+        query = query.bind(&id.0);
+    }
+    let mut current = HashMap::with_capacity(ids.len());
+    for row in query.fetch_all(&mut **tx).await? {
+        let conversation = conversation_from_row(&row)?;
+        current.insert(conversation.id.clone(), conversation);
+    }
+
+    let now = now_ms();
+    let mut stored = none();
+    let mut careful: HashSet<&ConversationId> = HashSet::new();
+    let mut count = 0;
+    for (request, slot) in requests.iter().zip(stored.iter_mut()) {
+        if careful.contains(&request.id) {
+            continue;
+        }
+        let Some(conversation) = current.get_mut(&request.id) else {
+            continue;
+        };
+        let accepts = conversation.status != ConversationStatus::Closed
+            && match &request.new.effect {
+                Effect::None => true,
+                Effect::Assign(agent) => conversation.assignee_id.as_ref() == Some(agent),
+                Effect::BotReply => conversation.status == ConversationStatus::Bot,
+                _ => false,
+            };
+        if !accepts {
+            careful.insert(&request.id);
+            continue;
+        }
+        conversation.last_seq += 1;
+        conversation.updated_at = now;
+        if let EventBody::Message { text, .. } = &request.new.body {
+            conversation.preview = Some(preview_of(text));
+        }
+        *slot = Some(Appended {
+            event: Event {
+                conversation_id: request.id.clone(),
+                seq: conversation.last_seq,
+                at: now,
+                author: request.new.author.clone(),
+                body: request.new.body.clone(),
+            },
+            conversation: conversation.clone(),
+            duplicate: false,
+        });
+        count += 1;
+    }
+    if count == 0 {
+        return Ok(none());
+    }
+
+    sqlx::query("SAVEPOINT plain").execute(&mut **tx).await?;
+    let insert = format!(
+        "INSERT INTO events (conversation_id, seq, at, author_role, author_id, author_name, client_id, body)
+         VALUES {} ON CONFLICT DO NOTHING",
+        rows_of(count, 8)
+    );
+    let mut query = sqlx::query(&insert);
+    for (request, appended) in requests.iter().zip(&stored) {
+        let Some(appended) = appended else { continue };
+        let event = &appended.event;
+        query = query
+            .bind(&event.conversation_id.0)
+            .bind(event.seq as i64)
+            .bind(event.at)
+            .bind(role_str(event.author.role))
+            .bind(&event.author.id)
+            .bind(&event.author.name)
+            .bind(request.new.client_id.as_ref().map(|c| c.0.as_str()))
+            .bind(json(&event.body));
+    }
+    if query.execute(&mut **tx).await?.rows_affected() != count as u64 {
+        sqlx::query("ROLLBACK TO plain").execute(&mut **tx).await?;
+        sqlx::query("RELEASE plain").execute(&mut **tx).await?;
+        return Ok(none());
+    }
+
+    // Only conversations that took an event, each with where it ended.
+    let touched: HashSet<&ConversationId> = stored
+        .iter()
+        .flatten()
+        .map(|a| &a.event.conversation_id)
+        .collect();
+    let update = format!(
+        "UPDATE conversations SET last_seq = v.column2, preview = v.column3, updated_at = v.column4
+         FROM (VALUES {}) AS v WHERE conversations.id = v.column1",
+        rows_of(touched.len(), 4)
+    );
+    let mut query = sqlx::query(&update);
+    for id in &touched {
+        let conversation = &current[*id];
+        query = query
+            .bind(&id.0)
+            .bind(conversation.last_seq as i64)
+            .bind(&conversation.preview)
+            .bind(conversation.updated_at);
+    }
+    query.execute(&mut **tx).await?;
+    sqlx::query("RELEASE plain").execute(&mut **tx).await?;
+    Ok(stored)
+}
+
+/// `?, ?, …` with `n` placeholders.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// `(?, …), (?, …), …`: `n` rows of `columns` placeholders each.
+fn rows_of(n: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; n].join(", ")
 }
 
 /// Refusals are decided before the careful path writes anything, so the transaction goes on.
