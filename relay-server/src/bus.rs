@@ -97,6 +97,10 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait between two subscriber reconnects.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Most nudges published in one pipeline: what is waiting when the publisher is free goes out
+/// together, in order.
+const PUBLISH_BATCH: usize = 256;
+
 /// How often the subscriber PINGs Redis on its own connection. A subscription that receives
 /// nothing looks the same whether the channel is quiet or the path to Redis silently stopped
 /// forwarding (a half-open connection): only an unanswered PING (within [`REDIS_TIMEOUT`]) tells
@@ -331,11 +335,20 @@ impl RedisBus {
     }
 
     async fn publish(&self, body: Body) -> anyhow::Result<()> {
-        let text = serde_json::to_string(&Envelope {
-            node: self.node.clone(),
-            body,
-        })?;
-        self.command(|mut conn| async move { conn.publish::<_, _, ()>(&self.channel, text).await })
+        self.publish_all(vec![body]).await
+    }
+
+    /// Publishes `bodies` in order, in one pipeline (one round trip).
+    async fn publish_all(&self, bodies: Vec<Body>) -> anyhow::Result<()> {
+        let mut pipe = redis::pipe();
+        for body in bodies {
+            let text = serde_json::to_string(&Envelope {
+                node: self.node.clone(),
+                body,
+            })?;
+            pipe.publish(&self.channel, text).ignore();
+        }
+        self.command(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
             .await
     }
 
@@ -455,21 +468,39 @@ impl RedisBus {
                 continue;
             }
             let Some(nudge) = nudge else { continue };
-            let body = match nudge {
-                Nudge::Event(e) => Body::Event((*e).clone()),
-                Nudge::Typing(t) => Body::Typing((*t).clone()),
-                Nudge::Summary(s) => Body::Summary(Box::new((*s).clone())),
-                Nudge::Cobrowse(c) => Body::Cobrowse(Box::new((*c).clone())),
-                Nudge::Queue => Body::Queue,
-                Nudge::Settings => Body::Settings,
-                Nudge::Presence => {
-                    // Write the hash first, so a node reading it on our nudge sees the change.
-                    let synced = self.sync_presence().await;
-                    self.outcome("presence update", synced);
-                    Body::Presence
+            // Everything already waiting goes out with it, in one pipeline: one round trip to
+            // Redis per batch instead of per nudge (at 1,000 msg/s a node publishes 2,000
+            // nudges a second, and one at a time they queued up behind each other's round trip).
+            let mut batch = vec![nudge];
+            while batch.len() < PUBLISH_BATCH {
+                match rx.try_recv() {
+                    Ok(n) => batch.push(n),
+                    Err(_) => break,
                 }
-            };
-            let published = self.publish(body).await;
+            }
+            let mut bodies = Vec::with_capacity(batch.len());
+            let mut presence_synced = false;
+            for nudge in batch {
+                bodies.push(match nudge {
+                    Nudge::Event(e) => Body::Event((*e).clone()),
+                    Nudge::Typing(t) => Body::Typing((*t).clone()),
+                    Nudge::Summary(s) => Body::Summary(Box::new((*s).clone())),
+                    Nudge::Cobrowse(c) => Body::Cobrowse(Box::new((*c).clone())),
+                    Nudge::Queue => Body::Queue,
+                    Nudge::Settings => Body::Settings,
+                    Nudge::Presence => {
+                        // Write the hash first (once per batch), so a node reading it on our
+                        // nudge sees the change.
+                        if !presence_synced {
+                            let synced = self.sync_presence().await;
+                            self.outcome("presence update", synced);
+                            presence_synced = true;
+                        }
+                        Body::Presence
+                    }
+                });
+            }
+            let published = self.publish_all(bodies).await;
             if self.outcome("publish", published).is_none() {
                 owed = true;
                 retry_at = tokio::time::Instant::now() + RESYNC_RETRY;
