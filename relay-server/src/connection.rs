@@ -151,7 +151,10 @@ pub async fn run<S: Session>(
             _ = ping.tick() => {
                 if last_seen.elapsed() > limits.idle_timeout {
                     close = Some((protocol::CLOSE_POLICY, "idle timeout"));
-                } else if socket.send(Message::Ping(Default::default())).await.is_err() {
+                } else if !matches!(
+                    tokio::time::timeout(limits.idle_timeout, socket.send(Message::Ping(Default::default()))).await,
+                    Ok(Ok(()))
+                ) {
                     break;
                 }
             }
@@ -161,28 +164,40 @@ pub async fn run<S: Session>(
             Box::pin(session.resync(&mut out)).await;
         }
         if !out.is_empty() {
-            let mut failed = false;
-            for frame in out.drain(..) {
-                if let Some(e) = frame.error() {
-                    app.metrics.refused(e.code);
+            // Bounded like the peer's silence: a client that keeps its connection open but
+            // stops reading fills the socket buffers, and an unbounded write would hold this
+            // task (its pings and idle check included) forever. It resumes on a new socket.
+            let written = tokio::time::timeout(limits.idle_timeout, async {
+                for frame in out.drain(..) {
+                    if let Some(e) = frame.error() {
+                        app.metrics.refused(e.code);
+                    }
+                    let text = protocol::encode(&frame);
+                    socket.feed(Message::Text(text.into())).await?;
                 }
-                let text = protocol::encode(&frame);
-                if socket.feed(Message::Text(text.into())).await.is_err() {
-                    failed = true;
+                socket.flush().await
+            })
+            .await;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    tracing::debug!(
+                        "peer took no frames within the idle timeout; dropping the socket"
+                    );
                     break;
                 }
             }
-            if failed || socket.flush().await.is_err() {
-                break;
-            }
         }
         if let Some((code, reason)) = close {
-            let _ = socket
-                .send(Message::Close(Some(CloseFrame {
+            let _ = tokio::time::timeout(
+                limits.idle_timeout,
+                socket.send(Message::Close(Some(CloseFrame {
                     code,
                     reason: reason.into(),
-                })))
-                .await;
+                }))),
+            )
+            .await;
             break;
         }
     }
