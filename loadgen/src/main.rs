@@ -114,6 +114,61 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU time used so far (Linux /proc, in clock ticks): by the relay, by this tool, and by the
+/// whole machine busy and idle. Where latency has a tail, this says whether the cores were full.
+struct CpuTimes {
+    relay: Option<u64>,
+    tool: u64,
+    machine_busy: u64,
+    machine_idle: u64,
+}
+
+impl CpuTimes {
+    fn read(relay_pid: Option<u32>) -> Option<CpuTimes> {
+        // utime + stime are fields 14 and 15; the command name before them may hold spaces.
+        let process = |path: &str| -> Option<u64> {
+            let stat = std::fs::read_to_string(path).ok()?;
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        };
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal ...
+        let idle = cpu.get(3)? + cpu.get(4).copied().unwrap_or(0);
+        Some(CpuTimes {
+            relay: relay_pid.and_then(|pid| process(&format!("/proc/{pid}/stat"))),
+            tool: process("/proc/self/stat")?,
+            machine_busy: cpu.iter().sum::<u64>() - idle,
+            machine_idle: idle,
+        })
+    }
+
+    /// "cpu: relay X cores, load tool Y cores, machine Z % busy" over `elapsed`.
+    fn since(&self, before: &CpuTimes, elapsed: Duration) -> String {
+        // USER_HZ is 100 on every Linux this targets.
+        let cores = |ticks: u64| ticks as f64 / 100.0 / elapsed.as_secs_f64().max(0.001);
+        let busy = self.machine_busy - before.machine_busy;
+        let idle = self.machine_idle - before.machine_idle;
+        let relay = match (self.relay, before.relay) {
+            (Some(a), Some(b)) => format!("relay {:.2} cores, ", cores(a - b)),
+            _ => String::new(),
+        };
+        format!(
+            "cpu while sending: {relay}load tool {:.2} cores, machine {:.0} % busy ({} cores)",
+            cores(self.tool - before.tool),
+            100.0 * busy as f64 / (busy + idle).max(1) as f64,
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+        )
+    }
+}
+
 /// Opens a WebSocket from source address 127.0.0.(1 + n % sources).
 async fn connect(
     target: SocketAddr,
@@ -305,7 +360,7 @@ async fn chat(
         .clone()
         .unwrap_or_else(|| cli.url.trim_end_matches('/').to_owned());
     let epoch = Instant::now();
-    let latencies = Arc::new(Mutex::new(stats::Samples::default()));
+    let latencies = Arc::new(Mutex::new(Latencies::default()));
     let received = Arc::new(AtomicU64::new(0));
 
     // Visitors connect and each opens a conversation with a first message.
@@ -325,7 +380,7 @@ async fn chat(
             &mut ws,
             &VisitorFrame::Send {
                 client_id: ClientId(format!("open-{n}")),
-                text: "hello".into(),
+                text: OPENING.into(),
             },
         )
         .await?;
@@ -346,6 +401,28 @@ async fn chat(
         }
         visitor_socks.push(ws);
     }
+
+    // On a bot-first site the opening asks for a person: the bot hands over at once, so the
+    // measured phase is people's chat only, not a thousand bot turns and hand-offs in its first
+    // second. Waited for together, bounded (an agents-first site sends no hand-off).
+    let handoffs = futures::future::join_all(visitor_socks.iter_mut().map(|ws| async move {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Text(t) = msg {
+                    if let Ok(ToVisitor::Event(e)) = protocol::decode::<ToVisitor>(&t) {
+                        if matches!(e.body, protocol::EventBody::Handoff { .. }) {
+                            return true;
+                        }
+                    }
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false)
+    }))
+    .await;
+    let handed_over = handoffs.iter().filter(|h| **h).count();
 
     // Agents log in and open every conversation.
     let cookie = login(&agent_url, username, password).await?;
@@ -375,12 +452,20 @@ async fn chat(
             while let Some(Ok(msg)) = ws.next().await {
                 let Message::Text(t) = msg else { continue };
                 if let Ok(ToAgent::Event(e)) = protocol::decode::<ToAgent>(&t) {
-                    if let Some(sent) = e.message_text().and_then(|t| t.strip_prefix("t=")) {
-                        if let Ok(sent_us) = sent.parse::<u64>() {
-                            let now_us = epoch.elapsed().as_micros() as u64;
-                            latencies.lock().await.push(now_us.saturating_sub(sent_us));
-                            received.fetch_add(1, Ordering::Relaxed);
+                    if let Some(stamp) = e.message_text().and_then(Stamp::parse) {
+                        let now_us = epoch.elapsed().as_micros() as u64;
+                        let now_wall = unix_micros();
+                        let stored_us = u64::try_from(e.at).unwrap_or(0) * 1000;
+                        let mut l = latencies.lock().await;
+                        l.total.push(now_us.saturating_sub(stamp.sent_us));
+                        l.to_stored.push(stored_us.saturating_sub(stamp.wall_us));
+                        l.stored_to_agent.push(now_wall.saturating_sub(stored_us));
+                        let second = (stamp.sent_us / 1_000_000) as usize;
+                        if l.by_second.len() <= second {
+                            l.by_second.resize_with(second + 1, stats::Samples::default);
                         }
+                        l.by_second[second].push(now_us.saturating_sub(stamp.sent_us));
+                        received.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -405,7 +490,11 @@ async fn chat(
             let mut i = 0u64;
             while Instant::now() < deadline {
                 tick.tick().await;
-                let text = format!("t={}", epoch.elapsed().as_micros());
+                let text = Stamp {
+                    sent_us: epoch.elapsed().as_micros() as u64,
+                    wall_us: unix_micros(),
+                }
+                .to_string();
                 let frame = VisitorFrame::Send {
                     client_id: ClientId(format!("v{n}m{i}")),
                     text,
@@ -424,10 +513,12 @@ async fn chat(
         }));
     }
     let started = Instant::now();
+    let cpu_before = CpuTimes::read(cli.relay_pid);
     for s in senders {
         let _ = s.await;
     }
     let elapsed = started.elapsed();
+    let cpu_after = CpuTimes::read(cli.relay_pid);
     tokio::time::sleep(Duration::from_secs(2)).await;
     for t in agent_tasks {
         t.abort();
@@ -440,12 +531,41 @@ async fn chat(
         println!("visitors on {target}, agents on {agent_target} (cross-node)");
     }
     println!("connections held: {}", visitors + agents);
+    println!("conversations handed over by a bot before the run: {handed_over} of {visitors}");
     println!(
         "messages sent: {sent} ({:.0} msg/s); received by agents: {received} (expected {})",
         sent as f64 / elapsed.as_secs_f64(),
         sent * agents as u64
     );
-    println!("visitor->agent latency: {}", samples.summary());
+    println!("visitor->agent latency: {}", samples.total.summary());
+    // Split at the event's `at` (stamped by the relay inside the storing transaction, in whole
+    // milliseconds): where a slow message spent its time.
+    println!(
+        "  sent->stored (relay clock, 1 ms steps): {}",
+        samples.to_stored.summary()
+    );
+    println!(
+        "  stored->agent read (1 ms steps): {}",
+        samples.stored_to_agent.summary()
+    );
+    let worst: Vec<String> = samples
+        .by_second
+        .iter()
+        .enumerate()
+        .filter_map(|(second, s)| {
+            let p99 = s.percentile(99.0)?;
+            let max = s.percentile(100.0)?;
+            Some(format!(
+                "{second}s {:.1}/{:.1}",
+                p99 as f64 / 1000.0,
+                max as f64 / 1000.0
+            ))
+        })
+        .collect();
+    println!("  p99/max ms by second sent: {}", worst.join(", "));
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        println!("{}", after.since(&before, elapsed));
+    }
     if let Some(pid) = cli.relay_pid {
         if let Some(rss) = rss_kib(pid) {
             println!("relay RSS: {rss} KiB");
@@ -458,6 +578,54 @@ async fn chat(
         );
     }
     Ok(())
+}
+
+/// Each visitor's first message: opens the conversation and, where a bot answers first, asks it
+/// for a person (see `wants_human` in the relay's bot).
+const OPENING: &str = "hello, I would like to talk to a person please";
+
+/// What each chat message carries: when it was sent, on the tool's monotonic clock (for the
+/// latency) and on the wall clock (to compare with the relay's `at`).
+struct Stamp {
+    sent_us: u64,
+    wall_us: u64,
+}
+
+impl Stamp {
+    fn parse(text: &str) -> Option<Stamp> {
+        let (sent, wall) = text.strip_prefix("t=")?.split_once(" w=")?;
+        Some(Stamp {
+            sent_us: sent.parse().ok()?,
+            wall_us: wall.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "t={} w={}", self.sent_us, self.wall_us)
+    }
+}
+
+/// Microseconds since the Unix epoch (the relay stamps events in Unix milliseconds).
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The chat scenario's samples.
+#[derive(Default)]
+struct Latencies {
+    /// Visitor sent → agent read the event.
+    total: stats::Samples,
+    /// Visitor sent → the relay stamped the event while storing it.
+    to_stored: stats::Samples,
+    /// Stamped → agent read it (commit, relay, socket, the tool's reader).
+    stored_to_agent: stats::Samples,
+    /// `total` by the second (of the tool's clock) the message was sent in: whether a tail is
+    /// spread over the run or one stall.
+    by_second: Vec<stats::Samples>,
 }
 
 #[tokio::main]
