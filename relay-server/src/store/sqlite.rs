@@ -61,9 +61,39 @@ impl SqliteStore {
     /// Opens (creating if missing) the database at `url` (`sqlite://PATH`) and migrates it.
     /// Add `?synchronous=full` to the URL to survive power loss, not only crashes, at some cost
     /// in write latency.
+    ///
+    /// `?wal_limit_mib=N` sets how large the WAL may grow under writes that never pause before
+    /// a checkpoint rewinds it (default [`checkpoint::DEFAULT_WAL_LIMIT_MIB`]; see [`checkpoint`]).
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let full_sync = url.contains("synchronous=full");
-        let clean = url.split('?').next().unwrap_or(url);
+        let (clean, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut full_sync = false;
+        let mut wal_limit_mib = checkpoint::DEFAULT_WAL_LIMIT_MIB;
+        for (key, value) in query
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
+        {
+            match (key, value) {
+                ("synchronous", "full") => full_sync = true,
+                ("synchronous", "normal") => full_sync = false,
+                ("wal_limit_mib", n) => {
+                    wal_limit_mib = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        StoreError::Database(sqlx::Error::Configuration(
+                            format!("wal_limit_mib must be a positive number of MiB, not {n:?}")
+                                .into(),
+                        ))
+                    })?
+                }
+                _ => {
+                    return Err(StoreError::Database(sqlx::Error::Configuration(
+                        format!(
+                            "unknown SQLite URL option {key}={value} (known: synchronous=full|normal, wal_limit_mib=N)"
+                        )
+                        .into(),
+                    )))
+                }
+            }
+        }
         if let Some(path) = clean.strip_prefix("sqlite://") {
             if let Some(dir) = std::path::Path::new(path).parent() {
                 if !dir.as_os_str().is_empty() {
@@ -104,7 +134,8 @@ impl SqliteStore {
             .connect_with(options.clone().read_only(true))
             .await?;
         let committer = commit::Committer::start(write.clone());
-        let checkpointer = Arc::new(checkpoint::Checkpointer::start(&options).await?);
+        let checkpointer =
+            Arc::new(checkpoint::Checkpointer::start(&options, wal_limit_mib).await?);
         Ok(Self {
             write,
             read,

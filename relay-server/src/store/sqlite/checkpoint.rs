@@ -9,41 +9,120 @@
 //! for the writer or for readers; the writer rewinds the WAL by itself once a checkpoint has
 //! caught up, so the file stays small in steady state. A crash between checkpoints loses nothing:
 //! committed transactions are in the WAL, and the next open replays it.
+//!
+//! Under writes that never pause, "once a checkpoint has caught up" never comes: each `PASSIVE`
+//! pass copies what was there when it began, the writer adds more meanwhile, and the WAL grows
+//! without bound (measured: 70 MB/s at 5,000 msg/s, 1.3 GB after 20 s, latency climbing with
+//! it). So once the WAL holds more than its limit, this task catches up with `PASSIVE` passes
+//! (each copies only what the previous one left) and then runs one `RESTART` checkpoint: that
+//! one holds the writer back while it copies the last few frames and waits for readers, under a
+//! short busy timeout ([`RESTART_WAIT`]) so that a long reader makes it give up until next time
+//! instead of stalling appends. The writer then starts the WAL over from its beginning.
 
 use std::time::Duration;
 
-use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions as _, Connection as _};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-/// Time between two checkpoints: at thousands of messages a second the WAL grows by a few
+/// Time between two checkpoints: at thousands of messages a second the WAL grows by tens of
 /// megabytes in it.
 pub const EVERY: Duration = Duration::from_secs(1);
+
+/// Default WAL size past which a checkpoint rewinds it (see the module header), in MiB.
+pub const DEFAULT_WAL_LIMIT_MIB: u32 = 64;
+
+/// Longest a `RESTART` checkpoint waits for the writer's transaction and for readers: it holds
+/// appends back meanwhile, so it gives up early and tries again on the next tick.
+pub const RESTART_WAIT: Duration = Duration::from_millis(100);
+
+/// `PASSIVE` passes tried before a `RESTART`: each copies what was appended during the previous.
+const CATCH_UP_PASSES: usize = 4;
+
+/// Frames left uncopied below which a `RESTART` is cheap enough to run.
+const FEW_FRAMES: i64 = 512;
 
 /// Stops the checkpointing task when the store's last handle is dropped.
 pub struct Checkpointer {
     _stop: DropGuard,
 }
 
+/// What `PRAGMA wal_checkpoint` reports: frames in the WAL, and how many are in the database
+/// file (-1 for both when the database is not in WAL mode).
+#[derive(Clone, Copy, Debug)]
+struct Progress {
+    /// The checkpoint could not finish (a `RESTART` that gave up waiting).
+    busy: bool,
+    log: i64,
+    copied: i64,
+}
+
+async fn checkpoint(connection: &mut SqliteConnection, mode: &str) -> sqlx::Result<Progress> {
+    let (busy, log, copied): (i64, i64, i64) =
+        sqlx::query_as(&format!("PRAGMA wal_checkpoint({mode})"))
+            .fetch_one(connection)
+            .await?;
+    Ok(Progress {
+        busy: busy != 0,
+        log,
+        copied,
+    })
+}
+
+/// One tick: a `PASSIVE` pass, and past the limit the catch-up and `RESTART` described above.
+async fn tick(connection: &mut SqliteConnection, limit_frames: i64) -> sqlx::Result<()> {
+    let mut progress = checkpoint(connection, "PASSIVE").await?;
+    if progress.log <= limit_frames {
+        return Ok(());
+    }
+    for _ in 0..CATCH_UP_PASSES {
+        if progress.log - progress.copied <= FEW_FRAMES {
+            break;
+        }
+        progress = checkpoint(connection, "PASSIVE").await?;
+    }
+    sqlx::query(&format!(
+        "PRAGMA busy_timeout = {}",
+        RESTART_WAIT.as_millis()
+    ))
+    .execute(&mut *connection)
+    .await?;
+    let restarted = checkpoint(connection, "RESTART").await;
+    // Back to the long timeout for the PASSIVE passes, which never block anyone.
+    sqlx::query("PRAGMA busy_timeout = 10000")
+        .execute(&mut *connection)
+        .await?;
+    let restarted = restarted?;
+    if restarted.busy {
+        tracing::debug!(
+            frames = restarted.log,
+            "WAL past its limit, but a reader or the writer held on; rewinding next time"
+        );
+    }
+    Ok(())
+}
+
 impl Checkpointer {
     /// Opens a connection with `options` and checkpoints through it every [`EVERY`] until the
-    /// returned handle is dropped. A failed checkpoint is logged and tried again next time: the
-    /// WAL only grows meanwhile, nothing is lost.
-    pub async fn start(options: &SqliteConnectOptions) -> sqlx::Result<Self> {
+    /// returned handle is dropped, rewinding the WAL once it holds more than `wal_limit_mib`. A
+    /// failed checkpoint is logged and tried again next time: the WAL only grows meanwhile,
+    /// nothing is lost.
+    pub async fn start(options: &SqliteConnectOptions, wal_limit_mib: u32) -> sqlx::Result<Self> {
         let mut connection = options.connect().await?;
+        let (page_size,): (i64,) = sqlx::query_as("PRAGMA page_size")
+            .fetch_one(&mut connection)
+            .await?;
+        let limit_frames = i64::from(wal_limit_mib) * 1024 * 1024 / page_size.max(512);
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut every = tokio::time::interval(EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = stopped.cancelled() => break,
-                    _ = tick.tick() => {
-                        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                            .execute(&mut connection)
-                            .await
-                        {
+                    _ = every.tick() => {
+                        if let Err(e) = tick(&mut connection, limit_frames).await {
                             tracing::warn!(error = %e, "SQLite WAL checkpoint failed; retrying");
                         }
                     }
