@@ -122,7 +122,11 @@ impl SqliteStore {
                     .clone()
                     .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
                     // Checkpoints run beside it, not inside its commits (see [`checkpoint`]).
-                    .pragma("wal_autocheckpoint", "0"),
+                    .pragma("wal_autocheckpoint", "0")
+                    // A group commit's statements have one text per batch size (up to 256, three
+                    // statements each); with sqlx's default 100 they were prepared again and
+                    // again (measured: p50 6–10 ms → 3 ms at 5,000 msg/s).
+                    .statement_cache_capacity(1024),
             )
             .await?;
         sqlx::migrate!("./migrations/sqlite")
