@@ -125,7 +125,7 @@ impl SqliteStore {
                     .pragma("wal_autocheckpoint", "0")
                     // A group commit's statements have one text per batch size (up to 256, three
                     // statements each); with sqlx's default 100 they were prepared again and
-                    // again (measured: p50 6–10 ms → 3 ms at 5,000 msg/s).
+                    // again (measured on tmpfs at 5,000 msg/s: p50 5.4 → 3.3 ms).
                     .statement_cache_capacity(1024),
             )
             .await?;

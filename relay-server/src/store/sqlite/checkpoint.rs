@@ -30,7 +30,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 pub const EVERY: Duration = Duration::from_secs(1);
 
 /// Default WAL size past which a checkpoint rewinds it (see the module header), in MiB.
-pub const DEFAULT_WAL_LIMIT_MIB: u32 = 64;
+pub const DEFAULT_WAL_LIMIT_MIB: u32 = 256;
 
 /// Longest a `RESTART` checkpoint waits for the writer's transaction and for readers: it holds
 /// appends back meanwhile, so it gives up early and tries again on the next tick.
