@@ -54,6 +54,76 @@ async fn node_via(database_url: &str, prefix: &str, redis: String) -> anyhow::Re
         })
 }
 
+/// Which node of a [`CutScene`] reaches Redis through the cuttable proxy.
+#[derive(Clone, Copy)]
+enum Proxied {
+    /// The visitor's node (its publishes can be cut).
+    A,
+    /// The agent's node (its subscription can be cut).
+    B,
+}
+
+/// Two nodes, one of them reaching Redis through a proxy the test can cut; a visitor on A has
+/// sent `first` (seq 1) and the agent on B has the conversation open.
+struct CutScene {
+    proxy: CuttableProxy,
+    a: TestRelay,
+    b: TestRelay,
+    agent: AgentClient,
+    v: VisitorClient,
+    conversation: protocol::ConversationId,
+}
+
+async fn cut_scene(
+    database_url: &str,
+    prefix: &str,
+    proxied: Proxied,
+    first: &str,
+) -> anyhow::Result<CutScene> {
+    let proxy = CuttableProxy::start(&host_port(&redis_url())?).await?;
+    let (a, b) = match proxied {
+        Proxied::A => (
+            node_via(database_url, prefix, proxy.url.clone()).await?,
+            node(database_url, prefix).await?,
+        ),
+        Proxied::B => (
+            node(database_url, prefix).await?,
+            node_via(database_url, prefix, proxy.url.clone()).await?,
+        ),
+    };
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&b, user, pass).await?;
+    let mut v = VisitorClient::connect(&a, None).await?;
+    v.send("v1", first).await?;
+    v.expect_ack("v1").await?;
+    let conversation = v.conversation_id.clone().context("conversation id")?;
+    agent.open(&conversation, Some(0)).await?;
+    Ok(CutScene {
+        proxy,
+        a,
+        b,
+        agent,
+        v,
+        conversation,
+    })
+}
+
+/// After a cut is mended: a new message (`v3`) reaches the agent live, as seq 3 — strictly +1
+/// after the one sent during the cut, and not a duplicate of it.
+async fn live_again(
+    v: &mut VisitorClient,
+    agent: &mut AgentClient,
+    text: &str,
+) -> anyhow::Result<()> {
+    v.send("v3", text).await?;
+    v.expect_ack("v3").await?;
+    let live = agent
+        .expect_event("a message after the cut", |e| is_message(e, text))
+        .await?;
+    assert_eq!(live.seq, 3, "seq strictly +1, no duplicate");
+    Ok(())
+}
+
 /// `agents_online` from `GET /api/sites/demo`.
 async fn site_agents_online(relay: &TestRelay) -> anyhow::Result<u64> {
     let text = reqwest::get(relay.url("/api/sites/demo"))
@@ -233,17 +303,14 @@ async fn a_node_that_lost_its_bus_catches_up_when_it_returns() -> anyhow::Result
 }
 
 async fn outage(database_url: &str, prefix: &str) -> anyhow::Result<()> {
-    let proxy = CuttableProxy::start(&host_port(&redis_url())?).await?;
-    let a = node(database_url, prefix).await?;
-    let b = node_via(database_url, prefix, proxy.url.clone()).await?;
-
-    let (user, _, pass) = AGENTS[0];
-    let mut agent = AgentClient::login(&b, user, pass).await?;
-    let mut v = VisitorClient::connect(&a, None).await?;
-    v.send("v1", "before the outage").await?;
-    v.expect_ack("v1").await?;
-    let conversation = v.conversation_id.clone().context("conversation id")?;
-    agent.open(&conversation, Some(0)).await?;
+    let CutScene {
+        proxy,
+        a,
+        b,
+        mut agent,
+        mut v,
+        ..
+    } = cut_scene(database_url, prefix, Proxied::B, "before the outage").await?;
 
     // B loses Redis: A keeps storing and acknowledging; the nudge cannot reach B.
     proxy.cut();
@@ -266,14 +333,7 @@ async fn outage(database_url: &str, prefix: &str) -> anyhow::Result<()> {
     assert_eq!(missed.seq, 2);
 
     // And live delivery works again.
-    v.send("v3", "after the outage").await?;
-    v.expect_ack("v3").await?;
-    let live = agent
-        .expect_event("a message after the outage", |e| {
-            is_message(e, "after the outage")
-        })
-        .await?;
-    assert_eq!(live.seq, 3, "seq strictly +1, no duplicate");
+    live_again(&mut v, &mut agent, "after the outage").await?;
 
     a.shutdown().await;
     b.shutdown().await;
@@ -377,17 +437,14 @@ async fn a_node_whose_bus_goes_silent_notices_and_catches_up() -> anyhow::Result
 }
 
 async fn blackhole(database_url: &str, prefix: &str) -> anyhow::Result<()> {
-    let proxy = CuttableProxy::start(&host_port(&redis_url())?).await?;
-    let a = node(database_url, prefix).await?;
-    let b = node_via(database_url, prefix, proxy.url.clone()).await?;
-
-    let (user, _, pass) = AGENTS[0];
-    let mut agent = AgentClient::login(&b, user, pass).await?;
-    let mut v = VisitorClient::connect(&a, None).await?;
-    v.send("v1", "before the silence").await?;
-    v.expect_ack("v1").await?;
-    let conversation = v.conversation_id.clone().context("conversation id")?;
-    agent.open(&conversation, Some(0)).await?;
+    let CutScene {
+        proxy,
+        a,
+        b,
+        mut agent,
+        mut v,
+        conversation,
+    } = cut_scene(database_url, prefix, Proxied::B, "before the silence").await?;
     let errors_before = bus_errors(&b).await?;
 
     proxy.blackhole();
@@ -422,14 +479,7 @@ async fn blackhole(database_url: &str, prefix: &str) -> anyhow::Result<()> {
 
     // Both directions work live again: A → B through B's new subscription, and B → A through
     // B's command connection, which also went silent and must have been replaced.
-    v.send("v3", "after the silence").await?;
-    v.expect_ack("v3").await?;
-    let live = agent
-        .expect_event("a message after the silence", |e| {
-            is_message(e, "after the silence")
-        })
-        .await?;
-    assert_eq!(live.seq, 3, "seq strictly +1, no duplicate");
+    live_again(&mut v, &mut agent, "after the silence").await?;
     agent.open(&conversation, Some(3)).await?;
     agent.take(&conversation).await?;
     let joined = v
@@ -466,17 +516,14 @@ async fn a_node_that_could_not_publish_tells_the_others_to_resync() -> anyhow::R
 }
 
 async fn mute_publisher(database_url: &str, prefix: &str) -> anyhow::Result<()> {
-    let proxy = CuttableProxy::start(&host_port(&redis_url())?).await?;
-    let a = node_via(database_url, prefix, proxy.url.clone()).await?;
-    let b = node(database_url, prefix).await?;
-
-    let (user, _, pass) = AGENTS[0];
-    let mut agent = AgentClient::login(&b, user, pass).await?;
-    let mut v = VisitorClient::connect(&a, None).await?;
-    v.send("v1", "before the cut").await?;
-    v.expect_ack("v1").await?;
-    let conversation = v.conversation_id.clone().context("conversation id")?;
-    agent.open(&conversation, Some(0)).await?;
+    let CutScene {
+        proxy,
+        a,
+        b,
+        mut agent,
+        mut v,
+        ..
+    } = cut_scene(database_url, prefix, Proxied::A, "before the cut").await?;
 
     proxy.cut();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -501,14 +548,7 @@ async fn mute_publisher(database_url: &str, prefix: &str) -> anyhow::Result<()> 
         })
         .await?;
     assert_eq!(missed.seq, 2);
-    v.send("v3", "after the cut").await?;
-    v.expect_ack("v3").await?;
-    let live = agent
-        .expect_event("a message after the cut", |e| {
-            is_message(e, "after the cut")
-        })
-        .await?;
-    assert_eq!(live.seq, 3, "seq strictly +1, no duplicate");
+    live_again(&mut v, &mut agent, "after the cut").await?;
 
     a.shutdown().await;
     b.shutdown().await;
