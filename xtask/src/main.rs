@@ -87,9 +87,14 @@ enum Cmd {
     },
 }
 
-/// The workspace root: xtask lives in `<root>/xtask`.
+/// The workspace root: xtask lives in `<root>/xtask`. Taken from the `CARGO_MANIFEST_DIR` that
+/// `cargo run` sets at run time, not only the one compiled in: a binary built by another checkout
+/// sharing the target directory (a clean clone, a worktree) would otherwise work on that one.
 fn workspace_root() -> Result<PathBuf> {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .map(Path::to_path_buf)
         .context("xtask has no parent directory")
