@@ -839,25 +839,36 @@ where
     .collect()
 }
 
+/// Binds one event row's eight columns, in `events`' column order (`insert_event` and the
+/// group commit's multi-row `INSERT` both list them so).
+fn bind_event<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    event: &'q Event,
+    client_id: Option<&'q ClientId>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    query
+        .bind(&event.conversation_id.0)
+        .bind(event.seq as i64)
+        .bind(event.at)
+        .bind(role_str(event.author.role))
+        .bind(&event.author.id)
+        .bind(&event.author.name)
+        .bind(client_id.map(|c| c.0.as_str()))
+        .bind(json(&event.body))
+}
+
 /// Inserts one event row inside the appending transaction.
 async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     event: &Event,
     client_id: Option<&ClientId>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO events (conversation_id, seq, at, author_role, author_id, author_name, client_id, body)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&event.conversation_id.0)
-    .bind(event.seq as i64)
-    .bind(event.at)
-    .bind(role_str(event.author.role))
-    .bind(&event.author.id)
-    .bind(&event.author.name)
-    .bind(client_id.map(|c| c.0.as_str()))
-    .bind(json(&event.body))
-    .execute(&mut **tx)
-    .await?;
+    );
+    bind_event(query, event, client_id)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

@@ -25,7 +25,7 @@ use protocol::{ConversationId, ConversationStatus, Event, EventBody};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{append_in, conversation_from_row, json, CONVERSATION_COLUMNS};
+use super::{append_in, bind_event, conversation_from_row, json, CONVERSATION_COLUMNS};
 use crate::store::{
     now_ms, preview_of, role_str, Appended, Effect, NewEvent, StoreError, StoreResult,
 };
@@ -246,16 +246,7 @@ async fn append_plain(
     let mut query = sqlx::query(&insert);
     for (request, appended) in requests.iter().zip(&stored) {
         let Some(appended) = appended else { continue };
-        let event = &appended.event;
-        query = query
-            .bind(&event.conversation_id.0)
-            .bind(event.seq as i64)
-            .bind(event.at)
-            .bind(role_str(event.author.role))
-            .bind(&event.author.id)
-            .bind(&event.author.name)
-            .bind(request.new.client_id.as_ref().map(|c| c.0.as_str()))
-            .bind(json(&event.body));
+        query = bind_event(query, &appended.event, request.new.client_id.as_ref());
     }
     if query.execute(&mut **tx).await?.rows_affected() != count as u64 {
         sqlx::query("ROLLBACK TO plain").execute(&mut **tx).await?;
