@@ -108,6 +108,22 @@ async fn cut_scene(
     })
 }
 
+/// Mends the cut and waits for the message sent during it (`missed`) to reach the agent as seq 2,
+/// with nothing new sent. Returns how long that took.
+async fn restore_and_catch_up(
+    proxy: &CuttableProxy,
+    agent: &mut AgentClient,
+    missed: &str,
+) -> anyhow::Result<Duration> {
+    proxy.restore();
+    let started = std::time::Instant::now();
+    let event = agent
+        .expect_event("the message sent during the cut", |e| is_message(e, missed))
+        .await?;
+    assert_eq!(event.seq, 2, "the missed message, exactly once");
+    Ok(started.elapsed())
+}
+
 /// After a cut is mended: a new message (`v3`) reaches the agent live, as seq 3 — strictly +1
 /// after the one sent during the cut, and not a duplicate of it.
 async fn live_again(
@@ -324,13 +340,7 @@ async fn outage(database_url: &str, prefix: &str) -> anyhow::Result<()> {
 
     // Redis is back for B: its subscriber reconnects and every local connection resyncs, so the
     // agent gets the missed message without anything new being sent.
-    proxy.restore();
-    let missed = agent
-        .expect_event("the message sent while B had no bus", |e| {
-            is_message(e, "during the outage")
-        })
-        .await?;
-    assert_eq!(missed.seq, 2);
+    restore_and_catch_up(&proxy, &mut agent, "during the outage").await?;
 
     // And live delivery works again.
     live_again(&mut v, &mut agent, "after the outage").await?;
@@ -460,17 +470,10 @@ async fn blackhole(database_url: &str, prefix: &str) -> anyhow::Result<()> {
         )
         .await?;
     // New connections work again; the silent ones stay silent.
-    proxy.restore();
-    let started = std::time::Instant::now();
-    let missed = agent
-        .expect_event("the message sent while B's bus was silent", |e| {
-            is_message(e, "while B hears nothing")
-        })
-        .await?;
-    assert_eq!(missed.seq, 2);
+    let took = restore_and_catch_up(&proxy, &mut agent, "while B hears nothing").await?;
     println!(
         "blackhole: B caught up {:.1}s after the path returned",
-        started.elapsed().as_secs_f64()
+        took.as_secs_f64()
     );
     assert!(
         bus_errors(&b).await? > errors_before,
@@ -541,13 +544,7 @@ async fn mute_publisher(database_url: &str, prefix: &str) -> anyhow::Result<()> 
         )
         .await?;
 
-    proxy.restore();
-    let missed = agent
-        .expect_event("the message A could not publish", |e| {
-            is_message(e, "sent while A could not publish")
-        })
-        .await?;
-    assert_eq!(missed.seq, 2);
+    restore_and_catch_up(&proxy, &mut agent, "sent while A could not publish").await?;
     live_again(&mut v, &mut agent, "after the cut").await?;
 
     a.shutdown().await;
