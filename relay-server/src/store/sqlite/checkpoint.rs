@@ -81,6 +81,9 @@ async fn tick(connection: &mut SqliteConnection, limit_frames: i64) -> sqlx::Res
         }
         progress = checkpoint(connection, "PASSIVE").await?;
     }
+    let (usual,): (i64,) = sqlx::query_as("PRAGMA busy_timeout")
+        .fetch_one(&mut *connection)
+        .await?;
     sqlx::query(&format!(
         "PRAGMA busy_timeout = {}",
         RESTART_WAIT.as_millis()
@@ -88,8 +91,8 @@ async fn tick(connection: &mut SqliteConnection, limit_frames: i64) -> sqlx::Res
     .execute(&mut *connection)
     .await?;
     let restarted = checkpoint(connection, "RESTART").await;
-    // Back to the long timeout for the PASSIVE passes, which never block anyone.
-    sqlx::query("PRAGMA busy_timeout = 10000")
+    // Back to the store's own timeout for the PASSIVE passes, which never block anyone.
+    sqlx::query(&format!("PRAGMA busy_timeout = {usual}"))
         .execute(&mut *connection)
         .await?;
     let restarted = restarted?;
