@@ -45,7 +45,8 @@ pub struct SqliteStore {
     /// Appends go through it, so those arriving together share one transaction (group commit,
     /// see [`commit`]); it uses `write` like every other write.
     committer: commit::Committer,
-    /// Checkpoints the WAL every second on a connection of its own, so no commit does it (see
+    /// Checkpoints the WAL on a connection of its own, at most every
+    /// [`checkpoint::EVERY`] while the committer commits, so no commit does it (see
     /// [`checkpoint`]); stops when the last clone of the store is dropped.
     _checkpointer: Arc<checkpoint::Checkpointer>,
 }
@@ -137,9 +138,10 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.clone().read_only(true))
             .await?;
-        let committer = commit::Committer::start(write.clone());
+        let committed = Arc::new(tokio::sync::Notify::new());
+        let committer = commit::Committer::start(write.clone(), committed.clone());
         let checkpointer =
-            Arc::new(checkpoint::Checkpointer::start(&options, wal_limit_mib).await?);
+            Arc::new(checkpoint::Checkpointer::start(&options, wal_limit_mib, committed).await?);
         Ok(Self {
             write,
             read,

@@ -5,29 +5,47 @@
 //! takes milliseconds, and every append queued behind that commit waits for it: measured, that
 //! alone tripled the relay's p99 visitor→agent latency at 1,000 msg/s. So the writer never
 //! checkpoints (`wal_autocheckpoint = 0`, set in [`super::SqliteStore::connect`]) and this task,
-//! on a connection of its own, runs a `PASSIVE` checkpoint every [`EVERY`]. `PASSIVE` never waits
-//! for the writer or for readers; the writer rewinds the WAL by itself once a checkpoint has
-//! caught up, so the file stays small in steady state. A crash between checkpoints loses nothing:
-//! committed transactions are in the WAL, and the next open replays it.
+//! on a connection of its own, runs a `PASSIVE` checkpoint after commits, at most every
+//! [`EVERY`] (and every [`IDLE_EVERY`] when nothing is committed, for writes that bypass the
+//! committer). `PASSIVE` never waits for the writer or for readers; the writer rewinds the WAL by
+//! itself once a checkpoint has caught up, so the file stays small in steady state. A crash
+//! between checkpoints loses nothing: committed transactions are in the WAL, and the next open
+//! replays it.
 //!
-//! Under writes that never pause, "once a checkpoint has caught up" never comes: each `PASSIVE`
-//! pass copies what was there when it began, the writer adds more meanwhile, and the WAL grows
-//! without bound (measured: 70 MB/s at 5,000 msg/s, 1.3 GB after 20 s, latency climbing with
-//! it). So once the WAL holds more than its limit, this task catches up with `PASSIVE` passes
-//! (each copies only what the previous one left) and then runs one `RESTART` checkpoint: that
-//! one holds the writer back while it copies the last few frames and waits for readers, under a
-//! short busy timeout ([`RESTART_WAIT`]) so that a long reader makes it give up until next time
-//! instead of stalling appends. The writer then starts the WAL over from its beginning.
+//! Why often: a checkpoint's cost to the writer grows with what it copies and syncs. Checkpoints
+//! one second apart at 5,000 msg/s each copied and synced ~60 MB, took 55–75 ms, and stalled
+//! commits running beside them for 10–48 ms (the slow commits ended as the checkpoint did, in
+//! its syncs); that was most of the relay's p99. Ten a second, each copies a tenth, and commits slower than
+//! 8 ms went from 11–19 per 10 s run to 0–1: p99 visitor→agent 34 → 7–9 ms on the same machine
+//! (BENCHMARKS.md).
+//!
+//! Under writes that never pause, "once a checkpoint has caught up" may never come: each
+//! `PASSIVE` pass copies what was there when it began, the writer adds more meanwhile, and the
+//! WAL grows without bound (measured with 1 s apart: 70 MB/s at 5,000 msg/s, 1.3 GB after 20 s,
+//! latency climbing with it). So once the WAL holds more than its limit, this task catches up
+//! with `PASSIVE` passes (each copies only what the previous one left) and then runs one
+//! `RESTART` checkpoint: that one holds the writer back while it copies the last few frames and
+//! waits for readers, under a short busy timeout ([`RESTART_WAIT`]) so that a long reader makes it
+//! give up until next time instead of stalling appends. The writer then starts the WAL over from
+//! its beginning.
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions as _, Connection as _};
+use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-/// Time between two checkpoints: at thousands of messages a second the WAL grows by tens of
-/// megabytes in it.
-pub const EVERY: Duration = Duration::from_secs(1);
+/// Least time between two checkpoints while commits keep coming (see the module header: at
+/// 5,000 msg/s, 50 ms and 100 ms measured alike, 250 ms already let stalls through, 1 s was the
+/// bulk of the p99).
+pub const EVERY: Duration = Duration::from_millis(100);
+
+/// Time between two checkpoints when no group commit woke the task: writes that do not go
+/// through the committer (sessions, assignments, settings) are checkpointed too.
+pub const IDLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Default WAL size past which a checkpoint rewinds it (see the module header), in MiB.
 pub const DEFAULT_WAL_LIMIT_MIB: u32 = 256;
@@ -106,11 +124,16 @@ async fn tick(connection: &mut SqliteConnection, limit_frames: i64) -> sqlx::Res
 }
 
 impl Checkpointer {
-    /// Opens a connection with `options` and checkpoints through it every [`EVERY`] until the
+    /// Opens a connection with `options` and checkpoints through it after the commits that
+    /// `committed` announces (at most every [`EVERY`]), or every [`IDLE_EVERY`], until the
     /// returned handle is dropped, rewinding the WAL once it holds more than `wal_limit_mib`. A
     /// failed checkpoint is logged and tried again next time: the WAL only grows meanwhile,
     /// nothing is lost.
-    pub async fn start(options: &SqliteConnectOptions, wal_limit_mib: u32) -> sqlx::Result<Self> {
+    pub async fn start(
+        options: &SqliteConnectOptions,
+        wal_limit_mib: u32,
+        committed: Arc<Notify>,
+    ) -> sqlx::Result<Self> {
         let mut connection = options.connect().await?;
         let (page_size,): (i64,) = sqlx::query_as("PRAGMA page_size")
             .fetch_one(&mut connection)
@@ -119,16 +142,20 @@ impl Checkpointer {
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                // `Notify` keeps one permit: commits made while this task checkpointed or
+                // rested wake it at once, a burst of them once.
                 tokio::select! {
                     _ = stopped.cancelled() => break,
-                    _ = every.tick() => {
-                        if let Err(e) = tick(&mut connection, limit_frames).await {
-                            tracing::warn!(error = %e, "SQLite WAL checkpoint failed; retrying");
-                        }
-                    }
+                    _ = committed.notified() => {}
+                    _ = tokio::time::sleep(IDLE_EVERY) => {}
+                }
+                if let Err(e) = tick(&mut connection, limit_frames).await {
+                    tracing::warn!(error = %e, "SQLite WAL checkpoint failed; retrying");
+                }
+                tokio::select! {
+                    _ = stopped.cancelled() => break,
+                    _ = tokio::time::sleep(EVERY) => {}
                 }
             }
             let _ = connection.close().await;

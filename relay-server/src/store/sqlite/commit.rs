@@ -20,10 +20,11 @@
 //! in a transaction of its own: one bad append never fails the others.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use protocol::{ConversationId, ConversationStatus, Event, EventBody};
 use sqlx::{Sqlite, SqlitePool, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{append_in, bind_event, conversation_from_row, json, CONVERSATION_COLUMNS};
 use crate::store::{
@@ -53,10 +54,12 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the committing task on the current tokio runtime. It ends when every handle is
-    /// dropped; once `write` is closed, it answers every request with the pool's error.
-    pub fn start(write: SqlitePool) -> Self {
+    /// dropped; once `write` is closed, it answers every request with the pool's error. Each
+    /// commit notifies `committed` (the WAL checkpointer follows commits, see
+    /// [`super::checkpoint`]).
+    pub fn start(write: SqlitePool, committed: Arc<Notify>) -> Self {
         let (requests, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(write, queue));
+        tokio::spawn(run(write, queue, committed));
         Self { requests }
     }
 
@@ -80,7 +83,7 @@ impl Committer {
 
 /// The committing loop: a batch of whatever is waiting, stored and answered, until every
 /// [`Committer`] is gone.
-async fn run(write: SqlitePool, mut queue: mpsc::Receiver<Request>) {
+async fn run(write: SqlitePool, mut queue: mpsc::Receiver<Request>, committed: Arc<Notify>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let requests: Vec<Request> = std::mem::take(&mut batch);
@@ -110,6 +113,8 @@ async fn run(write: SqlitePool, mut queue: mpsc::Receiver<Request>) {
                 }
             }
         }
+        // The WAL grew (or a failed batch left it as it was: a spare checkpoint is harmless).
+        committed.notify_one();
     }
 }
 
