@@ -1578,6 +1578,78 @@ async fn sqlite_wal_is_rewound_under_writes_that_never_pause() -> anyhow::Result
     Ok(())
 }
 
+/// SQLite only: while appends keep coming, the group commit keeps the single writer connection
+/// from one batch to the next, but only for a short while: other writes (a login's session
+/// here) must still get their turn while the appends go on, not only once they stop. More
+/// appenders than a batch holds keep the committer's queue from ever being empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_other_writes_go_on_while_appends_never_pause() -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    const APPENDERS: usize = 300;
+    const SESSIONS: usize = 20;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("parley.db");
+    let store = store::connect(&format!("sqlite://{}", path.display())).await?;
+    let agent = store.upsert_agent("mina", "Mina", "not-a-hash").await?;
+    let (visitor, conversation) = cases::chat(&*store).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let appended = Arc::new(AtomicU64::new(0));
+    let mut appenders = Vec::new();
+    for a in 0..APPENDERS {
+        let (store, stop, appended) = (store.clone(), stop.clone(), appended.clone());
+        let (visitor, id) = (visitor.clone(), conversation.id.clone());
+        appenders.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let client_id = format!("a{a}m{i}");
+                store
+                    .append(
+                        &id,
+                        cases::message(cases::visitor_author(&visitor), Some(&client_id), "hi"),
+                    )
+                    .await?;
+                appended.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    // Let the appends get going first.
+    let started = Instant::now();
+    while appended.load(Ordering::Relaxed) < 1000 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = appended.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sessions = 0;
+    while sessions < SESSIONS && Instant::now() < deadline {
+        let token = format!("tok-{sessions}");
+        let write = store.create_session(&token, &agent.id, i64::MAX);
+        if let Ok(stored) = tokio::time::timeout_at(deadline.into(), write).await {
+            stored?;
+            sessions += 1;
+        }
+    }
+    let during = appended.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    for appender in appenders {
+        appender.await??;
+    }
+    store.close().await;
+    assert!(before >= 1000, "the appends got going ({before} stored)");
+    assert_eq!(
+        sessions, SESSIONS,
+        "every session was stored while the appends went on ({during} appends meanwhile)"
+    );
+    assert!(
+        during > 0,
+        "appends went on beside the sessions ({during} meanwhile)"
+    );
+    Ok(())
+}
+
 /// SQLite URL options are checked: a misspelt or unknown one stops the relay at start instead
 /// of being ignored.
 #[tokio::test]

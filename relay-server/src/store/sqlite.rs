@@ -118,6 +118,10 @@ impl SqliteStore {
         // append re-reads them through a system call.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            // No check before each acquire: sqlx would ping the connection's worker thread, a
+            // round trip per transaction that cannot fail for an in-process database (every
+            // statement reports a broken connection anyway). Same for the readers.
+            .test_before_acquire(false)
             .connect_with(
                 options
                     .clone()
@@ -136,6 +140,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Database(e.into()))?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options.clone().read_only(true))
             .await?;
         let committed = Arc::new(tokio::sync::Notify::new());
