@@ -143,10 +143,10 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options.clone().read_only(true))
             .await?;
-        let committed = Arc::new(tokio::sync::Notify::new());
-        let committer = commit::Committer::start(write.clone(), committed.clone());
+        let signals = Arc::new(checkpoint::Signals::default());
+        let committer = commit::Committer::start(write.clone(), signals.clone());
         let checkpointer =
-            Arc::new(checkpoint::Checkpointer::start(&options, wal_limit_mib, committed).await?);
+            Arc::new(checkpoint::Checkpointer::start(&options, wal_limit_mib, signals).await?);
         Ok(Self {
             write,
             read,

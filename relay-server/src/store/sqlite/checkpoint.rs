@@ -19,19 +19,23 @@
 //! 8 ms went from 11–19 per 10 s run to 0–1: p99 visitor→agent 34 → 7–9 ms on the same machine
 //! (BENCHMARKS.md).
 //!
-//! Under writes that never pause, "once a checkpoint has caught up" may never come: each
-//! `PASSIVE` pass copies what was there when it began, the writer adds more meanwhile, and the
-//! WAL grows without bound (measured with 1 s apart: 70 MB/s at 5,000 msg/s, 1.3 GB after 20 s,
-//! latency climbing with it). So once the WAL holds more than its limit, this task catches up
-//! with `PASSIVE` passes (each copies only what the previous one left) and then runs one
-//! `RESTART` checkpoint: that one holds the writer back while it copies the last few frames and
-//! waits for readers, under a short busy timeout ([`RESTART_WAIT`]) so that a long reader makes it
-//! give up until next time instead of stalling appends. The writer then starts the WAL over from
-//! its beginning.
+//! Under writes that never pause, "once a checkpoint has caught up" never comes: each `PASSIVE`
+//! pass copies what was there when it began, the writer adds more meanwhile, and the WAL grows
+//! without bound (measured: 70 MB/s at 5,000 msg/s, 1.3 GB after 20 s, latency climbing with
+//! it). So once the WAL holds more than its limit, this task asks the committer to rewind it
+//! ([`Signals::ask_rewind`]): between two batches, on the writer's own connection, the committer
+//! runs one more `PASSIVE` pass ([`rewind`]), which copies the few frames this task's last pass
+//! left while no commit can slip in, so the committer's next transaction starts the WAL over
+//! from its beginning. That holds appends back for the pass's syncs (6–25 ms measured, every
+//! ~256 MiB of WAL), where the `RESTART` checkpoint used before, which from its own connection
+//! must also take the writer's lock and wait for every reader, held them back 13–50 ms. A reader on an old snapshot can still keep the rewind from taking; past
+//! twice the limit this task falls back to that `RESTART`, under a short busy timeout
+//! ([`RESTART_WAIT`]) so that a long reader makes it give up until next time instead of
+//! stalling appends.
 
-use std::time::Duration;
-
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions as _, Connection as _};
@@ -47,18 +51,60 @@ pub const EVERY: Duration = Duration::from_millis(100);
 /// through the committer (sessions, assignments, settings) are checkpointed too.
 pub const IDLE_EVERY: Duration = Duration::from_secs(1);
 
-/// Default WAL size past which a checkpoint rewinds it (see the module header), in MiB.
+/// Default WAL size past which it is rewound (see the module header), in MiB. Each rewind holds
+/// appends back for a few milliseconds: 64 MiB doubled p99 at 5,000 msg/s; 1,024 MiB (one
+/// rewind every ~15 s at that rate) measured p99 7.8 against 9–11 ms in 20 s runs, for a WAL
+/// file four times as large.
 pub const DEFAULT_WAL_LIMIT_MIB: u32 = 256;
 
 /// Longest a `RESTART` checkpoint waits for the writer's transaction and for readers: it holds
 /// appends back meanwhile, so it gives up early and tries again on the next tick.
 pub const RESTART_WAIT: Duration = Duration::from_millis(100);
 
-/// `PASSIVE` passes tried before a `RESTART`: each copies what was appended during the previous.
+/// `PASSIVE` passes tried before a fallback `RESTART`: each copies what was appended during the previous.
 const CATCH_UP_PASSES: usize = 4;
 
 /// Frames left uncopied below which a `RESTART` is cheap enough to run.
 const FEW_FRAMES: i64 = 512;
+
+/// What the committer and this task tell each other.
+#[derive(Default)]
+pub struct Signals {
+    /// A group commit was made (the WAL grew): time for a checkpoint.
+    pub committed: Notify,
+    /// The WAL is past its limit: the committer should [`rewind`] it between two batches.
+    rewind: AtomicBool,
+}
+
+impl Signals {
+    /// Asks the committer to rewind the WAL (once, however often asked before it does).
+    pub fn ask_rewind(&self) {
+        self.rewind.store(true, Ordering::Release);
+    }
+
+    /// Whether a rewind was asked for since the last call.
+    pub fn take_rewind(&self) -> bool {
+        self.rewind.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// On the writer's connection, between two transactions: copies what the WAL holds beyond the
+/// last checkpoint, so that the next write transaction starts the WAL over (see the module
+/// header). A reader still on an older snapshot keeps the copy short of the end; then the WAL
+/// goes on growing and the checkpointer asks again.
+pub async fn rewind(writer: &mut SqliteConnection) {
+    match checkpoint(writer, "PASSIVE").await {
+        Ok(p) if p.log != p.copied => {
+            tracing::debug!(
+                frames = p.log,
+                copied = p.copied,
+                "WAL past its limit; a reader kept it from being rewound"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "rewinding the SQLite WAL failed; retrying"),
+    }
+}
 
 /// Stops the checkpointing task when the store's last handle is dropped.
 pub struct Checkpointer {
@@ -87,10 +133,19 @@ async fn checkpoint(connection: &mut SqliteConnection, mode: &str) -> sqlx::Resu
     })
 }
 
-/// One tick: a `PASSIVE` pass, and past the limit the catch-up and `RESTART` described above.
-async fn tick(connection: &mut SqliteConnection, limit_frames: i64) -> sqlx::Result<()> {
+/// One tick: a `PASSIVE` pass; past the limit, a rewind asked of the committer; past twice the
+/// limit, the catch-up and `RESTART` described above.
+async fn tick(
+    connection: &mut SqliteConnection,
+    limit_frames: i64,
+    signals: &Signals,
+) -> sqlx::Result<()> {
     let mut progress = checkpoint(connection, "PASSIVE").await?;
     if progress.log <= limit_frames {
+        return Ok(());
+    }
+    if progress.log <= 2 * limit_frames {
+        signals.ask_rewind();
         return Ok(());
     }
     for _ in 0..CATCH_UP_PASSES {
@@ -125,14 +180,14 @@ async fn tick(connection: &mut SqliteConnection, limit_frames: i64) -> sqlx::Res
 
 impl Checkpointer {
     /// Opens a connection with `options` and checkpoints through it after the commits that
-    /// `committed` announces (at most every [`EVERY`]), or every [`IDLE_EVERY`], until the
-    /// returned handle is dropped, rewinding the WAL once it holds more than `wal_limit_mib`. A
-    /// failed checkpoint is logged and tried again next time: the WAL only grows meanwhile,
-    /// nothing is lost.
+    /// `signals` announces (at most every [`EVERY`]), or every [`IDLE_EVERY`], until the
+    /// returned handle is dropped, having the WAL rewound once it holds more than
+    /// `wal_limit_mib`. A failed checkpoint is logged and tried again next time: the WAL only
+    /// grows meanwhile, nothing is lost.
     pub async fn start(
         options: &SqliteConnectOptions,
         wal_limit_mib: u32,
-        committed: Arc<Notify>,
+        signals: Arc<Signals>,
     ) -> sqlx::Result<Self> {
         let mut connection = options.connect().await?;
         let (page_size,): (i64,) = sqlx::query_as("PRAGMA page_size")
@@ -147,10 +202,10 @@ impl Checkpointer {
                 // rested wake it at once, a burst of them once.
                 tokio::select! {
                     _ = stopped.cancelled() => break,
-                    _ = committed.notified() => {}
+                    _ = signals.committed.notified() => {}
                     _ = tokio::time::sleep(IDLE_EVERY) => {}
                 }
-                if let Err(e) = tick(&mut connection, limit_frames).await {
+                if let Err(e) = tick(&mut connection, limit_frames, &signals).await {
                     tracing::warn!(error = %e, "SQLite WAL checkpoint failed; retrying");
                 }
                 tokio::select! {

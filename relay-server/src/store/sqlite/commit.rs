@@ -27,8 +27,9 @@ use protocol::{ConversationId, ConversationStatus, Event, EventBody};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection as _, Sqlite, SqlitePool, Transaction};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::Signals;
 use super::{append_in, bind_event, conversation_from_row, json, CONVERSATION_COLUMNS};
 use crate::store::{
     now_ms, preview_of, role_str, Appended, Effect, NewEvent, StoreError, StoreResult,
@@ -58,11 +59,11 @@ pub struct Committer {
 impl Committer {
     /// Starts the committing task on the current tokio runtime. It ends when every handle is
     /// dropped; once `write` is closed, it answers every request with the pool's error. Each
-    /// commit notifies `committed` (the WAL checkpointer follows commits, see
-    /// [`super::checkpoint`]).
-    pub fn start(write: SqlitePool, committed: Arc<Notify>) -> Self {
+    /// commit notifies the WAL checkpointer, and the committer rewinds the WAL when it asks
+    /// (see [`super::checkpoint`]).
+    pub fn start(write: SqlitePool, signals: Arc<Signals>) -> Self {
         let (requests, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(write, queue, committed));
+        tokio::spawn(run(write, queue, signals));
         Self { requests }
     }
 
@@ -93,7 +94,7 @@ impl Committer {
 /// made `BEGIN` the slowest step of a group commit (210 µs of ~0.6 ms). Past [`HOLD`], or once
 /// nothing waits, the connection goes back to the pool, so the other writers (sessions,
 /// assignments, settings) wait at most that long.
-async fn run(write: SqlitePool, mut queue: mpsc::Receiver<Request>, committed: Arc<Notify>) {
+async fn run(write: SqlitePool, mut queue: mpsc::Receiver<Request>, signals: Arc<Signals>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut held: Option<(PoolConnection<Sqlite>, Instant)> = None;
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -114,7 +115,10 @@ async fn run(write: SqlitePool, mut queue: mpsc::Receiver<Request>, committed: A
         let mut connection = connection;
         let healthy = commit_batch(&mut connection, requests).await;
         // The WAL grew (or a failed batch left it as it was: a spare checkpoint is harmless).
-        committed.notify_one();
+        signals.committed.notify_one();
+        if signals.take_rewind() {
+            super::checkpoint::rewind(&mut connection).await;
+        }
         if healthy && !queue.is_empty() && since.elapsed() < HOLD {
             held = Some((connection, since));
         }
