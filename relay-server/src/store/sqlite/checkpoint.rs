@@ -15,9 +15,9 @@
 //! Why often: a checkpoint's cost to the writer grows with what it copies and syncs. Checkpoints
 //! one second apart at 5,000 msg/s each copied and synced ~60 MB, took 55–75 ms, and stalled
 //! commits running beside them for 10–48 ms (the slow commits ended as the checkpoint did, in
-//! its syncs); that was most of the relay's p99. Ten a second, each copies a tenth, and commits slower than
-//! 8 ms went from 11–19 per 10 s run to 0–1: p99 visitor→agent 34 → 7–9 ms on the same machine
-//! (BENCHMARKS.md).
+//! its syncs); that was most of the relay's p99. Ten a second, each copies a tenth, and commits
+//! slower than 8 ms went from 11–19 per 10 s run to 0–1: p99 visitor→agent 34 → 7–9 ms on the
+//! same machine (BENCHMARKS.md).
 //!
 //! Under writes that never pause, "once a checkpoint has caught up" never comes: each `PASSIVE`
 //! pass copies what was there when it began, the writer adds more meanwhile, and the WAL grows
@@ -28,10 +28,10 @@
 //! left while no commit can slip in, so the committer's next transaction starts the WAL over
 //! from its beginning. That holds appends back for the pass's syncs (6–25 ms measured, every
 //! ~256 MiB of WAL), where the `RESTART` checkpoint used before, which from its own connection
-//! must also take the writer's lock and wait for every reader, held them back 13–50 ms. A reader on an old snapshot can still keep the rewind from taking; past
-//! twice the limit this task falls back to that `RESTART`, under a short busy timeout
-//! ([`RESTART_WAIT`]) so that a long reader makes it give up until next time instead of
-//! stalling appends.
+//! must also take the writer's lock and wait for every reader, held them back 13–50 ms. A reader
+//! on an old snapshot can still keep the rewind from taking; past twice the limit this task
+//! falls back to that `RESTART`, under a short busy timeout ([`RESTART_WAIT`]) so that a long
+//! reader makes it give up until next time instead of stalling appends.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -61,7 +61,8 @@ pub const DEFAULT_WAL_LIMIT_MIB: u32 = 256;
 /// appends back meanwhile, so it gives up early and tries again on the next tick.
 pub const RESTART_WAIT: Duration = Duration::from_millis(100);
 
-/// `PASSIVE` passes tried before a fallback `RESTART`: each copies what was appended during the previous.
+/// `PASSIVE` passes tried before a fallback `RESTART`: each copies what was appended during the
+/// previous.
 const CATCH_UP_PASSES: usize = 4;
 
 /// Frames left uncopied below which a `RESTART` is cheap enough to run.

@@ -99,7 +99,7 @@ async fn run(write: SqlitePool, mut queue: mpsc::Receiver<Request>, signals: Arc
     let mut held: Option<(PoolConnection<Sqlite>, Instant)> = None;
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let requests: Vec<Request> = std::mem::take(&mut batch);
-        let (connection, since) = match held.take() {
+        let (mut connection, since) = match held.take() {
             Some(held) => held,
             None => match write.acquire().await {
                 Ok(connection) => (connection, Instant::now()),
@@ -112,7 +112,6 @@ async fn run(write: SqlitePool, mut queue: mpsc::Receiver<Request>, signals: Arc
                 }
             },
         };
-        let mut connection = connection;
         let healthy = commit_batch(&mut connection, requests).await;
         // The WAL grew (or a failed batch left it as it was: a spare checkpoint is harmless).
         signals.committed.notify_one();
