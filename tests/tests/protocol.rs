@@ -472,6 +472,66 @@ async fn a_silent_socket_is_closed_with_1008() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A client that keeps sending but never reads: once the socket buffers between them are full,
+/// the relay's writes of its answers stall. Every write is bounded by the idle timeout, so the
+/// relay lets the connection go instead of holding its task (and its memory) forever. The
+/// client's own frames keep arriving, so the idle check alone would never end it.
+#[tokio::test]
+async fn a_client_that_never_reads_is_let_go() -> anyhow::Result<()> {
+    use futures::SinkExt as _;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let relay = parley_tests::TestRelay::builder()
+        .limits(|l| {
+            l.ping_interval = Duration::from_millis(300);
+            l.idle_timeout = Duration::from_millis(1200);
+            l.visitor_per_second = 100_000;
+            l.visitor_burst = 100_000;
+        })
+        .start()
+        .await?;
+    // A small receive buffer, so the relay's answers fill it (and the relay's send buffer) fast.
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let tcp = socket.connect(relay.addr()).await?;
+    let mut request = relay
+        .ws_url("/ws/visitor?site=demo")
+        .into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Origin", relay.origin().parse()?);
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await?;
+
+    // Each frame is answered with a typed `malformed` error; this side only ever writes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut written = 0u32;
+    let mut stalled = false;
+    let let_go = loop {
+        if tokio::time::Instant::now() > deadline {
+            break false;
+        }
+        let frame = ws.send(Message::Text("not json".into()));
+        match tokio::time::timeout(Duration::from_millis(200), frame).await {
+            Ok(Ok(())) => written += 1,
+            // Reset or broken pipe: the relay closed its end.
+            Ok(Err(_)) => break true,
+            // The relay stopped reading (it is stuck writing to us): keep at it.
+            Err(_) => stalled = true,
+        }
+    };
+    relay.shutdown().await;
+    assert!(
+        let_go,
+        "the relay still held a connection that reads nothing after 20 s \
+         ({written} frames written; writes stalled: {stalled})"
+    );
+    assert!(
+        stalled && written > 100,
+        "the buffers filled before the relay let go ({written} frames written; stalled: {stalled})"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_send_after_the_agent_closed_starts_a_new_conversation() -> anyhow::Result<()> {
     let relay = start_server().await?;
