@@ -64,16 +64,19 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
         "parley-load",
     ]))?;
     let target = crate::bundle::target_dir(root)?.join("release");
-    let data = tempfile_dir()?;
     let run_id = std::process::id();
-    let (database, bus) = if args.two_nodes {
-        let db = format!("parley_bench_{run_id}");
-        run(Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c"])
-            .arg(format!("CREATE DATABASE {db}")))?;
-        (format!("{PG_ADMIN}/{db}"), Some(format!("--bus={REDIS}")))
-    } else {
-        (format!("sqlite://{}/bench.db", data.display()), None)
+    // Declared before the relays, so dropped after them: removed however the run ends (a
+    // failed load run used to leave its database behind).
+    let scratch = Scratch {
+        dir: tempfile_dir()?,
+        database: args.two_nodes.then(|| format!("parley_bench_{run_id}")),
+    };
+    let (database, bus) = match &scratch.database {
+        Some(db) => {
+            psql(&format!("CREATE DATABASE {db}"))?;
+            (format!("{PG_ADMIN}/{db}"), Some(format!("--bus={REDIS}")))
+        }
+        None => (format!("sqlite://{}/bench.db", scratch.dir.display()), None),
     };
     let binary = target.join("parley-relay");
     let (node_a, pid, password) = start_relay(&binary, root, &database, bus.as_deref(), run_id)?;
@@ -128,17 +131,30 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
             &args.duration.to_string(),
         ])
         .env("PARLEY_LOAD_PASSWORD", password))?;
-    drop(node_b);
-    drop(node_a);
-    if args.two_nodes {
-        let _ = run(Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS parley_bench_{run_id} WITH (FORCE)"
-            )));
-    }
-    let _ = std::fs::remove_dir_all(&data);
     Ok(())
+}
+
+/// Runs one SQL statement on the PostgreSQL server the two-node run uses.
+fn psql(sql: &str) -> Result<()> {
+    run(Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c"])
+        .arg(sql))
+}
+
+/// What one run creates besides the relays: its directory (the SQLite database) and, with two
+/// nodes, its PostgreSQL database. Both go on drop.
+struct Scratch {
+    dir: std::path::PathBuf,
+    database: Option<String>,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(db) = &self.database {
+            let _ = psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// A started relay: killed on drop.
