@@ -421,15 +421,32 @@ fn close_codes(mut bytes: &[u8]) -> Vec<u16> {
     codes
 }
 
+/// Pings every 300 ms, idle after 1.2 s: the tests of clients that go silent end in seconds.
+fn short_idle(l: &mut relay_server::config::Limits) {
+    l.ping_interval = Duration::from_millis(300);
+    l.idle_timeout = Duration::from_millis(1200);
+}
+
+/// The upgrade request of a visitor socket on the demo site, for the tests that drive a socket
+/// below [`VisitorClient`] (one that never reads, never answers pings).
+fn visitor_upgrade(
+    relay: &parley_tests::TestRelay,
+) -> anyhow::Result<tokio_tungstenite::tungstenite::handshake::client::Request> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = relay
+        .ws_url("/ws/visitor?site=demo")
+        .into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Origin", relay.origin().parse()?);
+    Ok(request)
+}
+
 #[tokio::test]
 async fn a_silent_socket_is_closed_with_1008() -> anyhow::Result<()> {
     use tokio::io::AsyncReadExt as _;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let relay = parley_tests::TestRelay::builder()
-        .limits(|l| {
-            l.ping_interval = Duration::from_millis(300);
-            l.idle_timeout = Duration::from_millis(1200);
-        })
+        .limits(short_idle)
         .start()
         .await?;
 
@@ -437,13 +454,7 @@ async fn a_silent_socket_is_closed_with_1008() -> anyhow::Result<()> {
     // tungstenite client would answer pings as soon as it reads, so this one uses raw TCP after
     // the handshake.)
     let mut tcp = tokio::net::TcpStream::connect(relay.addr()).await?;
-    let mut request = relay
-        .ws_url("/ws/visitor?site=demo")
-        .into_client_request()?;
-    request
-        .headers_mut()
-        .insert("Origin", relay.origin().parse()?);
-    let (ws, _) = tokio_tungstenite::client_async(request, &mut tcp).await?;
+    let (ws, _) = tokio_tungstenite::client_async(visitor_upgrade(&relay)?, &mut tcp).await?;
     drop(ws);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let mut bytes = Vec::new();
@@ -479,12 +490,10 @@ async fn a_silent_socket_is_closed_with_1008() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_client_that_never_reads_is_let_go() -> anyhow::Result<()> {
     use futures::SinkExt as _;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     use tokio_tungstenite::tungstenite::Message;
     let relay = parley_tests::TestRelay::builder()
         .limits(|l| {
-            l.ping_interval = Duration::from_millis(300);
-            l.idle_timeout = Duration::from_millis(1200);
+            short_idle(l);
             l.visitor_per_second = 100_000;
             l.visitor_burst = 100_000;
         })
@@ -494,13 +503,7 @@ async fn a_client_that_never_reads_is_let_go() -> anyhow::Result<()> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_recv_buffer_size(4096)?;
     let tcp = socket.connect(relay.addr()).await?;
-    let mut request = relay
-        .ws_url("/ws/visitor?site=demo")
-        .into_client_request()?;
-    request
-        .headers_mut()
-        .insert("Origin", relay.origin().parse()?);
-    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await?;
+    let (mut ws, _) = tokio_tungstenite::client_async(visitor_upgrade(&relay)?, tcp).await?;
 
     // Each frame is answered with a typed `malformed` error; this side only ever writes.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
