@@ -35,7 +35,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions as _, Connection as _};
@@ -56,6 +56,12 @@ pub const IDLE_EVERY: Duration = Duration::from_secs(1);
 /// rewind every ~15 s at that rate) measured p99 7.8 against 9–11 ms in 20 s runs, for a WAL
 /// file four times as large.
 pub const DEFAULT_WAL_LIMIT_MIB: u32 = 256;
+
+/// Least time between two rewinds asked of the committer. Each holds appends back for its syncs;
+/// when a reader keeps one from taking, asking again at every checkpoint (ten a second) would
+/// stall the writer ten times a second instead of once. At 5,000 msg/s a rewind is due every
+/// ~3.5 s, so this never delays one that can take.
+pub const REWIND_EVERY: Duration = Duration::from_secs(1);
 
 /// Longest a `RESTART` checkpoint waits for the writer's transaction and for readers: it holds
 /// appends back meanwhile, so it gives up early and tries again on the next tick.
@@ -91,8 +97,9 @@ impl Signals {
 
 /// On the writer's connection, between two transactions: copies what the WAL holds beyond the
 /// last checkpoint, so that the next write transaction starts the WAL over (see the module
-/// header). A reader still on an older snapshot keeps the copy short of the end; then the WAL
-/// goes on growing and the checkpointer asks again.
+/// header). A reader still on an older snapshot keeps the copy short of the end, or one reading
+/// at the moment of the next transaction keeps the WAL from starting over; then the WAL goes on
+/// growing and the checkpointer asks again, a [`REWIND_EVERY`] later.
 pub async fn rewind(writer: &mut SqliteConnection) {
     match checkpoint(writer, "PASSIVE").await {
         Ok(p) if p.log != p.copied => {
@@ -134,19 +141,24 @@ async fn checkpoint(connection: &mut SqliteConnection, mode: &str) -> sqlx::Resu
     })
 }
 
-/// One tick: a `PASSIVE` pass; past the limit, a rewind asked of the committer; past twice the
-/// limit, the catch-up and `RESTART` described above.
+/// One tick: a `PASSIVE` pass; past the limit, a rewind asked of the committer (at most every
+/// [`REWIND_EVERY`], `last_ask` says when the last was); past twice the limit, the catch-up and
+/// `RESTART` described above.
 async fn tick(
     connection: &mut SqliteConnection,
     limit_frames: i64,
     signals: &Signals,
+    last_ask: &mut Option<Instant>,
 ) -> sqlx::Result<()> {
     let mut progress = checkpoint(connection, "PASSIVE").await?;
     if progress.log <= limit_frames {
         return Ok(());
     }
     if progress.log <= 2 * limit_frames {
-        signals.ask_rewind();
+        if last_ask.is_none_or(|at| at.elapsed() >= REWIND_EVERY) {
+            signals.ask_rewind();
+            *last_ask = Some(Instant::now());
+        }
         return Ok(());
     }
     for _ in 0..CATCH_UP_PASSES {
@@ -198,6 +210,7 @@ impl Checkpointer {
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         tokio::spawn(async move {
+            let mut last_ask = None;
             loop {
                 // `Notify` keeps one permit: commits made while this task checkpointed or
                 // rested wake it at once, a burst of them once.
@@ -206,7 +219,7 @@ impl Checkpointer {
                     _ = signals.committed.notified() => {}
                     _ = tokio::time::sleep(IDLE_EVERY) => {}
                 }
-                if let Err(e) = tick(&mut connection, limit_frames, &signals).await {
+                if let Err(e) = tick(&mut connection, limit_frames, &signals, &mut last_ask).await {
                     tracing::warn!(error = %e, "SQLite WAL checkpoint failed; retrying");
                 }
                 tokio::select! {
