@@ -1500,6 +1500,66 @@ async fn sqlite_checkpoints_run_beside_the_writer() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Tasks that keep appending to their conversations until stopped, for the SQLite tests of
+/// writes that never pause: `per_chat` of them on each of `chats`, each message `text`.
+struct Appenders {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    appended: Arc<std::sync::atomic::AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Appenders {
+    fn start(
+        store: &Arc<dyn Store>,
+        chats: &[(store::VisitorRecord, store::ConversationRecord)],
+        per_chat: usize,
+        text: &str,
+    ) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let appended = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for (c, (visitor, conversation)) in chats.iter().enumerate() {
+            for a in 0..per_chat {
+                let (store, stop, appended) = (store.clone(), stop.clone(), appended.clone());
+                let (author, id) = (cases::visitor_author(visitor), conversation.id.clone());
+                let text = text.to_owned();
+                tasks.push(tokio::spawn(async move {
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let client_id = format!("c{c}a{a}m{i}");
+                        store
+                            .append(&id, cases::message(author.clone(), Some(&client_id), &text))
+                            .await?;
+                        appended.fetch_add(1, Ordering::Relaxed);
+                        i += 1;
+                    }
+                    anyhow::Ok(())
+                }));
+            }
+        }
+        Self {
+            stop,
+            appended,
+            tasks,
+        }
+    }
+
+    /// Appends stored so far.
+    fn count(&self) -> u64 {
+        self.appended.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops every task; the first error any of them met, if one did.
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for task in self.tasks {
+            task.await??;
+        }
+        Ok(())
+    }
+}
+
 /// SQLite only: under appends that never pause, a `PASSIVE` checkpoint never catches up with
 /// the writer, so the WAL would never be rewound and would grow for as long as the load lasts
 /// (measured at 5,000 msg/s: 70 MB/s). Past `wal_limit_mib` the checkpointer rewinds it anyway.
@@ -1507,36 +1567,17 @@ async fn sqlite_checkpoints_run_beside_the_writer() -> anyhow::Result<()> {
 /// endian), which this reads while eight writers keep appending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_wal_is_rewound_under_writes_that_never_pause() -> anyhow::Result<()> {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("parley.db");
     let wal = dir.path().join("parley.db-wal");
     let store = store::connect(&format!("sqlite://{}?wal_limit_mib=1", path.display())).await?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let appended = Arc::new(AtomicU64::new(0));
-    let mut writers = Vec::new();
-    for w in 0..8 {
-        let (visitor, conversation) = cases::chat(&*store).await?;
-        let (store, stop, appended) = (store.clone(), stop.clone(), appended.clone());
-        writers.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let text = format!("writer {w} message {i}: {}", "x".repeat(1000));
-                let id = format!("w{w}m{i}");
-                store
-                    .append(
-                        &conversation.id,
-                        cases::message(cases::visitor_author(&visitor), Some(&id), &text),
-                    )
-                    .await?;
-                appended.fetch_add(1, Ordering::Relaxed);
-                i += 1;
-            }
-            anyhow::Ok(i)
-        }));
+    let mut chats = Vec::new();
+    for _ in 0..8 {
+        chats.push(cases::chat(&*store).await?);
     }
+    let writers = Appenders::start(&store, &chats, 1, &"x".repeat(1000));
     let header_seq = || -> Option<u32> {
         let bytes = std::fs::read(&wal).ok()?;
         Some(u32::from_be_bytes(bytes.get(12..16)?.try_into().ok()?))
@@ -1550,7 +1591,7 @@ async fn sqlite_wal_is_rewound_under_writes_that_never_pause() -> anyhow::Result
     let mut last = 0;
     while started.elapsed() < Duration::from_secs(6) {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = appended.load(Ordering::Relaxed);
+        let now = writers.count();
         if now == last {
             idle_ticks += 1;
         }
@@ -1559,12 +1600,9 @@ async fn sqlite_wal_is_rewound_under_writes_that_never_pause() -> anyhow::Result
             seqs.push(seq);
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        writer.await??;
-    }
+    let total = writers.count();
+    writers.stop().await?;
     store.close().await;
-    let total = appended.load(Ordering::Relaxed);
     let (first, last) = (
         *seqs.first().context("a WAL header")?,
         *seqs.last().context("a WAL header")?,
@@ -1584,7 +1622,6 @@ async fn sqlite_wal_is_rewound_under_writes_that_never_pause() -> anyhow::Result
 /// appenders than a batch holds keep the committer's queue from ever being empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_other_writes_go_on_while_appends_never_pause() -> anyhow::Result<()> {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
     const APPENDERS: usize = 300;
@@ -1593,35 +1630,14 @@ async fn sqlite_other_writes_go_on_while_appends_never_pause() -> anyhow::Result
     let path = dir.path().join("parley.db");
     let store = store::connect(&format!("sqlite://{}", path.display())).await?;
     let agent = store.upsert_agent("mina", "Mina", "not-a-hash").await?;
-    let (visitor, conversation) = cases::chat(&*store).await?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let appended = Arc::new(AtomicU64::new(0));
-    let mut appenders = Vec::new();
-    for a in 0..APPENDERS {
-        let (store, stop, appended) = (store.clone(), stop.clone(), appended.clone());
-        let (visitor, id) = (visitor.clone(), conversation.id.clone());
-        appenders.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let client_id = format!("a{a}m{i}");
-                store
-                    .append(
-                        &id,
-                        cases::message(cases::visitor_author(&visitor), Some(&client_id), "hi"),
-                    )
-                    .await?;
-                appended.fetch_add(1, Ordering::Relaxed);
-                i += 1;
-            }
-            anyhow::Ok(())
-        }));
-    }
+    let chat = cases::chat(&*store).await?;
+    let appenders = Appenders::start(&store, std::slice::from_ref(&chat), APPENDERS, "hi");
     // Let the appends get going first.
     let started = Instant::now();
-    while appended.load(Ordering::Relaxed) < 1000 && started.elapsed() < Duration::from_secs(30) {
+    while appenders.count() < 1000 && started.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let before = appended.load(Ordering::Relaxed);
+    let before = appenders.count();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut sessions = 0;
     while sessions < SESSIONS && Instant::now() < deadline {
@@ -1632,11 +1648,8 @@ async fn sqlite_other_writes_go_on_while_appends_never_pause() -> anyhow::Result
             sessions += 1;
         }
     }
-    let during = appended.load(Ordering::Relaxed) - before;
-    stop.store(true, Ordering::Relaxed);
-    for appender in appenders {
-        appender.await??;
-    }
+    let during = appenders.count() - before;
+    appenders.stop().await?;
     store.close().await;
     assert!(before >= 1000, "the appends got going ({before} stored)");
     assert_eq!(
