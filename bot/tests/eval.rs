@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use parley_bot::{eval, Answer, KnowledgeBase, Lang};
 
 fn paths() -> (PathBuf, PathBuf) {
-    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // At run time first: a test binary built by another checkout sharing the target directory
+    // (a clean clone) would otherwise read that checkout's files, or fail once it is gone.
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     (
         crate_dir.join("../demo-site/kb"),
         crate_dir.join("eval/questions.toml"),

@@ -583,10 +583,12 @@ mod tests {
             typed_visitor_texts(&history),
             vec!["How do I return an item?"]
         );
-        let kb = KnowledgeBase::load(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo-site/kb"),
-        )
-        .expect("demo knowledge base");
+        // The crate's directory at run time first (see `parley_tests::repo_root` for why).
+        let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+        let kb =
+            KnowledgeBase::load(crate_dir.join("../demo-site/kb")).expect("demo knowledge base");
         let line = summary(&kb, &history, "Damaged or faulty item");
         assert!(line.contains("mood: neutral"), "{line}");
         // …while a typed complaint still counts.

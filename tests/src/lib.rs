@@ -37,9 +37,13 @@ pub const AGENTS: [(&str, &str, &str); 2] = [
     ("joon", "Joon", "joon-password-2"),
 ];
 
-/// The repository root (the workspace that contains this crate).
+/// The repository root (the workspace that contains this crate). From the `CARGO_MANIFEST_DIR`
+/// that `cargo test` sets at run time first: a test binary built by another checkout sharing
+/// the target directory (a clean clone) would otherwise test that checkout's files.
 pub fn repo_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
