@@ -20,7 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use protocol::{Author, ClientId, ConversationId, Event, EventBody, PageContext, Seq};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{Row, SqlitePool};
 
@@ -742,7 +743,7 @@ fn gap_from_row(row: &SqliteRow) -> StoreResult<Gap> {
 /// The careful append inside `tx` (the caller commits): also records queue times — when the
 /// conversation entered the queue, how long it waited, whose turn was last.
 async fn append_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    connection: &mut SqliteConnection,
     id: &ConversationId,
     new: NewEvent,
 ) -> StoreResult<Appended> {
@@ -750,7 +751,7 @@ async fn append_in(
         "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
     ))
     .bind(&id.0)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *connection)
     .await?
     .ok_or(StoreError::NotFound)?;
     let conv = conversation_from_row(&row)?;
@@ -763,7 +764,7 @@ async fn append_in(
         .bind(&id.0)
         .bind(&new.author.id)
         .bind(&client_id.0)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *connection)
         .await?;
         if let Some(row) = dup {
             return Ok(Appended {
@@ -792,7 +793,7 @@ async fn append_in(
         .bind(now)
         .bind(queued_at)
         .bind(&id.0)
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *connection)
         .await?;
     if let (Effect::Assign(agent), None) = (&new.effect, &conv.assignee_id) {
         sqlx::query(
@@ -800,7 +801,7 @@ async fn append_in(
                  WHERE id = ?",
         )
         .bind(agent)
-        .execute(&mut **tx)
+        .execute(&mut *connection)
         .await?;
     }
     if let Some((agent, waited_ms)) = waited {
@@ -811,7 +812,7 @@ async fn append_in(
             .bind(agent)
             .bind(waited_ms)
             .bind(now)
-            .execute(&mut **tx)
+            .execute(&mut *connection)
             .await?;
     }
     let conversation = conversation_from_row(&row)?;
@@ -822,7 +823,7 @@ async fn append_in(
         author: new.author,
         body: new.body,
     };
-    insert_event(tx, &event, new.client_id.as_ref()).await?;
+    insert_event(connection, &event, new.client_id.as_ref()).await?;
     Ok(Appended {
         event,
         conversation,
@@ -866,7 +867,7 @@ fn bind_event<'q>(
 
 /// Inserts one event row inside the appending transaction.
 async fn insert_event(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    connection: &mut SqliteConnection,
     event: &Event,
     client_id: Option<&ClientId>,
 ) -> Result<(), sqlx::Error> {
@@ -875,7 +876,7 @@ async fn insert_event(
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     );
     bind_event(query, event, client_id)
-        .execute(&mut **tx)
+        .execute(&mut *connection)
         .await?;
     Ok(())
 }

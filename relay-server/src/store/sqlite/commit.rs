@@ -9,15 +9,18 @@
 //! commits once, and only then answers each caller. Nothing is acknowledged before the commit
 //! that stored it, and a request alone in the queue is served at once: nobody waits for company.
 //!
-//! Inside a batch of several, plain appends (messages that change a conversation only by their
-//! seq and preview) are stored together in three statements ([`append_plain`]). Each other
-//! append takes the fast path ([`append_fast`]: two statements that either
-//! change nothing — no eligible conversation — or fail as a whole statement, which SQLite undoes
-//! alone — a repeated client id) or, when that does not apply, the careful path
-//! ([`super::append_in`]), whose refusals (closed, taken, unknown) all come before it writes.
-//! So a refused append leaves the transaction as it found it, and the batch goes on. Any other
-//! error (the engine failing) rolls the whole batch back, and each of its appends is then tried
-//! in a transaction of its own: one bad append never fails the others.
+//! A batch is one transaction written as SQL text ([`store_in_transaction`]), so that `BEGIN` and
+//! `COMMIT` share their round trips with the statements beside them. Its plain appends (messages
+//! that change a conversation only by their seq and preview; see [`Plan`]) are stored together:
+//! `BEGIN IMMEDIATE` with one read of their conversations, then one multi-row `INSERT`, one
+//! `UPDATE` and `COMMIT` — two round trips for a whole batch of them. Each other append takes the
+//! fast path ([`append_fast`]: two statements that either change nothing — no eligible
+//! conversation — or fail as a whole statement, which SQLite undoes alone — a repeated client id)
+//! or, when that does not apply, the careful path ([`super::append_in`]), whose refusals (closed,
+//! taken, unknown) all come before it writes. So a refused append leaves the transaction as it
+//! found it, and the batch goes on. Any other error (the engine failing) rolls the whole batch
+//! back, and each of its appends is then tried in a transaction of its own: one bad append never
+//! fails the others.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -26,11 +29,13 @@ use std::time::{Duration, Instant};
 use protocol::{ConversationId, ConversationStatus, Event, EventBody};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteConnection;
-use sqlx::{Connection as _, Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Signals;
-use super::{append_in, bind_event, conversation_from_row, json, CONVERSATION_COLUMNS};
+use super::{
+    append_in, bind_event, conversation_from_row, json, ConversationRecord, CONVERSATION_COLUMNS,
+};
 use crate::store::{
     now_ms, preview_of, role_str, Appended, Effect, NewEvent, StoreError, StoreResult,
 };
@@ -171,65 +176,97 @@ async fn commit_batch(connection: &mut SqliteConnection, requests: Vec<Request>)
 }
 
 /// Stores `requests` in one transaction. `Ok` holds each request's outcome, in order (an
-/// outcome may be a refusal such as [`StoreError::Closed`]); `Err` means nothing was stored.
+/// outcome may be a refusal such as [`StoreError::Closed`]); `Err` means nothing was stored, and
+/// no transaction is left open on `connection`.
 async fn store_together(
     connection: &mut SqliteConnection,
     requests: &[Request],
 ) -> StoreResult<Vec<StoreResult<Appended>>> {
-    let mut tx = connection.begin().await?;
-    let mut plain = Vec::new();
-    if requests.len() > 1 {
-        match append_plain(&mut tx, requests).await? {
-            Some(stored) => plain = stored,
-            // A repeated client id: nothing was written yet, so undoing the transaction undoes
-            // the bulk insert alone, and everything goes the one-by-one way.
-            None => {
-                tx.rollback().await?;
-                tx = connection.begin().await?;
-            }
+    let stored = store_in_transaction(connection, requests).await;
+    if stored.is_err() {
+        // Whatever statement failed, the transaction it was in goes. "No transaction is
+        // active" (the failure was `BEGIN` or `COMMIT` itself) is as good as a rollback.
+        if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *connection).await {
+            tracing::debug!(error = %e, "rollback after a failed group commit");
         }
     }
-    plain.resize_with(requests.len(), || None);
+    stored
+}
+
+/// The transaction of [`store_together`], written as SQL text rather than with sqlx's
+/// `Transaction`: `BEGIN` and `COMMIT` then travel to SQLite's worker thread with the statements
+/// next to them instead of in round trips of their own. A batch of plain appends (see [`Plan`])
+/// — nearly every batch under load — costs two round trips, `BEGIN IMMEDIATE` with the read of
+/// its conversations, then the insert, the update and `COMMIT`, where it cost five. Measured at
+/// 5,000 msg/s, those round trips were most of the writer's time (BENCHMARKS.md). On error the
+/// caller rolls back.
+async fn store_in_transaction(
+    connection: &mut SqliteConnection,
+    requests: &[Request],
+) -> StoreResult<Vec<StoreResult<Appended>>> {
+    let ids = plain_candidates(requests);
+    // `IMMEDIATE`: the writer's lock is taken before the read, so the conversations read are
+    // the ones the insert writes after, whatever else opens this database file.
+    let mut read = String::from("BEGIN IMMEDIATE");
+    if !ids.is_empty() {
+        read.push_str(&format!(
+            "; SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id IN ({})",
+            placeholders(ids.len())
+        ));
+    }
+    let mut query = sqlx::query(&read);
+    for id in &ids {
+        query = query.bind(&id.0);
+    }
+    let mut current = HashMap::with_capacity(ids.len());
+    for row in query.fetch_all(&mut *connection).await? {
+        let conversation = conversation_from_row(&row)?;
+        current.insert(conversation.id.clone(), conversation);
+    }
+
+    let plan = Plan::new(requests, current);
+    let whole = plan.count == requests.len();
+    let mut stored = Vec::new();
+    if plan.count > 0 {
+        let sql = plan.sql(whole);
+        match plan
+            .bind(requests, sqlx::query(&sql))
+            .execute(&mut *connection)
+            .await
+        {
+            Ok(_) if whole => return Ok(plan.stored.into_iter().flatten().map(Ok).collect()),
+            Ok(_) => stored = plan.stored,
+            // A repeated client id: the insert is the transaction's first write and SQLite
+            // undid that statement alone, so the transaction goes on as if it never ran, and
+            // every append goes the one-by-one way, which answers a repeat with its original.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    stored.resize_with(requests.len(), || None);
+
     let mut outcomes = Vec::with_capacity(requests.len());
-    for (request, stored) in requests.iter().zip(plain) {
+    for (request, stored) in requests.iter().zip(stored) {
         if let Some(appended) = stored {
             outcomes.push(Ok(appended));
             continue;
         }
-        let outcome = match append_fast(&mut tx, &request.id, &request.new).await? {
+        let outcome = match append_fast(&mut *connection, &request.id, &request.new).await? {
             Some(appended) => Ok(appended),
-            None => match append_in(&mut tx, &request.id, request.new.clone()).await {
+            None => match append_in(&mut *connection, &request.id, request.new.clone()).await {
                 Err(e) if !is_refusal(&e) => return Err(e),
                 outcome => outcome,
             },
         };
         outcomes.push(outcome);
     }
-    tx.commit().await?;
+    sqlx::query("COMMIT").execute(&mut *connection).await?;
     Ok(outcomes)
 }
 
-/// The bulk of a busy batch in three statements, whatever its size: one read of every
-/// conversation concerned, one multi-row `INSERT` of the events, one `UPDATE` of the
-/// conversations' seq, preview and time. Each statement is a round trip to SQLite's worker thread,
-/// and those round trips, not SQLite itself, bounded the single writer at a few thousand appends a
-/// second when each append had its own two.
-///
-/// Only what cannot change a conversation beyond its seq and preview goes this way: plain
-/// messages, an agent's message in a conversation already theirs, the bot's reply while it has
-/// the conversation — and only for conversations whose every request in the batch is such. The
-/// rest (unknown or closed conversations, effects, a guard that does not hold, and everything
-/// after it in that conversation) is left `None` for the one-by-one path, which runs after this
-/// and so reads the seqs stored here. A repeated client id makes the `INSERT` store fewer rows
-/// than asked: then this returns `None`, and the caller, for which this is the transaction's
-/// first write, rolls it back and leaves the whole batch to the one-by-one path, which answers
-/// repeats with the original event. (A savepoint would undo just this insert, at two more round
-/// trips per batch, for a case that only a client's resend after a reconnect brings.)
-async fn append_plain(
-    tx: &mut Transaction<'_, Sqlite>,
-    requests: &[Request],
-) -> StoreResult<Option<Vec<Option<Appended>>>> {
-    let none = || (0..requests.len()).map(|_| None).collect::<Vec<_>>();
+/// Conversations whose every append in the batch is of a plain kind (see [`Plan`]): those the
+/// batch reads up front.
+fn plain_candidates(requests: &[Request]) -> Vec<&ConversationId> {
     let mut eligible: HashMap<&ConversationId, bool> = HashMap::new();
     for request in requests {
         let plain = matches!(
@@ -238,107 +275,128 @@ async fn append_plain(
         );
         *eligible.entry(&request.id).or_insert(true) &= plain;
     }
-    let ids: Vec<&ConversationId> = eligible
+    eligible
         .into_iter()
         .filter_map(|(id, plain)| plain.then_some(id))
-        .collect();
-    if ids.is_empty() {
-        return Ok(Some(none()));
-    }
-    let read = format!(
-        "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id IN ({})",
-        placeholders(ids.len())
-    );
-    let mut query = sqlx::query(&read);
-    for id in &ids {
-        query = query.bind(&id.0);
-    }
-    let mut current = HashMap::with_capacity(ids.len());
-    for row in query.fetch_all(&mut **tx).await? {
-        let conversation = conversation_from_row(&row)?;
-        current.insert(conversation.id.clone(), conversation);
-    }
+        .collect()
+}
 
-    let now = now_ms();
-    let mut stored = none();
-    let mut careful: HashSet<&ConversationId> = HashSet::new();
-    let mut count = 0;
-    for (request, slot) in requests.iter().zip(stored.iter_mut()) {
-        if careful.contains(&request.id) {
-            continue;
-        }
-        let Some(conversation) = current.get_mut(&request.id) else {
-            continue;
-        };
-        let accepts = conversation.status != ConversationStatus::Closed
-            && match &request.new.effect {
-                Effect::None => true,
-                Effect::Assign(agent) => conversation.assignee_id.as_ref() == Some(agent),
-                Effect::BotReply => conversation.status == ConversationStatus::Bot,
-                _ => false,
+/// The plain appends of a batch, worked out from its conversations as read inside the
+/// transaction, and stored in three statements whatever their number: one read of every
+/// conversation concerned, one multi-row `INSERT` of the events, one `UPDATE` of the
+/// conversations' seq, preview and time.
+///
+/// Only what cannot change a conversation beyond its seq and preview goes this way: plain
+/// messages, an agent's message in a conversation already theirs, the bot's reply while it has
+/// the conversation — and only for conversations whose every request in the batch is such. The
+/// rest (unknown or closed conversations, effects, a guard that does not hold, and everything
+/// after it in that conversation) is left `None` for the one-by-one path, which runs after this
+/// and so reads the seqs stored here.
+struct Plan {
+    /// Each request's outcome if it is stored this way, in request order.
+    stored: Vec<Option<Appended>>,
+    /// The conversations as they are after the plan, by id.
+    current: HashMap<ConversationId, ConversationRecord>,
+    /// How many requests are stored this way.
+    count: usize,
+}
+
+impl Plan {
+    fn new(requests: &[Request], mut current: HashMap<ConversationId, ConversationRecord>) -> Self {
+        let now = now_ms();
+        let mut stored: Vec<Option<Appended>> = vec![None; requests.len()];
+        let mut careful: HashSet<&ConversationId> = HashSet::new();
+        let mut count = 0;
+        for (request, slot) in requests.iter().zip(stored.iter_mut()) {
+            if careful.contains(&request.id) {
+                continue;
+            }
+            let Some(conversation) = current.get_mut(&request.id) else {
+                continue;
             };
-        if !accepts {
-            careful.insert(&request.id);
-            continue;
+            let accepts = conversation.status != ConversationStatus::Closed
+                && match &request.new.effect {
+                    Effect::None => true,
+                    Effect::Assign(agent) => conversation.assignee_id.as_ref() == Some(agent),
+                    Effect::BotReply => conversation.status == ConversationStatus::Bot,
+                    _ => false,
+                };
+            if !accepts {
+                careful.insert(&request.id);
+                continue;
+            }
+            conversation.last_seq += 1;
+            conversation.updated_at = now;
+            if let EventBody::Message { text, .. } = &request.new.body {
+                conversation.preview = Some(preview_of(text));
+            }
+            *slot = Some(Appended {
+                event: Event {
+                    conversation_id: request.id.clone(),
+                    seq: conversation.last_seq,
+                    at: now,
+                    author: request.new.author.clone(),
+                    body: request.new.body.clone(),
+                },
+                conversation: conversation.clone(),
+                duplicate: false,
+            });
+            count += 1;
         }
-        conversation.last_seq += 1;
-        conversation.updated_at = now;
-        if let EventBody::Message { text, .. } = &request.new.body {
-            conversation.preview = Some(preview_of(text));
+        Self {
+            stored,
+            current,
+            count,
         }
-        *slot = Some(Appended {
-            event: Event {
-                conversation_id: request.id.clone(),
-                seq: conversation.last_seq,
-                at: now,
-                author: request.new.author.clone(),
-                body: request.new.body.clone(),
-            },
-            conversation: conversation.clone(),
-            duplicate: false,
-        });
-        count += 1;
-    }
-    if count == 0 {
-        return Ok(Some(none()));
     }
 
-    let insert = format!(
-        "INSERT INTO events (conversation_id, seq, at, author_role, author_id, author_name, client_id, body)
-         VALUES {} ON CONFLICT DO NOTHING",
-        rows_of(count, 8)
-    );
-    let mut query = sqlx::query(&insert);
-    for (request, appended) in requests.iter().zip(&stored) {
-        let Some(appended) = appended else { continue };
-        query = bind_event(query, &appended.event, request.new.client_id.as_ref());
-    }
-    if query.execute(&mut **tx).await?.rows_affected() != count as u64 {
-        return Ok(None);
+    /// Only conversations that took an event.
+    fn touched(&self) -> Vec<&ConversationId> {
+        let mut seen = HashSet::new();
+        self.stored
+            .iter()
+            .flatten()
+            .map(|a| &a.event.conversation_id)
+            .filter(|id| seen.insert(*id))
+            .collect()
     }
 
-    // Only conversations that took an event, each with where it ended.
-    let touched: HashSet<&ConversationId> = stored
-        .iter()
-        .flatten()
-        .map(|a| &a.event.conversation_id)
-        .collect();
-    let update = format!(
-        "UPDATE conversations SET last_seq = v.column2, preview = v.column3, updated_at = v.column4
-         FROM (VALUES {}) AS v WHERE conversations.id = v.column1",
-        rows_of(touched.len(), 4)
-    );
-    let mut query = sqlx::query(&update);
-    for id in &touched {
-        let conversation = &current[*id];
-        query = query
-            .bind(&id.0)
-            .bind(conversation.last_seq as i64)
-            .bind(&conversation.preview)
-            .bind(conversation.updated_at);
+    /// The insert and the update as one query text, with `COMMIT` after them when `commit`. A
+    /// repeated client id fails the insert (plain `INSERT`, no `ON CONFLICT`), and SQLite runs
+    /// nothing of the text after a failed statement.
+    fn sql(&self, commit: bool) -> String {
+        format!(
+            "INSERT INTO events (conversation_id, seq, at, author_role, author_id, author_name, client_id, body)
+             VALUES {};
+             UPDATE conversations SET last_seq = v.column2, preview = v.column3, updated_at = v.column4
+             FROM (VALUES {}) AS v WHERE conversations.id = v.column1{}",
+            rows_of(self.count, 8),
+            rows_of(self.touched().len(), 4),
+            if commit { "; COMMIT" } else { "" },
+        )
     }
-    query.execute(&mut **tx).await?;
-    Ok(Some(stored))
+
+    /// Binds [`Plan::sql`]'s parameters: each stored event, then each touched conversation
+    /// with where it ended.
+    fn bind<'q>(
+        &'q self,
+        requests: &'q [Request],
+        mut query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+        for (request, appended) in requests.iter().zip(&self.stored) {
+            let Some(appended) = appended else { continue };
+            query = bind_event(query, &appended.event, request.new.client_id.as_ref());
+        }
+        for id in self.touched() {
+            let conversation = &self.current[id];
+            query = query
+                .bind(&id.0)
+                .bind(conversation.last_seq as i64)
+                .bind(&conversation.preview)
+                .bind(conversation.updated_at);
+        }
+        query
+    }
 }
 
 /// `?, ?, …` with `n` placeholders.
@@ -366,7 +424,7 @@ fn is_refusal(e: &StoreError) -> bool {
 /// that statement alone. Either way `None`: the careful path works out what it was. Then the
 /// conversation takes the new seq and the effect.
 async fn append_fast(
-    tx: &mut Transaction<'_, Sqlite>,
+    connection: &mut SqliteConnection,
     id: &ConversationId,
     new: &NewEvent,
 ) -> StoreResult<Option<Appended>> {
@@ -403,7 +461,7 @@ async fn append_fast(
     if let Effect::Assign(agent) = &new.effect {
         query = query.bind(agent);
     }
-    match query.execute(&mut **tx).await {
+    match query.execute(&mut *connection).await {
         Ok(done) if done.rows_affected() == 1 => {}
         Ok(_) => return Ok(None),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(None),
@@ -418,7 +476,7 @@ async fn append_fast(
         .bind(&preview)
         .bind(now)
         .bind(&id.0)
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *connection)
         .await?;
     let conversation = conversation_from_row(&row)?;
     let event = Event {
