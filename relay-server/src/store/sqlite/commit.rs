@@ -228,9 +228,10 @@ async fn store_in_transaction(
     let whole = plan.count == requests.len();
     let mut stored = Vec::new();
     if plan.count > 0 {
-        let sql = plan.sql(whole);
+        let touched = plan.touched();
+        let sql = plan.sql(touched.len(), whole);
         match plan
-            .bind(requests, sqlx::query(&sql))
+            .bind(requests, &touched, sqlx::query(&sql))
             .execute(&mut *connection)
             .await
         {
@@ -350,7 +351,7 @@ impl Plan {
         }
     }
 
-    /// Only conversations that took an event.
+    /// Only conversations that took an event, in request order (the update lists them so).
     fn touched(&self) -> Vec<&ConversationId> {
         let mut seen = HashSet::new();
         self.stored
@@ -361,33 +362,34 @@ impl Plan {
             .collect()
     }
 
-    /// The insert and the update as one query text, with `COMMIT` after them when `commit`. A
-    /// repeated client id fails the insert (plain `INSERT`, no `ON CONFLICT`), and SQLite runs
-    /// nothing of the text after a failed statement.
-    fn sql(&self, commit: bool) -> String {
+    /// The insert and the update (of `touched` conversations) as one query text, with `COMMIT`
+    /// after them when `commit`. A repeated client id fails the insert (plain `INSERT`, no
+    /// `ON CONFLICT`), and SQLite runs nothing of the text after a failed statement.
+    fn sql(&self, touched: usize, commit: bool) -> String {
         format!(
             "INSERT INTO events (conversation_id, seq, at, author_role, author_id, author_name, client_id, body)
              VALUES {};
              UPDATE conversations SET last_seq = v.column2, preview = v.column3, updated_at = v.column4
              FROM (VALUES {}) AS v WHERE conversations.id = v.column1{}",
             rows_of(self.count, 8),
-            rows_of(self.touched().len(), 4),
+            rows_of(touched, 4),
             if commit { "; COMMIT" } else { "" },
         )
     }
 
-    /// Binds [`Plan::sql`]'s parameters: each stored event, then each touched conversation
-    /// with where it ended.
+    /// Binds [`Plan::sql`]'s parameters: each stored event, then each of `touched`
+    /// ([`Plan::touched`]) with where it ended.
     fn bind<'q>(
         &'q self,
         requests: &'q [Request],
+        touched: &[&'q ConversationId],
         mut query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
     ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
         for (request, appended) in requests.iter().zip(&self.stored) {
             let Some(appended) = appended else { continue };
             query = bind_event(query, &appended.event, request.new.client_id.as_ref());
         }
-        for id in self.touched() {
+        for id in touched {
             let conversation = &self.current[id];
             query = query
                 .bind(&id.0)
