@@ -142,7 +142,7 @@ fn again(e: &sqlx::Error) -> sqlx::Error {
 const HOLD: Duration = Duration::from_millis(10);
 
 /// Stores one batch and answers its callers. `false` when the engine failed: the caller then
-/// gives the connection back to the pool, which checks it, instead of keeping it.
+/// gives the connection back to the pool instead of keeping it for the next batch.
 async fn commit_batch(connection: &mut SqliteConnection, requests: Vec<Request>) -> bool {
     match store_together(connection, &requests).await {
         Ok(outcomes) => {
