@@ -66,6 +66,34 @@ pub struct PgStore {
     pool: PgPool,
 }
 
+/// [`PgStore::append_fast`]'s statement for `Effect::None`, `Effect::Assign` and
+/// `Effect::BotReply`, in that order (built once: they differ only by the guard).
+///
+/// The `UPDATE` matches nothing — and so nothing is written — when the conversation is closed,
+/// the guard does not hold, or the client id was already stored (`NOT EXISTS`, on the
+/// idempotency index's own expression). The last check is why a repeated client id, the usual
+/// case after a reconnect, does not reach the unique index: PostgreSQL logs every statement that
+/// fails, and a repeat is no error.
+static FAST_APPEND: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
+    ["", " AND assignee_id = $9", " AND bot"].map(|guard| {
+        format!(
+            "WITH c AS (
+                 UPDATE conversations SET last_seq = last_seq + 1,
+                     preview = COALESCE($1, preview), updated_at = $2
+                 WHERE id = $3 AND status <> 'closed'{guard}
+                   AND NOT EXISTS (SELECT 1 FROM events WHERE conversation_id = $3
+                       AND COALESCE(author_id, '') = COALESCE($5, '') AND client_id = $7)
+                 RETURNING {CONVERSATION_COLUMNS}
+             ), e AS (
+                 INSERT INTO events (conversation_id, seq, at, author_role, author_id,
+                     author_name, client_id, body)
+                 SELECT id, last_seq, $2, $4, $5, $6, $7, $8 FROM c
+             )
+             SELECT {CONVERSATION_COLUMNS} FROM c"
+        )
+    })
+});
+
 impl PgStore {
     /// Connects to `url` (`postgres://USER[:PASS]@HOST[:PORT]/DB`) and migrates the database.
     /// The database must exist. Several nodes may start at once: sqlx's migrator holds an
@@ -129,19 +157,19 @@ impl PgStore {
     /// ([`Self::append_in`]) would change nothing but the seq, preview and time: a plain message,
     /// an agent's message in a conversation already theirs, the bot's reply while it has the
     /// conversation. `None` when it does not apply (no such conversation, closed, the guard does
-    /// not hold) or when the event repeats a client id (the unique index fails the statement
-    /// whole); the careful path then works out the answer. Why: the careful path is six round
-    /// trips (`BEGIN`, lock, repeat check, update, insert, `COMMIT`), and they, not PostgreSQL's
-    /// work, bounded a node's appends (BENCHMARKS.md).
+    /// not hold) or when the event repeats a client id (see [`FAST_APPEND`]); the careful path
+    /// then works out the answer. Why: the careful path is six round trips (`BEGIN`, lock,
+    /// repeat check, update, insert, `COMMIT`), and they, not PostgreSQL's work, bounded a node's
+    /// appends (BENCHMARKS.md).
     async fn append_fast(
         &self,
         id: &ConversationId,
         new: &NewEvent,
     ) -> StoreResult<Option<Appended>> {
-        let guard = match &new.effect {
-            Effect::None => "",
-            Effect::Assign(_) => " AND assignee_id = $9",
-            Effect::BotReply => " AND bot",
+        let statement = match &new.effect {
+            Effect::None => &FAST_APPEND[0],
+            Effect::Assign(_) => &FAST_APPEND[1],
+            Effect::BotReply => &FAST_APPEND[2],
             _ => return Ok(None),
         };
         let preview = match &new.body {
@@ -149,20 +177,7 @@ impl PgStore {
             _ => None,
         };
         let now = now_ms();
-        let statement = format!(
-            "WITH c AS (
-                 UPDATE conversations SET last_seq = last_seq + 1,
-                     preview = COALESCE($1, preview), updated_at = $2
-                 WHERE id = $3 AND status <> 'closed'{guard}
-                 RETURNING {CONVERSATION_COLUMNS}
-             ), e AS (
-                 INSERT INTO events (conversation_id, seq, at, author_role, author_id,
-                     author_name, client_id, body)
-                 SELECT id, last_seq, $2, $4, $5, $6, $7, $8 FROM c
-             )
-             SELECT {CONVERSATION_COLUMNS} FROM c"
-        );
-        let mut query = sqlx::query(&statement)
+        let mut query = sqlx::query(statement)
             .bind(&preview)
             .bind(now)
             .bind(&id.0)
@@ -177,6 +192,8 @@ impl PgStore {
         let row = match query.fetch_optional(&self.pool).await {
             Ok(Some(row)) => row,
             Ok(None) => return Ok(None),
+            // Two appends of one client id at the same moment: both passed the repeat check
+            // before either inserted; the second trips the unique index.
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(None),
             Err(e) => return Err(e.into()),
         };
