@@ -23,7 +23,7 @@
 //! fails the others.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use protocol::{ConversationId, ConversationStatus, Event, EventBody};
@@ -434,25 +434,16 @@ async fn append_fast(
         EventBody::Message { text, .. } => Some(preview_of(text)),
         _ => None,
     };
-    let (set_effect, guard) = match &new.effect {
-        Effect::None => ("", ""),
-        // Only an agent's message in a conversation already theirs: taking it from the queue or
-        // the bot records queue times, which the careful path does.
-        Effect::Assign(_) => ("", " AND assignee_id = ?8"),
+    let (insert, update) = match &new.effect {
+        Effect::None => &FAST_APPEND[0],
+        Effect::Assign(_) => &FAST_APPEND[1],
         Effect::Transfer { .. } | Effect::Requeue(_) => return Ok(None),
-        Effect::Close => (", status = 'closed'", ""),
-        // Only while the bot has it (otherwise the careful path says Forbidden); into the
-        // people's queue, waiting from now.
-        Effect::Handoff => (", bot = 0, queued_at = ?2", " AND bot = 1"),
-        Effect::BotReply => ("", " AND bot = 1"),
+        Effect::Close => &FAST_APPEND[2],
+        Effect::Handoff => &FAST_APPEND[3],
+        Effect::BotReply => &FAST_APPEND[4],
     };
     let now = now_ms();
-    let insert = format!(
-        "INSERT INTO events (conversation_id, seq, at, author_role, author_id, author_name, client_id, body)
-         SELECT id, last_seq + 1, ?1, ?2, ?3, ?4, ?5, ?6 FROM conversations
-         WHERE id = ?7 AND status != 'closed'{guard}"
-    );
-    let mut query = sqlx::query(&insert)
+    let mut query = sqlx::query(insert)
         .bind(now)
         .bind(role_str(new.author.role))
         .bind(&new.author.id)
@@ -469,12 +460,7 @@ async fn append_fast(
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let update = format!(
-        "UPDATE conversations SET last_seq = last_seq + 1, preview = COALESCE(?1, preview),
-             updated_at = ?2{set_effect}
-         WHERE id = ?3 RETURNING {CONVERSATION_COLUMNS}"
-    );
-    let row = sqlx::query(&update)
+    let row = sqlx::query(update)
         .bind(&preview)
         .bind(now)
         .bind(&id.0)
@@ -494,3 +480,34 @@ async fn append_fast(
         duplicate: false,
     }))
 }
+
+/// [`append_fast`]'s insert and update for `Effect::None`, `Assign`, `Close`, `Handoff` and
+/// `BotReply`, in that order, built once: they differ only by the effect's guard and what it
+/// sets.
+static FAST_APPEND: LazyLock<[(String, String); 5]> = LazyLock::new(|| {
+    [
+        ("", ""),
+        // Only an agent's message in a conversation already theirs: taking it from the queue or
+        // the bot records queue times, which the careful path does.
+        ("", " AND assignee_id = ?8"),
+        (", status = 'closed'", ""),
+        // Only while the bot has it (otherwise the careful path says Forbidden); into the
+        // people's queue, waiting from now.
+        (", bot = 0, queued_at = ?2", " AND bot = 1"),
+        ("", " AND bot = 1"),
+    ]
+    .map(|(set_effect, guard)| {
+        (
+            format!(
+                "INSERT INTO events (conversation_id, seq, at, author_role, author_id, author_name, client_id, body)
+                 SELECT id, last_seq + 1, ?1, ?2, ?3, ?4, ?5, ?6 FROM conversations
+                 WHERE id = ?7 AND status != 'closed'{guard}"
+            ),
+            format!(
+                "UPDATE conversations SET last_seq = last_seq + 1, preview = COALESCE(?1, preview),
+                     updated_at = ?2{set_effect}
+                 WHERE id = ?3 RETURNING {CONVERSATION_COLUMNS}"
+            ),
+        )
+    })
+});
