@@ -278,10 +278,14 @@ impl Relay {
         if !config.assets_dir.join("widget.js").exists() {
             tracing::warn!(dir = %config.assets_dir.display(), "widget bundle missing: run `cargo xtask build`");
         }
+        let metrics = metrics::Metrics::default();
+        if let Some(wal) = store.wal() {
+            metrics.register_wal(&wal);
+        }
         let app = Arc::new(App {
             store: store.clone(),
             hub: Hub::new(),
-            metrics: metrics::Metrics::default(),
+            metrics,
             sites: config
                 .sites
                 .iter()

@@ -43,6 +43,65 @@ pub struct CodeLabel {
     pub code: String,
 }
 
+/// Label of the SQLite WAL's rewind and restart counters: how it went.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `done`, or why not (`blocked`, `gave_up`).
+    pub outcome: String,
+}
+
+/// The SQLite WAL's figures: kept by the store's checkpointer and committer, exported with the
+/// relay's own (see [`Metrics::register_wal`]). Why: under writes that never pause, the WAL is
+/// kept in bounds only by rewinds, and a reader that blocks them lets it grow unnoticed — with
+/// these, an operator sees it grow and why.
+#[derive(Clone, Debug, Default)]
+pub struct Wal {
+    /// Bytes written to the WAL since it last started over, as of the last checkpoint pass.
+    pub bytes: Gauge,
+    /// Rewinds run by the committer between two batches, by outcome: `done`, or `blocked` (a
+    /// reader on an older snapshot kept the pass short of the end).
+    pub rewinds: Family<OutcomeLabel, Counter>,
+    /// Fallback `RESTART` checkpoints (the WAL past twice its limit), by outcome: `done`, or
+    /// `gave_up` (a reader or the writer held on past its short wait).
+    pub restarts: Family<OutcomeLabel, Counter>,
+    /// Checkpoint passes that failed (the WAL only grows meanwhile; nothing is lost).
+    pub failures: Counter,
+}
+
+impl Wal {
+    /// Counts a rewind by how it went.
+    pub fn rewound(&self, done: bool) {
+        Self::count(&self.rewinds, if done { "done" } else { "blocked" });
+    }
+
+    /// Counts a fallback `RESTART` by how it went.
+    pub fn restarted(&self, done: bool) {
+        Self::count(&self.restarts, if done { "done" } else { "gave_up" });
+    }
+
+    /// Rewinds counted with `outcome` so far.
+    pub fn rewind_count(&self, outcome: &str) -> u64 {
+        Self::counter(&self.rewinds, outcome).get()
+    }
+
+    /// Fallback `RESTART`s counted with `outcome` so far.
+    pub fn restart_count(&self, outcome: &str) -> u64 {
+        Self::counter(&self.restarts, outcome).get()
+    }
+
+    fn count(family: &Family<OutcomeLabel, Counter>, outcome: &str) {
+        Self::counter(family, outcome).inc();
+    }
+
+    fn counter(family: &Family<OutcomeLabel, Counter>, outcome: &str) -> Counter {
+        family
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .clone()
+    }
+}
+
 /// The relay's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -129,6 +188,31 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Exports the SQLite WAL's figures (a store on SQLite has them: [`crate::store::Store::wal`]).
+    pub fn register_wal(&self, wal: &Wal) {
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        registry.register(
+            "sqlite_wal_bytes",
+            "Bytes written to the SQLite WAL since it last started over",
+            wal.bytes.clone(),
+        );
+        registry.register(
+            "sqlite_wal_rewinds",
+            "SQLite WAL rewinds between two group commits, by outcome",
+            wal.rewinds.clone(),
+        );
+        registry.register(
+            "sqlite_wal_restarts",
+            "Fallback RESTART checkpoints of the SQLite WAL, by outcome",
+            wal.restarts.clone(),
+        );
+        registry.register(
+            "sqlite_checkpoint_failures",
+            "SQLite WAL checkpoint passes that failed",
+            wal.failures.clone(),
+        );
+    }
+
     /// Counts one stored event.
     pub fn stored(&self, role: Role) {
         let author = match role {
@@ -202,5 +286,31 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("parley_queue_waiting 2"), "{text}");
+        assert!(
+            !text.contains("sqlite"),
+            "no WAL figures without a WAL: {text}"
+        );
+    }
+
+    #[test]
+    fn renders_the_wal_figures_once_registered() {
+        let m = Metrics::default();
+        let wal = Wal::default();
+        m.register_wal(&wal);
+        wal.bytes.set(4096);
+        wal.rewound(true);
+        wal.rewound(true);
+        wal.rewound(false);
+        wal.restarted(false);
+        let text = m.render(0, 0);
+        for line in [
+            "parley_sqlite_wal_bytes 4096",
+            r#"parley_sqlite_wal_rewinds_total{outcome="done"} 2"#,
+            r#"parley_sqlite_wal_rewinds_total{outcome="blocked"} 1"#,
+            r#"parley_sqlite_wal_restarts_total{outcome="gave_up"} 1"#,
+            "parley_sqlite_checkpoint_failures_total 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

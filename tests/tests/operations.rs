@@ -44,6 +44,12 @@ async fn health_readiness_and_metrics() -> anyhow::Result<()> {
         text.contains("parley_store_append_seconds_count 1"),
         "{text}"
     );
+    // The test relay runs on SQLite: its write-ahead log's figures are there too.
+    assert!(text.contains("parley_sqlite_wal_bytes "), "{text}");
+    assert!(
+        text.contains("parley_sqlite_checkpoint_failures_total 0"),
+        "{text}"
+    );
     relay.shutdown().await;
     Ok(())
 }

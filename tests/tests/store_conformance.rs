@@ -1616,6 +1616,105 @@ async fn sqlite_wal_is_rewound_under_writes_that_never_pause() -> anyhow::Result
     Ok(())
 }
 
+/// SQLite only: past its limit the WAL is rewound by the committer between two batches (a
+/// `PASSIVE` pass on the writer's connection), not by the checkpointer's `RESTART` fallback, which
+/// is for a WAL past twice its limit and stalls appends longer; and a reader on an old snapshot
+/// shows as a `blocked` rewind. Told apart by the store's WAL figures, the ones `/metrics`
+/// exports. A reader holding its snapshot keeps every checkpoint short, so slow appends grow
+/// the WAL just past its 1 MiB limit (and nowhere near twice it); once the reader is gone, the
+/// next ask is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_wal_is_rewound_by_the_committer_and_a_reader_blocks_it() -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    use std::time::{Duration, Instant};
+
+    const LIMIT: i64 = 1024 * 1024;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("parley.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = store::connect(&format!("{url}?wal_limit_mib=1")).await?;
+    let wal = store.wal().context("a SQLite store has WAL figures")?;
+    let (visitor, conversation) = cases::chat(&*store).await?;
+    let mut appended = 0;
+    let mut append = || {
+        appended += 1;
+        let new = cases::message(
+            cases::visitor_author(&visitor),
+            Some(&format!("m{appended}")),
+            &"x".repeat(500),
+        );
+        let (store, id) = (store.clone(), conversation.id.clone());
+        async move { store.append(&id, new).await }
+    };
+    let figures = |wal: &relay_server::metrics::Wal| {
+        format!(
+            "WAL {} bytes; rewinds done {}, blocked {}; restarts done {}, gave up {}",
+            wal.bytes.get(),
+            wal.rewind_count("done"),
+            wal.rewind_count("blocked"),
+            wal.restart_count("done"),
+            wal.restart_count("gave_up"),
+        )
+    };
+
+    // A reader on the snapshot of now: no checkpoint may copy past it.
+    let mut reader = sqlx::SqliteConnection::connect(&url).await?;
+    sqlx::query("BEGIN").execute(&mut reader).await?;
+    sqlx::query("SELECT count(*) FROM events")
+        .fetch_one(&mut reader)
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while wal.bytes.get() <= LIMIT && Instant::now() < deadline {
+        append().await?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        wal.bytes.get() > LIMIT,
+        "the WAL grew past its limit: {}",
+        figures(&wal)
+    );
+    // Past the limit, the committer is asked to rewind (at most once a second) and cannot.
+    while wal.rewind_count("blocked") == 0 && Instant::now() < deadline {
+        append().await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        wal.rewind_count("blocked") >= 1,
+        "a rewind was tried and the reader blocked it: {}",
+        figures(&wal)
+    );
+
+    sqlx::query("COMMIT").execute(&mut reader).await?;
+    reader.close().await?;
+    // No appends for a while: the idle checkpoints copy everything and ask again once a
+    // second has passed since the last ask; then one append lets the committer take it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    while wal.rewind_count("done") == 0 && Instant::now() < deadline {
+        append().await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        wal.rewind_count("done") >= 1,
+        "once the reader left, the committer rewound the WAL: {}",
+        figures(&wal)
+    );
+    // The WAL started over: the next checkpoint pass sees only what came after.
+    while wal.bytes.get() > LIMIT && Instant::now() < deadline {
+        append().await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seen = figures(&wal);
+    store.close().await;
+    assert!(wal.bytes.get() <= LIMIT, "the WAL started over: {seen}");
+    assert_eq!(
+        (wal.restart_count("done"), wal.restart_count("gave_up")),
+        (0, 0),
+        "the WAL never reached twice its limit, so no RESTART ran: {seen}"
+    );
+    assert_eq!(wal.failures.get(), 0, "no checkpoint failed: {seen}");
+    Ok(())
+}
+
 /// SQLite only: while appends keep coming, the group commit keeps the single writer connection
 /// from one batch to the next, but only for a short while: other writes (a login's session
 /// here) must still get their turn while the appends go on, not only once they stop. More

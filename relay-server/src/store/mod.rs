@@ -417,6 +417,11 @@ pub trait Store: Send + Sync + 'static {
     /// Checks the engine answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 
+    /// The WAL's figures, for `/metrics`: SQLite only.
+    fn wal(&self) -> Option<crate::metrics::Wal> {
+        None
+    }
+
     /// Number of agent accounts.
     async fn agent_count(&self) -> StoreResult<i64>;
     /// Creates the agent or resets its display name and password hash.

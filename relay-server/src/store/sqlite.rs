@@ -50,6 +50,8 @@ pub struct SqliteStore {
     /// [`checkpoint::EVERY`] while the committer commits, so no commit does it (see
     /// [`checkpoint`]); stops when the last clone of the store is dropped.
     _checkpointer: Arc<checkpoint::Checkpointer>,
+    /// The WAL's figures, kept by the committer and the checkpointer ([`Store::wal`]).
+    wal: crate::metrics::Wal,
 }
 
 /// The writer's page cache, in KiB (`PRAGMA cache_size` takes negative numbers as KiB). Memory
@@ -145,14 +147,17 @@ impl SqliteStore {
             .connect_with(options.clone().read_only(true))
             .await?;
         let signals = Arc::new(checkpoint::Signals::default());
-        let committer = commit::Committer::start(write.clone(), signals.clone());
-        let checkpointer =
-            Arc::new(checkpoint::Checkpointer::start(&options, wal_limit_mib, signals).await?);
+        let wal = crate::metrics::Wal::default();
+        let committer = commit::Committer::start(write.clone(), signals.clone(), wal.clone());
+        let checkpointer = Arc::new(
+            checkpoint::Checkpointer::start(&options, wal_limit_mib, signals, wal.clone()).await?,
+        );
         Ok(Self {
             write,
             read,
             committer,
             _checkpointer: checkpointer,
+            wal,
         })
     }
 
@@ -224,6 +229,10 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
+    }
+
+    fn wal(&self) -> Option<crate::metrics::Wal> {
+        Some(self.wal.clone())
     }
 
     async fn agent_count(&self) -> StoreResult<i64> {

@@ -32,6 +32,9 @@
 //! on an old snapshot can still keep the rewind from taking; past twice the limit this task
 //! falls back to that `RESTART`, under a short busy timeout ([`RESTART_WAIT`]) so that a long
 //! reader makes it give up until next time instead of stalling appends.
+//!
+//! Both count what they do in the store's WAL figures ([`Wal`], exported at `/metrics`): the
+//! WAL's size at each pass, rewinds and `RESTART`s by outcome, failed passes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -41,6 +44,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::metrics::Wal;
 
 /// Least time between two checkpoints while commits keep coming (see the module header: at
 /// 5,000 msg/s, 50 ms and 100 ms measured alike, 250 ms already let stalls through, 1 s was the
@@ -100,17 +105,21 @@ impl Signals {
 /// header). A reader still on an older snapshot keeps the copy short of the end, or one reading
 /// at the moment of the next transaction keeps the WAL from starting over; then the WAL goes on
 /// growing and the checkpointer asks again, a [`REWIND_EVERY`] later.
-pub async fn rewind(writer: &mut SqliteConnection) {
+pub async fn rewind(writer: &mut SqliteConnection, wal: &Wal) {
     match checkpoint(writer, "PASSIVE").await {
         Ok(p) if p.log != p.copied => {
+            wal.rewound(false);
             tracing::debug!(
                 frames = p.log,
                 copied = p.copied,
                 "WAL past its limit; a reader kept it from being rewound"
             );
         }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "rewinding the SQLite WAL failed; retrying"),
+        Ok(_) => wal.rewound(true),
+        Err(e) => {
+            wal.failures.inc();
+            tracing::warn!(error = %e, "rewinding the SQLite WAL failed; retrying");
+        }
     }
 }
 
@@ -147,10 +156,13 @@ async fn checkpoint(connection: &mut SqliteConnection, mode: &str) -> sqlx::Resu
 async fn tick(
     connection: &mut SqliteConnection,
     limit_frames: i64,
+    page_size: i64,
     signals: &Signals,
+    wal: &Wal,
     last_ask: &mut Option<Instant>,
 ) -> sqlx::Result<()> {
     let mut progress = checkpoint(connection, "PASSIVE").await?;
+    wal.bytes.set(progress.log.max(0) * page_size);
     if progress.log <= limit_frames {
         return Ok(());
     }
@@ -182,6 +194,7 @@ async fn tick(
         .execute(&mut *connection)
         .await?;
     let restarted = restarted?;
+    wal.restarted(!restarted.busy);
     if restarted.busy {
         tracing::debug!(
             frames = restarted.log,
@@ -201,12 +214,14 @@ impl Checkpointer {
         options: &SqliteConnectOptions,
         wal_limit_mib: u32,
         signals: Arc<Signals>,
+        wal: Wal,
     ) -> sqlx::Result<Self> {
         let mut connection = options.connect().await?;
         let (page_size,): (i64,) = sqlx::query_as("PRAGMA page_size")
             .fetch_one(&mut connection)
             .await?;
-        let limit_frames = i64::from(wal_limit_mib) * 1024 * 1024 / page_size.max(512);
+        let page_size = page_size.max(512);
+        let limit_frames = i64::from(wal_limit_mib) * 1024 * 1024 / page_size;
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         tokio::spawn(async move {
@@ -219,7 +234,17 @@ impl Checkpointer {
                     _ = signals.committed.notified() => {}
                     _ = tokio::time::sleep(IDLE_EVERY) => {}
                 }
-                if let Err(e) = tick(&mut connection, limit_frames, &signals, &mut last_ask).await {
+                let ticked = tick(
+                    &mut connection,
+                    limit_frames,
+                    page_size,
+                    &signals,
+                    &wal,
+                    &mut last_ask,
+                )
+                .await;
+                if let Err(e) = ticked {
+                    wal.failures.inc();
                     tracing::warn!(error = %e, "SQLite WAL checkpoint failed; retrying");
                 }
                 tokio::select! {

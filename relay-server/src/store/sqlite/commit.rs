@@ -36,6 +36,7 @@ use super::checkpoint::Signals;
 use super::{
     append_in, bind_event, conversation_from_row, json, ConversationRecord, CONVERSATION_COLUMNS,
 };
+use crate::metrics::Wal;
 use crate::store::{
     now_ms, preview_of, role_str, Appended, Effect, NewEvent, StoreError, StoreResult,
 };
@@ -66,9 +67,9 @@ impl Committer {
     /// dropped; once `write` is closed, it answers every request with the pool's error. Each
     /// commit notifies the WAL checkpointer, and the committer rewinds the WAL when it asks
     /// (see [`super::checkpoint`]).
-    pub fn start(write: SqlitePool, signals: Arc<Signals>) -> Self {
+    pub fn start(write: SqlitePool, signals: Arc<Signals>, wal: Wal) -> Self {
         let (requests, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(write, queue, signals));
+        tokio::spawn(run(write, queue, signals, wal));
         Self { requests }
     }
 
@@ -99,7 +100,12 @@ impl Committer {
 /// made `BEGIN` the slowest step of a group commit (210 µs of ~0.6 ms). Past [`HOLD`], or once
 /// nothing waits, the connection goes back to the pool, so the other writers (sessions,
 /// assignments, settings) wait at most that long.
-async fn run(write: SqlitePool, mut queue: mpsc::Receiver<Request>, signals: Arc<Signals>) {
+async fn run(
+    write: SqlitePool,
+    mut queue: mpsc::Receiver<Request>,
+    signals: Arc<Signals>,
+    wal: Wal,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut held: Option<(PoolConnection<Sqlite>, Instant)> = None;
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -121,7 +127,7 @@ async fn run(write: SqlitePool, mut queue: mpsc::Receiver<Request>, signals: Arc
         // The WAL grew (or a failed batch left it as it was: a spare checkpoint is harmless).
         signals.committed.notify_one();
         if signals.take_rewind() {
-            super::checkpoint::rewind(&mut connection).await;
+            super::checkpoint::rewind(&mut connection, &wal).await;
         }
         if healthy && !queue.is_empty() && since.elapsed() < HOLD {
             held = Some((connection, since));
