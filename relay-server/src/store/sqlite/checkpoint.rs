@@ -103,16 +103,18 @@ impl Signals {
 /// On the writer's connection, between two transactions: copies what the WAL holds beyond the
 /// last checkpoint, so that the next write transaction starts the WAL over (see the module
 /// header). A reader still on an older snapshot keeps the copy short of the end, or one reading
-/// at the moment of the next transaction keeps the WAL from starting over; then the WAL goes on
-/// growing and the checkpointer asks again, a [`REWIND_EVERY`] later.
+/// at the moment of the next transaction keeps the WAL from starting over, or the checkpointer's
+/// own pass is running and this one does nothing; then the WAL goes on growing and the
+/// checkpointer asks again, a [`REWIND_EVERY`] later. Counted in `wal` as `done` or `blocked`.
 pub async fn rewind(writer: &mut SqliteConnection, wal: &Wal) {
     match checkpoint(writer, "PASSIVE").await {
-        Ok(p) if p.log != p.copied => {
+        // `busy`: the checkpointer's own pass was running, and this one did nothing.
+        Ok(p) if p.busy || p.log != p.copied => {
             wal.rewound(false);
             tracing::debug!(
                 frames = p.log,
                 copied = p.copied,
-                "WAL past its limit; a reader kept it from being rewound"
+                "WAL past its limit; a reader or a checkpoint in progress kept it from being rewound"
             );
         }
         Ok(_) => wal.rewound(true),
@@ -132,7 +134,8 @@ pub struct Checkpointer {
 /// file (-1 for both when the database is not in WAL mode).
 #[derive(Clone, Copy, Debug)]
 struct Progress {
-    /// The checkpoint could not finish (a `RESTART` that gave up waiting).
+    /// The checkpoint could not finish: a `RESTART` that gave up waiting, or another
+    /// checkpoint was running (then `log` and `copied` are -1: nothing was done).
     busy: bool,
     log: i64,
     copied: i64,
@@ -162,6 +165,10 @@ async fn tick(
     last_ask: &mut Option<Instant>,
 ) -> sqlx::Result<()> {
     let mut progress = checkpoint(connection, "PASSIVE").await?;
+    if progress.busy {
+        // The committer's rewind was running: nothing was read, try next time.
+        return Ok(());
+    }
     wal.bytes.set(progress.log.max(0) * page_size);
     if progress.log <= limit_frames {
         return Ok(());
