@@ -46,7 +46,7 @@ pub struct CodeLabel {
 /// Label of the SQLite WAL's rewind and restart counters: how it went.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
-    /// `done`, or why not (`blocked`, `gave_up`).
+    /// `done`, or why not (`blocked`, `busy`, `gave_up`).
     pub outcome: String,
 }
 
@@ -58,8 +58,9 @@ pub struct OutcomeLabel {
 pub struct Wal {
     /// Bytes written to the WAL since it last started over, as of the last checkpoint pass.
     pub bytes: Gauge,
-    /// Rewinds run by the committer between two batches, by outcome: `done`, or `blocked` (a
-    /// reader on an older snapshot kept the pass short of the end).
+    /// Rewinds run by the committer between two batches, by outcome: `done`, `blocked` (a
+    /// reader on an older snapshot kept the pass short of the end) or `busy` (the checkpointer's
+    /// own pass was running; asked again after the next batch).
     pub rewinds: Family<OutcomeLabel, Counter>,
     /// Fallback `RESTART` checkpoints (the WAL past twice its limit), by outcome: `done`, or
     /// `gave_up` (a reader or the writer held on past its short wait).
@@ -69,14 +70,14 @@ pub struct Wal {
 }
 
 impl Wal {
-    /// Counts a rewind by how it went.
-    pub fn rewound(&self, done: bool) {
-        Self::count(&self.rewinds, if done { "done" } else { "blocked" });
+    /// Counts a rewind by how it went: `done`, `blocked` or `busy`.
+    pub fn count_rewind(&self, outcome: &str) {
+        Self::count(&self.rewinds, outcome);
     }
 
-    /// Counts a fallback `RESTART` by how it went.
-    pub fn restarted(&self, done: bool) {
-        Self::count(&self.restarts, if done { "done" } else { "gave_up" });
+    /// Counts a fallback `RESTART` by how it went: `done` or `gave_up`.
+    pub fn count_restart(&self, outcome: &str) {
+        Self::count(&self.restarts, outcome);
     }
 
     /// Rewinds counted with `outcome` so far.
@@ -298,10 +299,10 @@ mod tests {
         let wal = Wal::default();
         m.register_wal(&wal);
         wal.bytes.set(4096);
-        wal.rewound(true);
-        wal.rewound(true);
-        wal.rewound(false);
-        wal.restarted(false);
+        wal.count_rewind("done");
+        wal.count_rewind("done");
+        wal.count_rewind("blocked");
+        wal.count_restart("gave_up");
         let text = m.render(0, 0);
         for line in [
             "parley_sqlite_wal_bytes 4096",

@@ -103,21 +103,26 @@ impl Signals {
 /// On the writer's connection, between two transactions: copies what the WAL holds beyond the
 /// last checkpoint, so that the next write transaction starts the WAL over (see the module
 /// header). A reader still on an older snapshot keeps the copy short of the end, or one reading
-/// at the moment of the next transaction keeps the WAL from starting over, or the checkpointer's
-/// own pass is running and this one does nothing; then the WAL goes on growing and the
-/// checkpointer asks again, a [`REWIND_EVERY`] later. Counted in `wal` as `done` or `blocked`.
-pub async fn rewind(writer: &mut SqliteConnection, wal: &Wal) {
+/// at the moment of the next transaction keeps the WAL from starting over; then the WAL goes on
+/// growing and the checkpointer asks again, a [`REWIND_EVERY`] later. If the checkpointer's own
+/// pass is running, SQLite does nothing ("busy"): that passes in milliseconds, so the rewind is
+/// asked again of the committer's next batch at once. Counted in `wal` as `done`, `blocked` or
+/// `busy`.
+pub async fn rewind(writer: &mut SqliteConnection, signals: &Signals, wal: &Wal) {
     match checkpoint(writer, "PASSIVE").await {
-        // `busy`: the checkpointer's own pass was running, and this one did nothing.
-        Ok(p) if p.busy || p.log != p.copied => {
-            wal.rewound(false);
+        Ok(p) if p.busy => {
+            wal.count_rewind("busy");
+            signals.ask_rewind();
+        }
+        Ok(p) if p.log != p.copied => {
+            wal.count_rewind("blocked");
             tracing::debug!(
                 frames = p.log,
                 copied = p.copied,
-                "WAL past its limit; a reader or a checkpoint in progress kept it from being rewound"
+                "WAL past its limit; a reader kept it from being rewound"
             );
         }
-        Ok(_) => wal.rewound(true),
+        Ok(_) => wal.count_rewind("done"),
         Err(e) => {
             wal.failures.inc();
             tracing::warn!(error = %e, "rewinding the SQLite WAL failed; retrying");
@@ -201,7 +206,7 @@ async fn tick(
         .execute(&mut *connection)
         .await?;
     let restarted = restarted?;
-    wal.restarted(!restarted.busy);
+    wal.count_restart(if restarted.busy { "gave_up" } else { "done" });
     if restarted.busy {
         tracing::debug!(
             frames = restarted.log,

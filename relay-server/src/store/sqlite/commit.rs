@@ -124,11 +124,13 @@ async fn run(
             },
         };
         let healthy = commit_batch(&mut connection, requests).await;
+        // Before the checkpointer hears of this commit: its pass, woken by the news, would
+        // otherwise run beside the rewind and make it "busy".
+        if signals.take_rewind() {
+            super::checkpoint::rewind(&mut connection, &signals, &wal).await;
+        }
         // The WAL grew (or a failed batch left it as it was: a spare checkpoint is harmless).
         signals.committed.notify_one();
-        if signals.take_rewind() {
-            super::checkpoint::rewind(&mut connection, &wal).await;
-        }
         if healthy && !queue.is_empty() && since.elapsed() < HOLD {
             held = Some((connection, since));
         }
