@@ -72,12 +72,12 @@ pub struct Wal {
 impl Wal {
     /// Counts a rewind by how it went: `done`, `blocked` or `busy`.
     pub fn count_rewind(&self, outcome: &str) {
-        Self::count(&self.rewinds, outcome);
+        Self::counter(&self.rewinds, outcome).inc();
     }
 
     /// Counts a fallback `RESTART` by how it went: `done` or `gave_up`.
     pub fn count_restart(&self, outcome: &str) {
-        Self::count(&self.restarts, outcome);
+        Self::counter(&self.restarts, outcome).inc();
     }
 
     /// Rewinds counted with `outcome` so far.
@@ -88,10 +88,6 @@ impl Wal {
     /// Fallback `RESTART`s counted with `outcome` so far.
     pub fn restart_count(&self, outcome: &str) -> u64 {
         Self::counter(&self.restarts, outcome).get()
-    }
-
-    fn count(family: &Family<OutcomeLabel, Counter>, outcome: &str) {
-        Self::counter(family, outcome).inc();
     }
 
     fn counter(family: &Family<OutcomeLabel, Counter>, outcome: &str) -> Counter {

@@ -1648,10 +1648,11 @@ async fn sqlite_wal_is_rewound_by_the_committer_and_a_reader_blocks_it() -> anyh
     };
     let figures = |wal: &relay_server::metrics::Wal| {
         format!(
-            "WAL {} bytes; rewinds done {}, blocked {}; restarts done {}, gave up {}",
+            "WAL {} bytes; rewinds done {}, blocked {}, busy {}; restarts done {}, gave up {}",
             wal.bytes.get(),
             wal.rewind_count("done"),
             wal.rewind_count("blocked"),
+            wal.rewind_count("busy"),
             wal.restart_count("done"),
             wal.restart_count("gave_up"),
         )
