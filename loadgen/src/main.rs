@@ -6,6 +6,10 @@
 //! - `chat`: V visitors each open a conversation, M agents log in and open them all, then the
 //!   visitors send at a fixed total rate for a fixed time; every message carries its send time, and
 //!   the agents measure visitor→agent latency (sent → event received, i.e. stored and relayed).
+//!   Every agent socket also checks delivery: each event of each conversation exactly once, seq
+//!   +1 after seq; a run with a gap or a repeat fails. `--stall-agent S` makes the first agent
+//!   stop reading for S seconds mid-run, the way a frozen laptop does, so the relay's
+//!   lag-and-resync path is measured under load: how many resyncs, how soon the agent is current.
 //!
 //! Connections are spread over several 127.0.0.x source addresses (≈28k ephemeral ports each).
 //! Everything is bounded in count and time and targets loopback only.
@@ -91,6 +95,10 @@ enum Scenario {
         /// Seconds of sending.
         #[arg(long, default_value_t = 10)]
         duration: u64,
+        /// Seconds the first agent socket stops reading, starting halfway through the run
+        /// (0: never). Its samples are reported apart from the others'.
+        #[arg(long, default_value_t = 0)]
+        stall_agent: u64,
     },
 }
 
@@ -313,8 +321,13 @@ async fn login(url: &str, username: &str, password: &str) -> anyhow::Result<Stri
 }
 
 /// Opens a conversation on an agent socket, waiting for its history and honouring
-/// `rate_limited` the way PROTOCOL.md asks clients to.
-async fn open_conversation(ws: &mut Ws, conversation: &ConversationId) -> anyhow::Result<()> {
+/// `rate_limited` the way PROTOCOL.md asks clients to. Events of conversations opened before
+/// (an assignment's `joined`, say) go to `delivery` like any other.
+async fn open_conversation(
+    ws: &mut Ws,
+    conversation: &ConversationId,
+    delivery: &mut Delivery,
+) -> anyhow::Result<()> {
     loop {
         let frame = AgentFrame::Open {
             conversation_id: conversation.clone(),
@@ -325,8 +338,13 @@ async fn open_conversation(ws: &mut Ws, conversation: &ConversationId) -> anyhow
             match ws.next().await {
                 Some(Ok(Message::Text(t))) => match protocol::decode::<ToAgent>(&t) {
                     Ok(ToAgent::History {
-                        conversation_id, ..
-                    }) if &conversation_id == conversation => return Ok(()),
+                        conversation_id,
+                        events,
+                    }) if &conversation_id == conversation => {
+                        delivery.opened(conversation_id, &events);
+                        return Ok(());
+                    }
+                    Ok(ToAgent::Event(e)) => delivery.event(&e),
                     Ok(ToAgent::Error(e)) if e.code == protocol::ErrorCode::RateLimited => {
                         let wait = e.retry_after_ms.unwrap_or(100);
                         tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -351,6 +369,7 @@ async fn chat(
     password: &str,
     rate: u64,
     duration: u64,
+    stall_agent: u64,
 ) -> anyhow::Result<()> {
     let target = host_port(&cli.url)?;
     let agent_url = cli.agent_url.clone().unwrap_or_else(|| cli.url.clone());
@@ -366,6 +385,8 @@ async fn chat(
     // Visitors connect and each opens a conversation with a first message.
     let mut visitor_socks = Vec::with_capacity(visitors);
     let mut conversations: Vec<ConversationId> = Vec::with_capacity(visitors);
+    // The bot's hand-off may come before the ack of the opening message.
+    let mut handed_over_early = Vec::with_capacity(visitors);
     for n in 0..visitors {
         let mut ws = connect(
             target,
@@ -376,6 +397,7 @@ async fn chat(
         )
         .await?;
         visitor_hello(&mut ws).await?;
+        let mut early = false;
         send(
             &mut ws,
             &VisitorFrame::Send {
@@ -386,92 +408,151 @@ async fn chat(
         .await?;
         loop {
             match ws.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    if let Ok(ToVisitor::Ack {
+                Some(Ok(Message::Text(t))) => match protocol::decode::<ToVisitor>(&t) {
+                    Ok(ToVisitor::Ack {
                         conversation_id, ..
-                    }) = protocol::decode::<ToVisitor>(&t)
-                    {
+                    }) => {
                         conversations.push(conversation_id);
                         break;
                     }
-                }
+                    Ok(ToVisitor::Event(e))
+                        if matches!(e.body, protocol::EventBody::Handoff { .. }) =>
+                    {
+                        early = true;
+                    }
+                    _ => {}
+                },
                 Some(Ok(_)) => {}
                 other => bail!("visitor socket ended: {other:?}"),
             }
         }
         visitor_socks.push(ws);
+        handed_over_early.push(early);
     }
 
     // On a bot-first site the opening asks for a person: the bot hands over at once, so the
     // measured phase is people's chat only, not a thousand bot turns and hand-offs in its first
     // second. Waited for together, bounded (an agents-first site sends no hand-off).
-    let handoffs = futures::future::join_all(visitor_socks.iter_mut().map(|ws| async move {
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while let Some(Ok(msg)) = ws.next().await {
-                if let Message::Text(t) = msg {
-                    if let Ok(ToVisitor::Event(e)) = protocol::decode::<ToVisitor>(&t) {
-                        if matches!(e.body, protocol::EventBody::Handoff { .. }) {
-                            return true;
+    let handoffs = futures::future::join_all(visitor_socks.iter_mut().zip(&handed_over_early).map(
+        |(ws, early)| async move {
+            if *early {
+                return true;
+            }
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(Ok(msg)) = ws.next().await {
+                    if let Message::Text(t) = msg {
+                        if let Ok(ToVisitor::Event(e)) = protocol::decode::<ToVisitor>(&t) {
+                            if matches!(e.body, protocol::EventBody::Handoff { .. }) {
+                                return true;
+                            }
                         }
                     }
                 }
-            }
-            false
-        })
-        .await
-        .unwrap_or(false)
-    }))
+                false
+            })
+            .await
+            .unwrap_or(false)
+        },
+    ))
     .await;
     let handed_over = handoffs.iter().filter(|h| **h).count();
 
-    // Agents log in and open every conversation.
+    // Agents log in and open every conversation, all at once: each socket has its own rate
+    // limit, and visitors left unread past the relay's idle timeout would be closed.
     let cookie = login(&agent_url, username, password).await?;
-    let mut agent_tasks = Vec::new();
-    for n in 0..agents {
-        let mut ws = connect(
-            agent_target,
-            "/ws/agent",
-            n,
-            cli.sources,
-            &[("cookie", cookie.clone())],
-        )
-        .await?;
-        send(
-            &mut ws,
-            &AgentFrame::Hello {
-                v: protocol::PROTOCOL_VERSION,
-            },
-        )
-        .await?;
-        for c in &conversations {
-            open_conversation(&mut ws, c).await?;
+    let opened = futures::future::join_all((0..agents).map(|n| {
+        let cookie = cookie.clone();
+        let conversations = &conversations;
+        async move {
+            let mut ws = connect(
+                agent_target,
+                "/ws/agent",
+                n,
+                cli.sources,
+                &[("cookie", cookie)],
+            )
+            .await?;
+            send(
+                &mut ws,
+                &AgentFrame::Hello {
+                    v: protocol::PROTOCOL_VERSION,
+                },
+            )
+            .await?;
+            let mut delivery = Delivery::default();
+            for c in conversations {
+                open_conversation(&mut ws, c, &mut delivery).await?;
+            }
+            anyhow::Ok((ws, delivery))
         }
+    }))
+    .await;
+    // Sending starts after a short settle; the stalled agent stops halfway through.
+    let settle = Duration::from_millis(500);
+    let stall = (stall_agent > 0).then(|| {
+        (
+            Instant::now() + settle + Duration::from_secs(duration) / 2,
+            Duration::from_secs(stall_agent),
+        )
+    });
+    let mut agent_tasks = Vec::new();
+    let mut deliveries = Vec::new();
+    for (n, agent) in opened.into_iter().enumerate() {
+        let (mut ws, delivery) = agent?;
+        let delivery = Arc::new(std::sync::Mutex::new(delivery));
+        deliveries.push(delivery.clone());
         let latencies = latencies.clone();
         let received = received.clone();
+        let mut stall = stall.filter(|_| n == 0);
+        let stalled = stall.is_some();
         agent_tasks.push(tokio::spawn(async move {
+            let mut resumed: Option<Instant> = None;
             while let Some(Ok(msg)) = ws.next().await {
-                let Message::Text(t) = msg else { continue };
-                if let Ok(ToAgent::Event(e)) = protocol::decode::<ToAgent>(&t) {
-                    if let Some(stamp) = e.message_text().and_then(Stamp::parse) {
-                        let now_us = epoch.elapsed().as_micros() as u64;
-                        let now_wall = unix_micros();
-                        let stored_us = u64::try_from(e.at).unwrap_or(0) * 1000;
-                        let mut l = latencies.lock().await;
-                        l.total.push(now_us.saturating_sub(stamp.sent_us));
-                        l.to_stored.push(stored_us.saturating_sub(stamp.wall_us));
-                        l.stored_to_agent.push(now_wall.saturating_sub(stored_us));
-                        let second = (stamp.sent_us / 1_000_000) as usize;
-                        if l.by_second.len() <= second {
-                            l.by_second.resize_with(second + 1, stats::Samples::default);
-                        }
-                        l.by_second[second].push(now_us.saturating_sub(stamp.sent_us));
-                        received.fetch_add(1, Ordering::Relaxed);
+                if let Some((from, length)) = stall {
+                    if Instant::now() >= from {
+                        tokio::time::sleep(length).await;
+                        stall = None;
+                        resumed = Some(Instant::now());
                     }
                 }
+                let Message::Text(t) = msg else { continue };
+                let Ok(ToAgent::Event(e)) = protocol::decode::<ToAgent>(&t) else {
+                    continue;
+                };
+                delivery.lock().unwrap_or_else(|p| p.into_inner()).event(&e);
+                let Some(stamp) = e.message_text().and_then(Stamp::parse) else {
+                    continue;
+                };
+                let now_us = epoch.elapsed().as_micros() as u64;
+                let latency = now_us.saturating_sub(stamp.sent_us);
+                received.fetch_add(1, Ordering::Relaxed);
+                let mut l = latencies.lock().await;
+                if stalled {
+                    l.stalled.push(latency);
+                    // Current again: it reads a message sent after it resumed reading.
+                    if let Some(at) = resumed {
+                        if stamp.sent_us >= (at - epoch).as_micros() as u64 {
+                            l.caught_up = Some(at.elapsed());
+                            resumed = None;
+                        }
+                    }
+                    continue;
+                }
+                let now_wall = unix_micros();
+                let stored_us = u64::try_from(e.at).unwrap_or(0) * 1000;
+                l.total.push(latency);
+                l.to_stored.push(stored_us.saturating_sub(stamp.wall_us));
+                l.stored_to_agent.push(now_wall.saturating_sub(stored_us));
+                let second = (stamp.sent_us / 1_000_000) as usize;
+                if l.by_second.len() <= second {
+                    l.by_second.resize_with(second + 1, stats::Samples::default);
+                }
+                l.by_second[second].push(latency);
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resyncs_before = relay_counter(&agent_url, "parley_resyncs_total").await;
+    tokio::time::sleep(settle).await;
 
     // Each visitor sends at rate / visitors per second, with its own reader draining acks.
     let per_visitor = (rate as f64 / visitors as f64).max(0.001);
@@ -519,12 +600,21 @@ async fn chat(
     }
     let elapsed = started.elapsed();
     let cpu_after = CpuTimes::read(cli.relay_pid);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // What is still on its way: until every agent has every message, at most 10 s.
+    let sent = sent.load(Ordering::Relaxed);
+    let expected = sent * agents as u64;
+    let waiting = Instant::now();
+    while received.load(Ordering::Relaxed) < expected && waiting.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A repeat would come last (a resync's re-read): give it a moment to show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     for t in agent_tasks {
         t.abort();
     }
-    let sent = sent.load(Ordering::Relaxed);
     let received = received.load(Ordering::Relaxed);
+    let resyncs = relay_counter(&agent_url, "parley_resyncs_total").await;
     let samples = latencies.lock().await;
     println!("scenario: chat, {visitors} visitors -> {agents} agent sockets, target {rate} msg/s for {duration} s");
     if agent_target != target {
@@ -538,6 +628,13 @@ async fn chat(
         sent * agents as u64
     );
     println!("visitor->agent latency: {}", samples.total.summary());
+    let (mut gaps, mut repeats) = (0, 0);
+    for delivery in &deliveries {
+        let d = delivery.lock().unwrap_or_else(|p| p.into_inner());
+        gaps += d.gaps;
+        repeats += d.repeats;
+    }
+    println!("delivery on every agent socket: {gaps} events missing, {repeats} repeated (both must be 0)");
     // Split at the event's `at` (stamped by the relay inside the storing transaction, in whole
     // milliseconds): where a slow message spent its time.
     println!(
@@ -566,18 +663,82 @@ async fn chat(
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         println!("{}", after.since(&before, elapsed));
     }
+    if stall_agent > 0 {
+        println!(
+            "agent 0 stopped reading for {stall_agent} s mid-run: its latency {}",
+            samples.stalled.summary()
+        );
+        match samples.caught_up {
+            Some(after) => println!(
+                "  current again (read a message sent after it resumed) {:.0} ms after resuming",
+                after.as_secs_f64() * 1000.0
+            ),
+            None => println!("  never current again before the run ended"),
+        }
+    }
+    match (resyncs_before, resyncs) {
+        (Some(before), Some(after)) => println!("relay resyncs during the run: {}", after - before),
+        _ => println!("relay resyncs: /metrics not readable"),
+    }
     if let Some(pid) = cli.relay_pid {
         if let Some(rss) = rss_kib(pid) {
             println!("relay RSS: {rss} KiB");
         }
     }
-    if received < sent * agents as u64 {
+    if received < expected {
         bail!(
             "{} messages were not received by every agent",
-            sent * agents as u64 - received
+            expected - received
         );
     }
+    if gaps > 0 || repeats > 0 {
+        bail!("delivery broke: {gaps} events missing, {repeats} repeated");
+    }
     Ok(())
+}
+
+/// A counter from the relay's `/metrics`, `None` when it cannot be read.
+async fn relay_counter(url: &str, name: &str) -> Option<u64> {
+    let text = reqwest::get(format!("{}/metrics", url.trim_end_matches('/')))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// One agent socket's delivery check: the last seq it read of each conversation it opened.
+/// PROTOCOL.md promises each event once and in order on a socket, resyncs included.
+#[derive(Default)]
+struct Delivery {
+    last: std::collections::HashMap<ConversationId, protocol::Seq>,
+    /// Seqs skipped over: events never read.
+    gaps: u64,
+    /// Events read again.
+    repeats: u64,
+}
+
+impl Delivery {
+    /// A conversation was opened: its history ends where the live events start.
+    fn opened(&mut self, conversation: ConversationId, history: &[protocol::Event]) {
+        let last = history.last().map_or(0, |e| e.seq);
+        self.last.insert(conversation, last);
+    }
+
+    /// A live event (of an opened conversation; others are not this socket's to check).
+    fn event(&mut self, e: &protocol::Event) {
+        let Some(last) = self.last.get_mut(&e.conversation_id) else {
+            return;
+        };
+        if e.seq <= *last {
+            self.repeats += 1;
+        } else {
+            self.gaps += e.seq - *last - 1;
+            *last = e.seq;
+        }
+    }
 }
 
 /// Each visitor's first message: opens the conversation and, where a bot answers first, asks it
@@ -626,6 +787,10 @@ struct Latencies {
     /// `total` by the second (of the tool's clock) the message was sent in: whether a tail is
     /// spread over the run or one stall.
     by_second: Vec<stats::Samples>,
+    /// The stalled agent's samples (`--stall-agent`), kept out of the others.
+    stalled: stats::Samples,
+    /// How long after it resumed reading the stalled agent read a message sent after that.
+    caught_up: Option<Duration>,
 }
 
 #[tokio::main]
@@ -643,9 +808,17 @@ async fn main() -> anyhow::Result<()> {
             password,
             rate,
             duration,
+            stall_agent,
         } => {
             chat(
-                &cli, *visitors, *agents, username, password, *rate, *duration,
+                &cli,
+                *visitors,
+                *agents,
+                username,
+                password,
+                *rate,
+                *duration,
+                *stall_agent,
             )
             .await
         }
