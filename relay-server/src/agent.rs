@@ -589,6 +589,16 @@ impl Session for AgentSession {
         }
     }
 
+    /// Events are re-read from the store; once greeted, the list, who is online and the queue
+    /// come again with `welcome`.
+    fn resync_covers(&self, signal: &Signal) -> bool {
+        match signal {
+            Signal::Event(_) => true,
+            Signal::Summary(_) | Signal::Presence | Signal::Queue(_) => self.greeted,
+            Signal::Typing(_) | Signal::Cobrowse(_) => false,
+        }
+    }
+
     fn finish(self) {
         self.app.hub.leave(&self.inbox, self.cursor.tracked());
     }

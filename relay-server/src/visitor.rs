@@ -735,6 +735,15 @@ impl VisitorSession {
     }
 }
 
+/// Whether an event may start or end the visitor's sharing: consent, closing and a change of
+/// hands all do.
+fn changes_sharing(body: &EventBody) -> bool {
+    matches!(
+        body,
+        EventBody::Cobrowse { .. } | EventBody::Closed | EventBody::Joined | EventBody::Left
+    )
+}
+
 /// An event frame for the visitor socket: every event a visitor receives, live or replayed,
 /// goes through here, so agent-only data (a message's `sentiment`, a transfer's note) never
 /// reaches a visitor.
@@ -818,15 +827,8 @@ impl Session for VisitorSession {
     async fn on_signal(&mut self, signal: Signal, out: &mut Vec<ToVisitor>) {
         match signal {
             Signal::Event(event) => {
-                // Consent, closing and a change of hands all end or start sharing.
-                let changes_sharing = matches!(
-                    event.body,
-                    EventBody::Cobrowse { .. }
-                        | EventBody::Closed
-                        | EventBody::Joined
-                        | EventBody::Left
-                ) && self.conversation.as_ref()
-                    == Some(&event.conversation_id);
+                let changes_sharing = changes_sharing(&event.body)
+                    && self.conversation.as_ref() == Some(&event.conversation_id);
                 match self.cursor.deliver(&*self.app.store, event).await {
                     Ok(events) => out.extend(events.into_iter().map(for_visitor)),
                     Err(e) => out.push(internal(e, None)),
@@ -870,14 +872,32 @@ impl Session for VisitorSession {
     }
 
     async fn resync(&mut self, out: &mut Vec<ToVisitor>) {
+        let mut sharing_changed = false;
         for conversation in self.cursor.conversations() {
             match self.cursor.catch_up(&*self.app.store, &conversation).await {
-                Ok(events) => out.extend(events.into_iter().map(for_visitor)),
+                Ok(events) => {
+                    sharing_changed |= self.conversation.as_ref() == Some(&conversation)
+                        && events.iter().any(|e| changes_sharing(&e.body));
+                    out.extend(events.into_iter().map(for_visitor));
+                }
                 Err(e) => out.push(internal(e, None)),
             }
         }
+        // What the missed events' signals would have done.
+        if sharing_changed {
+            self.refresh_sharing(out).await;
+        }
         if self.visitor.is_some() {
             out.push(self.presence());
+        }
+    }
+
+    /// Events are re-read from the store (and their effect on sharing with them), presence
+    /// is sent again; a visitor's socket ignores summaries.
+    fn resync_covers(&self, signal: &Signal) -> bool {
+        match signal {
+            Signal::Event(_) | Signal::Presence | Signal::Summary(_) => true,
+            Signal::Typing(_) | Signal::Cobrowse(_) | Signal::Queue(_) => false,
         }
     }
 
