@@ -212,10 +212,10 @@ pub async fn run<S: Session>(
 ///
 /// Why take them first: they were published before the re-read, so it already holds what they
 /// say. Handled after it they would only repeat it (an agent's list going back to an older
-/// summary for a moment), and one at a time: measured with an agent that stopped reading for
-/// 5 s at 5,000 msg/s, the queue stayed full through 47 back-to-back resyncs, each re-reading
-/// every open conversation, while other agents' p99 rose from ~6 to ~24 ms (BENCHMARKS.md).
-/// Taking them frees the queue at once, so one resync is enough.
+/// summary for a moment), and one batch at a time: measured with an agent that stopped reading
+/// for 5 s at 5,000 msg/s, the queue stayed full through 37–58 back-to-back resyncs, each
+/// re-reading every open conversation (BENCHMARKS.md). Taking them frees the queue at once, so
+/// one resync is enough.
 async fn catch_up<S: Session>(session: &mut S, mailbox: &mut Mailbox, out: &mut Vec<S::Out>) {
     let mut kept = Vec::new();
     while let Ok(signal) = mailbox.rx.try_recv() {
