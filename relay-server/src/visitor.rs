@@ -892,11 +892,14 @@ impl Session for VisitorSession {
         }
     }
 
-    /// Events are re-read from the store (and their effect on sharing with them), presence
-    /// is sent again; a visitor's socket ignores summaries.
+    /// Events are re-read from the store, presence is sent again; a visitor's socket ignores
+    /// summaries. An event that may change sharing is kept: the re-read sees it only if it was
+    /// not delivered yet (a seq jump may have brought it already), and its signal re-reads
+    /// sharing either way.
     fn resync_covers(&self, signal: &Signal) -> bool {
         match signal {
-            Signal::Event(_) | Signal::Presence | Signal::Summary(_) => true,
+            Signal::Event(e) => !changes_sharing(&e.body),
+            Signal::Presence | Signal::Summary(_) => true,
             Signal::Typing(_) | Signal::Cobrowse(_) | Signal::Queue(_) => false,
         }
     }
