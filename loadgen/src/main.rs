@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use futures::{SinkExt, StreamExt};
+use protocol::timeline::{Applied, Timeline};
 use protocol::{
     AgentFrame, ClientId, ConversationId, PageContext, ToAgent, ToVisitor, VisitorFrame,
 };
@@ -341,10 +342,10 @@ async fn open_conversation(
                         conversation_id,
                         events,
                     }) if &conversation_id == conversation => {
-                        delivery.opened(conversation_id, &events);
+                        delivery.opened(conversation_id, events);
                         return Ok(());
                     }
-                    Ok(ToAgent::Event(e)) => delivery.event(&e),
+                    Ok(ToAgent::Event(e)) => delivery.event(e),
                     Ok(ToAgent::Error(e)) if e.code == protocol::ErrorCode::RateLimited => {
                         let wait = e.retry_after_ms.unwrap_or(100);
                         tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -408,20 +409,16 @@ async fn chat(
         .await?;
         loop {
             match ws.next().await {
-                Some(Ok(Message::Text(t))) => match protocol::decode::<ToVisitor>(&t) {
-                    Ok(ToVisitor::Ack {
+                Some(Ok(Message::Text(t))) => {
+                    if let Ok(ToVisitor::Ack {
                         conversation_id, ..
-                    }) => {
+                    }) = protocol::decode::<ToVisitor>(&t)
+                    {
                         conversations.push(conversation_id);
                         break;
                     }
-                    Ok(ToVisitor::Event(e))
-                        if matches!(e.body, protocol::EventBody::Handoff { .. }) =>
-                    {
-                        early = true;
-                    }
-                    _ => {}
-                },
+                    early |= is_handoff(&t);
+                }
                 Some(Ok(_)) => {}
                 other => bail!("visitor socket ended: {other:?}"),
             }
@@ -440,12 +437,8 @@ async fn chat(
             }
             tokio::time::timeout(Duration::from_secs(5), async {
                 while let Some(Ok(msg)) = ws.next().await {
-                    if let Message::Text(t) = msg {
-                        if let Ok(ToVisitor::Event(e)) = protocol::decode::<ToVisitor>(&t) {
-                            if matches!(e.body, protocol::EventBody::Handoff { .. }) {
-                                return true;
-                            }
-                        }
+                    if matches!(msg, Message::Text(t) if is_handoff(&t)) {
+                        return true;
                     }
                 }
                 false
@@ -519,11 +512,14 @@ async fn chat(
                 let Ok(ToAgent::Event(e)) = protocol::decode::<ToAgent>(&t) else {
                     continue;
                 };
-                delivery.lock().unwrap_or_else(|p| p.into_inner()).event(&e);
-                let Some(stamp) = e.message_text().and_then(Stamp::parse) else {
+                let now_us = epoch.elapsed().as_micros() as u64;
+                let now_wall = unix_micros();
+                let stamp = e.message_text().and_then(Stamp::parse);
+                let stored_us = u64::try_from(e.at).unwrap_or(0) * 1000;
+                delivery.lock().unwrap_or_else(|p| p.into_inner()).event(e);
+                let Some(stamp) = stamp else {
                     continue;
                 };
-                let now_us = epoch.elapsed().as_micros() as u64;
                 let latency = now_us.saturating_sub(stamp.sent_us);
                 received.fetch_add(1, Ordering::Relaxed);
                 let mut l = latencies.lock().await;
@@ -538,8 +534,6 @@ async fn chat(
                     }
                     continue;
                 }
-                let now_wall = unix_micros();
-                let stored_us = u64::try_from(e.at).unwrap_or(0) * 1000;
                 l.total.push(latency);
                 l.to_stored.push(stored_us.saturating_sub(stamp.wall_us));
                 l.stored_to_agent.push(now_wall.saturating_sub(stored_us));
@@ -634,7 +628,7 @@ async fn chat(
         gaps += d.gaps;
         repeats += d.repeats;
     }
-    println!("delivery on every agent socket: {gaps} events missing, {repeats} repeated (both must be 0)");
+    println!("delivery on every agent socket: {gaps} read after a missing one, {repeats} repeated (both must be 0)");
     // Split at the event's `at` (stamped by the relay inside the storing transaction, in whole
     // milliseconds): where a slow message spent its time.
     println!(
@@ -692,7 +686,7 @@ async fn chat(
         );
     }
     if gaps > 0 || repeats > 0 {
-        bail!("delivery broke: {gaps} events missing, {repeats} repeated");
+        bail!("delivery broke: {gaps} events read after a missing one, {repeats} repeated");
     }
     Ok(())
 }
@@ -709,12 +703,13 @@ async fn relay_counter(url: &str, name: &str) -> Option<u64> {
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
-/// One agent socket's delivery check: the last seq it read of each conversation it opened.
-/// PROTOCOL.md promises each event once and in order on a socket, resyncs included.
+/// One agent socket's delivery check, with the same [`Timeline`] every client keeps: PROTOCOL.md
+/// promises each event once and in order on a socket, resyncs included.
 #[derive(Default)]
 struct Delivery {
-    last: std::collections::HashMap<ConversationId, protocol::Seq>,
-    /// Seqs skipped over: events never read.
+    /// Each opened conversation as this socket has read it.
+    timelines: std::collections::HashMap<ConversationId, Timeline>,
+    /// Events that came after a hole (a missed event), not added.
     gaps: u64,
     /// Events read again.
     repeats: u64,
@@ -722,23 +717,32 @@ struct Delivery {
 
 impl Delivery {
     /// A conversation was opened: its history ends where the live events start.
-    fn opened(&mut self, conversation: ConversationId, history: &[protocol::Event]) {
-        let last = history.last().map_or(0, |e| e.seq);
-        self.last.insert(conversation, last);
+    fn opened(&mut self, conversation: ConversationId, history: Vec<protocol::Event>) {
+        let timeline = self.timelines.entry(conversation).or_default();
+        for e in history {
+            timeline.apply(e);
+        }
     }
 
     /// A live event (of an opened conversation; others are not this socket's to check).
-    fn event(&mut self, e: &protocol::Event) {
-        let Some(last) = self.last.get_mut(&e.conversation_id) else {
+    fn event(&mut self, e: protocol::Event) {
+        let Some(timeline) = self.timelines.get_mut(&e.conversation_id) else {
             return;
         };
-        if e.seq <= *last {
-            self.repeats += 1;
-        } else {
-            self.gaps += e.seq - *last - 1;
-            *last = e.seq;
+        match timeline.apply(e) {
+            Applied::Appended => {}
+            Applied::Duplicate => self.repeats += 1,
+            Applied::Gap { .. } => self.gaps += 1,
         }
     }
+}
+
+/// Whether a visitor frame is the bot's hand-off event.
+fn is_handoff(text: &str) -> bool {
+    matches!(
+        protocol::decode::<ToVisitor>(text),
+        Ok(ToVisitor::Event(e)) if matches!(e.body, protocol::EventBody::Handoff { .. })
+    )
 }
 
 /// Each visitor's first message: opens the conversation and, where a bot answers first, asks it
