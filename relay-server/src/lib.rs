@@ -282,6 +282,7 @@ impl Relay {
         if let Some(wal) = store.wal() {
             metrics.register_wal(&wal);
         }
+        metrics.register_group_commit(&store.group_commit());
         let app = Arc::new(App {
             store: store.clone(),
             hub: Hub::new(),

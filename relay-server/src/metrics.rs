@@ -99,6 +99,29 @@ impl Wal {
     }
 }
 
+/// How well the store's group commit groups, kept by its appending task (both engines have
+/// one), exported with the relay's own (see [`Metrics::register_group_commit`]). Why: group
+/// commit is what lets a node store thousands of messages a second, and it only works when
+/// appends arrive together; with these an operator sees how many do, and a test sees that a
+/// burst was stored by group statements at all.
+#[derive(Clone, Debug, Default)]
+pub struct GroupCommit {
+    /// Statements or transactions that stored more than one append.
+    pub groups: Counter,
+    /// The appends they stored.
+    pub appends: Counter,
+}
+
+impl GroupCommit {
+    /// Counts one group that stored `appends` (more than one: a lone append is no group).
+    pub fn count(&self, appends: usize) {
+        if appends > 1 {
+            self.groups.inc();
+            self.appends.inc_by(appends as u64);
+        }
+    }
+}
+
 /// The relay's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -207,6 +230,21 @@ impl Metrics {
             "sqlite_checkpoint_failures",
             "SQLite WAL checkpoint passes that failed",
             wal.failures.clone(),
+        );
+    }
+
+    /// Exports the store's group-commit figures ([`crate::store::Store::group_commit`]).
+    pub fn register_group_commit(&self, group: &GroupCommit) {
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        registry.register(
+            "store_group_commits",
+            "Statements or transactions that stored more than one append at once",
+            group.groups.clone(),
+        );
+        registry.register(
+            "store_grouped_appends",
+            "Appends stored by a group commit, together with others",
+            group.appends.clone(),
         );
     }
 

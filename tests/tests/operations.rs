@@ -50,6 +50,15 @@ async fn health_readiness_and_metrics() -> anyhow::Result<()> {
         text.contains("parley_sqlite_checkpoint_failures_total 0"),
         "{text}"
     );
+    // One message alone is no group: the group-commit counters are exported, at zero.
+    assert!(
+        text.contains("parley_store_group_commits_total 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("parley_store_grouped_appends_total 0"),
+        "{text}"
+    );
     relay.shutdown().await;
     Ok(())
 }

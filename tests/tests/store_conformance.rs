@@ -79,6 +79,8 @@ conformance!(
     concurrent_appends_are_gap_free,
     concurrent_duplicates_store_one,
     refusals_in_a_burst_leave_the_others_stored,
+    a_burst_over_many_conversations_keeps_each_in_order,
+    takes_in_a_burst_assign_each_conversation_once,
     concurrent_opens_make_one_conversation,
     assign_effect,
     close_effect,
@@ -445,6 +447,120 @@ mod cases {
         Ok(())
     }
 
+    /// Appends to many conversations at once, as a busy node makes them, stored together by both
+    /// engines' group commits: each conversation's seqs run 1, 2, 3… with nothing skipped, each
+    /// caller's appends keep their order, a repeated client id gets its original, and each answer
+    /// carries the conversation as *that* event left it (seq and preview), not as the batch did.
+    pub async fn a_burst_over_many_conversations_keeps_each_in_order(
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        const CONVERSATIONS: usize = 5;
+        // More callers than a PostgreSQL node runs group statements at once (8), so that
+        // appends wait together and are grouped on both engines.
+        const CALLERS: u64 = 32;
+        const EACH: u64 = 20;
+        let mut chats = Vec::new();
+        for _ in 0..CONVERSATIONS {
+            chats.push(chat(&*store).await?);
+        }
+        let chats = Arc::new(chats);
+        let mut tasks = Vec::new();
+        for t in 0..CALLERS {
+            let (store, chats) = (store.clone(), chats.clone());
+            tasks.push(tokio::spawn(async move {
+                // (conversation, seq, text) of each fresh append, in the order they were made.
+                let mut fresh = Vec::new();
+                for i in 0..EACH {
+                    // Tasks walk the conversations from different starts, so appends to one
+                    // conversation from several tasks meet in the same batches.
+                    let which = (t + i) as usize % CONVERSATIONS;
+                    let (v, c) = &chats[which];
+                    let text = format!("t{t} m{i}{}", "!".repeat((i % 3) as usize));
+                    let client_id = format!("t{t}-{i}");
+                    let a = store
+                        .append(&c.id, message(visitor_author(v), Some(&client_id), &text))
+                        .await?;
+                    anyhow::ensure!(!a.duplicate, "{client_id} is new");
+                    anyhow::ensure!(
+                        a.conversation.last_seq == a.event.seq,
+                        "{client_id}: the answer's conversation ends at its own event ({} vs {})",
+                        a.conversation.last_seq,
+                        a.event.seq
+                    );
+                    anyhow::ensure!(
+                        a.conversation.preview.as_deref() == Some(text.as_str()),
+                        "{client_id}: the answer's preview is its own text, got {:?}",
+                        a.conversation.preview
+                    );
+                    // Every fifth append is sent again, as a client that missed its ack does.
+                    if i % 5 == 4 {
+                        let again = store
+                            .append(&c.id, message(visitor_author(v), Some(&client_id), "again"))
+                            .await?;
+                        anyhow::ensure!(again.duplicate, "{client_id} sent again is a repeat");
+                        anyhow::ensure!(
+                            again.event.seq == a.event.seq
+                                && again.event.message_text() == Some(text.as_str()),
+                            "{client_id} sent again gets its original"
+                        );
+                    }
+                    fresh.push((which, a.event.seq, text));
+                }
+                anyhow::Ok(fresh)
+            }));
+        }
+        let mut by_conversation: Vec<Vec<(Seq, String)>> = vec![Vec::new(); CONVERSATIONS];
+        for task in tasks {
+            let fresh = task.await??;
+            for which in 0..CONVERSATIONS {
+                let mine: Vec<Seq> = fresh
+                    .iter()
+                    .filter(|(w, _, _)| *w == which)
+                    .map(|(_, seq, _)| *seq)
+                    .collect();
+                assert!(
+                    mine.windows(2).all(|w| w[0] < w[1]),
+                    "one caller's appends to a conversation keep their order: {mine:?}"
+                );
+            }
+            for (which, seq, text) in fresh {
+                by_conversation[which].push((seq, text));
+            }
+        }
+        assert!(
+            store.group_commit().appends.get() > 0,
+            "appends that waited together were stored together"
+        );
+        for (which, mut acked) in by_conversation.into_iter().enumerate() {
+            acked.sort_unstable();
+            let id = &chats[which].1.id;
+            let stored = store.events_after(id, 0, 10_000).await?;
+            let stored: Vec<(Seq, String)> = stored
+                .iter()
+                .map(|e| (e.seq, e.message_text().unwrap_or_default().to_owned()))
+                .collect();
+            assert_eq!(
+                stored, acked,
+                "conversation {which}: stored exactly what was acked, seqs 1..=n"
+            );
+            assert!(
+                stored
+                    .iter()
+                    .map(|(seq, _)| *seq)
+                    .eq(1..=stored.len() as Seq),
+                "conversation {which}: no gap"
+            );
+            let conversation = store.conversation(id).await?.context("conversation")?;
+            assert_eq!(conversation.last_seq, stored.len() as Seq);
+            assert_eq!(
+                conversation.preview.as_deref(),
+                stored.last().map(|(_, text)| text.as_str()),
+                "conversation {which}: the preview is the newest message"
+            );
+        }
+        Ok(())
+    }
+
     pub async fn concurrent_opens_make_one_conversation(
         store: Arc<dyn Store>,
     ) -> anyhow::Result<()> {
@@ -541,6 +657,75 @@ mod cases {
             .append(&ConversationId("nope".into()), take(&mina.id))
             .await;
         assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+        Ok(())
+    }
+
+    /// Two agents take the same unassigned conversations at once, among the visitors'
+    /// messages: a take may be grouped with the messages, but only one agent gets each
+    /// conversation, the other is refused, and nothing else is lost or doubled. (A take of a
+    /// conversation nobody has is no plain message: it must assign, not just be stored.)
+    pub async fn takes_in_a_burst_assign_each_conversation_once(
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        // Five appends each, far more than a PostgreSQL node's 8 group statements at once.
+        const CONVERSATIONS: usize = 32;
+        let mina = store.upsert_agent("mina", "Mina", "$argon2id$a").await?;
+        let joon = store.upsert_agent("joon", "Joon", "$argon2id$b").await?;
+        let mut chats = Vec::new();
+        for _ in 0..CONVERSATIONS {
+            chats.push(chat(&*store).await?);
+        }
+        // All start at once, so most wait together and share a batch.
+        let start = Arc::new(tokio::sync::Barrier::new(CONVERSATIONS * 5));
+        let mut tasks = Vec::new();
+        for (v, c) in &chats {
+            for k in 0..5 {
+                let (store, v, id) = (store.clone(), v.clone(), c.id.clone());
+                let (mina, joon, start) = (mina.id.clone(), joon.id.clone(), start.clone());
+                tasks.push(tokio::spawn(async move {
+                    let new = match k {
+                        0 => take(&mina),
+                        1 => take(&joon),
+                        _ => message(visitor_author(&v), Some(&format!("m{k}")), "hello"),
+                    };
+                    start.wait().await;
+                    (k, store.append(&id, new).await)
+                }));
+            }
+        }
+        let mut takes = 0;
+        for task in tasks {
+            match task.await? {
+                (0 | 1, Ok(a)) => {
+                    assert_eq!(a.event.body, EventBody::Joined);
+                    takes += 1;
+                }
+                (0 | 1, Err(StoreError::Forbidden)) => {}
+                (_, Ok(a)) => assert!(!a.duplicate),
+                (k, other) => anyhow::bail!("append {k} gave {other:?}"),
+            }
+        }
+        assert_eq!(takes, CONVERSATIONS, "one take per conversation succeeded");
+        for (_, c) in &chats {
+            let conversation = store.conversation(&c.id).await?.context("conversation")?;
+            assert_eq!(conversation.status, ConversationStatus::Assigned);
+            assert!(
+                [&mina.id, &joon.id]
+                    .contains(&&conversation.assignee_id.clone().unwrap_or_default()),
+                "assigned to one of the two: {:?}",
+                conversation.assignee_id
+            );
+            let events = store.events_after(&c.id, 0, 100).await?;
+            let joined = events
+                .iter()
+                .filter(|e| e.body == EventBody::Joined)
+                .count();
+            assert_eq!(joined, 1, "one joined event: {events:?}");
+            assert!(
+                events.iter().map(|e| e.seq).eq(1..=4),
+                "three messages and the take, no gap: {events:?}"
+            );
+        }
         Ok(())
     }
 
@@ -1374,6 +1559,113 @@ async fn relay_runs_on_postgres() -> anyhow::Result<()> {
         .await?;
     assert_eq!(reply.seq, seq, "the visitor sees the stored seq");
     relay.shutdown().await;
+    Ok(())
+}
+
+/// Two nodes' stores on one PostgreSQL database append to the same conversations at once, one
+/// node walking them forwards and the other backwards, so their group statements want the same
+/// rows in opposite orders: every append is stored once, each conversation's seqs run 1..=n, and
+/// PostgreSQL saw no deadlock. (A deadlock would lose nothing, since the batch it aborted falls
+/// back to single appends, but it stalls both nodes for `deadlock_timeout`; group statements
+/// lock their conversations in id order so that it cannot happen.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_postgres_nodes_appending_crosswise_do_not_deadlock() -> anyhow::Result<()> {
+    use protocol::{Author, ClientId, EventBody, PageContext, Role};
+    use relay_server::store::{Effect, NewEvent};
+    use sqlx::Connection as _;
+
+    const CONVERSATIONS: usize = 12;
+    // More than the 8 group statements a node runs at once, so that appends wait together.
+    const TASKS_PER_NODE: usize = 24;
+    const PER_TASK: usize = 20;
+
+    let db = TestDatabase::create().await?;
+    let nodes = [
+        store::connect(db.url()).await?,
+        store::connect(db.url()).await?,
+    ];
+    let mut chats = Vec::new();
+    for _ in 0..CONVERSATIONS {
+        let visitor = nodes[0].create_visitor("demo", &store::new_id()).await?;
+        let (conversation, _) = nodes[0]
+            .open_conversation("demo", &visitor.id, &PageContext::default())
+            .await?;
+        chats.push((visitor.id, conversation.id));
+    }
+    let chats = Arc::new(chats);
+    let mut tasks = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for t in 0..TASKS_PER_NODE {
+            let (node, chats) = (node.clone(), chats.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..PER_TASK {
+                    let step = t + i;
+                    let which = if n == 0 {
+                        step % CONVERSATIONS
+                    } else {
+                        CONVERSATIONS - 1 - step % CONVERSATIONS
+                    };
+                    let (visitor, id) = &chats[which];
+                    let client_id = ClientId::from(format!("n{n}-t{t}-{i}").as_str());
+                    let new = NewEvent {
+                        author: Author {
+                            role: Role::Visitor,
+                            id: Some(visitor.clone()),
+                            name: None,
+                        },
+                        body: EventBody::message("crosswise", Some(client_id.clone())),
+                        client_id: Some(client_id),
+                        effect: Effect::None,
+                    };
+                    let appended = node.append(id, new).await?;
+                    anyhow::ensure!(!appended.duplicate, "n{n}-t{t}-{i} is new");
+                }
+                anyhow::Ok(())
+            }));
+        }
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let mut total = 0;
+    for (_, id) in chats.iter() {
+        let seqs: Vec<u64> = nodes[1]
+            .events_after(id, 0, 10_000)
+            .await?
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert!(
+            seqs.iter().copied().eq(1..=seqs.len() as u64),
+            "seqs run 1..=n: {seqs:?}"
+        );
+        total += seqs.len();
+    }
+    assert_eq!(
+        total,
+        2 * TASKS_PER_NODE * PER_TASK,
+        "every append stored once"
+    );
+    let grouped: u64 = nodes.iter().map(|n| n.group_commit().appends.get()).sum();
+    assert!(
+        grouped > 0,
+        "appends arriving together were stored by group statements"
+    );
+
+    // A backend reports its deadlocks to the statistics when it exits, so close the pools
+    // first and give the backends a moment to go.
+    for node in &nodes {
+        node.close().await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut connection = sqlx::PgConnection::connect(db.url()).await?;
+    let deadlocks: i64 = sqlx::query_scalar(
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&mut connection)
+    .await?;
+    let _ = connection.close().await;
+    assert_eq!(deadlocks, 0, "PostgreSQL detected no deadlock");
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! guarantees (seq assigned in the appending transaction, idempotent appends) for several relay
 //! nodes sharing one database. [`connect`] picks the engine from the URL.
 
+mod appends;
 pub mod postgres;
 pub mod sqlite;
 
@@ -421,6 +422,10 @@ pub trait Store: Send + Sync + 'static {
     fn wal(&self) -> Option<crate::metrics::Wal> {
         None
     }
+
+    /// How many appends the group commit stored together, for `/metrics` (and the tests that
+    /// check a burst was grouped). Both engines group: no default.
+    fn group_commit(&self) -> crate::metrics::GroupCommit;
 
     /// Number of agent accounts.
     async fn agent_count(&self) -> StoreResult<i64>;

@@ -29,6 +29,8 @@ use std::collections::HashMap;
 
 use protocol::AgentInfo;
 
+mod batch;
+
 use super::{
     auto_join, check_rateable, choose, is_bot, new_id, now_ms, parse_role, parse_status,
     preview_of, role_str, status_str, AgentRating, AgentRecord, Appended, Capacity,
@@ -64,6 +66,9 @@ const EVENT_COLUMNS: &str = "conversation_id, seq, at, author_role, author_id, a
 pub struct PgStore {
     /// Shared by reads and writes: the database, not the relay, serialises writers.
     pool: PgPool,
+    /// Appends go through it, so those arriving together are stored by one statement (group
+    /// commit, see [`batch`]).
+    batcher: super::appends::Appends,
 }
 
 /// [`PgStore::append_fast`]'s statement for `Effect::None`, `Effect::Assign` and
@@ -108,7 +113,8 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Database(e.into()))?;
-        Ok(Self { pool })
+        let batcher = batch::start(pool.clone());
+        Ok(Self { pool, batcher })
     }
 
     /// The event a client id already produced, if any.
@@ -133,6 +139,22 @@ impl PgStore {
         .await?
         .as_ref()
         .map(event_from_row)
+        .transpose()
+    }
+
+    /// The conversation `id`, read through `pool`.
+    async fn conversation_on(
+        pool: &PgPool,
+        id: &ConversationId,
+    ) -> StoreResult<Option<ConversationRecord>> {
+        sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"
+        ))
+        .bind(&id.0)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(conversation_from_row)
         .transpose()
     }
 
@@ -162,7 +184,7 @@ impl PgStore {
     /// repeat check, update, insert, `COMMIT`), and they, not PostgreSQL's work, bounded a node's
     /// appends (BENCHMARKS.md).
     async fn append_fast(
-        &self,
+        pool: &PgPool,
         id: &ConversationId,
         new: &NewEvent,
     ) -> StoreResult<Option<Appended>> {
@@ -189,7 +211,7 @@ impl PgStore {
         if let Effect::Assign(agent) = &new.effect {
             query = query.bind(agent);
         }
-        let row = match query.fetch_optional(&self.pool).await {
+        let row = match query.fetch_optional(pool).await {
             Ok(Some(row)) => row,
             Ok(None) => return Ok(None),
             // Two appends of one client id at the same moment: both passed the repeat check
@@ -209,6 +231,48 @@ impl PgStore {
             conversation,
             duplicate: false,
         }))
+    }
+
+    /// One append on its own: the one-statement path ([`Self::append_fast`]) where it applies,
+    /// else the careful transaction ([`Self::append_in`]). What [`batch`] does with each append
+    /// it does not store together.
+    async fn append_alone(
+        pool: &PgPool,
+        id: &ConversationId,
+        new: NewEvent,
+    ) -> StoreResult<Appended> {
+        if let Some(appended) = Self::append_fast(pool, id, &new).await? {
+            return Ok(appended);
+        }
+        let client_id = new.client_id.clone();
+        let author_id = new.author.id.clone();
+        let mut tx = pool.begin().await?;
+        match Self::append_in(&mut tx, id, new).await {
+            Ok(appended) => match tx.commit().await {
+                Ok(()) => Ok(appended),
+                Err(e) => Err(e.into()),
+            },
+            // The lock makes this unreachable today; should the twin still slip past the
+            // check, the index refuses it and the original is the answer, as for any repeat.
+            Err(e) if violates(&e, "events_idempotency") => {
+                drop(tx);
+                let Some(client_id) = client_id else {
+                    return Err(e);
+                };
+                let Some(event) = Self::original(pool, id, &author_id, &client_id).await? else {
+                    return Err(e);
+                };
+                let conversation = Self::conversation_on(pool, id)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                Ok(Appended {
+                    event,
+                    conversation,
+                    duplicate: true,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The body of [`Store::append`] inside `tx`; the caller commits.
@@ -403,6 +467,10 @@ impl Store for PgStore {
         Ok(())
     }
 
+    fn group_commit(&self) -> crate::metrics::GroupCommit {
+        self.batcher.group_commit()
+    }
+
     async fn agent_count(&self) -> StoreResult<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM agents")
             .fetch_one(&self.pool)
@@ -593,15 +661,7 @@ impl Store for PgStore {
     }
 
     async fn conversation(&self, id: &ConversationId) -> StoreResult<Option<ConversationRecord>> {
-        sqlx::query(&format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"
-        ))
-        .bind(&id.0)
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(conversation_from_row)
-        .transpose()
+        Self::conversation_on(&self.pool, id).await
     }
 
     async fn recent_conversations(&self, limit: i64) -> StoreResult<Vec<ConversationRecord>> {
@@ -638,37 +698,7 @@ impl Store for PgStore {
     }
 
     async fn append(&self, id: &ConversationId, new: NewEvent) -> StoreResult<Appended> {
-        if let Some(appended) = self.append_fast(id, &new).await? {
-            return Ok(appended);
-        }
-        let client_id = new.client_id.clone();
-        let author_id = new.author.id.clone();
-        let mut tx = self.pool.begin().await?;
-        match Self::append_in(&mut tx, id, new).await {
-            Ok(appended) => match tx.commit().await {
-                Ok(()) => Ok(appended),
-                Err(e) => Err(e.into()),
-            },
-            // The lock makes this unreachable today; should the twin still slip past the
-            // check, the index refuses it and the original is the answer, as for any repeat.
-            Err(e) if violates(&e, "events_idempotency") => {
-                drop(tx);
-                let Some(client_id) = client_id else {
-                    return Err(e);
-                };
-                let Some(event) = Self::original(&self.pool, id, &author_id, &client_id).await?
-                else {
-                    return Err(e);
-                };
-                let conversation = self.conversation(id).await?.ok_or(StoreError::NotFound)?;
-                Ok(Appended {
-                    event,
-                    conversation,
-                    duplicate: true,
-                })
-            }
-            Err(e) => Err(e),
-        }
+        self.batcher.append(id, new).await
     }
 
     async fn assign_next(

@@ -45,7 +45,7 @@ pub struct SqliteStore {
     read: SqlitePool,
     /// Appends go through it, so those arriving together share one transaction (group commit,
     /// see [`commit`]); it uses `write` like every other write.
-    committer: commit::Committer,
+    committer: super::appends::Appends,
     /// Checkpoints the WAL on a connection of its own, at most every
     /// [`checkpoint::EVERY`] while the committer commits, so no commit does it (see
     /// [`checkpoint`]); stops when the last clone of the store is dropped.
@@ -148,7 +148,7 @@ impl SqliteStore {
             .await?;
         let signals = Arc::new(checkpoint::Signals::default());
         let wal = crate::metrics::Wal::default();
-        let committer = commit::Committer::start(write.clone(), signals.clone(), wal.clone());
+        let committer = commit::start(write.clone(), signals.clone(), wal.clone());
         let checkpointer = Arc::new(
             checkpoint::Checkpointer::start(&options, wal_limit_mib, signals, wal.clone()).await?,
         );
@@ -233,6 +233,10 @@ impl Store for SqliteStore {
 
     fn wal(&self) -> Option<crate::metrics::Wal> {
         Some(self.wal.clone())
+    }
+
+    fn group_commit(&self) -> crate::metrics::GroupCommit {
+        self.committer.group_commit()
     }
 
     async fn agent_count(&self) -> StoreResult<i64> {

@@ -30,13 +30,14 @@ use protocol::{ConversationId, ConversationStatus, Event, EventBody};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Sqlite, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::checkpoint::Signals;
 use super::{
     append_in, bind_event, conversation_from_row, json, ConversationRecord, CONVERSATION_COLUMNS,
 };
-use crate::metrics::Wal;
+use crate::metrics::{GroupCommit, Wal};
+use crate::store::appends::{Appends, Request};
 use crate::store::{
     now_ms, preview_of, role_str, Appended, Effect, NewEvent, StoreError, StoreResult,
 };
@@ -45,54 +46,18 @@ use crate::store::{
 /// transactions, small enough that the first caller of a batch is not kept long by the last.
 pub const MAX_BATCH: usize = 256;
 
-/// Requests waiting for the writer. Callers past it wait to enqueue (backpressure on the sockets
-/// that send), they are never refused.
-const QUEUE: usize = 4096;
-
-/// One caller's append, and where its outcome goes.
-struct Request {
-    id: ConversationId,
-    new: NewEvent,
-    reply: oneshot::Sender<StoreResult<Appended>>,
-}
-
-/// The appending side of the SQLite store: a handle to the [`run`] task.
-#[derive(Clone)]
-pub struct Committer {
-    requests: mpsc::Sender<Request>,
-}
-
-impl Committer {
-    /// Starts the committing task on the current tokio runtime. It ends when every handle is
-    /// dropped; once `write` is closed, it answers every request with the pool's error. Each
-    /// commit notifies the WAL checkpointer, and the committer rewinds the WAL when it asks
-    /// (see [`super::checkpoint`]).
-    pub fn start(write: SqlitePool, signals: Arc<Signals>, wal: Wal) -> Self {
-        let (requests, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(write, queue, signals, wal));
-        Self { requests }
-    }
-
-    /// Stores one event (see [`crate::store::Store::append`]); returns after its commit.
-    pub async fn append(&self, id: &ConversationId, new: NewEvent) -> StoreResult<Appended> {
-        let (reply, outcome) = oneshot::channel();
-        let request = Request {
-            id: id.clone(),
-            new,
-            reply,
-        };
-        self.requests
-            .send(request)
-            .await
-            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
-        outcome
-            .await
-            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?
-    }
+/// Starts the committing task on the current tokio runtime and returns the callers' side. The
+/// task ends when every handle is dropped; once `write` is closed, it answers every request with
+/// the pool's error. Each commit notifies the WAL checkpointer, and the committer rewinds the
+/// WAL when it asks (see [`super::checkpoint`]).
+pub(super) fn start(write: SqlitePool, signals: Arc<Signals>, wal: Wal) -> Appends {
+    let (appends, queue, group) = Appends::channel();
+    tokio::spawn(run(write, queue, signals, wal, group));
+    appends
 }
 
 /// The committing loop: a batch of whatever is waiting, stored and answered, until every
-/// [`Committer`] is gone.
+/// handle of the store is gone.
 ///
 /// While appends keep coming, the loop keeps the writer connection from one batch to the next
 /// (at most [`HOLD`]): sqlx returns a connection to its pool through a spawned task that pings
@@ -105,6 +70,7 @@ async fn run(
     mut queue: mpsc::Receiver<Request>,
     signals: Arc<Signals>,
     wal: Wal,
+    group: GroupCommit,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut held: Option<(PoolConnection<Sqlite>, Instant)> = None;
@@ -123,7 +89,11 @@ async fn run(
                 }
             },
         };
+        let appends = requests.len();
         let healthy = commit_batch(&mut connection, requests).await;
+        if healthy {
+            group.count(appends);
+        }
         // Before the checkpointer hears of this commit: its pass, woken by the news, would
         // otherwise run beside the rewind and make it "busy".
         if signals.take_rewind() {

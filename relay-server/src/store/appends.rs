@@ -1,0 +1,69 @@
+//! The hand-over between callers of [`Store::append`](super::Store::append) and an engine's
+//! group-commit task (SQLite's committer, PostgreSQL's batcher): a caller queues its append
+//! with a one-shot reply and waits for the commit that stored it; the task takes whatever is
+//! waiting as one batch.
+
+use protocol::ConversationId;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Appended, NewEvent, StoreError, StoreResult};
+use crate::metrics::GroupCommit;
+
+/// Appends waiting for their engine's task. Callers past it wait to enqueue (backpressure on the
+/// sockets that send); they are never refused.
+const QUEUE: usize = 4096;
+
+/// One caller's append, and where its outcome goes.
+pub(super) struct Request {
+    pub(super) id: ConversationId,
+    pub(super) new: NewEvent,
+    pub(super) reply: oneshot::Sender<StoreResult<Appended>>,
+}
+
+/// The callers' side: cloned into every handle of the store. When the last one is dropped the
+/// task's queue closes and the task ends.
+#[derive(Clone)]
+pub(super) struct Appends {
+    requests: mpsc::Sender<Request>,
+    /// What the task stored together, counted by the task (for `/metrics`).
+    group: GroupCommit,
+}
+
+impl Appends {
+    /// A new hand-over: the callers' side, and the task's queue and counters.
+    pub(super) fn channel() -> (Self, mpsc::Receiver<Request>, GroupCommit) {
+        let (requests, queue) = mpsc::channel(QUEUE);
+        let group = GroupCommit::default();
+        (
+            Self {
+                requests,
+                group: group.clone(),
+            },
+            queue,
+            group,
+        )
+    }
+
+    /// How many appends the task stored together.
+    pub(super) fn group_commit(&self) -> GroupCommit {
+        self.group.clone()
+    }
+
+    /// Stores one event (see [`super::Store::append`]); returns after its commit. A task that
+    /// is gone (the store closed) answers as a closed pool.
+    pub(super) async fn append(&self, id: &ConversationId, new: NewEvent) -> StoreResult<Appended> {
+        let (reply, outcome) = oneshot::channel();
+        let request = Request {
+            id: id.clone(),
+            new,
+            reply,
+        };
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+        outcome
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?
+    }
+}
