@@ -6,13 +6,18 @@
 //! - **Seq**: `append` locks the conversation row (`SELECT ... FOR UPDATE`) before anything
 //!   else and bumps `last_seq` in the same transaction that inserts the event, so concurrent
 //!   appends to one conversation (from any node) run one after another and get `n`, `n + 1`, ...
-//!   Each append locks exactly one row, so appends cannot deadlock each other.
+//!   A single append locks exactly one row and a group statement locks its rows in id order,
+//!   so appends cannot deadlock each other.
 //! - **Idempotency**: the duplicate check runs under that lock, so a racing twin has either
 //!   committed (and is found) or not started. The unique index `events_idempotency` backs it
 //!   up: should an insert still collide, the original is read and returned as a duplicate.
 //! - **One open conversation per visitor**: a partial unique index on `visitor_id` where the
 //!   status is not `closed`; `open_conversation` inserts with `ON CONFLICT DO NOTHING` and reads
 //!   the winner.
+//! - **Group commit** ([`batch`]): the plain messages a node receives together are stored by
+//!   one statement that holds the same guarantees for the lot: it locks their conversations in
+//!   id order (so two nodes' batches cannot deadlock), numbers from the locked `last_seq`, and
+//!   leaves repeats and everything it cannot take to the one-by-one path above.
 //!
 //! Transactions run at READ COMMITTED (the default): each statement after the lock sees what
 //! other transactions committed before it, which is what the checks above rely on.
