@@ -577,11 +577,10 @@ impl Session for AgentSession {
     }
 
     async fn resync(&mut self, out: &mut Vec<ToAgent>) {
-        for conversation in self.cursor.conversations() {
-            match self.cursor.catch_up(&*self.app.store, &conversation).await {
-                Ok(events) => out.extend(events.into_iter().map(ToAgent::Event)),
-                Err(e) => out.push(internal(e, None)),
-            }
+        // Every open conversation in one read of the store, however many there are.
+        match self.cursor.catch_up_all(&*self.app.store).await {
+            Ok(events) => out.extend(events.into_iter().map(ToAgent::Event)),
+            Err(e) => out.push(internal(e, None)),
         }
         // List updates may have been lost too: send the list again.
         if self.greeted {

@@ -284,14 +284,26 @@ impl Cursor {
         Ok(events)
     }
 
+    /// Everything stored after what was delivered, for every tracked conversation, in one read
+    /// of the store; grouped by conversation, in seq order within one.
+    pub async fn catch_up_all(&mut self, store: &dyn Store) -> StoreResult<Vec<Event>> {
+        let positions: Vec<(ConversationId, Seq)> = self
+            .delivered
+            .iter()
+            .map(|(id, seq)| (id.clone(), *seq))
+            .collect();
+        let events = store.events_after_each(&positions, REPLAY_LIMIT).await?;
+        for event in &events {
+            // Each conversation's events come oldest first, so the last one written stays.
+            self.delivered
+                .insert(event.conversation_id.clone(), event.seq);
+        }
+        Ok(events)
+    }
+
     /// Every tracked conversation, borrowed (for leaving the hub).
     pub fn tracked(&self) -> impl Iterator<Item = &ConversationId> {
         self.delivered.keys()
-    }
-
-    /// Every tracked conversation.
-    pub fn conversations(&self) -> Vec<ConversationId> {
-        self.delivered.keys().cloned().collect()
     }
 }
 

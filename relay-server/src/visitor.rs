@@ -873,15 +873,15 @@ impl Session for VisitorSession {
 
     async fn resync(&mut self, out: &mut Vec<ToVisitor>) {
         let mut sharing_changed = false;
-        for conversation in self.cursor.conversations() {
-            match self.cursor.catch_up(&*self.app.store, &conversation).await {
-                Ok(events) => {
-                    sharing_changed |= self.conversation.as_ref() == Some(&conversation)
-                        && events.iter().any(|e| changes_sharing(&e.body));
-                    out.extend(events.into_iter().map(for_visitor));
-                }
-                Err(e) => out.push(internal(e, None)),
+        match self.cursor.catch_up_all(&*self.app.store).await {
+            Ok(events) => {
+                sharing_changed = events.iter().any(|e| {
+                    self.conversation.as_ref() == Some(&e.conversation_id)
+                        && changes_sharing(&e.body)
+                });
+                out.extend(events.into_iter().map(for_visitor));
             }
+            Err(e) => out.push(internal(e, None)),
         }
         // What the missed events' signals would have done.
         if sharing_changed {

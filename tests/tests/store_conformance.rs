@@ -85,6 +85,7 @@ conformance!(
     assign_effect,
     close_effect,
     events_after_pages,
+    events_after_each_reads_many_conversations_at_once,
     sessions_expire,
     visitor_by_token_is_site_scoped,
     recent_conversations_newest_first,
@@ -792,6 +793,65 @@ mod cases {
             .events_after(&ConversationId("nope".into()), 0, 10)
             .await?;
         assert!(none.is_empty());
+        Ok(())
+    }
+
+    /// A lagged connection's catch-up: each conversation from its own position, at most `limit`
+    /// of each, in one read; an unknown conversation or one with nothing new gives nothing.
+    pub async fn events_after_each_reads_many_conversations_at_once(
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        let (va, a) = chat(&*store).await?;
+        let (vb, b) = chat(&*store).await?;
+        let (_, quiet) = chat(&*store).await?;
+        for i in 0..5 {
+            store
+                .append(
+                    &a.id,
+                    message(visitor_author(&va), Some(&format!("a{i}")), "a"),
+                )
+                .await?;
+        }
+        for i in 0..3 {
+            store
+                .append(
+                    &b.id,
+                    message(visitor_author(&vb), Some(&format!("b{i}")), "b"),
+                )
+                .await?;
+        }
+        let nowhere = ConversationId("no-such-conversation".into());
+        let positions = [
+            (a.id.clone(), 2),
+            (b.id.clone(), 0),
+            (quiet.id.clone(), 0),
+            (nowhere, 0),
+        ];
+        let of = |events: &[protocol::Event], id: &ConversationId| -> Vec<Seq> {
+            events
+                .iter()
+                .filter(|e| &e.conversation_id == id)
+                .map(|e| e.seq)
+                .collect()
+        };
+
+        let all = store.events_after_each(&positions, 100).await?;
+        assert_eq!(of(&all, &a.id), [3, 4, 5], "a from its own position");
+        assert_eq!(of(&all, &b.id), [1, 2, 3], "b from the start");
+        assert_eq!(all.len(), 6, "nothing else: {all:?}");
+        let a_at = all.iter().position(|e| e.conversation_id == a.id);
+        assert!(
+            a_at.is_some_and(|first| all[first..first + 3]
+                .iter()
+                .all(|e| e.conversation_id == a.id)),
+            "one conversation's events come together: {all:?}"
+        );
+
+        let capped = store.events_after_each(&positions, 2).await?;
+        assert_eq!(of(&capped, &a.id), [3, 4], "at most the limit of each");
+        assert_eq!(of(&capped, &b.id), [1, 2]);
+
+        assert!(store.events_after_each(&[], 100).await?.is_empty());
         Ok(())
     }
 

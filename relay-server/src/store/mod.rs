@@ -521,6 +521,17 @@ pub trait Store: Send + Sync + 'static {
         after: Seq,
         limit: i64,
     ) -> StoreResult<Vec<Event>>;
+    /// For each `(conversation, after)`, its events with seq > `after`, at most `limit` of
+    /// each, in one read: grouped by conversation (in no set order), oldest first within one.
+    /// Unknown conversations give nothing. Why one read: a connection that fell behind catches
+    /// up every conversation it follows at once (an agent's may be hundreds, and after a bus
+    /// outage every connection of a node does it), and one query each made that a burst of
+    /// round trips.
+    async fn events_after_each(
+        &self,
+        after: &[(ConversationId, Seq)],
+        limit: i64,
+    ) -> StoreResult<Vec<Event>>;
 
     /// Records a knowledge gap (its `at` is ignored: the store stamps it). `Ok(false)` when the
     /// same conversation, seq and kind were recorded before: nothing new is stored.

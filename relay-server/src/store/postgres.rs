@@ -823,6 +823,36 @@ impl Store for PgStore {
         .collect()
     }
 
+    async fn events_after_each(
+        &self,
+        after: &[(ConversationId, Seq)],
+        limit: i64,
+    ) -> StoreResult<Vec<Event>> {
+        if after.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = after.iter().map(|(id, _)| id.0.as_str()).collect();
+        let seqs: Vec<i64> = after
+            .iter()
+            .map(|(_, seq)| i64::try_from(*seq).unwrap_or(i64::MAX))
+            .collect();
+        sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM (
+                 SELECT e.*, row_number() OVER (PARTITION BY e.conversation_id ORDER BY e.seq) AS n
+                 FROM unnest($1::text[], $2::bigint[]) AS c(id, after)
+                 JOIN events e ON e.conversation_id = c.id AND e.seq > c.after
+             ) x WHERE n <= $3 ORDER BY conversation_id, seq"
+        ))
+        .bind(&ids)
+        .bind(&seqs)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
     async fn rate(
         &self,
         id: &ConversationId,

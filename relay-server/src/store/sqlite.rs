@@ -563,6 +563,39 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    async fn events_after_each(
+        &self,
+        after: &[(ConversationId, Seq)],
+        limit: i64,
+    ) -> StoreResult<Vec<Event>> {
+        if after.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One parameter whatever the count (a JSON array of `[id, after]` pairs), so the text,
+        // and the prepared statement, are always the same.
+        let pairs: Vec<(&str, i64)> = after
+            .iter()
+            .map(|(id, seq)| (id.0.as_str(), i64::try_from(*seq).unwrap_or(i64::MAX)))
+            .collect();
+        sqlx::query(
+            "SELECT conversation_id, seq, at, author_role, author_id, author_name, body FROM (
+                 SELECT e.conversation_id, e.seq, e.at, e.author_role, e.author_id,
+                     e.author_name, e.body,
+                     row_number() OVER (PARTITION BY e.conversation_id ORDER BY e.seq) AS n
+                 FROM json_each(?) AS c
+                 JOIN events e ON e.conversation_id = json_extract(c.value, '$[0]')
+                     AND e.seq > json_extract(c.value, '$[1]')
+             ) WHERE n <= ? ORDER BY conversation_id, seq",
+        )
+        .bind(json(&pairs))
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
     async fn rate(
         &self,
         id: &ConversationId,
