@@ -81,12 +81,12 @@ async fn run(pool: PgPool, mut queue: mpsc::Receiver<Request>, group: GroupCommi
 /// one, in arrival order. A caller that gave up (its socket closed) no longer listens: fine, its
 /// event is stored and its next reader sees it.
 async fn store_batch(pool: &PgPool, requests: Vec<Request>, group: &GroupCommit) {
-    let mut stored: Vec<Option<Appended>> = Vec::new();
+    let mut outcomes: Vec<Together> = Vec::new();
     if requests.len() > 1 {
         match store_together(pool, &requests).await {
             Ok(together) => {
-                group.count(together.iter().flatten().count());
-                stored = together;
+                group.count(together.iter().filter(|o| matches!(o, Some(Ok(_)))).count());
+                outcomes = together;
             }
             // Another node stored a twin of one of these after the statement began: expected
             // now and then (a client that resent through the other node), and the one-by-one
@@ -99,12 +99,12 @@ async fn store_batch(pool: &PgPool, requests: Vec<Request>, group: &GroupCommit)
             }
         }
     }
-    stored.resize_with(requests.len(), || None);
+    outcomes.resize_with(requests.len(), || None);
     let mut rest = Vec::new();
-    for (request, stored) in requests.into_iter().zip(stored) {
-        match stored {
-            Some(appended) => {
-                let _ = request.reply.send(Ok(appended));
+    for (request, outcome) in requests.into_iter().zip(outcomes) {
+        match outcome {
+            Some(outcome) => {
+                let _ = request.reply.send(outcome);
             }
             None => rest.push(request),
         }
@@ -199,10 +199,16 @@ fn guard_of(effect: &Effect) -> Option<(Option<&str>, bool)> {
     }
 }
 
-/// Stores the plain appends of `requests` with one [`BATCH_APPEND`]: each request's outcome if
-/// it was stored so, in request order, `None` for those left to the one-by-one path. `Err` means
-/// nothing was stored.
-async fn store_together(pool: &PgPool, requests: &[Request]) -> StoreResult<Vec<Option<Appended>>> {
+/// What [`store_together`] did with one request: stored (or stored and not read back), or
+/// `None`, left to the one-by-one path.
+type Together = Option<StoreResult<Appended>>;
+
+/// Stores the plain appends of `requests` with one [`BATCH_APPEND`]: each request's outcome, in
+/// request order. `Err` means the statement failed and nothing was stored. Once it has
+/// succeeded, nothing of the batch may go the one-by-one way again: an event without a client
+/// id would be stored twice. So a returned row that cannot be read back answers the statement's
+/// requests with that error instead.
+async fn store_together(pool: &PgPool, requests: &[Request]) -> StoreResult<Vec<Together>> {
     // Conversations with an append that is not plain stay out entirely: that append must come
     // in its place among the others, and only the one-by-one path can put it there.
     let mut careful: HashSet<&ConversationId> = HashSet::new();
@@ -220,9 +226,9 @@ async fn store_together(pool: &PgPool, requests: &[Request]) -> StoreResult<Vec<
             columns.push(request, guard);
         }
     }
-    let mut stored: Vec<Option<Appended>> = vec![None; requests.len()];
+    let mut outcomes: Vec<Together> = (0..requests.len()).map(|_| None).collect();
     if chosen.len() < 2 {
-        return Ok(stored);
+        return Ok(outcomes);
     }
     let now = now_ms();
     let rows = sqlx::query(&BATCH_APPEND)
@@ -238,11 +244,34 @@ async fn store_together(pool: &PgPool, requests: &[Request]) -> StoreResult<Vec<
         .bind(now)
         .fetch_all(pool)
         .await?;
+    match read_back(requests, &chosen, &rows, now) {
+        Ok(stored) => {
+            for (position, appended) in stored {
+                outcomes[position] = Some(Ok(appended));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a group append was stored but its rows could not be read back");
+            for &position in &chosen {
+                outcomes[position] = Some(Err(StoreError::Corrupt(e.to_string())));
+            }
+        }
+    }
+    Ok(outcomes)
+}
 
+/// [`BATCH_APPEND`]'s rows as each request's answer: its position in `requests` and what a
+/// single append would have returned for it.
+fn read_back(
+    requests: &[Request],
+    chosen: &[usize],
+    rows: &[sqlx::postgres::PgRow],
+    now: i64,
+) -> StoreResult<Vec<(usize, Appended)>> {
     // Rows come in no particular order: sort them by position so that each conversation's
     // preview can be followed from what it was before the batch.
     let mut numbered = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         let ord: i64 = row.try_get("ord")?;
         let position = usize::try_from(ord - 1)
             .ok()
@@ -252,6 +281,7 @@ async fn store_together(pool: &PgPool, requests: &[Request]) -> StoreResult<Vec<
     }
     numbered.sort_unstable_by_key(|(position, _)| *position);
     let mut previews: HashMap<ConversationId, Option<String>> = HashMap::new();
+    let mut stored = Vec::with_capacity(numbered.len());
     for (position, row) in numbered {
         let request = &requests[position];
         let seq = super::seq_from(row.try_get("seq")?)?;
@@ -265,17 +295,20 @@ async fn store_together(pool: &PgPool, requests: &[Request]) -> StoreResult<Vec<
         // The conversation as this event left it, which is what a single append returns.
         conversation.last_seq = seq;
         conversation.preview = preview.clone();
-        stored[position] = Some(Appended {
-            event: Event {
-                conversation_id: request.id.clone(),
-                seq,
-                at: now,
-                author: request.new.author.clone(),
-                body: request.new.body.clone(),
+        stored.push((
+            position,
+            Appended {
+                event: Event {
+                    conversation_id: request.id.clone(),
+                    seq,
+                    at: now,
+                    author: request.new.author.clone(),
+                    body: request.new.body.clone(),
+                },
+                conversation,
+                duplicate: false,
             },
-            conversation,
-            duplicate: false,
-        });
+        ));
     }
     Ok(stored)
 }

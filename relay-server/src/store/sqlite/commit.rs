@@ -89,11 +89,7 @@ async fn run(
                 }
             },
         };
-        let appends = requests.len();
-        let healthy = commit_batch(&mut connection, requests).await;
-        if healthy {
-            group.count(appends);
-        }
+        let healthy = commit_batch(&mut connection, requests, &group).await;
         // Before the checkpointer hears of this commit: its pass, woken by the news, would
         // otherwise run beside the rewind and make it "busy".
         if signals.take_rewind() {
@@ -119,11 +115,23 @@ fn again(e: &sqlx::Error) -> sqlx::Error {
 /// Longest the committer keeps the writer connection across batches (see [`run`]).
 const HOLD: Duration = Duration::from_millis(10);
 
-/// Stores one batch and answers its callers. `false` when the engine failed: the caller then
-/// gives the connection back to the pool instead of keeping it for the next batch.
-async fn commit_batch(connection: &mut SqliteConnection, requests: Vec<Request>) -> bool {
+/// Stores one batch, counts what it stored in `group`, and answers its callers. `false` when
+/// the engine failed: the caller then gives the connection back to the pool instead of keeping
+/// it for the next batch.
+async fn commit_batch(
+    connection: &mut SqliteConnection,
+    requests: Vec<Request>,
+    group: &GroupCommit,
+) -> bool {
     match store_together(connection, &requests).await {
         Ok(outcomes) => {
+            // Refusals and repeats answered with their original stored nothing.
+            group.count(
+                outcomes
+                    .iter()
+                    .filter(|o| matches!(o, Ok(a) if !a.duplicate))
+                    .count(),
+            );
             for (request, outcome) in requests.into_iter().zip(outcomes) {
                 // A caller that gave up (its socket closed) no longer listens: fine, the
                 // event is stored and its next reader sees it.
