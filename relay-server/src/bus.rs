@@ -14,7 +14,9 @@
 //!   node) is ignored with a debug log.
 //! - the hash `{prefix}:agents` maps `{node}:{agent_id}` to `{info, node, expires_at}`. Each node
 //!   rewrites its own entries every [`PRESENCE_REFRESH`] and on every local presence change, and
-//!   reads the others' unexpired entries into the hub, whose `agents_online` is the union.
+//!   reads the others' unexpired entries into the hub, whose `agents_online` is the union. The
+//!   hash itself expires [`PRESENCE_FORGET`] after the last write, so a prefix whose nodes are
+//!   all gone leaves nothing in Redis.
 //! - `queue` nudges carry nothing: the receiving node's queue task re-reads the queue from the
 //!   store, assigns what it can and tells its own visitors and agents. `settings` nudges (an
 //!   admin saved a site's settings) make it re-read the saved settings.
@@ -371,11 +373,17 @@ impl RedisBus {
             ));
         }
         if !items.is_empty() {
-            self.command(|mut conn| async move {
-                conn.hset_multiple::<_, _, _, ()>(&self.agents_key, &items)
-                    .await
-            })
-            .await?;
+            // The hash itself expires once no node has written to it for a while, so the nodes
+            // of a prefix that is gone for good (renamed, or every node killed) leave nothing
+            // behind in Redis; a node with agents refreshes it every `PRESENCE_REFRESH`.
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .hset_multiple(&self.agents_key, &items)
+                .ignore()
+                .expire(&self.agents_key, PRESENCE_FORGET.as_secs() as i64)
+                .ignore();
+            self.command(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+                .await?;
         }
         let all: HashMap<String, String> = self
             .command(|mut conn| async move { conn.hgetall(&self.agents_key).await })

@@ -177,6 +177,19 @@ async fn scenario(database_url: &str, prefix: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The presence hash expires unless a node with agents keeps writing it, so a prefix whose
+    // nodes are all gone leaves nothing in Redis.
+    let mut redis = redis::Client::open(redis_url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("{prefix}:agents"))
+        .query_async(&mut redis)
+        .await?;
+    assert!(
+        (1..=120).contains(&ttl),
+        "the presence hash has an expiry of at most 120 s, TTL said {ttl}"
+    );
     let mut v = VisitorClient::connect(&a, None).await?;
     assert!(
         v.agents_online >= 1,
