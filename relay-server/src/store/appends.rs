@@ -13,6 +13,10 @@ use crate::metrics::GroupCommit;
 /// sockets that send); they are never refused.
 const QUEUE: usize = 4096;
 
+/// Most appends in one batch. Large enough that a burst is stored in a few commits, small enough
+/// that the first caller of a batch is not kept long by the last.
+pub(super) const MAX_BATCH: usize = 256;
+
 /// One caller's append, and where its outcome goes.
 pub(super) struct Request {
     pub(super) id: ConversationId,
@@ -30,8 +34,8 @@ pub(super) struct Appends {
 }
 
 impl Appends {
-    /// A new hand-over: the callers' side, and the task's queue and counters.
-    pub(super) fn channel() -> (Self, mpsc::Receiver<Request>, GroupCommit) {
+    /// A new hand-over: the callers' side, and the task's batches and counters.
+    pub(super) fn channel() -> (Self, Batches, GroupCommit) {
         let (requests, queue) = mpsc::channel(QUEUE);
         let group = GroupCommit::default();
         (
@@ -39,7 +43,7 @@ impl Appends {
                 requests,
                 group: group.clone(),
             },
-            queue,
+            Batches { queue },
             group,
         )
     }
@@ -65,5 +69,24 @@ impl Appends {
         outcome
             .await
             .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?
+    }
+}
+
+/// The task's side: the appends waiting, taken as batches.
+pub(super) struct Batches {
+    queue: mpsc::Receiver<Request>,
+}
+
+impl Batches {
+    /// Every append waiting, at least one (waits for it) and at most [`MAX_BATCH`]; `None` once
+    /// every handle of the store is gone.
+    pub(super) async fn next(&mut self) -> Option<Vec<Request>> {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        (self.queue.recv_many(&mut batch, MAX_BATCH).await > 0).then_some(batch)
+    }
+
+    /// Whether no append is waiting right now.
+    pub(super) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
     }
 }

@@ -24,22 +24,19 @@
 //!   stored, and every append of the batch goes one by one.
 //!
 //! [`FAST_APPEND`]: super::FAST_APPEND
+//! [`MAX_BATCH`]: crate::store::appends::MAX_BATCH
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 use protocol::{ConversationId, Event, EventBody};
 use sqlx::{PgPool, Row};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::{conversation_from_row, json, PgStore, CONVERSATION_COLUMNS};
 use crate::metrics::GroupCommit;
-use crate::store::appends::{Appends, Request};
+use crate::store::appends::{Appends, Batches, Request};
 use crate::store::{now_ms, preview_of, role_str, Appended, Effect, StoreError, StoreResult};
-
-/// Most appends stored by one statement: a burst goes in a few statements, and the first caller
-/// of a batch is not kept long by the last.
-const MAX_BATCH: usize = 256;
 
 /// Batches of one node in flight at once. More than one, so a batch that waits for a row lock
 /// another node holds, or for its commit's flush, does not hold up the node's other
@@ -58,17 +55,15 @@ pub(super) fn start(pool: PgPool) -> Appends {
 
 /// The batching loop: whatever is waiting, as one batch, with at most [`FLIGHTS`] batches in
 /// flight; while all are, the queue fills and the next batch is larger.
-async fn run(pool: PgPool, mut queue: mpsc::Receiver<Request>, group: GroupCommit) {
+async fn run(pool: PgPool, mut queue: Batches, group: GroupCommit) {
     let flights = Arc::new(Semaphore::new(FLIGHTS));
-    let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         let Ok(permit) = flights.clone().acquire_owned().await else {
             return;
         };
-        if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+        let Some(requests) = queue.next().await else {
             return;
-        }
-        let requests = std::mem::take(&mut batch);
+        };
         let (pool, group) = (pool.clone(), group.clone());
         tokio::spawn(async move {
             store_batch(&pool, requests, &group).await;

@@ -9,6 +9,8 @@
 //! commits once, and only then answers each caller. Nothing is acknowledged before the commit
 //! that stored it, and a request alone in the queue is served at once: nobody waits for company.
 //!
+//! [`MAX_BATCH`]: crate::store::appends::MAX_BATCH
+//!
 //! A batch is one transaction written as SQL text ([`store_in_transaction`]), so that `BEGIN` and
 //! `COMMIT` share their round trips with the statements beside them. Its plain appends (messages
 //! that change a conversation only by their seq and preview; see [`Plan`]) are stored together:
@@ -30,21 +32,16 @@ use protocol::{ConversationId, ConversationStatus, Event, EventBody};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Sqlite, SqlitePool};
-use tokio::sync::mpsc;
 
 use super::checkpoint::Signals;
 use super::{
     append_in, bind_event, conversation_from_row, json, ConversationRecord, CONVERSATION_COLUMNS,
 };
 use crate::metrics::{GroupCommit, Wal};
-use crate::store::appends::{Appends, Request};
+use crate::store::appends::{Appends, Batches, Request};
 use crate::store::{
     now_ms, preview_of, role_str, Appended, Effect, NewEvent, StoreError, StoreResult,
 };
-
-/// Most appends stored in one transaction. Large enough that a burst commits in a few
-/// transactions, small enough that the first caller of a batch is not kept long by the last.
-pub const MAX_BATCH: usize = 256;
 
 /// Starts the committing task on the current tokio runtime and returns the callers' side. The
 /// task ends when every handle is dropped; once `write` is closed, it answers every request with
@@ -67,15 +64,13 @@ pub(super) fn start(write: SqlitePool, signals: Arc<Signals>, wal: Wal) -> Appen
 /// assignments, settings) wait at most that long.
 async fn run(
     write: SqlitePool,
-    mut queue: mpsc::Receiver<Request>,
+    mut queue: Batches,
     signals: Arc<Signals>,
     wal: Wal,
     group: GroupCommit,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut held: Option<(PoolConnection<Sqlite>, Instant)> = None;
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let requests: Vec<Request> = std::mem::take(&mut batch);
+    while let Some(requests) = queue.next().await {
         let (mut connection, since) = match held.take() {
             Some(held) => held,
             None => match write.acquire().await {
