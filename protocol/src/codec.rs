@@ -186,9 +186,11 @@ fn diagnose<T: Frame>(text: &str, err: serde_json::Error) -> DecodeError {
 
 /// Serializes a frame. Infallible for the types of this crate (no maps with non-string keys).
 pub fn encode<T: Serialize>(frame: &T) -> String {
-    serde_json::to_string(frame).unwrap_or_else(|e| {
-        // Unreachable for this crate's types; kept total so no caller has to unwrap.
-        format!(r#"{{"type":"error","code":"internal","message":"encode failed: {e}"}}"#)
+    serde_json::to_string(frame).unwrap_or_else(|_| {
+        // Unreachable for this crate's types; kept total so no caller has to unwrap. The error
+        // is not formatted into the text: that would link serde_json's error messages (and
+        // std's I/O error names) into the visitor's panel for a case that cannot happen.
+        r#"{"type":"error","code":"internal","message":"encode failed"}"#.to_owned()
     })
 }
 

@@ -49,6 +49,7 @@ async fn visitor_and_agent_chat_in_real_browsers() -> anyhow::Result<()> {
 
 async fn chat_scenario(relay: &TestRelay, visitor: &Client, agent: &Client) -> anyhow::Result<()> {
     let (user, name, pass) = AGENTS[0];
+    let loaded_after = unix_ms();
     visitor.goto(&relay.url("/")).await?;
     let widget = Widget::new(visitor);
     let launcher = widget.launcher().await?;
@@ -62,6 +63,23 @@ async fn chat_scenario(relay: &TestRelay, visitor: &Client, agent: &Client) -> a
         .wait_message("visitor", "hello")
         .await
         .context("the visitor's message must be acked (data-seq)")?;
+
+    // The page context the panel sent carries when this browsing session reached the site,
+    // which the loader keeps as `Date.now()` text (for the console's "time on site").
+    let listing = AgentClient::login(relay, user, pass).await?;
+    let context = &listing
+        .conversations
+        .iter()
+        .find(|c| c.preview.as_deref() == Some("hello"))
+        .context("the agent's list must hold the visitor's conversation")?
+        .context;
+    let entered = context
+        .entered_at
+        .context("the widget must send entered_at with the page context")?;
+    assert!(
+        (loaded_after - 1_000..=unix_ms()).contains(&entered),
+        "entered_at {entered} must fall between the page load ({loaded_after}) and now"
+    );
 
     let console = Console::new(agent);
     console.login(&relay.base_url(), user, pass).await?;
@@ -168,6 +186,13 @@ async fn chat_scenario(relay: &TestRelay, visitor: &Client, agent: &Client) -> a
         relay.base_url()
     );
     Ok(())
+}
+
+/// Milliseconds since the Unix epoch, as the browser's `Date.now()` counts them.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Waits for the conversation whose newest message is `text`, opens it (once) and replies.

@@ -26,8 +26,9 @@ pub fn current(store: &Store) -> PageContext {
         }),
         entered_at: store
             .session_get(ENTERED)
-            .and_then(|s| s.parse::<f64>().ok())
-            .map(|ms| ms as i64),
+            // The loader writes `Date.now()`, an integer; parsing it as one keeps float
+            // parsing out of the panel.
+            .and_then(|s| s.parse::<i64>().ok()),
     }
     .truncated()
 }
