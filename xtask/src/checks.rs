@@ -83,9 +83,13 @@ pub fn lint(root: &Path, outcome: &mut Outcome) {
     );
 }
 
-/// The workspace tests (the browser tests find the built bundles through `PARLEY_DIST`), then
-/// the wasm unit tests of the widget and console in headless Chromium.
+/// The loader's and the panel's brotli budgets, the workspace tests (the browser tests find the
+/// built bundles through `PARLEY_DIST`), then the wasm unit tests of the widget and console in
+/// headless Chromium.
 pub fn test(root: &Path, tools: &Tools, dist: &Path, outcome: &mut Outcome) {
+    section("test: bundle budgets (brotli: loader 5 KiB, panel 100 KiB)");
+    outcome.record("bundle budgets", crate::bundle::check_budgets(dist));
+
     section("test: cargo test --workspace (browser tests use dist/ and chromedriver)");
     outcome.record(
         "cargo test --workspace",

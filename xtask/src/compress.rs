@@ -1,6 +1,7 @@
 //! Precompression of the built assets and their size report. The relay serves `X.gz` / `X.br`
 //! when they sit next to `X`, so every text or wasm asset in `dist/` gets both, at the strongest
-//! settings (done once at build time, read many times).
+//! settings (done once at build time, read many times), and the budgets the loader and the
+//! panel must stay within.
 
 use std::fs;
 use std::io::Write;
@@ -133,6 +134,43 @@ pub struct Group {
     pub name: &'static str,
     /// Files, relative to `dist/` (with `/` separators: they are also JSON keys).
     pub files: Vec<String>,
+    /// Most brotli bytes the group may weigh, for the bundles whose weight is a promise to site
+    /// owners (BENCHMARKS.md "Bundle sizes"); `cargo xtask test` fails past it.
+    pub budget: Option<u64>,
+}
+
+/// Fails, naming each bundle, when any group with a budget weighs more brotli bytes than it.
+/// Reads the `.br` copies the build wrote, so it costs no compression.
+pub fn check_budgets(dist: &Path, groups: &[Group]) -> Result<()> {
+    let mut over = Vec::new();
+    for group in groups {
+        let Some(budget) = group.budget else {
+            continue;
+        };
+        let brotli: u64 = group
+            .files
+            .iter()
+            .map(|f| Sizes::of(&dist.join(f)).brotli)
+            .sum();
+        if brotli == 0 {
+            over.push(format!("{}: not built (no .br files)", group.name));
+        } else if brotli > budget {
+            over.push(format!(
+                "{}: {brotli} B brotli, over its budget of {budget} B by {} B",
+                group.name,
+                brotli - budget
+            ));
+        } else {
+            println!(
+                "{}: {brotli} B brotli, within its budget of {budget} B",
+                group.name
+            );
+        }
+    }
+    if !over.is_empty() {
+        anyhow::bail!("bundles over budget: {}", over.join("; "));
+    }
+    Ok(())
 }
 
 /// Prints the size table and writes `dist/sizes.json` (cited by BENCHMARKS.md).
@@ -166,8 +204,12 @@ pub fn report(dist: &Path, groups: &[Group], profile: &str) -> Result<()> {
             kib(total.gzip),
             kib(total.brotli)
         );
+        let budget = group
+            .budget
+            .map(|b| format!(", \"budget_brotli\": {b}"))
+            .unwrap_or_default();
         json_groups.push(format!(
-            "  \"{}\": {{\n    \"raw\": {}, \"gzip\": {}, \"brotli\": {},\n    \"files\": {{\n{}\n    }}\n  }}",
+            "  \"{}\": {{\n    \"raw\": {}, \"gzip\": {}, \"brotli\": {}{budget},\n    \"files\": {{\n{}\n    }}\n  }}",
             group.name,
             total.raw,
             total.gzip,
@@ -183,4 +225,75 @@ pub fn report(dist: &Path, groups: &[Group], profile: &str) -> Result<()> {
     fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
     println!("\nsizes written to {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `dist/` of its own under the system temp directory, removed on drop.
+    struct Dist(PathBuf);
+
+    impl Dist {
+        fn new(name: &str) -> Dist {
+            let dir =
+                std::env::temp_dir().join(format!("parley-xtask-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).expect("temp dir");
+            Dist(dir)
+        }
+
+        /// Writes `file` and a `.br` copy of `brotli` bytes beside it.
+        fn file(&self, file: &str, brotli: usize) {
+            fs::write(self.0.join(file), b"x").expect("file");
+            fs::write(sibling(&self.0.join(file), "br"), vec![0u8; brotli]).expect("br");
+        }
+    }
+
+    impl Drop for Dist {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn group(files: &[&str], budget: u64) -> Group {
+        Group {
+            name: "panel",
+            files: files.iter().map(|f| (*f).to_owned()).collect(),
+            budget: Some(budget),
+        }
+    }
+
+    #[test]
+    fn a_group_at_its_budget_passes_and_one_byte_over_fails_naming_it() {
+        let dist = Dist::new("budget");
+        dist.file("a.js", 600);
+        dist.file("a.wasm", 400);
+        assert!(check_budgets(&dist.0, &[group(&["a.js", "a.wasm"], 1000)]).is_ok());
+        let err = check_budgets(&dist.0, &[group(&["a.js", "a.wasm"], 999)])
+            .expect_err("1,000 B against a budget of 999 B");
+        let text = format!("{err:#}");
+        assert!(text.contains("panel: 1000 B brotli"), "{text}");
+        assert!(text.contains("by 1 B"), "{text}");
+    }
+
+    #[test]
+    fn a_bundle_that_was_not_built_fails_rather_than_weighing_nothing() {
+        let dist = Dist::new("missing");
+        let err = check_budgets(&dist.0, &[group(&["gone.wasm"], 1000)])
+            .expect_err("no .br file is not a pass");
+        assert!(format!("{err:#}").contains("not built"));
+    }
+
+    #[test]
+    fn groups_without_a_budget_are_not_checked() {
+        let dist = Dist::new("nobudget");
+        dist.file("big.wasm", 10_000);
+        let console = Group {
+            name: "console",
+            files: vec!["big.wasm".into()],
+            budget: None,
+        };
+        assert!(check_budgets(&dist.0, &[console]).is_ok());
+    }
 }
