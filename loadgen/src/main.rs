@@ -124,12 +124,18 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// CPU time used so far (Linux /proc, in clock ticks): by the relay, by this tool, and by the
-/// whole machine busy and idle. Where latency has a tail, this says whether the cores were full.
+/// whole machine busy, idle and stolen by the hypervisor; and the relay's context switches.
+/// Where latency has a tail, this says whether the cores were full; per message, it compares
+/// machines whose speed differs (a p99 alone cannot).
 struct CpuTimes {
     relay: Option<u64>,
+    /// Voluntary and involuntary, summed over the relay's threads: each is a wake-up or a
+    /// preemption, which virtual machines make expensive.
+    relay_switches: Option<u64>,
     tool: u64,
     machine_busy: u64,
     machine_idle: u64,
+    machine_steal: u64,
 }
 
 impl CpuTimes {
@@ -149,33 +155,76 @@ impl CpuTimes {
             .skip(1)
             .filter_map(|v| v.parse().ok())
             .collect();
-        // user nice system idle iowait irq softirq steal ...
+        // user nice system idle iowait irq softirq steal guest guest_nice; guest time is
+        // already counted in user and nice.
         let idle = cpu.get(3)? + cpu.get(4).copied().unwrap_or(0);
+        let counted: u64 = cpu.iter().take(8).sum();
         Some(CpuTimes {
             relay: relay_pid.and_then(|pid| process(&format!("/proc/{pid}/stat"))),
+            relay_switches: relay_pid.and_then(context_switches),
             tool: process("/proc/self/stat")?,
-            machine_busy: cpu.iter().sum::<u64>() - idle,
+            machine_busy: counted - idle,
             machine_idle: idle,
+            machine_steal: cpu.get(7).copied().unwrap_or(0),
         })
     }
 
-    /// "cpu: relay X cores, load tool Y cores, machine Z % busy" over `elapsed`.
-    fn since(&self, before: &CpuTimes, elapsed: Duration) -> String {
+    /// "cpu while sending: relay X cores, load tool Y cores, machine Z % busy" over `elapsed`,
+    /// then what the relay spent per message of the `sent`.
+    fn since(&self, before: &CpuTimes, elapsed: Duration, sent: u64) -> String {
         // USER_HZ is 100 on every Linux this targets.
         let cores = |ticks: u64| ticks as f64 / 100.0 / elapsed.as_secs_f64().max(0.001);
         let busy = self.machine_busy - before.machine_busy;
         let idle = self.machine_idle - before.machine_idle;
+        let steal = self.machine_steal - before.machine_steal;
         let relay = match (self.relay, before.relay) {
             (Some(a), Some(b)) => format!("relay {:.2} cores, ", cores(a - b)),
             _ => String::new(),
         };
-        format!(
-            "cpu while sending: {relay}load tool {:.2} cores, machine {:.0} % busy ({} cores)",
+        let mut line = format!(
+            "cpu while sending: {relay}load tool {:.2} cores, machine {:.0} % busy, {:.1} % stolen ({} cores)",
             cores(self.tool - before.tool),
             100.0 * busy as f64 / (busy + idle).max(1) as f64,
+            100.0 * steal as f64 / (busy + idle).max(1) as f64,
             std::thread::available_parallelism().map_or(0, |n| n.get()),
-        )
+        );
+        if let (Some(a), Some(b), Some(sa), Some(sb)) = (
+            self.relay,
+            before.relay,
+            self.relay_switches,
+            before.relay_switches,
+        ) {
+            let sent = sent.max(1) as f64;
+            line.push_str(&format!(
+                "\nrelay per message sent: {:.0} us of CPU, {:.1} context switches",
+                (a - b) as f64 * 10_000.0 / sent,
+                sa.saturating_sub(sb) as f64 / sent,
+            ));
+        }
+        line
     }
+}
+
+/// The relay's context switches so far, summed over its threads (`/proc/PID/task/*/status`).
+/// A thread that ends between two readings drops out of the second, so the difference is exact
+/// only while the relay keeps its threads (its tokio workers do; a pooled SQLite connection's
+/// thread ends only if the pool closes it).
+fn context_switches(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(status) = std::fs::read_to_string(task.ok()?.path().join("status")) else {
+            continue;
+        };
+        total += status
+            .lines()
+            .filter(|l| {
+                l.starts_with("voluntary_ctxt_switches:")
+                    || l.starts_with("nonvoluntary_ctxt_switches:")
+            })
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Some(total)
 }
 
 /// Opens a WebSocket from source address 127.0.0.(1 + n % sources).
@@ -655,7 +704,7 @@ async fn chat(
         .collect();
     println!("  p99/max ms by second sent: {}", worst.join(", "));
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
-        println!("{}", after.since(&before, elapsed));
+        println!("{}", after.since(&before, elapsed, sent));
     }
     if stall_agent > 0 {
         println!(
