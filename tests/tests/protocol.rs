@@ -505,7 +505,13 @@ async fn a_client_that_never_reads_is_let_go() -> anyhow::Result<()> {
     let tcp = socket.connect(relay.addr()).await?;
     let (mut ws, _) = tokio_tungstenite::client_async(visitor_upgrade(&relay)?, tcp).await?;
 
-    // Each frame is answered with a typed `malformed` error; this side only ever writes.
+    // Each frame is answered with a typed `malformed` error; this side only ever writes. Once
+    // the relay's answers fill the buffers towards us its writes stall and it stops reading, and
+    // then our frames must fill the buffers towards it (megabytes on loopback) before the write
+    // bound lets go (1.2 s). Frames of half a kilobyte fill them in a few thousand writes, so
+    // even a slow machine sees its writes stall first. With 8-byte frames, one slow machine
+    // wrote 320,000 without a stall before the relay let go, and failed the check below.
+    let junk = format!("not json {}", "x".repeat(500));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut written = 0u32;
     let mut stalled = false;
@@ -513,7 +519,7 @@ async fn a_client_that_never_reads_is_let_go() -> anyhow::Result<()> {
         if tokio::time::Instant::now() > deadline {
             break false;
         }
-        let frame = ws.send(Message::Text("not json".into()));
+        let frame = ws.send(Message::Text(junk.as_str().into()));
         match tokio::time::timeout(Duration::from_millis(200), frame).await {
             Ok(Ok(())) => written += 1,
             // Reset or broken pipe: the relay closed its end.
