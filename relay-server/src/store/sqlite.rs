@@ -115,6 +115,10 @@ impl SqliteStore {
                 SqliteSynchronous::Normal
             })
             .foreign_keys(true)
+            // Statement journals and the ephemeral tables of `UPDATE … FROM (VALUES …)` in
+            // memory: with SQLite's default each group commit opened, wrote and deleted a
+            // temporary file (measured: ~6 % of the writer thread in `open` and `pwrite`).
+            .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(10));
         // The single writer keeps the hot pages (conversations, the events' idempotency index)
         // in its own cache: with SQLite's default 2 MiB they are evicted under load and every
