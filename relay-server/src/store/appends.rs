@@ -1,7 +1,8 @@
 //! The hand-over between callers of [`Store::append`](super::Store::append) and an engine's
-//! group-commit task (SQLite's committer, PostgreSQL's batcher): a caller queues its append
+//! group-commit task (SQLite's writer thread, PostgreSQL's batcher): a caller queues its append
 //! with a one-shot reply and waits for the commit that stored it; the task takes whatever is
-//! waiting as one batch.
+//! waiting as one batch. SQLite's writer thread hands what it does not store itself on to a
+//! second task the same way ([`Forward`]).
 
 use protocol::ConversationId;
 use tokio::sync::{mpsc, oneshot};
@@ -72,21 +73,55 @@ impl Appends {
     }
 }
 
+/// A hand-over from one group-commit task to another, with the same queue bound: requests are
+/// moved on, still waiting for their reply.
+pub(super) fn forward() -> (Forward, Batches) {
+    let (requests, queue) = mpsc::channel(QUEUE);
+    (Forward { requests }, Batches { queue })
+}
+
+/// The sending side of [`forward`], for a thread outside the async runtime.
+pub(super) struct Forward {
+    requests: mpsc::Sender<Request>,
+}
+
+impl Forward {
+    /// Hands `request` on, waiting while the receiving task's queue is full. A receiving task
+    /// that is gone (the store closed) is answered for, as a closed pool: never dropped silently.
+    pub(super) fn blocking_send(&self, request: Request) {
+        if let Err(mpsc::error::SendError(request)) = self.requests.blocking_send(request) {
+            let _ = request
+                .reply
+                .send(Err(StoreError::Database(sqlx::Error::PoolClosed)));
+        }
+    }
+}
+
 /// The task's side: the appends waiting, taken as batches.
 pub(super) struct Batches {
     queue: mpsc::Receiver<Request>,
 }
 
 impl Batches {
+    /// [`Batches::next`] for a thread outside the async runtime: waits for the first append,
+    /// then takes what else is waiting.
+    pub(super) fn blocking_next(&mut self) -> Option<Vec<Request>> {
+        let first = self.queue.blocking_recv()?;
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match self.queue.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
     /// Every append waiting, at least one (waits for it) and at most [`MAX_BATCH`]; `None` once
     /// every handle of the store is gone.
     pub(super) async fn next(&mut self) -> Option<Vec<Request>> {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         (self.queue.recv_many(&mut batch, MAX_BATCH).await > 0).then_some(batch)
-    }
-
-    /// Whether no append is waiting right now.
-    pub(super) fn is_empty(&self) -> bool {
-        self.queue.is_empty()
     }
 }

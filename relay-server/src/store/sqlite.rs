@@ -1,17 +1,22 @@
 //! The SQLite store: the default, embedded, zero-setup engine.
 //!
-//! Writes go through a pool of exactly one connection, so the relay itself serialises them:
-//! no `SQLITE_BUSY` retries, and "read `last_seq`, write `last_seq + 1`" inside a transaction is
-//! safe without row locks. Reads use a separate pool (WAL lets them run beside the writer).
-//! Appends arriving together share one transaction (group commit, [`commit`]): each is still
-//! answered only after the commit that stored it. WAL checkpoints run on a connection of their
-//! own every second ([`checkpoint`]), never inside a commit.
+//! Two connections write, one at a time: the writer thread's ([`writer`]), which stores plain
+//! messages, and sqlx's pool of exactly one connection, for everything else. They take turns
+//! through one lock ([`writes`]) and every write transaction begins `IMMEDIATE`, so the relay
+//! itself serialises writes: no `SQLITE_BUSY` retries, and "read `last_seq`, write
+//! `last_seq + 1`" inside a transaction is safe without row locks. Reads use a separate pool
+//! (WAL lets them run beside the writer). Appends arriving together share one transaction
+//! (group commit, [`writer`] and [`commit`]): each is still answered only after the commit that
+//! stored it. WAL checkpoints run on a connection of their own ([`checkpoint`]), never inside a
+//! commit.
 //! `synchronous = NORMAL` in WAL mode: a committed transaction survives a crash of the relay
 //! (kill -9); surviving power loss as well needs `synchronous = FULL` (`?synchronous=full`... see
 //! [`SqliteStore::connect`]).
 
 mod checkpoint;
 mod commit;
+mod writer;
+mod writes;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -39,12 +44,13 @@ use super::{
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
-    /// One connection: the single writer.
-    write: SqlitePool,
+    /// sqlx's writer connection, taken in turns with the writer thread's (see [`writes`]).
+    write: writes::Writes,
     /// Readers.
     read: SqlitePool,
     /// Appends go through it, so those arriving together share one transaction (group commit,
-    /// see [`commit`]); it uses `write` like every other write.
+    /// see [`commit`]): plain ones on the writer thread's connection ([`writer`]), the others
+    /// on `write`.
     committer: super::appends::Appends,
     /// Checkpoints the WAL on a connection of its own, at most every
     /// [`checkpoint::EVERY`] while the committer commits, so no commit does it (see
@@ -152,7 +158,12 @@ impl SqliteStore {
             .await?;
         let signals = Arc::new(checkpoint::Signals::default());
         let wal = crate::metrics::Wal::default();
-        let committer = commit::start(write.clone(), signals.clone(), wal.clone());
+        let writer = writer::open(options.get_filename(), full_sync)
+            .map_err(|e| StoreError::Database(sqlx::Error::Configuration(e.into())))?;
+        let turn = writes::Turn::default();
+        let write = writes::Writes::new(write, turn.clone());
+        let committer = commit::start(write.clone(), writer, turn, signals.clone(), wal.clone())
+            .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         let checkpointer = Arc::new(
             checkpoint::Checkpointer::start(&options, wal_limit_mib, signals, wal.clone()).await?,
         );
@@ -267,7 +278,7 @@ impl Store for SqliteStore {
         .bind(display_name)
         .bind(password_hash)
         .bind(now_ms())
-        .fetch_one(&self.write)
+        .fetch_one(&mut *self.write.acquire().await?)
         .await?;
         agent_from_row(&row)
     }
@@ -307,7 +318,7 @@ impl Store for SqliteStore {
             .bind(agent_id)
             .bind(now_ms())
             .bind(expires_at)
-            .execute(&self.write)
+            .execute(&mut *self.write.acquire().await?)
             .await?;
         Ok(())
     }
@@ -330,7 +341,7 @@ impl Store for SqliteStore {
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
             .bind(token_hash)
-            .execute(&self.write)
+            .execute(&mut *self.write.acquire().await?)
             .await?;
         Ok(())
     }
@@ -342,7 +353,7 @@ impl Store for SqliteStore {
             .bind(site)
             .bind(token_hash)
             .bind(now_ms())
-            .execute(&self.write)
+            .execute(&mut *self.write.acquire().await?)
             .await?;
         Ok(VisitorRecord {
             id,
@@ -392,7 +403,8 @@ impl Store for SqliteStore {
         context: &PageContext,
         bot: bool,
     ) -> StoreResult<(ConversationRecord, bool)> {
-        let mut tx = self.write.begin().await?;
+        let mut held = self.write.acquire().await?;
+        let mut tx = sqlx::Connection::begin_with(&mut *held, "BEGIN IMMEDIATE").await?;
         let existing = sqlx::query(&format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE visitor_id = ? AND status != 'closed'
              ORDER BY created_at DESC, id DESC LIMIT 1"
@@ -459,7 +471,7 @@ impl Store for SqliteStore {
         .bind(json(context))
         .bind(now_ms())
         .bind(&id.0)
-        .fetch_optional(&self.write)
+        .fetch_optional(&mut *self.write.acquire().await?)
         .await?;
         row.as_ref()
             .map(conversation_from_row)
@@ -480,7 +492,8 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         // The single writer: nothing else writes between this read and the append below.
-        let mut tx = self.write.begin().await?;
+        let mut held = self.write.acquire().await?;
+        let mut tx = sqlx::Connection::begin_with(&mut *held, "BEGIN IMMEDIATE").await?;
         let waiting: Vec<(ConversationId, String)> = sqlx::query(
             "SELECT id, site FROM conversations WHERE status = 'open' AND bot = 0
              ORDER BY queued_at, id LIMIT ?",
@@ -609,7 +622,8 @@ impl Store for SqliteStore {
         comment: Option<String>,
     ) -> StoreResult<Appended> {
         // The single writer: nothing can close, rate or append between this read and the update.
-        let mut tx = self.write.begin().await?;
+        let mut held = self.write.acquire().await?;
+        let mut tx = sqlx::Connection::begin_with(&mut *held, "BEGIN IMMEDIATE").await?;
         let row = sqlx::query(&format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
         ))
@@ -669,7 +683,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE agents SET admin = ? WHERE username = ?")
             .bind(admin)
             .bind(username)
-            .execute(&self.write)
+            .execute(&mut *self.write.acquire().await?)
             .await?;
         Ok(())
     }
@@ -686,7 +700,7 @@ impl Store for SqliteStore {
         .bind(email)
         .bind(now_ms())
         .bind(&id.0)
-        .fetch_optional(&self.write)
+        .fetch_optional(&mut *self.write.acquire().await?)
         .await?;
         match row {
             Some(row) => conversation_from_row(&row),
@@ -732,7 +746,7 @@ impl Store for SqliteStore {
         .bind(s.max_chats_per_agent)
         .bind(s.updated_at)
         .bind(&s.updated_by)
-        .execute(&self.write)
+        .execute(&mut *self.write.acquire().await?)
         .await?;
         Ok(())
     }
@@ -754,7 +768,7 @@ impl Store for SqliteStore {
         .bind(&gap.entry_title)
         .bind(&gap.page_url)
         .bind(now_ms())
-        .execute(&self.write)
+        .execute(&mut *self.write.acquire().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }

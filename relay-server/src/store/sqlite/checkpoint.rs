@@ -22,11 +22,11 @@
 //! Under writes that never pause, "once a checkpoint has caught up" never comes: each `PASSIVE`
 //! pass copies what was there when it began, the writer adds more meanwhile, and the WAL grows
 //! without bound (measured: 70 MB/s at 5,000 msg/s, 1.3 GB after 20 s, latency climbing with
-//! it). So once the WAL holds more than its limit, this task asks the committer to rewind it
-//! ([`Signals::ask_rewind`]): between two batches, on the writer's own connection, the committer
-//! runs one more `PASSIVE` pass ([`rewind`]), which copies the few frames this task's last pass
-//! left while no commit can slip in, so the committer's next transaction starts the WAL over
-//! from its beginning. That holds appends back for the pass's syncs (6–25 ms measured, every
+//! it). So once the WAL holds more than its limit, this task asks the writer thread to rewind it
+//! ([`Signals::ask_rewind`]): between two batches, on its own connection and in its turn (see
+//! [`super::writes`]), the writer thread runs one more `PASSIVE` pass ([`rewind`]), which copies
+//! the few frames this task's last pass left while no commit can slip in, so the next write
+//! transaction starts the WAL over from its beginning. That holds appends back for the pass's syncs (6–25 ms measured, every
 //! ~256 MiB of WAL), where the `RESTART` checkpoint used before, which from its own connection
 //! must also take the writer's lock and wait for every reader, held them back 13–50 ms. A reader
 //! on an old snapshot can still keep the rewind from taking; past twice the limit this task
@@ -62,7 +62,7 @@ pub const IDLE_EVERY: Duration = Duration::from_secs(1);
 /// file four times as large.
 pub const DEFAULT_WAL_LIMIT_MIB: u32 = 256;
 
-/// Least time between two rewinds asked of the committer. Each holds appends back for its syncs;
+/// Least time between two rewinds asked of the writer thread. Each holds appends back for its syncs;
 /// when a reader keeps one from taking, asking again at every checkpoint (ten a second) would
 /// stall the writer ten times a second instead of once. At 5,000 msg/s a rewind is due every
 /// ~3.5 s, so this never delays one that can take.
@@ -79,17 +79,17 @@ const CATCH_UP_PASSES: usize = 4;
 /// Frames left uncopied below which a `RESTART` is cheap enough to run.
 const FEW_FRAMES: i64 = 512;
 
-/// What the committer and this task tell each other.
+/// What the writer thread and this task tell each other.
 #[derive(Default)]
 pub struct Signals {
     /// A group commit was made (the WAL grew): time for a checkpoint.
     pub committed: Notify,
-    /// The WAL is past its limit: the committer should [`rewind`] it between two batches.
+    /// The WAL is past its limit: the writer thread should [`rewind`] it between two batches.
     rewind: AtomicBool,
 }
 
 impl Signals {
-    /// Asks the committer to rewind the WAL (once, however often asked before it does).
+    /// Asks the writer thread to rewind the WAL (once, however often asked before it does).
     pub fn ask_rewind(&self) {
         self.rewind.store(true, Ordering::Release);
     }
@@ -100,16 +100,23 @@ impl Signals {
     }
 }
 
-/// On the writer's connection, between two transactions: copies what the WAL holds beyond the
+/// On the writer thread's connection, in its turn, between two transactions: copies what the WAL holds beyond the
 /// last checkpoint, so that the next write transaction starts the WAL over (see the module
 /// header). A reader still on an older snapshot keeps the copy short of the end, or one reading
 /// at the moment of the next transaction keeps the WAL from starting over; then the WAL goes on
 /// growing and the checkpointer asks again, a [`REWIND_EVERY`] later. If the checkpointer's own
 /// pass is running, SQLite does nothing ("busy"): that passes in milliseconds, so the rewind is
-/// asked again of the committer's next batch at once. Counted in `wal` as `done`, `blocked` or
+/// asked again of the writer thread's next batch at once. Counted in `wal` as `done`, `blocked` or
 /// `busy`.
-pub async fn rewind(writer: &mut SqliteConnection, signals: &Signals, wal: &Wal) {
-    match checkpoint(writer, "PASSIVE").await {
+pub fn rewind(writer: &rusqlite::Connection, signals: &Signals, wal: &Wal) {
+    let passive = writer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok(Progress {
+            busy: row.get::<_, i64>(0)? != 0,
+            log: row.get(1)?,
+            copied: row.get(2)?,
+        })
+    });
+    match passive {
         Ok(p) if p.busy => {
             wal.count_rewind("busy");
             signals.ask_rewind();
@@ -158,7 +165,7 @@ async fn checkpoint(connection: &mut SqliteConnection, mode: &str) -> sqlx::Resu
     })
 }
 
-/// One tick: a `PASSIVE` pass; past the limit, a rewind asked of the committer (at most every
+/// One tick: a `PASSIVE` pass; past the limit, a rewind asked of the writer thread (at most every
 /// [`REWIND_EVERY`], `last_ask` says when the last was); past twice the limit, the catch-up and
 /// `RESTART` described above.
 async fn tick(
@@ -171,7 +178,7 @@ async fn tick(
 ) -> sqlx::Result<()> {
     let mut progress = checkpoint(connection, "PASSIVE").await?;
     if progress.busy {
-        // The committer's rewind was running: nothing was read, try next time.
+        // The writer thread's rewind was running: nothing was read, try next time.
         return Ok(());
     }
     wal.bytes.set(progress.log.max(0) * page_size);
