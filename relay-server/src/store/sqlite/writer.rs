@@ -4,8 +4,9 @@
 //! Why a thread of our own: with sqlx every statement is a message to the connection's worker
 //! thread and back, every row it returns another message, and the committing task that sends
 //! them is woken for each. Profiled at 5,000 msg/s, that machinery (sqlx's channels, its
-//! argument copies, the futures that collect rows) cost about as much CPU on the tokio workers
-//! as the SQL itself, and each hop is a thread wake-up, which is dear on these virtual machines.
+//! argument copies, the futures that collect rows) took ~10 % of the relay's CPU on the tokio
+//! workers, and each hop is a thread wake-up, which is dear on these virtual machines. On this
+//! thread the relay needs a quarter less CPU per message (BENCHMARKS.md).
 //! Here one thread takes a batch from the queue, runs its whole transaction itself, and answers
 //! each caller: one hand-over in, one out.
 //!
