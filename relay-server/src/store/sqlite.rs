@@ -183,6 +183,8 @@ impl SqliteStore {
     }
 }
 
+/// A conversation row ([`CONVERSATION_COLUMNS`]) read through sqlx. The writer thread reads the
+/// same columns through rusqlite (`writer::conversation_from`): change the two together.
 fn conversation_from_row(row: &SqliteRow) -> StoreResult<ConversationRecord> {
     let context: String = row.try_get("context")?;
     Ok(ConversationRecord {
