@@ -60,10 +60,6 @@ pub struct SqliteStore {
     wal: crate::metrics::Wal,
 }
 
-/// The writer's page cache, in KiB (`PRAGMA cache_size` takes negative numbers as KiB). Memory
-/// is taken as pages are used, up to this.
-const WRITER_CACHE_KIB: u32 = 32 * 1024;
-
 const CONVERSATION_COLUMNS: &str =
     "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at, rating, queued_at, offline_email";
 
@@ -126,9 +122,10 @@ impl SqliteStore {
             // temporary file (measured: ~6 % of the writer thread in `open` and `pwrite`).
             .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(10));
-        // The single writer keeps the hot pages (conversations, the events' idempotency index)
-        // in its own cache: with SQLite's default 2 MiB they are evicted under load and every
-        // append re-reads them through a system call.
+        // sqlx's writer: sessions, assignments, settings and the appends the writer thread hands
+        // on. Its statements are few and fixed, and it does not see the appends' hot pages, so
+        // it keeps SQLite's default page and statement caches (the writer thread has the large
+        // ones, see [`writer::open`]).
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             // No check before each acquire: sqlx would ping the connection's worker thread, a
@@ -138,13 +135,8 @@ impl SqliteStore {
             .connect_with(
                 options
                     .clone()
-                    .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
                     // Checkpoints run beside it, not inside its commits (see [`checkpoint`]).
-                    .pragma("wal_autocheckpoint", "0")
-                    // A group commit's statements have one text per batch size (up to 256, three
-                    // statements each); with sqlx's default 100 they were prepared again and
-                    // again (measured on tmpfs at 5,000 msg/s: p50 5.4 → 3.3 ms).
-                    .statement_cache_capacity(1024),
+                    .pragma("wal_autocheckpoint", "0"),
             )
             .await?;
         sqlx::migrate!("./migrations/sqlite")
@@ -493,7 +485,8 @@ impl Store for SqliteStore {
         if online.is_empty() {
             return Ok(None);
         }
-        // The single writer: nothing else writes between this read and the append below.
+        // `IMMEDIATE` in the writers' turn: nothing else writes between this read and the
+        // append below.
         let mut held = self.write.acquire().await?;
         let mut tx = sqlx::Connection::begin_with(&mut *held, "BEGIN IMMEDIATE").await?;
         let waiting: Vec<(ConversationId, String)> = sqlx::query(
@@ -623,7 +616,8 @@ impl Store for SqliteStore {
         score: u8,
         comment: Option<String>,
     ) -> StoreResult<Appended> {
-        // The single writer: nothing can close, rate or append between this read and the update.
+        // `IMMEDIATE` in the writers' turn: nothing can close, rate or append between this read
+        // and the update.
         let mut held = self.write.acquire().await?;
         let mut tx = sqlx::Connection::begin_with(&mut *held, "BEGIN IMMEDIATE").await?;
         let row = sqlx::query(&format!(

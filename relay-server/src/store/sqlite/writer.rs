@@ -39,25 +39,35 @@ use rusqlite::{params_from_iter, Connection, OpenFlags, Row, TransactionBehavior
 
 use super::checkpoint::Signals;
 use super::writes::Turn;
-use super::{ConversationRecord, CONVERSATION_COLUMNS, WRITER_CACHE_KIB};
+use super::{ConversationRecord, CONVERSATION_COLUMNS};
 use crate::metrics::{GroupCommit, Wal};
 use crate::store::appends::{Batches, Forward, Request};
 use crate::store::{now_ms, parse_status, preview_of, role_str, Appended, Effect};
 
+/// The writer thread's page cache, in KiB (`PRAGMA cache_size` takes negative numbers as KiB).
+/// Memory is taken as pages are used, up to this.
+const WRITER_CACHE_KIB: u32 = 32 * 1024;
+
 /// Opens the writer thread's connection to the database file at `path` (created and migrated
-/// already), with the pragmas of sqlx's writer (see [`super::SqliteStore::connect`]).
+/// already), with the durability pragmas of sqlx's connections (see
+/// [`super::SqliteStore::connect`]).
 pub(super) fn open(path: &Path, full_sync: bool) -> rusqlite::Result<Connection> {
     let connection = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     connection.busy_timeout(Duration::from_secs(10))?;
+    // Its own page cache keeps the appends' hot pages (conversations, the events' idempotency
+    // index): with SQLite's default 2 MiB they are evicted under load and every append re-reads
+    // them through a system call.
     connection.execute_batch(&format!(
         "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0;",
         if full_sync { "FULL" } else { "NORMAL" }
     ))?;
-    // One statement text per batch size (up to 256) for the insert and the update each.
+    // One statement text per batch size (up to 256) for the insert and the update each; with a
+    // cache of 100 they were prepared again and again (measured through sqlx, on tmpfs at
+    // 5,000 msg/s: p50 5.4 → 3.3 ms).
     connection.set_prepared_statement_cache_capacity(1024);
     Ok(connection)
 }

@@ -45,7 +45,7 @@ impl Turn {
 /// sqlx's writer connection, held with the turn: deref it to run statements.
 pub(super) struct Held {
     connection: PoolConnection<Sqlite>,
-    /// Released after the connection went back (fields drop in order).
+    /// Released after the connection is handed back to its pool (fields drop in order).
     _turn: OwnedMutexGuard<()>,
 }
 
