@@ -297,7 +297,7 @@ mod tests {
     fn unknown_event_kinds_and_statuses_still_decode() {
         let text = r#"{"type":"event","conversation_id":"c","seq":4,"at":1,"author":{"role":"system"},"body":{"kind":"poll","question":"?"}}"#;
         match decode::<ToVisitor>(text).expect("decodes") {
-            ToVisitor::Event(e) => assert_eq!(e.body, crate::EventBody::Unknown),
+            ToVisitor::Event(e) => assert_eq!(e.body, crate::VisitorBody::Unknown),
             other => panic!("expected an event, got {other:?}"),
         }
         let status: crate::ConversationStatus =

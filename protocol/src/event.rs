@@ -61,8 +61,9 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         link: Option<String>,
         /// The tone of a visitor's message, scored by the relay when it stores the message and
-        /// sent to agents only (the relay leaves it out of visitor frames), so an agent sees an
-        /// upset visitor at a glance. Absent on other authors' messages and on older events.
+        /// sent to agents only (a visitor's [`crate::VisitorEvent`] has no such field), so an
+        /// agent sees an upset visitor at a glance. Absent on other authors' messages and on
+        /// older events.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sentiment: Option<Mood>,
     },
@@ -95,8 +96,8 @@ pub enum EventBody {
         comment: Option<String>,
     },
     /// The assigned agent (the author) handed the conversation to another agent. `note` is for
-    /// agents only: the relay strips it from every event it sends on the visitor socket (see
-    /// [`Event::for_visitor`]), so visitors read a neutral "You are now talking to …".
+    /// agents only (a visitor's [`crate::VisitorEvent`] has no such field), so visitors read a
+    /// neutral "You are now talking to …".
     Transferred {
         /// The agent who has the conversation now.
         to: Author,
@@ -195,41 +196,9 @@ impl EventBody {
             sentiment: None,
         }
     }
-
-    /// The same body without agent-only data ([`EventBody::Message`]'s `sentiment`), for
-    /// frames to visitors.
-    pub fn for_visitor(self) -> EventBody {
-        match self {
-            EventBody::Message {
-                text,
-                client_id,
-                buttons,
-                link,
-                sentiment: Some(_),
-            } => EventBody::Message {
-                text,
-                client_id,
-                buttons,
-                link,
-                sentiment: None,
-            },
-            EventBody::Transferred { to, note: Some(_) } => {
-                EventBody::Transferred { to, note: None }
-            }
-            other => other,
-        }
-    }
 }
 
 impl Event {
-    /// The same event without agent-only data (a message's `sentiment`, a transfer's `note`;
-    /// see [`EventBody::for_visitor`]). The relay applies it to every event it writes on the
-    /// visitor socket, live or replayed.
-    pub fn for_visitor(mut self) -> Event {
-        self.body = self.body.for_visitor();
-        self
-    }
-
     /// The text if this is a message.
     pub fn message_text(&self) -> Option<&str> {
         match &self.body {
@@ -244,7 +213,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sentiment_is_additive_and_left_out_for_visitors() {
+    fn sentiment_is_additive() {
         let json = r#"{"kind":"message","text":"so slow!!","sentiment":"negative"}"#;
         let body: EventBody = serde_json::from_str(json).unwrap();
         assert!(matches!(
@@ -255,11 +224,6 @@ mod tests {
             }
         ));
         assert_eq!(serde_json::to_string(&body).unwrap(), json);
-        let plain = body.for_visitor();
-        assert_eq!(
-            serde_json::to_string(&plain).unwrap(),
-            r#"{"kind":"message","text":"so slow!!"}"#
-        );
         let newer: EventBody =
             serde_json::from_str(r#"{"kind":"message","text":"hi","sentiment":"furious"}"#)
                 .unwrap();

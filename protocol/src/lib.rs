@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod cobrowse;
 pub mod codec;
+pub mod consent;
 pub mod context;
 pub mod error;
 pub mod event;
@@ -32,7 +33,8 @@ pub use error::{ErrorCode, ErrorFrame};
 pub use event::{Author, Event, EventBody, HandoffReason, Mood, QuickReply, Role};
 pub use gaps::{EntryMisses, GapReport, QuestionGroup};
 pub use ids::{ClientId, ConversationId, Seq};
-pub use visitor::{ToVisitor, VisitorFrame};
+pub use consent::Consent;
+pub use visitor::{ToVisitor, VisitorBody, VisitorEvent, VisitorFrame};
 
 /// The protocol version spoken by this crate. Sent in every `hello` and `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;

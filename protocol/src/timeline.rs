@@ -5,6 +5,34 @@
 
 use crate::event::Event;
 use crate::ids::{ClientId, ConversationId, Seq};
+use crate::visitor::VisitorEvent;
+
+/// An event a timeline can hold: the stored [`Event`] (agents, tools) or a visitor's
+/// [`VisitorEvent`] (the widget).
+pub trait Sequenced {
+    /// The conversation it belongs to.
+    fn conversation(&self) -> &ConversationId;
+    /// Its seq.
+    fn seq(&self) -> Seq;
+}
+
+impl Sequenced for Event {
+    fn conversation(&self) -> &ConversationId {
+        &self.conversation_id
+    }
+    fn seq(&self) -> Seq {
+        self.seq
+    }
+}
+
+impl Sequenced for VisitorEvent {
+    fn conversation(&self) -> &ConversationId {
+        &self.conversation_id
+    }
+    fn seq(&self) -> Seq {
+        self.seq
+    }
+}
 
 /// What [`Timeline::apply`] did with an event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,13 +52,22 @@ pub enum Applied {
 }
 
 /// Events of one conversation, contiguous from seq 1 (or from the first event held).
-#[derive(Clone, Debug, Default)]
-pub struct Timeline {
+#[derive(Clone, Debug)]
+pub struct Timeline<E = Event> {
     conversation_id: Option<ConversationId>,
-    events: Vec<Event>,
+    events: Vec<E>,
 }
 
-impl Timeline {
+impl<E> Default for Timeline<E> {
+    fn default() -> Self {
+        Self {
+            conversation_id: None,
+            events: Vec::new(),
+        }
+    }
+}
+
+impl<E: Sequenced> Timeline<E> {
     /// An empty timeline.
     pub fn new() -> Self {
         Self::default()
@@ -43,11 +80,11 @@ impl Timeline {
 
     /// Seq of the newest event held (0 when none).
     pub fn last_seq(&self) -> Seq {
-        self.events.last().map_or(0, |e| e.seq)
+        self.events.last().map_or(0, Sequenced::seq)
     }
 
     /// The events, in seq order.
-    pub fn events(&self) -> &[Event] {
+    pub fn events(&self) -> &[E] {
         &self.events
     }
 
@@ -59,20 +96,20 @@ impl Timeline {
 
     /// Adds an event if it is the next one. An event of another conversation replaces the
     /// timeline (the visitor's conversation was closed and a new one started).
-    pub fn apply(&mut self, event: Event) -> Applied {
-        if self.conversation_id.as_ref() != Some(&event.conversation_id) {
-            self.conversation_id = Some(event.conversation_id.clone());
+    pub fn apply(&mut self, event: E) -> Applied {
+        if self.conversation_id.as_ref() != Some(event.conversation()) {
+            self.conversation_id = Some(event.conversation().clone());
             self.events.clear();
         }
         let expected = self.last_seq() + 1;
-        if event.seq < expected {
+        if event.seq() < expected {
             return Applied::Duplicate;
         }
         // The first event held may start after 1 (history paged or trimmed); after that, +1 only.
-        if event.seq > expected && !self.events.is_empty() {
+        if event.seq() > expected && !self.events.is_empty() {
             return Applied::Gap {
                 expected,
-                got: event.seq,
+                got: event.seq(),
             };
         }
         self.events.push(event);
@@ -139,7 +176,7 @@ mod tests {
 
     #[test]
     fn appends_in_order_and_ignores_duplicates() {
-        let mut t = Timeline::new();
+        let mut t: Timeline = Timeline::new();
         assert_eq!(t.apply(ev("a", 1)), Applied::Appended);
         assert_eq!(t.apply(ev("a", 2)), Applied::Appended);
         assert_eq!(t.apply(ev("a", 2)), Applied::Duplicate);
@@ -149,7 +186,7 @@ mod tests {
 
     #[test]
     fn reports_gaps_without_adding() {
-        let mut t = Timeline::new();
+        let mut t: Timeline = Timeline::new();
         t.apply(ev("a", 1));
         assert_eq!(
             t.apply(ev("a", 4)),
@@ -163,7 +200,7 @@ mod tests {
 
     #[test]
     fn new_conversation_replaces_old() {
-        let mut t = Timeline::new();
+        let mut t: Timeline = Timeline::new();
         t.apply(ev("a", 1));
         t.apply(ev("a", 2));
         assert_eq!(t.apply(ev("b", 1)), Applied::Appended);

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::cobrowse::Highlight;
 use crate::context::PageContext;
 use crate::error::ErrorFrame;
-use crate::event::{Author, Event};
+use crate::event::{Author, Event, EventBody, QuickReply};
 use crate::ids::{ClientId, ConversationId, Seq};
 
 /// A frame the visitor's widget sends to the relay.
@@ -156,8 +156,8 @@ pub enum ToVisitor {
         #[serde(default, skip_serializing_if = "is_false")]
         bot_first: bool,
     },
-    /// A conversation event, live or replayed.
-    Event(Event),
+    /// A conversation event, live or replayed, as a visitor may see it ([`VisitorEvent`]).
+    Event(VisitorEvent),
     /// The send with this client id is stored as `seq`.
     Ack {
         /// The client id of the send.
@@ -205,4 +205,240 @@ pub enum ToVisitor {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         wait_ms: Option<u64>,
     },
+}
+
+/// A conversation event as a visitor may see it: the visitor's projection of a stored
+/// [`Event`], built only by [`VisitorEvent::project`].
+///
+/// An allow-list by construction: every field here was put here on purpose, and the projection
+/// destructures each stored variant in full, so a field or a kind added to [`EventBody`] later
+/// does not compile until someone decides what (if anything) of it a visitor sees. Hand-off
+/// reasons and summaries, a message's tone, a transfer's note, email outcomes (whose errors can
+/// name internal hosts) are agent-only. Every stored event still yields one projection, so the
+/// visitor's seqs stay contiguous: an event a visitor may not see at all becomes
+/// [`VisitorBody::Internal`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisitorEvent {
+    /// The conversation it belongs to.
+    pub conversation_id: ConversationId,
+    /// Its position, as in [`Event`].
+    pub seq: Seq,
+    /// When the relay stored it (Unix milliseconds).
+    pub at: i64,
+    /// Who did it.
+    pub author: Author,
+    /// What happened, as far as a visitor may know.
+    pub body: VisitorBody,
+}
+
+/// What happened, as a visitor may see it (see [`VisitorEvent`]). Same wire names as
+/// [`EventBody`], fewer fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum VisitorBody {
+    /// A chat message.
+    Message {
+        /// The text, plain (never HTML).
+        text: String,
+        /// The sender's client id (the visitor's own sends).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<ClientId>,
+        /// Quick replies under a bot message.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        buttons: Vec<QuickReply>,
+        /// A page that answers in full (a bot answer's entry).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link: Option<String>,
+    },
+    /// The conversation went from the bot to the people's queue (why, and the summary, are
+    /// for agents).
+    Handoff,
+    /// An agent took the conversation (the author is that agent).
+    Joined,
+    /// An agent left the conversation without closing it.
+    Left,
+    /// The conversation was closed.
+    Closed,
+    /// The co-browse consent life-cycle moved; the author says who.
+    Cobrowse {
+        /// Where it stands now.
+        state: crate::cobrowse::CobrowseState,
+    },
+    /// The visitor's own rating.
+    Rating {
+        /// 1 (bad) to 5 (great).
+        score: u8,
+        /// The visitor's words.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    /// Another agent has the conversation now (the note for that agent is not here).
+    Transferred {
+        /// The agent who has it now.
+        to: Author,
+    },
+    /// The agent was gone too long: back in the queue.
+    Requeued {
+        /// The agent who had it.
+        from: Author,
+    },
+    /// Something only agents see happened here (an email outcome, …): show nothing. Sent so
+    /// that seqs stay contiguous.
+    Internal,
+    /// A kind added by a later revision: show nothing.
+    #[serde(other)]
+    Unknown,
+}
+
+impl VisitorEvent {
+    /// The visitor's projection of a stored event: the only way to build one on the relay.
+    pub fn project(event: Event) -> VisitorEvent {
+        let Event {
+            conversation_id,
+            seq,
+            at,
+            author,
+            body,
+        } = event;
+        let body = match body {
+            EventBody::Message {
+                text,
+                client_id,
+                buttons,
+                link,
+                sentiment: _agent_only,
+            } => VisitorBody::Message {
+                text,
+                client_id,
+                buttons,
+                link,
+            },
+            EventBody::Handoff {
+                reason: _agent_only,
+                summary: _also_agent_only,
+            } => VisitorBody::Handoff,
+            EventBody::Joined => VisitorBody::Joined,
+            EventBody::Left => VisitorBody::Left,
+            EventBody::Closed => VisitorBody::Closed,
+            EventBody::Cobrowse { state } => VisitorBody::Cobrowse { state },
+            EventBody::Rating { score, comment } => VisitorBody::Rating { score, comment },
+            EventBody::Transferred {
+                to,
+                note: _agent_only,
+            } => VisitorBody::Transferred { to },
+            EventBody::Requeued { from } => VisitorBody::Requeued { from },
+            EventBody::Email { .. } => VisitorBody::Internal,
+            EventBody::Unknown => VisitorBody::Unknown,
+        };
+        VisitorEvent {
+            conversation_id,
+            seq,
+            at,
+            author,
+            body,
+        }
+    }
+
+    /// The text if this is a message.
+    pub fn message_text(&self) -> Option<&str> {
+        match &self.body {
+            VisitorBody::Message { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+}
+
+impl VisitorBody {
+    /// A plain message body (no buttons, no link).
+    pub fn message(text: impl Into<String>, client_id: Option<ClientId>) -> VisitorBody {
+        VisitorBody::Message {
+            text: text.into(),
+            client_id,
+            buttons: Vec::new(),
+            link: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{HandoffReason, Mood, Role};
+
+    fn stored(body: EventBody) -> Event {
+        Event {
+            conversation_id: ConversationId::from("c"),
+            seq: 7,
+            at: 1,
+            author: Author {
+                role: Role::Agent,
+                id: Some("mina".into()),
+                name: Some("Mina".into()),
+            },
+            body,
+        }
+    }
+
+    /// The agent-only words of every kind that has some, as the relay stores them; the
+    /// positive control proves the check sees them in the stored form.
+    #[test]
+    fn no_agent_only_field_survives_the_projection() {
+        let canary = "CANARY-agent-only";
+        let bodies = [
+            EventBody::Handoff {
+                reason: HandoffReason::Negative,
+                summary: format!("asked about refunds; mood: negative {canary}"),
+            },
+            EventBody::Transferred {
+                to: Author {
+                    role: Role::Agent,
+                    id: Some("joon".into()),
+                    name: Some("Joon".into()),
+                },
+                note: Some(canary.into()),
+            },
+            EventBody::Email {
+                to: "v@example.com".into(),
+                sent: false,
+                error: Some(format!("smtp.internal.example:25 refused {canary}")),
+            },
+        ];
+        for body in bodies {
+            let event = stored(body);
+            let raw = serde_json::to_string(&event).unwrap();
+            assert!(raw.contains(canary), "positive control: {raw}");
+            let seen = serde_json::to_string(&ToVisitor::Event(VisitorEvent::project(event))).unwrap();
+            assert!(!seen.contains(canary), "leaked: {seen}");
+            assert!(!seen.contains("negative"), "leaked the reason: {seen}");
+        }
+        let message = stored(EventBody::Message {
+            text: "so slow".into(),
+            client_id: None,
+            buttons: Vec::new(),
+            link: None,
+            sentiment: Some(Mood::Negative),
+        });
+        assert!(serde_json::to_string(&message).unwrap().contains("sentiment"));
+        let seen = serde_json::to_string(&VisitorEvent::project(message)).unwrap();
+        assert_eq!(
+            seen,
+            r#"{"conversation_id":"c","seq":7,"at":1,"author":{"role":"agent","id":"mina","name":"Mina"},"body":{"kind":"message","text":"so slow"}}"#
+        );
+    }
+
+    #[test]
+    fn visitor_events_read_back_and_unknown_kinds_are_nothing() {
+        let e = VisitorEvent::project(stored(EventBody::Handoff {
+            reason: HandoffReason::Asked,
+            summary: "s".into(),
+        }));
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(text.contains(r#""body":{"kind":"handoff"}"#), "{text}");
+        assert_eq!(serde_json::from_str::<VisitorEvent>(&text).unwrap(), e);
+        let newer = r#"{"kind":"poll","question":"?"}"#;
+        assert_eq!(
+            serde_json::from_str::<VisitorBody>(newer).unwrap(),
+            VisitorBody::Unknown
+        );
+    }
 }
