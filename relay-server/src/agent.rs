@@ -13,7 +13,8 @@ use protocol::{
 };
 
 use crate::auth::{self, CurrentAgent};
-use crate::cobrowse::{self, Consent, Recipient, Relayed};
+use crate::cobrowse::{self, Recipient, Relayed};
+use protocol::Consent;
 use crate::connection::{self, Cursor, Rate, Session, SOCKET_BUFFER};
 use crate::http::AppError;
 use crate::hub::{Inbox, Mailbox, QueueUpdate, Signal};
@@ -238,8 +239,13 @@ impl AgentSession {
         &mut self,
         conversation_id: ConversationId,
         active: bool,
-        _out: &mut Vec<ToAgent>,
+        out: &mut Vec<ToAgent>,
     ) {
+        // Only the agent who has the conversation types into it: anyone else's "typing…" would
+        // be shown to the visitor as if it were theirs.
+        if let Err(e) = self.assigned_to_me(&conversation_id).await {
+            return out.push(e);
+        }
         let author = self.author();
         self.app
             .hub
@@ -291,6 +297,9 @@ impl AgentSession {
     }
 
     async fn on_close(&mut self, conversation_id: ConversationId, out: &mut Vec<ToAgent>) {
+        if let Err(e) = self.may_close(&conversation_id).await {
+            return out.push(e);
+        }
         let new = NewEvent {
             author: self.author(),
             body: EventBody::Closed,
@@ -321,20 +330,42 @@ impl AgentSession {
         if record.assignee_id.as_deref() != Some(self.agent.id.as_str()) {
             return Err(ToAgent::Error(ErrorFrame::new(
                 ErrorCode::Forbidden,
-                "only the agent the conversation is assigned to may co-browse",
+                "only the agent the conversation is assigned to may do this",
             )));
         }
         Ok(record)
+    }
+
+    /// Whether this agent may close the conversation: it is theirs, or they are an admin (read
+    /// from the store now, so a demotion counts at once). Anyone else's close is `forbidden`:
+    /// a colleague's chat or the bot's is not theirs to end.
+    async fn may_close(&self, conversation_id: &ConversationId) -> Result<(), ToAgent> {
+        let record = match self.app.store.conversation(conversation_id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(not_found(None)),
+            Err(e) => return Err(internal(e, None)),
+        };
+        if record.assignee_id.as_deref() == Some(self.agent.id.as_str()) {
+            return Ok(());
+        }
+        match self.app.store.agent_by_id(&self.agent.id).await {
+            Ok(Some(me)) if me.admin => Ok(()),
+            Ok(_) => Err(ToAgent::Error(ErrorFrame::new(
+                ErrorCode::Forbidden,
+                "only the assigned agent or an admin may close a conversation",
+            ))),
+            Err(e) => Err(internal(e, None)),
+        }
     }
 
     /// The conversation and its consent state, for the co-browse frames.
     async fn consent(
         &self,
         conversation_id: &ConversationId,
-    ) -> Result<(crate::store::ConversationRecord, Option<Consent>), ToAgent> {
+    ) -> Result<(crate::store::ConversationRecord, Consent), ToAgent> {
         let record = self.assigned_to_me(conversation_id).await?;
         match cobrowse::consent(&*self.app.store, &record).await {
-            Ok(c) => Ok((record, c)),
+            Ok(known) => Ok((record, known.consent)),
             Err(e) => Err(internal(e, None)),
         }
     }
@@ -363,18 +394,17 @@ impl AgentSession {
         conversation_id: ConversationId,
         out: &mut Vec<ToAgent>,
     ) {
-        let (record, consent) = match self.consent(&conversation_id).await {
+        let (_, consent) = match self.consent(&conversation_id).await {
             Ok(c) => c,
             Err(e) => return out.push(e),
         };
-        let me = Some(self.agent.id.as_str());
-        if let Some(c) = &consent {
-            if c.pending(me) || c.sharing_with(record.assignee_id.as_deref()).is_some() {
-                return out.push(ToAgent::Error(ErrorFrame::new(
-                    ErrorCode::Invalid,
-                    "co-browse is already requested or on in this conversation",
-                )));
-            }
+        // `consent` already required this agent to be the assignee, and the rule ends any
+        // earlier agent's request or share when the conversation changed hands.
+        if consent.agent() == Some(self.agent.id.as_str()) {
+            return out.push(ToAgent::Error(ErrorFrame::new(
+                ErrorCode::Invalid,
+                "co-browse is already requested or on in this conversation",
+            )));
         }
         self.store_cobrowse(&conversation_id, CobrowseState::Requested, out)
             .await;
@@ -385,8 +415,7 @@ impl AgentSession {
             Ok(c) => c,
             Err(e) => return out.push(e),
         };
-        let me = Some(self.agent.id.as_str());
-        if !consent.is_some_and(|c| c.pending(me) || c.sharing_with(me).is_some()) {
+        if consent.agent() != Some(self.agent.id.as_str()) {
             return out.push(ToAgent::Error(ErrorFrame::new(
                 ErrorCode::Invalid,
                 "not co-browsing: nothing to stop",
@@ -407,8 +436,7 @@ impl AgentSession {
             Ok(c) => c,
             Err(e) => return out.push(e),
         };
-        let me = Some(self.agent.id.as_str());
-        if consent.is_none_or(|c| c.sharing_with(me).is_none()) {
+        if consent.sharing_with() != Some(self.agent.id.as_str()) {
             return out.push(ToAgent::Error(ErrorFrame::new(
                 ErrorCode::Forbidden,
                 "the visitor is not sharing their page with you",
@@ -560,8 +588,22 @@ impl Session for AgentSession {
             }),
             Signal::Cobrowse(relayed) => {
                 if let Recipient::Agent { agent_id, frame } = &relayed.to {
-                    if *agent_id == self.agent.id && self.cursor.tracks(&relayed.conversation_id) {
-                        out.push(frame.clone());
+                    if *agent_id != self.agent.id || !self.cursor.tracks(&relayed.conversation_id)
+                    {
+                        return;
+                    }
+                    // Checked at delivery, from the store: a frame that was on its way when the
+                    // conversation was transferred, requeued, taken or closed is dropped here.
+                    match cobrowse::deliverable(
+                        &*self.app.store,
+                        &relayed.conversation_id,
+                        &self.agent.id,
+                    )
+                    .await
+                    {
+                        Ok(true) => out.push(frame.clone()),
+                        Ok(false) => {}
+                        Err(e) => out.push(internal(e, None)),
                     }
                 }
             }

@@ -6,16 +6,16 @@
 //! the pieces are well-numbered, and that the session stays within its bandwidth budget, then
 //! hands it to the hub addressed to one agent. Nothing of the stream is stored or logged.
 //!
-//! Consent is derived from the conversation's stored `cobrowse` events rather than kept in
-//! memory, so it survives reconnects, page loads, relay restarts and nodes: sharing is on when
-//! the latest `cobrowse` event is `allowed`, no `closed` event follows it, and the agent who
-//! requested it still has the conversation.
+//! Consent is the one rule in `protocol::consent` folded over the conversation's stored events
+//! (never a cache that could outlive a stop, a close, a transfer, a requeue or a take), so it
+//! survives reconnects, page loads, relay restarts and nodes. A visitor connection folds every
+//! event it delivers onto the state it read at `hello`, and forwards stream frames only while the
+//! rule says it shares; an agent connection writes a stream frame only if the conversation's
+//! assignee, read from the store at delivery, is that agent ([`deliverable`]).
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use protocol::{
-    CobrowseState, ConversationId, ErrorCode, ErrorFrame, EventBody, ToAgent, ToVisitor,
-};
+use protocol::{Consent, ConversationId, ErrorCode, ErrorFrame, ToAgent, ToVisitor};
 use serde::{Deserialize, Serialize};
 use std::num::NonZeroU32;
 
@@ -23,92 +23,34 @@ use crate::config::Limits;
 use crate::store::{ConversationRecord, Store, StoreResult};
 
 /// How many of a conversation's latest events are read to find its consent state. A request
-/// older than this many events counts as not given (the safe side).
+/// older than this many events counts as not given (the safe side: the fold starts from
+/// [`Consent::Off`], and an answer without its request shares nothing).
 const WINDOW: u64 = 500;
 
 /// Most pieces one stream item may be split into (with 64 KiB frames, a few MB; the bandwidth
 /// budget bounds it further).
 pub const MAX_PIECES: u32 = 128;
 
-/// The consent state of a conversation as its events tell it.
+/// Where consent stands, by the one rule in `protocol::consent`, and the seq it was read up to
+/// (the caller folds later events onto it with [`Consent::apply`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Consent {
-    /// The latest `cobrowse` state (`stopped` if the conversation closed after it).
-    pub state: CobrowseState,
-    /// The agent who asked (the author of the `requested` event this state answers).
-    pub agent_id: Option<String>,
+pub struct Known {
+    /// The state.
+    pub consent: Consent,
+    /// The seq of the last event folded in.
+    pub upto: u64,
 }
 
-impl Consent {
-    /// The agent the visitor streams to, if sharing is on right now for a conversation whose
-    /// assignee is `assignee`.
-    pub fn sharing_with(&self, assignee: Option<&str>) -> Option<&str> {
-        match (&self.state, self.agent_id.as_deref(), assignee) {
-            (CobrowseState::Allowed, Some(agent), Some(assignee)) if agent == assignee => {
-                Some(agent)
-            }
-            _ => None,
-        }
-    }
-
-    /// Whether a request is waiting for the visitor's answer (from the current assignee).
-    pub fn pending(&self, assignee: Option<&str>) -> bool {
-        self.state == CobrowseState::Requested
-            && assignee.is_some()
-            && self.agent_id.as_deref() == assignee
-    }
-}
-
-/// Reads the consent state from the conversation's latest events; `None` if co-browse was never
-/// asked for (in the window).
-pub async fn consent(
-    store: &dyn Store,
-    conversation: &ConversationRecord,
-) -> StoreResult<Option<Consent>> {
+/// Reads the consent state from the conversation's latest events.
+pub async fn consent(store: &dyn Store, conversation: &ConversationRecord) -> StoreResult<Known> {
     let from = conversation.last_seq.saturating_sub(WINDOW);
     let events = store
         .events_after(&conversation.id, from, WINDOW as i64)
         .await?;
-    let mut closed_after = false;
-    let mut found: Option<CobrowseState> = None;
-    for event in events.iter().rev() {
-        match (&event.body, found) {
-            (EventBody::Closed, None) => closed_after = true,
-            (EventBody::Cobrowse { state }, None) => {
-                if *state == CobrowseState::Requested {
-                    return Ok(Some(Consent {
-                        state: if closed_after {
-                            CobrowseState::Stopped
-                        } else {
-                            CobrowseState::Requested
-                        },
-                        agent_id: event.author.id.clone(),
-                    }));
-                }
-                found = Some(*state);
-            }
-            (EventBody::Cobrowse { state }, Some(latest)) if *state == CobrowseState::Requested => {
-                let state = if closed_after || latest == CobrowseState::Unknown {
-                    CobrowseState::Stopped
-                } else {
-                    latest
-                };
-                return Ok(Some(Consent {
-                    state,
-                    agent_id: event.author.id.clone(),
-                }));
-            }
-            _ => {}
-        }
-    }
-    Ok(found.map(|state| Consent {
-        state: if closed_after {
-            CobrowseState::Stopped
-        } else {
-            state
-        },
-        agent_id: None,
-    }))
+    Ok(Known {
+        consent: Consent::of(&events),
+        upto: events.last().map_or(from, |e| e.seq),
+    })
 }
 
 /// The conversation and its consent state, read together; `None` if there is no such
@@ -116,12 +58,27 @@ pub async fn consent(
 pub async fn load(
     store: &dyn Store,
     id: &ConversationId,
-) -> StoreResult<Option<(ConversationRecord, Option<Consent>)>> {
+) -> StoreResult<Option<(ConversationRecord, Known)>> {
     let Some(record) = store.conversation(id).await? else {
         return Ok(None);
     };
-    let consent = consent(store, &record).await?;
-    Ok(Some((record, consent)))
+    let known = consent(store, &record).await?;
+    Ok(Some((record, known)))
+}
+
+/// Whether a stream frame addressed to `agent` for `conversation` may be written on that
+/// agent's socket now: the conversation's assignee, read from the store at delivery (not from a
+/// cache that a transfer, a requeue or a take could have outdated), is that agent. The visitor's
+/// side already forwards only while the consent rule says it shares with `agent`; this is the
+/// second lock for frames that were on their way when the conversation changed hands.
+pub async fn deliverable(
+    store: &dyn Store,
+    conversation: &ConversationId,
+    agent: &str,
+) -> StoreResult<bool> {
+    Ok(store.conversation(conversation).await?.is_some_and(|c| {
+        c.status != protocol::ConversationStatus::Closed && c.assignee_id.as_deref() == Some(agent)
+    }))
 }
 
 /// A co-browse frame on its way through the hub (and the bus) to one side of a conversation.

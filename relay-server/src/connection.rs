@@ -48,8 +48,9 @@ pub trait Session: Send {
     /// The socket is gone: leave the hub.
     fn finish(self);
     /// Whether a frame is exempt from the connection's frame rate limit because the session
-    /// meters it itself (co-browse stream frames have their own, bandwidth-based budget).
-    fn metered_elsewhere(_frame: &Self::In) -> bool {
+    /// meters it itself *right now* (a sharing visitor's co-browse stream frames have their own,
+    /// bandwidth-based budget; the same frames from a visitor who is not sharing count here).
+    fn metered_elsewhere(&self, _frame: &Self::In) -> bool {
         false
     }
 }
@@ -112,7 +113,7 @@ pub async fn run<S: Session>(
                     } else {
                         let decoded = protocol::decode::<S::In>(&text);
                         let checked = match &decoded {
-                            Ok(frame) if S::metered_elsewhere(frame) => Ok(()),
+                            Ok(frame) if session.metered_elsewhere(frame) => Ok(()),
                             _ => limiter.check(),
                         };
                         match checked {

@@ -13,7 +13,7 @@ use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use protocol::{Author, ConversationId, Event, EventBody, Role, Seq};
+use protocol::{Author, ConversationId, EventBody, Role, Seq, VisitorBody, VisitorEvent};
 
 use crate::store::{Effect, NewEvent};
 use crate::App;
@@ -97,12 +97,13 @@ pub fn valid_email(email: &str) -> bool {
     email.len() <= MAX_EMAIL_BYTES && email.parse::<Address>().is_ok()
 }
 
-/// The mail for an agent's reply: the reply first, then the whole conversation so far.
-pub fn compose(site_name: &str, reply: &str, events: &[Event]) -> (String, String) {
+/// The mail for an agent's reply: the reply first, then the whole conversation so far, from
+/// the visitor's projection of it (the mail goes to the visitor: nothing agent-only is there).
+pub fn compose(site_name: &str, reply: &str, events: &[VisitorEvent]) -> (String, String) {
     let subject = format!("Re: your message to {site_name}");
     let mut body = format!("{reply}\n\n-- \nConversation so far:\n\n");
     for event in events {
-        if let EventBody::Message { text, .. } = &event.body {
+        if let VisitorBody::Message { text, .. } = &event.body {
             let who = match (&event.author.role, &event.author.name) {
                 (Role::Visitor, _) => "You".to_owned(),
                 (_, Some(name)) => name.clone(),
@@ -156,6 +157,7 @@ async fn attempt(app: &App, id: &ConversationId, to: &str, reply_seq: Seq) -> Re
         .events_after(id, 0, reply_seq as i64)
         .await
         .map_err(|e| format!("could not read the conversation: {e}"))?;
+    let events: Vec<VisitorEvent> = events.into_iter().map(VisitorEvent::project).collect();
     let reply = events
         .iter()
         .find(|e| e.seq == reply_seq)
@@ -196,7 +198,7 @@ mod tests {
 
     #[test]
     fn transcript_lists_messages_in_order() {
-        let event = |seq, role, name: Option<&str>, text: &str| Event {
+        let event = |seq, role, name: Option<&str>, text: &str| VisitorEvent {
             conversation_id: ConversationId("c".into()),
             seq,
             at: 1_764_000_000_000,
@@ -205,7 +207,7 @@ mod tests {
                 id: None,
                 name: name.map(str::to_owned),
             },
-            body: EventBody::message(text, None),
+            body: VisitorBody::message(text, None),
         };
         let events = [
             event(1, Role::Visitor, None, "Where is my order?"),

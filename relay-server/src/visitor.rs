@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use protocol::{
     Author, ClientId, ConversationId, ErrorCode, ErrorFrame, EventBody, Mood, PageContext, Role,
-    Seq, ToVisitor, VisitorFrame,
+    Seq, ToVisitor, VisitorEvent, VisitorFrame,
 };
 use serde::Deserialize;
 
@@ -80,26 +80,42 @@ pub struct VisitorSession {
     /// The page the visitor is on, as last reported.
     context: PageContext,
     cursor: Cursor,
-    /// Set while the visitor shares their page: whom the stream goes to and what it may still
-    /// cost. Boxed and absent otherwise, so idle connections stay small.
-    sharing: Option<Box<Sharing>>,
+    /// Co-browse consent as this connection knows it: the one rule (`protocol::consent`)
+    /// folded over every event it delivers, from the state read at `hello`. Boxed and absent
+    /// until there is a conversation, so idle connections stay small.
+    cobrowse: Option<Box<CobrowseView>>,
 }
 
-/// An active co-browse share of this connection.
-struct Sharing {
-    /// The agent who asked and still has the conversation: the only one who gets the stream.
-    agent_id: String,
-    /// Bandwidth left.
-    budget: Budget,
+/// The consent rule's state for the visitor's conversation, and the share's budget.
+struct CobrowseView {
+    /// Which conversation the fold is of.
+    conversation: ConversationId,
+    /// Where consent stands after the event `upto`.
+    consent: protocol::Consent,
+    /// The seq of the last event folded in: the next one must be `upto + 1`, or the fold is read
+    /// again from the store (it never guesses across a gap).
+    upto: Seq,
+    /// Bandwidth left while sharing, with the agent it was granted for; `None` otherwise.
+    budget: Option<(String, Budget)>,
 }
 
-impl Sharing {
-    /// A share with `agent` and a full budget, boxed as the session holds it.
-    fn new(agent: &str, limits: &crate::config::Limits) -> Box<Self> {
-        Box::new(Self {
-            agent_id: agent.to_owned(),
-            budget: Budget::new(limits),
-        })
+impl CobrowseView {
+    /// The agent the stream goes to now, with its budget: only while the rule says sharing.
+    fn sharing(&self) -> Option<(&str, &Budget)> {
+        let agent = self.consent.sharing_with()?;
+        self.budget
+            .as_ref()
+            .filter(|(a, _)| a == agent)
+            .map(|(a, b)| (a.as_str(), b))
+    }
+
+    /// Gives a fresh budget when sharing starts (or moves to another agent), drops it when it ends.
+    fn settle_budget(&mut self, limits: &crate::config::Limits) {
+        match self.consent.sharing_with() {
+            Some(agent) if self.budget.as_ref().is_some_and(|(a, _)| a == agent) => {}
+            Some(agent) => self.budget = Some((agent.to_owned(), Budget::new(limits))),
+            None => self.budget = None,
+        }
     }
 }
 
@@ -115,7 +131,7 @@ impl VisitorSession {
             conversation_open: false,
             context: PageContext::default(),
             cursor: Cursor::default(),
-            sharing: None,
+            cobrowse: None,
         }
     }
 
@@ -254,7 +270,7 @@ impl VisitorSession {
                 .as_ref()
                 .is_some_and(|c| c.status != protocol::ConversationStatus::Closed);
             match self.cursor.catch_up(&*self.app.store, &conversation).await {
-                Ok(events) => out.extend(events.into_iter().map(for_visitor)),
+                Ok(events) => self.deliver(events, out).await,
                 Err(e) => out.push(internal(e, None)),
             }
             // Still waiting for a person: where they stand, as this node last read the queue.
@@ -264,33 +280,84 @@ impl VisitorSession {
                 .is_some_and(|c| c.status != protocol::ConversationStatus::Closed)
             {
                 self.store_context(out).await;
-                self.refresh_sharing(out).await;
+                self.reload_consent(out).await;
             }
         }
     }
 
-    /// Re-reads whether this visitor shares their page, and with whom, from the stored consent
-    /// events (after `hello`, and whenever an event may have changed it).
-    async fn refresh_sharing(&mut self, out: &mut Vec<ToVisitor>) {
-        let Some(conversation) = &self.conversation else {
-            self.sharing = None;
+    /// Reads the consent state of the visitor's conversation from the store (after `hello`, a
+    /// change of conversation, or a gap in what this connection folded).
+    async fn reload_consent(&mut self, out: &mut Vec<ToVisitor>) {
+        let Some(conversation) = self.conversation.clone() else {
+            self.cobrowse = None;
             return;
         };
-        let (record, consent) = match cobrowse::load(&*self.app.store, conversation).await {
-            Ok(Some(found)) => found,
-            Ok(None) => {
-                self.sharing = None;
-                return;
+        match cobrowse::load(&*self.app.store, &conversation).await {
+            Ok(Some((_, known))) => {
+                let mut view = CobrowseView {
+                    conversation,
+                    consent: known.consent,
+                    upto: known.upto,
+                    budget: None,
+                };
+                if let Some(old) = self.cobrowse.take() {
+                    view.budget = old.budget;
+                }
+                view.settle_budget(&self.app.limits);
+                self.cobrowse = Some(Box::new(view));
             }
-            Err(e) => return out.push(internal(e, None)),
+            Ok(None) => self.cobrowse = None,
+            Err(e) => {
+                // Unknown is not sharing.
+                self.cobrowse = None;
+                out.push(internal(e, None));
+            }
+        }
+    }
+
+    /// Folds events of the visitor's conversation into the consent state, in seq order: every
+    /// event this connection delivers passes here, so a close, transfer, requeue or take ends the
+    /// share the moment it is delivered, whatever its kind (no list of "events that matter").
+    /// Returns false when the fold needs a fresh read (another conversation, or a gap).
+    fn fold(&mut self, events: &[protocol::Event]) -> bool {
+        let Some(view) = self.cobrowse.as_mut() else {
+            // Nothing read yet (a conversation begun on this connection): read it once the
+            // conversation has events.
+            return !events
+                .iter()
+                .any(|e| self.conversation.as_ref() == Some(&e.conversation_id));
         };
-        let with = consent
-            .as_ref()
-            .and_then(|c| c.sharing_with(record.assignee_id.as_deref()));
-        match (with, &self.sharing) {
-            (Some(agent), Some(s)) if s.agent_id == agent => {}
-            (Some(agent), _) => self.sharing = Some(Sharing::new(agent, &self.app.limits)),
-            (None, _) => self.sharing = None,
+        for e in events {
+            if e.conversation_id != view.conversation {
+                if self.conversation.as_ref() == Some(&e.conversation_id) {
+                    return false;
+                }
+                continue;
+            }
+            if e.seq <= view.upto {
+                continue;
+            }
+            if e.seq != view.upto + 1 {
+                return false;
+            }
+            view.consent.apply(e);
+            view.upto = e.seq;
+        }
+        view.settle_budget(&self.app.limits);
+        true
+    }
+
+    /// Writes delivered events to the visitor (as the visitor's projection, the only type the
+    /// visitor socket can carry) after folding them into the consent state.
+    async fn deliver(&mut self, events: Vec<protocol::Event>, out: &mut Vec<ToVisitor>) {
+        let folded = self.fold(&events);
+        out.extend(
+            events
+                .into_iter()
+                .map(|e| ToVisitor::Event(VisitorEvent::project(e))),
+        );
+        if !folded {
+            self.reload_consent(out).await;
         }
     }
 
@@ -298,7 +365,7 @@ impl VisitorSession {
     async fn consent(
         &self,
         out: &mut Vec<ToVisitor>,
-    ) -> Option<(crate::store::ConversationRecord, Option<cobrowse::Consent>)> {
+    ) -> Option<(crate::store::ConversationRecord, protocol::Consent)> {
         if self.visitor.is_none() {
             out.push(hello_required());
             return None;
@@ -315,7 +382,7 @@ impl VisitorSession {
                 )));
                 None
             }
-            Ok(Some(found)) => Some(found),
+            Ok(Some((record, known))) => Some((record, known.consent)),
             Ok(None) => {
                 out.push(no_request());
                 None
@@ -333,9 +400,9 @@ impl VisitorSession {
         record: &crate::store::ConversationRecord,
         state: protocol::CobrowseState,
         out: &mut Vec<ToVisitor>,
-    ) -> bool {
+    ) -> Option<protocol::Event> {
         let Some(visitor) = &self.visitor else {
-            return false;
+            return None;
         };
         let new = NewEvent {
             author: Self::author(visitor),
@@ -346,18 +413,18 @@ impl VisitorSession {
         match self.app.append(&record.id, new).await {
             Ok(appended) => {
                 self.app.publish(&appended).await;
-                true
+                Some(appended.event)
             }
             Err(StoreError::Closed) => {
                 out.push(ToVisitor::Error(ErrorFrame::new(
                     ErrorCode::Closed,
                     "the conversation is closed",
                 )));
-                false
+                None
             }
             Err(e) => {
                 out.push(internal(e, None));
-                false
+                None
             }
         }
     }
@@ -366,20 +433,21 @@ impl VisitorSession {
         let Some((record, consent)) = self.consent(out).await else {
             return;
         };
-        let assignee = record.assignee_id.as_deref();
-        let Some(agent) = consent
-            .filter(|c| c.pending(assignee))
-            .and_then(|c| c.agent_id)
-        else {
+        let asker = consent.asked_by();
+        if asker.is_none() || asker != record.assignee_id.as_deref() {
             return out.push(no_request());
-        };
+        }
         let state = if allow {
             protocol::CobrowseState::Allowed
         } else {
             protocol::CobrowseState::Denied
         };
-        if self.store_cobrowse(&record, state, out).await && allow {
-            self.sharing = Some(Sharing::new(&agent, &self.app.limits));
+        // The stored answer is folded at once (its signal comes back too; the fold skips it by
+        // seq), so the first stream frame after the answer finds the share on.
+        if let Some(stored) = self.store_cobrowse(&record, state, out).await {
+            if !self.fold(&[stored]) {
+                self.reload_consent(out).await;
+            }
         }
     }
 
@@ -387,12 +455,12 @@ impl VisitorSession {
         let Some((record, consent)) = self.consent(out).await else {
             return;
         };
-        let assignee = record.assignee_id.as_deref();
-        let active = consent
-            .as_ref()
-            .is_some_and(|c| c.pending(assignee) || c.sharing_with(assignee).is_some());
+        let active = consent.agent().is_some() && consent.agent() == record.assignee_id.as_deref();
         // Whatever the store says, this connection streams nothing from now on.
-        self.sharing = None;
+        if let Some(view) = self.cobrowse.as_mut() {
+            view.consent = protocol::Consent::Off;
+            view.budget = None;
+        }
         if !active {
             return out.push(ToVisitor::Error(ErrorFrame::new(
                 ErrorCode::Invalid,
@@ -414,23 +482,26 @@ impl VisitorSession {
         if self.visitor.is_none() {
             return out.push(hello_required());
         }
-        let (Some(sharing), Some(conversation)) = (&self.sharing, &self.conversation) else {
+        let Some((agent, budget)) = self.cobrowse.as_ref().and_then(|v| v.sharing()) else {
             return out.push(ToVisitor::Error(ErrorFrame::new(
                 ErrorCode::Forbidden,
                 "not sharing: co-browse frames are accepted only while the visitor shares the page",
             )));
         };
+        let Some(conversation) = &self.conversation else {
+            return out.push(no_request());
+        };
         if let Err(e) = cobrowse::check_piece(&data, index, count) {
             return out.push(ToVisitor::Error(e));
         }
-        if let Err(e) = sharing.budget.take(data.len()) {
+        if let Err(e) = budget.take(data.len()) {
             return out.push(ToVisitor::Error(e));
         }
         self.app.metrics.cobrowse_bytes.inc_by(data.len() as u64);
         let relayed = Relayed {
             conversation_id: conversation.clone(),
             to: Recipient::Agent {
-                agent_id: sharing.agent_id.clone(),
+                agent_id: agent.to_owned(),
                 frame: protocol::ToAgent::Cobrowse {
                     conversation_id: conversation.clone(),
                     n,
@@ -735,22 +806,6 @@ impl VisitorSession {
     }
 }
 
-/// Whether an event may start or end the visitor's sharing: consent, closing and a change of
-/// hands all do.
-fn changes_sharing(body: &EventBody) -> bool {
-    matches!(
-        body,
-        EventBody::Cobrowse { .. } | EventBody::Closed | EventBody::Joined | EventBody::Left
-    )
-}
-
-/// An event frame for the visitor socket: every event a visitor receives, live or replayed,
-/// goes through here, so agent-only data (a message's `sentiment`, a transfer's note) never
-/// reaches a visitor.
-fn for_visitor(event: protocol::Event) -> ToVisitor {
-    ToVisitor::Event(event.for_visitor())
-}
-
 /// The tone of a visitor's message by the bot crate's lexicon scorer (English and Korean),
 /// stored with the message so every agent sees the same verdict.
 fn mood(text: &str) -> Mood {
@@ -820,26 +875,28 @@ impl Session for VisitorSession {
         }
     }
 
-    fn metered_elsewhere(frame: &VisitorFrame) -> bool {
+    fn metered_elsewhere(&self, frame: &VisitorFrame) -> bool {
         matches!(frame, VisitorFrame::Cobrowse { .. })
+            && self
+                .cobrowse
+                .as_ref()
+                .is_some_and(|v| v.sharing().is_some())
     }
 
     async fn on_signal(&mut self, signal: Signal, out: &mut Vec<ToVisitor>) {
         match signal {
-            Signal::Event(event) => {
-                let changes_sharing = changes_sharing(&event.body)
-                    && self.conversation.as_ref() == Some(&event.conversation_id);
-                match self.cursor.deliver(&*self.app.store, event).await {
-                    Ok(events) => out.extend(events.into_iter().map(for_visitor)),
-                    Err(e) => out.push(internal(e, None)),
-                }
-                if changes_sharing {
-                    self.refresh_sharing(out).await;
-                }
-            }
+            Signal::Event(event) => match self.cursor.deliver(&*self.app.store, event).await {
+                Ok(events) => self.deliver(events, out).await,
+                Err(e) => out.push(internal(e, None)),
+            },
             Signal::Cobrowse(relayed) => {
+                // Highlights and resync requests reach the page only while it is shared.
+                let sharing = self
+                    .cobrowse
+                    .as_ref()
+                    .is_some_and(|v| v.conversation == relayed.conversation_id && v.sharing().is_some());
                 if let Recipient::Visitor { frame } = &relayed.to {
-                    if self.conversation.as_ref() == Some(&relayed.conversation_id) {
+                    if sharing {
                         out.push(frame.clone());
                     }
                 }
@@ -872,33 +929,20 @@ impl Session for VisitorSession {
     }
 
     async fn resync(&mut self, out: &mut Vec<ToVisitor>) {
-        let mut sharing_changed = false;
         match self.cursor.catch_up_all(&*self.app.store).await {
-            Ok(events) => {
-                sharing_changed = events.iter().any(|e| {
-                    self.conversation.as_ref() == Some(&e.conversation_id)
-                        && changes_sharing(&e.body)
-                });
-                out.extend(events.into_iter().map(for_visitor));
-            }
+            Ok(events) => self.deliver(events, out).await,
             Err(e) => out.push(internal(e, None)),
-        }
-        // What the missed events' signals would have done.
-        if sharing_changed {
-            self.refresh_sharing(out).await;
         }
         if self.visitor.is_some() {
             out.push(self.presence());
         }
     }
 
-    /// Events are re-read from the store, presence is sent again; a visitor's socket ignores
-    /// summaries. An event that may change sharing is kept: the re-read sees it only if it was
-    /// not delivered yet (a seq jump may have brought it already), and its signal re-reads
-    /// sharing either way.
+    /// Events are re-read from the store (and folded into consent as they are delivered),
+    /// presence is sent again; a visitor's socket ignores summaries.
     fn resync_covers(&self, signal: &Signal) -> bool {
         match signal {
-            Signal::Event(e) => !changes_sharing(&e.body),
+            Signal::Event(_) => true,
             Signal::Presence | Signal::Summary(_) => true,
             Signal::Typing(_) | Signal::Cobrowse(_) | Signal::Queue(_) => false,
         }
