@@ -10,7 +10,8 @@ use std::collections::{HashMap, HashSet};
 use protocol::cobrowse::{CobrowseState, Highlight};
 use protocol::timeline::{Applied, Outbox, Pending, Timeline};
 use protocol::{
-    validate_text, AgentFrame, AgentInfo, AgentLoad, ClientId, ConversationId, ConversationStatus,
+    validate_text, AgentFrame, AgentInfo, AgentLoad, ClientId, Consent, ConversationId,
+    ConversationStatus,
     ConversationSummary, ErrorCode, Event, EventBody, HandoffReason, Mood, PageContext, Role, Seq,
     ToAgent, PROTOCOL_VERSION,
 };
@@ -668,22 +669,27 @@ impl Model {
     pub fn cobrowse(&self) -> Option<CobrowseView> {
         let id = self.selected.as_ref()?;
         let thread = self.threads.get(id);
-        let state = thread.and_then(Thread::cobrowse_state);
+        // The one consent rule the relay and the widget use: a close, a transfer, a requeue or
+        // another agent's take ends a share even though no `stopped` event follows.
+        let consent = thread.map_or(Consent::Off, |t| Consent::of(t.timeline.events()));
+        let state = match (thread.and_then(Thread::cobrowse_state), &consent) {
+            (Some(CobrowseState::Requested | CobrowseState::Allowed), Consent::Off) => {
+                Some(CobrowseState::Stopped)
+            }
+            (state, _) => state,
+        };
         let asking = thread.is_some_and(|t| t.cobrowse_asking);
         let c = self.conversations.get(id);
+        let me = self.me_id();
         let mine = c
             .and_then(|c| c.assignee.as_ref())
-            .is_some_and(|a| !self.me_id().is_empty() && a.id == self.me_id());
+            .is_some_and(|a| !me.is_empty() && a.id == me);
         let open = c.is_some_and(|c| c.status != ConversationStatus::Closed);
-        let busy = matches!(
-            state,
-            Some(CobrowseState::Requested | CobrowseState::Allowed)
-        );
         Some(CobrowseView {
             state,
             asking,
-            can_request: mine && open && !asking && !busy,
-            sharing: mine && open && state == Some(CobrowseState::Allowed),
+            can_request: mine && open && !asking && consent.agent().is_none(),
+            sharing: mine && open && consent.sharing_with() == Some(me),
         })
     }
 

@@ -14,8 +14,8 @@ use leptos::prelude::*;
 use protocol::cobrowse::CobrowseState;
 use protocol::timeline::{Applied, Outbox, Timeline};
 use protocol::{
-    encode, validate_text, Author, ClientId, ConversationId, ErrorCode, ErrorFrame, Event,
-    EventBody, PageContext, QuickReply, Role, Seq, ToVisitor, VisitorFrame, MAX_FRAME_BYTES,
+    encode, validate_text, Author, ClientId, Consent, ConversationId, ErrorCode, ErrorFrame, VisitorEvent,
+    VisitorBody, PageContext, QuickReply, Role, Seq, ToVisitor, VisitorFrame, MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
 };
 use wasm_bindgen::prelude::*;
@@ -112,7 +112,7 @@ struct State {
     /// anything written to localStorage.
     consented: bool,
     token: Option<String>,
-    timeline: Timeline,
+    timeline: Timeline<VisitorEvent>,
     outbox: Outbox,
     acked: Vec<Acked>,
     failed: Vec<Failed>,
@@ -187,38 +187,41 @@ pub(crate) fn role_str(role: Role) -> &'static str {
 }
 
 /// The text of an event worth showing as a message (unknown kinds are stored as empty ones).
-fn shown_text(e: &Event) -> Option<&str> {
+fn shown_text(e: &VisitorEvent) -> Option<&str> {
     e.message_text().filter(|t| !t.is_empty())
 }
 
-fn incoming(e: &Event) -> bool {
+fn incoming(e: &VisitorEvent) -> bool {
     matches!(e.author.role, Role::Agent | Role::Bot) && shown_text(e).is_some()
         || matches!(
             e.body,
-            EventBody::Cobrowse {
+            VisitorBody::Cobrowse {
                 state: CobrowseState::Requested
             }
         )
 }
 
-/// Where co-browse stands in `events`: the latest state, the name of the agent who last asked,
-/// and whether the conversation closed after that state.
-pub fn sharing(events: &[Event]) -> (Option<CobrowseState>, String, bool) {
-    let (mut state, mut agent, mut closed) = (None, String::new(), false);
-    for e in events {
-        match e.body {
-            EventBody::Cobrowse { state: s } => {
-                if s == CobrowseState::Requested {
-                    agent = e.author.name.clone().unwrap_or_default();
-                }
-                state = Some(s);
-                closed = false;
-            }
-            EventBody::Closed => closed = true,
-            _ => {}
-        }
-    }
-    (state, agent, closed)
+/// Where co-browse stands in `events`, by the one consent rule the relay and the console use
+/// (`protocol::consent`: a close, a transfer, a requeue or another agent's take ends it), and
+/// the name of the agent concerned (asking, or shared with).
+pub fn sharing(events: &[VisitorEvent]) -> (Consent, String) {
+    let consent = Consent::of(events);
+    let name = consent
+        .agent()
+        .and_then(|agent| {
+            events.iter().rev().find(|e| {
+                e.author.id.as_deref() == Some(agent)
+                    && matches!(
+                        e.body,
+                        VisitorBody::Cobrowse {
+                            state: CobrowseState::Requested
+                        }
+                    )
+            })
+        })
+        .and_then(|e| e.author.name.clone())
+        .unwrap_or_default();
+    (consent, name)
 }
 
 fn encode_read(read: &(Option<ConversationId>, Seq)) -> String {
@@ -522,8 +525,8 @@ impl Chat {
     /// (only once a replay is complete, so a replayed `allowed`…`stopped` never flickers).
     fn sync_cobrowse(&self) {
         let mut st = self.0.st.borrow_mut();
-        let (state, agent, closed) = sharing(st.timeline.events());
-        let want = state == Some(CobrowseState::Allowed) && !closed && !st.cb_stop;
+        let (consent, agent) = sharing(st.timeline.events());
+        let want = consent.sharing_with().is_some() && !st.cb_stop;
         if want == st.cb_on {
             return;
         }
@@ -645,7 +648,7 @@ impl Chat {
         }
     }
 
-    fn on_event(&self, e: Event) {
+    fn on_event(&self, e: VisitorEvent) {
         let applied = self.0.st.borrow_mut().timeline.apply(e.clone());
         match applied {
             Applied::Appended => {}
@@ -657,14 +660,14 @@ impl Chat {
         }
         let (live, replayed) = {
             let mut st = self.0.st.borrow_mut();
-            if let EventBody::Cobrowse { state } = e.body {
+            if let VisitorBody::Cobrowse { state } = e.body {
                 if state != CobrowseState::Allowed {
                     st.cb_stop = false;
                 }
             }
             if let (
                 Role::Visitor,
-                EventBody::Message {
+                VisitorBody::Message {
                     client_id: Some(cid),
                     ..
                 },
@@ -997,14 +1000,14 @@ impl Chat {
         let (items, rate, away) = {
             let st = self.0.st.borrow();
             let events = st.timeline.events();
-            let closed = events.iter().any(|e| e.body == EventBody::Closed);
+            let closed = events.iter().any(|e| e.body == VisitorBody::Closed);
             let rated = events
                 .iter()
-                .any(|e| matches!(e.body, EventBody::Rating { .. }));
+                .any(|e| matches!(e.body, VisitorBody::Rating { .. }));
             // Bot-first: the bot answers off-hours too; only its hand-off needs people.
             let handed_off = events
                 .iter()
-                .any(|e| matches!(e.body, EventBody::Handoff { .. }));
+                .any(|e| matches!(e.body, VisitorBody::Handoff));
             (
                 self.build(&st),
                 closed && !rated && !st.rated,
@@ -1042,12 +1045,12 @@ impl Chat {
         let quiet = st.acked.is_empty() && st.outbox.pending().is_empty();
         // The request still waiting for an answer, if any: it gets the consent card.
         let ask = match sharing(st.timeline.events()) {
-            (Some(CobrowseState::Requested), _, false) => st
+            (Consent::Asked { .. }, _) => st
                 .timeline
                 .events()
                 .iter()
                 .rev()
-                .find(|e| matches!(e.body, EventBody::Cobrowse { .. }))
+                .find(|e| matches!(e.body, VisitorBody::Cobrowse { .. }))
                 .map(|e| e.seq),
             _ => None,
         };
@@ -1079,7 +1082,7 @@ impl Chat {
                 cb: None,
             };
             let item = match &e.body {
-                EventBody::Message {
+                VisitorBody::Message {
                     text,
                     client_id,
                     buttons,
@@ -1129,16 +1132,16 @@ impl Chat {
                         }
                     }
                 }
-                EventBody::Joined => system("joined", lang.joined(&name())),
-                EventBody::Transferred { to, .. } => system(
+                VisitorBody::Joined => system("joined", lang.joined(&name())),
+                VisitorBody::Transferred { to, .. } => system(
                     "transferred",
                     lang.talking_to(to.name.as_deref().unwrap_or(t.agent)),
                 ),
-                EventBody::Left => system("left", lang.left(&name())),
-                EventBody::Closed => system("closed", t.closed.to_owned()),
+                VisitorBody::Left => system("left", lang.left(&name())),
+                VisitorBody::Closed => system("closed", t.closed.to_owned()),
                 // The summary is written for agents; the visitor only learns a person is coming.
-                EventBody::Handoff { .. } => system("handoff", t.handoff.to_owned()),
-                EventBody::Cobrowse { state } => {
+                VisitorBody::Handoff => system("handoff", t.handoff.to_owned()),
+                VisitorBody::Cobrowse { state } => {
                     if *state == CobrowseState::Requested {
                         asker = name();
                     }
@@ -1161,7 +1164,7 @@ impl Chat {
                         },
                     }
                 }
-                EventBody::Rating { .. } => system("rating", t.thanks.to_owned()),
+                VisitorBody::Rating { .. } => system("rating", t.thanks.to_owned()),
                 // A kind from a newer relay: kept in the timeline, shown as nothing.
                 _ => continue,
             };

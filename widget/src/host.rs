@@ -8,7 +8,7 @@
 //! handlers, so a page callback that calls `Parley.open()` back cannot re-enter the panel.
 
 use js_sys::{Function, Reflect};
-use protocol::Event;
+use protocol::VisitorEvent;
 use wasm_bindgen::prelude::*;
 
 use crate::i18n::Lang;
@@ -117,7 +117,7 @@ impl Host {
 
     /// A new message from an agent or a bot arrived live. The detail is
     /// `{conversation_id, seq, at, text, author: {role, id?, name?}}`.
-    pub fn message(&self, event: &Event, text: &str) {
+    pub fn message(&self, event: &VisitorEvent, text: &str) {
         if self.on_message.is_none() {
             return;
         }

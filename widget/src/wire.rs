@@ -7,13 +7,13 @@
 //! the panel reads the parsed object field by field instead. Sending still uses
 //! `protocol::encode` (serialization is small). The rules follow PROTOCOL.md: unknown fields
 //! are ignored, a missing required field drops the frame, an event of an unknown `kind` becomes
-//! `EventBody::Unknown` (kept so seqs stay contiguous; the view shows it as nothing).
+//! `VisitorBody::Unknown` (kept so seqs stay contiguous; the view shows it as nothing).
 
 use js_sys::{Array, Reflect, JSON};
 use protocol::cobrowse::{CobrowseState, Highlight, HighlightTarget, Rect};
 use protocol::{
-    Author, ClientId, ConversationId, ErrorCode, ErrorFrame, Event, EventBody, HandoffReason,
-    QuickReply, Role, ToVisitor,
+    Author, ClientId, ConversationId, ErrorCode, ErrorFrame, QuickReply, Role, ToVisitor,
+    VisitorBody, VisitorEvent,
 };
 use wasm_bindgen::JsValue;
 
@@ -80,16 +80,6 @@ fn author(o: &JsValue) -> Option<Author> {
     })
 }
 
-fn reason(name: &str) -> HandoffReason {
-    match name {
-        "asked" => HandoffReason::Asked,
-        "not_understood" => HandoffReason::NotUnderstood,
-        "negative" => HandoffReason::Negative,
-        "bot_failed" => HandoffReason::BotFailed,
-        _ => HandoffReason::Unknown,
-    }
-}
-
 /// Quick replies of a bot message; a malformed entry is skipped, not the whole message.
 fn buttons(list: &JsValue) -> Vec<QuickReply> {
     if !Array::is_array(list) {
@@ -154,29 +144,28 @@ fn highlight(o: &JsValue) -> Option<Highlight> {
     })
 }
 
-fn event(o: &JsValue) -> Option<Event> {
+fn event(o: &JsValue) -> Option<VisitorEvent> {
     let body = get(o, "body");
     let body = match text(&body, "kind")?.as_str() {
-        "message" => EventBody::Message {
+        "message" => VisitorBody::Message {
             text: text(&body, "text")?,
             client_id: text(&body, "client_id").map(ClientId),
             buttons: buttons(&get(&body, "buttons")),
             link: text(&body, "link"),
-            sentiment: None,
         },
-        "handoff" => EventBody::Handoff {
-            reason: reason(&text(&body, "reason").unwrap_or_default()),
-            summary: text(&body, "summary").unwrap_or_default(),
-        },
+        "handoff" => VisitorBody::Handoff,
         "transferred" => match author(&get(&body, "to")) {
-            // The note is agent-only (the relay never sends it here).
-            Some(to) => EventBody::Transferred { to, note: None },
-            None => EventBody::Unknown,
+            Some(to) => VisitorBody::Transferred { to },
+            None => VisitorBody::Unknown,
         },
-        "joined" => EventBody::Joined,
-        "left" => EventBody::Left,
-        "closed" => EventBody::Closed,
-        "cobrowse" => EventBody::Cobrowse {
+        "requeued" => match author(&get(&body, "from")) {
+            Some(from) => VisitorBody::Requeued { from },
+            None => VisitorBody::Unknown,
+        },
+        "joined" => VisitorBody::Joined,
+        "left" => VisitorBody::Left,
+        "closed" => VisitorBody::Closed,
+        "cobrowse" => VisitorBody::Cobrowse {
             state: match text(&body, "state")?.as_str() {
                 "requested" => CobrowseState::Requested,
                 "allowed" => CobrowseState::Allowed,
@@ -187,13 +176,13 @@ fn event(o: &JsValue) -> Option<Event> {
         },
         // Not `?`: a dropped event would look like a seq gap. The panel only needs the kind.
         // The panel only needs to know a rating was stored (the comment is for agents).
-        "rating" => EventBody::Rating {
+        "rating" => VisitorBody::Rating {
             score: 0,
             comment: None,
         },
-        _ => EventBody::Unknown,
+        _ => VisitorBody::Unknown,
     };
-    Some(Event {
+    Some(VisitorEvent {
         conversation_id: ConversationId(text(o, "conversation_id")?),
         seq: uint(o, "seq")?,
         at: get(o, "at").as_f64().unwrap_or(0.0) as i64,

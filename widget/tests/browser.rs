@@ -10,8 +10,8 @@ use parley_widget::i18n::Lang;
 use parley_widget::storage::{Store, OUTBOX};
 use parley_widget::{chat, outbox, page, wire};
 use protocol::{
-    ClientId, ErrorCode, EventBody, HandoffReason, PageContext, QuickReply, Role, ToVisitor,
-    Viewport,
+    ClientId, ErrorCode, PageContext, QuickReply, Role, ToVisitor,
+    Viewport, VisitorBody,
 };
 use wasm_bindgen_test::*;
 
@@ -93,7 +93,7 @@ fn decodes_relay_frames() {
         r#"{"type":"event","conversation_id":"c","seq":4,"at":5,"author":{"role":"system"},"body":{"kind":"rated","stars":5}}"#,
     );
     assert!(
-        matches!(u, Some(ToVisitor::Event(ref e)) if e.seq == 4 && e.body == EventBody::Unknown)
+        matches!(u, Some(ToVisitor::Event(ref e)) if e.seq == 4 && e.body == VisitorBody::Unknown)
     );
     let err = wire::decode(
         r#"{"type":"error","code":"rate_limited","message":"slow","client_id":"k1","retry_after_ms":400}"#,
@@ -157,7 +157,7 @@ fn decodes_bot_buttons_and_link() {
             assert_eq!(e.author.role, Role::Bot);
             assert_eq!(e.author.name.as_deref(), Some("Parley Bot"));
             match e.body {
-                EventBody::Message {
+                VisitorBody::Message {
                     text,
                     client_id,
                     buttons,
@@ -193,7 +193,7 @@ fn decodes_bot_buttons_and_link() {
     );
     assert!(matches!(
         p,
-        Some(ToVisitor::Event(ref e)) if e.body == EventBody::message("hi", None)
+        Some(ToVisitor::Event(ref e)) if e.body == VisitorBody::message("hi", None)
     ));
 }
 
@@ -202,23 +202,12 @@ fn decodes_handoff() {
     let h = wire::decode(
         r#"{"type":"event","conversation_id":"c","seq":5,"at":5,"author":{"role":"bot","name":"Parley Bot"},"body":{"kind":"handoff","reason":"not_understood","summary":"Asked about refunds; shown: returns; mood: annoyed"}}"#,
     );
+    // The reason and summary are agent-only: a visitor's event has neither, even if a relay
+    // sent them.
     match h {
-        Some(ToVisitor::Event(e)) => assert_eq!(
-            e.body,
-            EventBody::Handoff {
-                reason: HandoffReason::NotUnderstood,
-                summary: "Asked about refunds; shown: returns; mood: annoyed".into()
-            }
-        ),
+        Some(ToVisitor::Event(e)) => assert_eq!(e.body, VisitorBody::Handoff),
         other => panic!("{other:?}"),
     }
-    let later = wire::decode(
-        r#"{"type":"event","conversation_id":"c","seq":6,"at":5,"author":{"role":"bot"},"body":{"kind":"handoff","reason":"moon_phase","summary":"x"}}"#,
-    );
-    assert!(matches!(
-        later,
-        Some(ToVisitor::Event(ref e)) if matches!(e.body, EventBody::Handoff { reason: HandoffReason::Unknown, .. })
-    ));
     assert_eq!(Lang::En.strings().handoff, "Connecting you with a person…");
     assert_eq!(Lang::Ko.strings().read_more, "자세히 보기");
 }
@@ -258,7 +247,8 @@ fn decodes_cobrowse_frames_and_consent_state() {
     use protocol::cobrowse::{CobrowseState, Highlight, HighlightTarget, Rect};
     let ev = |seq: u64, role: &str, state: &str| {
         wire::decode(&format!(
-            r#"{{"type":"event","conversation_id":"c","seq":{seq},"at":1,"author":{{"role":"{role}","name":"Mina"}},"body":{{"kind":"cobrowse","state":"{state}"}}}}"#
+            r#"{{"type":"event","conversation_id":"c","seq":{seq},"at":1,"author":{{"role":"{role}","id":"{id}","name":"Mina"}},"body":{{"kind":"cobrowse","state":"{state}"}}}}"#,
+            id = if role == "agent" { "mina" } else { "v" }
         ))
         .and_then(|f| match f {
             ToVisitor::Event(e) => Some(e),
@@ -269,37 +259,45 @@ fn decodes_cobrowse_frames_and_consent_state() {
     let asked = ev(1, "agent", "requested");
     assert_eq!(
         asked.body,
-        EventBody::Cobrowse {
+        VisitorBody::Cobrowse {
             state: CobrowseState::Requested
         }
     );
     // A state of a later revision reads as stopped.
     assert_eq!(
         ev(9, "system", "paused").body,
-        EventBody::Cobrowse {
+        VisitorBody::Cobrowse {
             state: CobrowseState::Stopped
         }
     );
-    let (state, agent, closed) = chat::sharing(std::slice::from_ref(&asked));
+    let (consent, agent) = chat::sharing(std::slice::from_ref(&asked));
     assert_eq!(
-        (state, agent.as_str(), closed),
-        (Some(CobrowseState::Requested), "Mina", false)
+        (consent.asked_by(), agent.as_str()),
+        (Some("mina"), "Mina")
     );
     let allowed = ev(2, "visitor", "allowed");
     assert_eq!(
-        chat::sharing(&[asked.clone(), allowed.clone()]).0,
-        Some(CobrowseState::Allowed)
+        chat::sharing(&[asked.clone(), allowed.clone()]).0.sharing_with(),
+        Some("mina")
     );
-    let closed_ev = wire::decode(
-        r#"{"type":"event","conversation_id":"c","seq":3,"at":1,"author":{"role":"agent"},"body":{"kind":"closed"}}"#,
-    );
-    let Some(ToVisitor::Event(closed_ev)) = closed_ev else {
-        panic!("closed event")
-    };
-    assert!(
-        chat::sharing(&[asked, allowed, closed_ev]).2,
-        "closed after allowed"
-    );
+    // The one consent rule: a close or a transfer ends sharing, with no `stopped` event.
+    for ender in [
+        r#"{"kind":"closed"}"#,
+        r#"{"kind":"transferred","to":{"role":"agent","id":"joon","name":"Joon"}}"#,
+        r#"{"kind":"requeued","from":{"role":"agent","id":"mina","name":"Mina"}}"#,
+    ] {
+        let end = wire::decode(&format!(
+            r#"{{"type":"event","conversation_id":"c","seq":3,"at":1,"author":{{"role":"agent","id":"mina"}},"body":{ender}}}"#
+        ));
+        let Some(ToVisitor::Event(end)) = end else {
+            panic!("{ender}")
+        };
+        assert_eq!(
+            chat::sharing(&[asked.clone(), allowed.clone(), end]).0,
+            protocol::Consent::Off,
+            "{ender} ends sharing"
+        );
+    }
 
     let h = wire::decode(
         r#"{"type":"cobrowse_highlight","author":{"role":"agent","name":"Mina"},"highlight":{"page":7,"target":{"node":42},"note":"here"}}"#,
