@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use protocol::timeline::Sequenced;
 use protocol::{
-    AgentFrame, ClientId, ConversationId, ErrorCode, ErrorFrame, Event, PageContext, Seq, ToAgent,
+    AgentFrame, ClientId, ConversationId, ErrorCode, ErrorFrame, PageContext, Seq, ToAgent,
     ToVisitor, VisitorFrame, PROTOCOL_VERSION,
 };
 use tokio::time::Instant;
@@ -111,26 +112,27 @@ impl ClientLog {
     }
 
     /// Records an event; returns false on a gap (the caller reconnects to fill it).
-    fn on_event(&mut self, e: &Event) -> bool {
+    fn on_event(&mut self, e: &impl Sequenced) -> bool {
+        let (conversation, seq) = (e.conversation(), e.seq());
         self.seqs
-            .entry(e.conversation_id.clone())
+            .entry(conversation.clone())
             .or_default()
-            .push(e.seq);
-        let held = self.held.entry(e.conversation_id.clone()).or_insert(0);
-        if e.seq == *held + 1 {
-            *held = e.seq;
+            .push(seq);
+        let held = self.held.entry(conversation.clone()).or_insert(0);
+        if seq == *held + 1 {
+            *held = seq;
             true
-        } else if e.seq <= *held {
+        } else if seq <= *held {
             let msg = format!(
                 "{}: duplicate event seq {} in {} (held {})",
-                self.name, e.seq, e.conversation_id, held
+                self.name, seq, conversation, held
             );
             self.violations.push(msg);
             true
         } else {
             let msg = format!(
                 "{}: gap: event seq {} in {} after {}",
-                self.name, e.seq, e.conversation_id, held
+                self.name, seq, conversation, held
             );
             self.violations.push(msg);
             false

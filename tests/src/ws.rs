@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context as _};
 use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
 use protocol::{
     AgentFrame, AgentInfo, ClientId, ConversationId, ConversationSummary, Event, PageContext, Seq,
-    ToAgent, ToVisitor, VisitorFrame, PROTOCOL_VERSION,
+    ToAgent, ToVisitor, VisitorEvent, VisitorFrame, PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncReadExt as _;
@@ -538,12 +538,12 @@ impl VisitorClient {
         }
     }
 
-    /// Waits for an event matching `pred`.
+    /// Waits for an event matching `pred` (as a visitor sees it).
     pub async fn expect_event(
         &mut self,
         what: &str,
-        mut pred: impl FnMut(&Event) -> bool,
-    ) -> anyhow::Result<Event> {
+        mut pred: impl FnMut(&VisitorEvent) -> bool,
+    ) -> anyhow::Result<VisitorEvent> {
         match self
             .expect(what, |f| matches!(f, ToVisitor::Event(e) if pred(e)))
             .await?

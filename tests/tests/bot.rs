@@ -10,7 +10,7 @@ use parley_tests::pg::TestDatabase;
 use parley_tests::{AgentClient, TestRelay, VisitorClient, AGENTS};
 use protocol::{
     Author, ConversationId, ConversationStatus, Event, EventBody, HandoffReason, Mood, Role,
-    ToAgent, ToVisitor,
+    ToAgent, ToVisitor, VisitorBody, VisitorEvent,
 };
 use relay_server::store::{self, Effect, NewEvent, Store, StoreError};
 
@@ -21,12 +21,12 @@ async fn bot_relay() -> anyhow::Result<TestRelay> {
     TestRelay::builder().bot_first().start().await
 }
 
-fn is_bot_message(e: &Event) -> bool {
-    e.author.role == Role::Bot && matches!(e.body, EventBody::Message { .. })
+fn is_bot_message(e: &VisitorEvent) -> bool {
+    e.author.role == Role::Bot && matches!(e.body, VisitorBody::Message { .. })
 }
 
-fn is_handoff(e: &Event) -> bool {
-    matches!(e.body, EventBody::Handoff { .. })
+fn is_handoff(e: &VisitorEvent) -> bool {
+    e.body == VisitorBody::Handoff
 }
 
 /// Sends `text` and waits for its ack; returns the conversation.
@@ -111,7 +111,14 @@ async fn asking_for_a_person_hands_over_and_silences_the_bot() -> anyhow::Result
 
     ask(&mut v, "c2", "Talk to a person").await?;
     let handoff = v.expect_event("the hand-off", is_handoff).await?;
-    match &handoff.body {
+    assert_eq!(handoff.author.role, Role::System);
+    // Agents read why and the summary...
+    let history = agent.open(&conversation, None).await?;
+    let stored = history
+        .iter()
+        .find(|e| matches!(e.body, EventBody::Handoff { .. }))
+        .context("the hand-off in the agent's history")?;
+    match &stored.body {
         EventBody::Handoff { reason, summary } => {
             assert_eq!(*reason, HandoffReason::Asked);
             assert!(
@@ -122,7 +129,29 @@ async fn asking_for_a_person_hands_over_and_silences_the_bot() -> anyhow::Result
         }
         other => bail!("not a hand-off: {other:?}"),
     }
-    assert_eq!(handoff.author.role, Role::System);
+    // ...the visitor never does: not live, not in a replay. Read as raw text, so a field the
+    // typed decoder would ignore still shows.
+    let mut replay = VisitorClient::raw(&relay).await?;
+    replay
+        .send_json(&protocol::VisitorFrame::Hello {
+            v: protocol::PROTOCOL_VERSION,
+            token: Some(v.token.clone()),
+            conversation_id: None,
+            last_seq: None,
+            context: Default::default(),
+        })
+        .await?;
+    loop {
+        let text = replay.next_text().await?;
+        assert!(!text.contains(r#""sentiment""#), "a visitor frame carries the tone: {text}");
+        if text.contains(r#""kind":"handoff""#) {
+            assert!(
+                text.ends_with(r#""body":{"kind":"handoff"}}"#),
+                "a visitor's hand-off carries more than its kind: {text}"
+            );
+            break;
+        }
+    }
     // Agents see it in the people's queue: open, not bot.
     agent
         .expect("the conversation now open", |f| {
@@ -153,17 +182,25 @@ async fn two_questions_not_understood_hand_over() -> anyhow::Result<()> {
             .is_some_and(|t| t.starts_with("I'm not sure")),
         "{first:?}"
     );
-    ask(&mut v, "c2", "quux flimflam gronk").await?;
-    let handoff = v.expect_event("the hand-off", is_handoff).await?;
+    let conversation = ask(&mut v, "c2", "quux flimflam gronk").await?;
+    v.expect_event("the hand-off", is_handoff).await?;
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&relay, user, pass).await?;
+    let stored = agent
+        .open(&conversation, None)
+        .await?
+        .into_iter()
+        .find(|e| matches!(e.body, EventBody::Handoff { .. }))
+        .context("the hand-off in the agent's history")?;
     assert!(
         matches!(
-            handoff.body,
+            stored.body,
             EventBody::Handoff {
                 reason: HandoffReason::NotUnderstood,
                 ..
             }
         ),
-        "{handoff:?}"
+        "{stored:?}"
     );
     relay.shutdown().await;
     Ok(())
@@ -185,12 +222,12 @@ async fn an_agent_taking_the_conversation_silences_the_bot() -> anyhow::Result<(
             matches!(f, ToAgent::Conversation(c) if c.id == conversation && c.status == ConversationStatus::Assigned)
         })
         .await?;
-    v.expect_event("the agent joined", |e| matches!(e.body, EventBody::Joined))
+    v.expect_event("the agent joined", |e| matches!(e.body, VisitorBody::Joined))
         .await?;
 
     ask(&mut v, "c2", "How much does shipping cost?").await?;
     v.expect_none("no bot reply after a take", QUIET, |f| {
-        matches!(f, ToVisitor::Event(e) if e.author.role == Role::Bot || matches!(e.body, EventBody::Handoff { .. }))
+        matches!(f, ToVisitor::Event(e) if e.author.role == Role::Bot || e.body == VisitorBody::Handoff)
     })
     .await?;
     relay.shutdown().await;

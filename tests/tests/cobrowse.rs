@@ -1,7 +1,8 @@
 //! Co-browse over real sockets against a real relay: the consent life-cycle as stored events,
 //! the stream reaching the assigned agent only, highlights and resync reaching the visitor,
 //! refusals (not sharing, not assigned, bad pieces, over budget), and sharing surviving a
-//! visitor's reconnect but not a stop or a close.
+//! visitor's reconnect but not a stop, a close, a transfer or another agent's take (the one
+//! consent rule, `protocol::consent`).
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use anyhow::bail;
 use parley_tests::{start_server, AgentClient, TestRelay, VisitorClient, AGENTS};
 use protocol::{
     AgentFrame, CobrowseState, ConversationId, ErrorCode, EventBody, Highlight, HighlightTarget,
-    Role, ToAgent, ToVisitor, VisitorFrame,
+    Role, ToAgent, ToVisitor, VisitorBody, VisitorFrame,
 };
 
 /// How long to listen for something that must NOT arrive.
@@ -27,13 +28,18 @@ async fn assigned(
     let mut a = AgentClient::login(relay, user, pass).await?;
     a.open(&conversation, None).await?;
     a.take(&conversation).await?;
-    v.expect_event("joined", |e| e.body == EventBody::Joined)
+    v.expect_event("joined", |e| e.body == VisitorBody::Joined)
         .await?;
     Ok((v, a, conversation))
 }
 
 fn is_state(body: &EventBody, want: CobrowseState) -> bool {
     matches!(body, EventBody::Cobrowse { state } if *state == want)
+}
+
+/// The same, on the visitor's projection.
+fn visitor_state(body: &VisitorBody, want: CobrowseState) -> bool {
+    matches!(body, VisitorBody::Cobrowse { state } if *state == want)
 }
 
 async fn request_and_allow(
@@ -47,7 +53,7 @@ async fn request_and_allow(
         })
         .await?;
     let asked = v
-        .expect_event("requested", |e| is_state(&e.body, CobrowseState::Requested))
+        .expect_event("requested", |e| visitor_state(&e.body, CobrowseState::Requested))
         .await?;
     assert_eq!(asked.author.role, Role::Agent, "the agent asks");
     v.sock
@@ -58,7 +64,7 @@ async fn request_and_allow(
         .await?;
     assert_eq!(allowed.author.role, Role::Visitor, "the visitor allows");
     v.expect_event("allowed (own copy)", |e| {
-        is_state(&e.body, CobrowseState::Allowed)
+        visitor_state(&e.body, CobrowseState::Allowed)
     })
     .await?;
     Ok(())
@@ -398,11 +404,169 @@ async fn sharing_survives_a_reconnect_but_not_a_close() -> anyhow::Result<()> {
             conversation_id: conversation.clone(),
         })
         .await?;
-    v.expect_event("closed", |e| e.body == EventBody::Closed)
+    v.expect_event("closed", |e| e.body == VisitorBody::Closed)
         .await?;
     v.sock.send_json(&stream(3, "{}")).await?;
     v.expect("forbidden after close", |f| {
         refused_with(f, ErrorCode::Forbidden)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Sends the snapshot-like item `n` and waits until `mina` has it: sharing is on.
+async fn streams_to(
+    v: &mut VisitorClient,
+    agent: &mut AgentClient,
+    n: u32,
+) -> anyhow::Result<()> {
+    v.sock.send_json(&stream(n, "{\"kind\":\"snapshot\"}")).await?;
+    agent
+        .expect("the stream", |f| matches!(f, ToAgent::Cobrowse { n: got, .. } if *got == n))
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_transfer_ends_sharing_for_the_old_agent_and_does_not_pass_it_on() -> anyhow::Result<()>
+{
+    let relay = start_server().await?;
+    let (mut v, mut mina, conversation) = assigned(&relay).await?;
+    let (user, _, pass) = AGENTS[1];
+    let mut joon = AgentClient::login(&relay, user, pass).await?;
+    joon.open(&conversation, None).await?;
+    request_and_allow(&mut v, &mut mina, &conversation).await?;
+    // Positive control: the stream reaches Mina while she has the conversation.
+    streams_to(&mut v, &mut mina, 1).await?;
+
+    mina.sock
+        .send_json(&AgentFrame::Transfer {
+            conversation_id: conversation.clone(),
+            to_agent: joon.agent.id.clone(),
+            note: None,
+        })
+        .await?;
+    mina.expect_event("the transfer, stored", |e| {
+        matches!(e.body, EventBody::Transferred { .. })
+    })
+    .await?;
+    // Sent before the visitor's socket has even heard of the transfer: the agent side's
+    // delivery check (the assignee, read from the store) still keeps it from Mina.
+    v.sock.send_json(&stream(2, "{}")).await?;
+    v.expect_event("the transfer", |e| {
+        matches!(e.body, VisitorBody::Transferred { .. })
+    })
+    .await?;
+    // Once it has, the visitor's side refuses to forward at all: no `stopped` event needed.
+    v.sock.send_json(&stream(3, "{}")).await?;
+    v.expect("forbidden after the transfer", |f| {
+        refused_with(f, ErrorCode::Forbidden)
+    })
+    .await?;
+    mina.expect_none("the stream after the transfer (old agent)", QUIET, |f| {
+        matches!(f, ToAgent::Cobrowse { .. })
+    })
+    .await?;
+    joon.expect_none("the stream after the transfer (new agent)", QUIET, |f| {
+        matches!(f, ToAgent::Cobrowse { .. })
+    })
+    .await?;
+    // Mina can no longer point at the page either.
+    mina.sock
+        .send_json(&AgentFrame::CobrowseResync {
+            conversation_id: conversation.clone(),
+        })
+        .await?;
+    mina.expect("resync refused", |f| {
+        matches!(f, ToAgent::Error(e) if e.code == ErrorCode::Forbidden)
+    })
+    .await?;
+
+    // Joon must ask, and the visitor answer, before he sees anything.
+    request_and_allow(&mut v, &mut joon, &conversation).await?;
+    streams_to(&mut v, &mut joon, 4).await?;
+    mina.expect_none("the stream shared with Joon", QUIET, |f| {
+        matches!(f, ToAgent::Cobrowse { .. })
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_reconnecting_visitor_reads_a_transfer_it_missed() -> anyhow::Result<()> {
+    let relay = start_server().await?;
+    let (v, mut mina, conversation) = assigned(&relay).await?;
+    let token = v.token.clone();
+    let mut v = v;
+    request_and_allow(&mut v, &mut mina, &conversation).await?;
+    streams_to(&mut v, &mut mina, 1).await?;
+    drop(v);
+    let (user, _, pass) = AGENTS[1];
+    let joon = AgentClient::login(&relay, user, pass).await?;
+    mina.sock
+        .send_json(&AgentFrame::Transfer {
+            conversation_id: conversation.clone(),
+            to_agent: joon.agent.id.clone(),
+            note: Some("wants a refund".into()),
+        })
+        .await?;
+    mina.expect_event("the transfer, stored", |e| {
+        matches!(e.body, EventBody::Transferred { .. })
+    })
+    .await?;
+    // The next page load reads consent from the stored events: the transfer ended it.
+    let mut v = VisitorClient::connect(&relay, Some(&token)).await?;
+    v.sock.send_json(&stream(2, "{}")).await?;
+    v.expect("forbidden on the next page", |f| {
+        refused_with(f, ErrorCode::Forbidden)
+    })
+    .await?;
+    mina.expect_none("the stream after the transfer", QUIET, |f| {
+        matches!(f, ToAgent::Cobrowse { .. })
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_requeue_ends_sharing_even_when_the_same_agent_gets_it_back() -> anyhow::Result<()> {
+    let relay = TestRelay::builder()
+        .auto_assign(3, Duration::from_millis(300))
+        .start()
+        .await?;
+    let (user, _, pass) = AGENTS[0];
+    let mut mina = AgentClient::login(&relay, user, pass).await?;
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    v.send("c1", "can you look at my cart?").await?;
+    v.expect_ack("c1").await?;
+    let conversation = v.conversation_id.clone().expect("acked");
+    v.expect_event("assigned to Mina", |e| e.body == VisitorBody::Joined)
+        .await?;
+    mina.open(&conversation, None).await?;
+    request_and_allow(&mut v, &mut mina, &conversation).await?;
+    streams_to(&mut v, &mut mina, 1).await?;
+
+    // Mina's console goes away past the grace period: the conversation is requeued.
+    drop(mina);
+    v.expect_event("requeued", |e| {
+        matches!(e.body, VisitorBody::Requeued { .. })
+    })
+    .await?;
+    v.sock.send_json(&stream(2, "{}")).await?;
+    v.expect("forbidden after the requeue", |f| {
+        refused_with(f, ErrorCode::Forbidden)
+    })
+    .await?;
+    // She comes back and is assigned it again: consent does not come back with her.
+    let mut mina = AgentClient::login(&relay, user, pass).await?;
+    v.expect_event("assigned to Mina again", |e| e.body == VisitorBody::Joined)
+        .await?;
+    mina.open(&conversation, None).await?;
+    v.sock.send_json(&stream(3, "{}")).await?;
+    v.expect("still forbidden", |f| refused_with(f, ErrorCode::Forbidden))
+        .await?;
+    mina.expect_none("the stream after the requeue", QUIET, |f| {
+        matches!(f, ToAgent::Cobrowse { .. })
     })
     .await?;
     Ok(())

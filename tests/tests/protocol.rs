@@ -6,12 +6,19 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use parley_tests::{start_server, AgentClient, VisitorClient, AGENTS};
-use protocol::{ConversationStatus, ErrorCode, Event, EventBody, Role, ToAgent, ToVisitor};
+use protocol::{
+    ConversationStatus, ErrorCode, Event, EventBody, Role, ToAgent, ToVisitor, VisitorBody,
+    VisitorEvent,
+};
 
 /// How long to listen for something that must NOT arrive.
 const QUIET: Duration = Duration::from_millis(800);
 
 fn is_message(e: &Event, text: &str) -> bool {
+    e.message_text() == Some(text)
+}
+
+fn is_visitor_message(e: &VisitorEvent, text: &str) -> bool {
     e.message_text() == Some(text)
 }
 
@@ -333,6 +340,7 @@ async fn typing_reaches_the_other_side() -> anyhow::Result<()> {
     let (user, name, pass) = AGENTS[0];
     let mut agent = AgentClient::login(&relay, user, pass).await?;
     agent.open(&conversation, None).await?;
+    agent.take(&conversation).await?;
 
     agent.typing(&conversation, true).await?;
     let typing = v
@@ -586,6 +594,74 @@ async fn a_send_after_the_agent_closed_starts_a_new_conversation() -> anyhow::Re
         }
         other => bail!("expected an ack, got {other:?}"),
     }
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn close_and_typing_need_the_assignee() -> anyhow::Result<()> {
+    // Joon is an admin, Mina is not.
+    let relay = parley_tests::TestRelay::builder()
+        .admin("joon")
+        .start()
+        .await?;
+    let (mina_user, _, mina_pass) = AGENTS[0];
+    let (joon_user, _, joon_pass) = AGENTS[1];
+    let mut mina = AgentClient::login(&relay, mina_user, mina_pass).await?;
+    let mut joon = AgentClient::login(&relay, joon_user, joon_pass).await?;
+
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    v.send("c1", "hi").await?;
+    v.expect_ack("c1").await?;
+    let minas = v.conversation_id.clone().context("conversation")?;
+    mina.open(&minas, None).await?;
+    mina.take(&minas).await?;
+    v.expect_event("mina joined", |e| e.body == VisitorBody::Joined)
+        .await?;
+
+    // Typing into a colleague's chat: refused, and the visitor sees nothing.
+    joon.typing(&minas, true).await?;
+    joon.expect("typing refused", |f| {
+        matches!(f, ToAgent::Error(e) if e.code == ErrorCode::Forbidden)
+    })
+    .await?;
+    v.expect_none("someone else's typing", QUIET, |f| {
+        matches!(f, ToVisitor::Typing { .. })
+    })
+    .await?;
+    // The assignee's typing still arrives (the positive control).
+    mina.typing(&minas, true).await?;
+    v.expect("mina typing", |f| matches!(f, ToVisitor::Typing { .. }))
+        .await?;
+
+    // A non-admin cannot close a conversation that is not theirs.
+    let mut w = VisitorClient::connect(&relay, None).await?;
+    w.send("d1", "hello?").await?;
+    w.expect_ack("d1").await?;
+    let joons = w.conversation_id.clone().context("conversation")?;
+    joon.open(&joons, None).await?;
+    joon.take(&joons).await?;
+    mina.sock
+        .send_json(&protocol::AgentFrame::Close {
+            conversation_id: joons.clone(),
+        })
+        .await?;
+    mina.expect("close refused", |f| {
+        matches!(f, ToAgent::Error(e) if e.code == ErrorCode::Forbidden)
+    })
+    .await?;
+    w.expect_none("a close by a colleague", QUIET, |f| {
+        matches!(f, ToVisitor::Event(e) if e.body == VisitorBody::Closed)
+    })
+    .await?;
+    // An admin may close anyone's.
+    joon.sock
+        .send_json(&protocol::AgentFrame::Close {
+            conversation_id: minas.clone(),
+        })
+        .await?;
+    v.expect_event("closed by the admin", |e| e.body == VisitorBody::Closed)
+        .await?;
     relay.shutdown().await;
     Ok(())
 }

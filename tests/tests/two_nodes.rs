@@ -21,7 +21,7 @@ use anyhow::{anyhow, bail, Context as _};
 use parley_tests::bus::{host_port, redis_url, CuttableProxy, RedisServer};
 use parley_tests::pg::TestDatabase;
 use parley_tests::{AgentClient, TestRelay, VisitorClient, AGENTS, TIMEOUT};
-use protocol::{ConversationStatus, Event, EventBody, Role, ToAgent, ToVisitor};
+use protocol::{ConversationStatus, Event, EventBody, Role, ToAgent, ToVisitor, VisitorBody};
 
 fn is_message(e: &Event, text: &str) -> bool {
     e.message_text() == Some(text)
@@ -384,7 +384,7 @@ async fn cobrowse_scenario(database_url: &str, prefix: &str) -> anyhow::Result<(
     let mut agent = AgentClient::login(&b, user, pass).await?;
     agent.open(&conversation, None).await?;
     agent.take(&conversation).await?;
-    v.expect_event("joined across nodes", |e| e.body == EventBody::Joined)
+    v.expect_event("joined across nodes", |e| e.body == VisitorBody::Joined)
         .await?;
     agent
         .sock
@@ -395,7 +395,7 @@ async fn cobrowse_scenario(database_url: &str, prefix: &str) -> anyhow::Result<(
     v.expect_event("request across nodes", |e| {
         matches!(
             e.body,
-            EventBody::Cobrowse {
+            VisitorBody::Cobrowse {
                 state: CobrowseState::Requested
             }
         )
@@ -443,6 +443,44 @@ async fn cobrowse_scenario(database_url: &str, prefix: &str) -> anyhow::Result<(
         matches!(f, ToVisitor::CobrowseHighlight { .. })
     })
     .await?;
+
+    // A transfer to an agent on the visitor's node ends sharing on both nodes: the visitor
+    // (node A) refuses to stream, and nothing reaches the old agent (node B).
+    let (user, _, pass) = AGENTS[1];
+    let mut joon = AgentClient::login(&a, user, pass).await?;
+    joon.open(&conversation, None).await?;
+    agent
+        .sock
+        .send_json(&AgentFrame::Transfer {
+            conversation_id: conversation.clone(),
+            to_agent: joon.agent.id.clone(),
+            note: None,
+        })
+        .await?;
+    v.expect_event("the transfer across nodes", |e| {
+        matches!(e.body, VisitorBody::Transferred { .. })
+    })
+    .await?;
+    v.sock
+        .send_json(&VisitorFrame::Cobrowse {
+            n: 2,
+            data: "{\"kind\":\"pointer\",\"page\":1,\"x\":5,\"y\":6}".into(),
+            index: 0,
+            count: 1,
+        })
+        .await?;
+    v.expect("the stream refused after the transfer", |f| {
+        matches!(f, ToVisitor::Error(e) if e.code == protocol::ErrorCode::Forbidden)
+    })
+    .await?;
+    for (who, sock) in [("old agent, node B", &mut agent), ("new agent, node A", &mut joon)] {
+        sock.expect_none(
+            &format!("the stream after the transfer ({who})"),
+            std::time::Duration::from_millis(800),
+            |f| matches!(f, ToAgent::Cobrowse { .. }),
+        )
+        .await?;
+    }
     Ok(())
 }
 
