@@ -5,7 +5,8 @@
 //! its next serialized sibling — so when the agent applies them in order, that sibling is
 //! already there. Attribute and text changes are deduplicated and dropped when their node is
 //! unknown, hidden, or inside an added subtree (already carried by it). A change of a privacy
-//! marker (`data-parley-*`) re-sends the element whole, with the new rules applied.
+//! marker (`data-parley-*`, `contenteditable`) re-sends the element whole, with the new rules
+//! applied. Every attribute and text goes through [`crate::mask`] like the snapshot's.
 
 use js_sys::{Array, Set};
 use protocol::cobrowse::{Added, AttrChange, Mutations, TextChange};
@@ -82,7 +83,7 @@ pub fn batch(ser: &mut Serializer, page: u32, records: &[MutationRecord]) -> Opt
             }
             "attributes" => {
                 let name = r.attribute_name().unwrap_or_default();
-                if name.starts_with("data-parley-") {
+                if name.starts_with("data-parley-") || name == "contenteditable" {
                     // The privacy rules of this subtree changed: send it again, whole.
                     if let Some(id) = ser.id_of(&target) {
                         if !m.removes.contains(&id) {

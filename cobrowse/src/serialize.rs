@@ -8,7 +8,7 @@
 //! be able to fetch them: cookies, intranets), bigger or cross-origin ones stay links.
 
 use js_sys::WeakMap;
-use protocol::cobrowse::{Node as WireNode, NodeId, Size};
+use protocol::cobrowse::{Node as WireNode, NodeId, Size, MAX_DEPTH};
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{
     CssStyleSheet, Document, Element, HtmlInputElement, HtmlLinkElement, HtmlSelectElement,
@@ -78,6 +78,17 @@ pub fn in_hidden_subtree(node: &Node) -> bool {
         .ok()
         .flatten()
         .is_some()
+}
+
+/// How deep `node` sits in its document: the root element is at 1.
+pub fn depth_of(node: &Node) -> usize {
+    let mut depth = 1;
+    let mut p = node.parent_element();
+    while let Some(x) = p {
+        depth += 1;
+        p = x.parent_element();
+    }
+    depth
 }
 
 fn document() -> Option<Document> {
@@ -199,7 +210,14 @@ impl Serializer {
     /// Serializes `node` and its subtree, with `ctx` the rules in force at its parent. None for
     /// a node that is never sent.
     pub fn node(&mut self, node: &Node, ctx: Ctx) -> Option<WireNode> {
-        if !serializable(node) {
+        self.node_at(node, ctx, depth_of(node))
+    }
+
+    /// [`Self::node`] for a node at `depth` in the page (the `<html>` element is at 1). Nodes
+    /// deeper than [`MAX_DEPTH`] are left out: the agent's side refuses deeper items, and this
+    /// recursion stays within the wasm stack.
+    pub fn node_at(&mut self, node: &Node, ctx: Ctx, depth: usize) -> Option<WireNode> {
+        if !serializable(node) || depth > MAX_DEPTH {
             return None;
         }
         let id = self.id(node);
@@ -248,7 +266,7 @@ impl Serializer {
         let children = node.child_nodes();
         for i in 0..children.length() {
             if let Some(k) = children.item(i) {
-                if let Some(n) = self.node(&k, ctx) {
+                if let Some(n) = self.node_at(&k, ctx, depth + 1) {
                     kids.push(n);
                 }
             }
@@ -288,9 +306,6 @@ impl Serializer {
         if mask::is_field(el) && (name == "value" || name == "checked" || name == "selected") {
             return None;
         }
-        if tag == "option" && name == "selected" && !ctx.unmask {
-            return None;
-        }
         if name == "src" && matches!(tag.as_str(), "iframe" | "frame" | "object" | "embed") {
             return None;
         }
@@ -304,10 +319,8 @@ impl Serializer {
         } else {
             value.to_owned()
         };
-        if ctx.mask && mask::private_attr(&name) {
-            return Some(mask::value(&v));
-        }
-        Some(v)
+        // Whatever survived cleaning still passes the privacy rules, in one place.
+        mask::attr(el, &name, v, ctx)
     }
 
     /// Adds a field's live value (and checked state) to `attrs`, masked per the rules.

@@ -429,7 +429,9 @@ impl Session {
                 // A masked checkbox has nothing to say.
                 continue;
             }
-            if st.sent_inputs.get(&id) == Some(&(value.clone(), checked)) {
+            // A masked value always reads the same (`mask::value`): typing shows as an item per
+            // pump that saw input events, never as a longer value. Plain values send changes only.
+            if !masked && st.sent_inputs.get(&id) == Some(&(value.clone(), checked)) {
                 continue;
             }
             st.sent_inputs.insert(id, (value.clone(), checked));

@@ -123,6 +123,14 @@ fn by_html_id<'a>(n: &'a Node, id: &str) -> Option<&'a Node> {
     n.kids.iter().find_map(|k| by_html_id(k, id))
 }
 
+/// The node with wire id `id`.
+fn by_wire_id(n: &Node, id: u32) -> Option<&Node> {
+    if n.id == id {
+        return Some(n);
+    }
+    n.kids.iter().find_map(|k| by_wire_id(k, id))
+}
+
 fn attr<'a>(n: &'a Node, name: &str) -> Option<&'a str> {
     n.attrs
         .iter()
@@ -161,24 +169,26 @@ fn snapshot_masks_every_field_and_leaves_out_what_must_not_leave() {
 
     let root = &s.root;
     let value = |id: &str| attr(by_html_id(root, id).unwrap(), "value").map(str::to_owned);
+    let eight = mask::value("x");
+    assert_eq!(eight, "••••••••");
     assert_eq!(
         value("card").as_deref(),
-        Some("••••••••••••••"),
-        "same length, masked"
+        Some(eight.as_str()),
+        "masked, fixed length"
     );
     assert_eq!(
         value("cvv").as_deref(),
-        Some("•••••••••"),
+        Some(eight.as_str()),
         "the live value, not the markup's"
     );
     assert_eq!(
         value("pw").as_deref(),
-        Some("••••••••"),
+        Some(eight.as_str()),
         "a password is masked even if marked safe"
     );
     assert_eq!(
         value("pw2").as_deref(),
-        Some("•••••••••••"),
+        Some(eight.as_str()),
         "inside an unmasked region too"
     );
     assert_eq!(
@@ -188,7 +198,7 @@ fn snapshot_masks_every_field_and_leaves_out_what_must_not_leave() {
     );
     assert_eq!(
         value("sel").as_deref(),
-        Some("•"),
+        Some(eight.as_str()),
         "which option is chosen is private"
     );
     assert!(
@@ -203,10 +213,11 @@ fn snapshot_masks_every_field_and_leaves_out_what_must_not_leave() {
 
     let ta = by_html_id(root, "ta").unwrap();
     assert_eq!(text_of(ta), mask::text("TEXTAREADEFAULTCANARY"));
-    let ce = by_html_id(root, "ce").unwrap();
+    // Ids are not among the attributes an editable or masked region keeps: find it by node id.
+    let ce = by_wire_id(root, ser.id_of(&el("ce")).unwrap()).unwrap();
     assert_eq!(
         text_of(ce),
-        mask::text("EDITABLECANARY bold"),
+        format!("{eight} {eight}"),
         "editable text masked, tags kept"
     );
     assert_eq!(ce.kids[1].tag.as_deref(), Some("b"));
@@ -225,10 +236,10 @@ fn snapshot_masks_every_field_and_leaves_out_what_must_not_leave() {
     );
     assert!(blocked.kids.is_empty() && blocked.attrs.is_empty());
 
-    let msk = by_html_id(root, "msk").unwrap();
+    let msk = by_wire_id(root, ser.id_of(&el("msk")).unwrap()).unwrap();
     let shown = text_of(msk);
-    assert_eq!(shown.chars().count(), "MASKEDCANARY text".chars().count());
-    assert_eq!(shown, mask::text("MASKEDCANARY text"), "whitespace kept");
+    assert_eq!(shown, eight, "a masked text has the fixed length");
+    assert!(attr(msk, "id").is_none() && attr(msk, "data-parley-mask").is_none());
     assert_eq!(
         text_of(by_html_id(root, "plain").unwrap()),
         "Plain words stay"
@@ -334,7 +345,7 @@ fn mutations_are_masked_and_ids_are_stable() {
         .find(|a| attr(&a.node, "id") == Some("late"))
         .expect("added field");
     assert_eq!(late.parent, form_id, "added under the form's snapshot id");
-    assert_eq!(attr(&late.node, "value"), Some("•••••••••"));
+    assert_eq!(attr(&late.node, "value"), Some("••••••••"));
 
     // A fresh snapshot keeps the ids of nodes that were there.
     let second = snap(&mut ser);
@@ -381,6 +392,36 @@ fn split_pieces_fit_and_join_back() {
         assert!(escaped <= 48 * 1024, "piece escapes to {escaped}");
     }
     assert_eq!(split("{}", 10), vec!["{}".to_owned()]);
+}
+
+/// Waits until `cond` holds, checking every 20 ms, failing after 5 s (never a fixed sleep).
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = js_sys::Date::now();
+    while !cond() {
+        assert!(
+            js_sys::Date::now() - start < 5_000.0,
+            "timed out waiting for {what}"
+        );
+        gloo_timers::future::TimeoutFuture::new(20).await;
+    }
+}
+
+/// The stream items captured in `frames` (`[n, data, index, count]` each), pieces joined.
+fn joined(frames: &js_sys::Array) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut buf = String::new();
+    for f in frames.iter() {
+        let f = js_sys::Array::from(&f);
+        buf.push_str(&f.get(1).as_string().unwrap());
+        let (i, c) = (
+            f.get(2).as_f64().unwrap() as u32,
+            f.get(3).as_f64().unwrap() as u32,
+        );
+        if i + 1 == c {
+            items.push(std::mem::take(&mut buf));
+        }
+    }
+    items
 }
 
 async fn sleep(ms: u64) {
@@ -438,7 +479,45 @@ async fn a_session_streams_masked_items_and_stops_at_once() {
     el::<Element>("ce")
         .append_child(&doc().create_text_node("EDITABLECANARY again"))
         .unwrap();
-    sleep(700).await;
+    until("three field updates and the editable change", || {
+        let items = joined(&frames);
+        items
+            .iter()
+            .filter(|i| i.contains("\"kind\":\"input\""))
+            .count()
+            >= 3
+            && items.iter().any(|i| i.contains("\"kind\":\"mutations\""))
+    })
+    .await;
+
+    // Typing more into a masked field shows as another input item with the same fixed mask:
+    // the agent sees typing, never how much.
+    let card: Element = el("card");
+    let card_id = session.node_id(&card).expect("card has an id");
+    let card_inputs = || {
+        joined(&frames)
+            .iter()
+            .filter_map(|i| match serde_json::from_str::<Stream>(i) {
+                Ok(Stream::Input { id, value, .. }) if id == card_id => Some(value),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = card_inputs().len();
+    assert!(before >= 1, "the first typing was sent");
+    card.unchecked_ref::<HtmlInputElement>()
+        .set_value("CARDCANARY4242 more and more");
+    card.dispatch_event(&web_sys::Event::new("input").unwrap())
+        .unwrap();
+    until("a second input item for the card", || {
+        card_inputs().len() > before
+    })
+    .await;
+    let values = card_inputs();
+    assert!(
+        values.iter().all(|v| *v == mask::value("x")),
+        "same mask each time: {values:?}"
+    );
 
     let mut items = Vec::new();
     let mut n_prev = 0;
@@ -562,4 +641,283 @@ async fn a_session_streams_masked_items_and_stops_at_once() {
     );
     send.forget();
     host.remove();
+}
+
+/// Markup whose attributes each carry a canary of one kind (the suffix names the kind), with
+/// layout attributes that must survive masking.
+const ATTR_MARKUP: &str = r#"<a class="keep" href="https://shop.example/ATTRCANARY-href" title="ATTRCANARY-title" data-who="ATTRCANARY-data" aria-label="ATTRCANARY-aria" style="color: red; background-image: url(https://x.example/ATTRCANARY-style.png)"><img src="https://x.example/ATTRCANARY-src.png" alt="ATTRCANARY-alt" width="10" height="12"></a>"#;
+
+/// Every kind of attribute canary in [`ATTR_MARKUP`].
+const ATTR_KINDS: &[&str] = &["href", "title", "data", "aria", "style", "src", "alt"];
+
+/// The masked region, the editable region and the plain (control) region, each holding
+/// [`ATTR_MARKUP`].
+fn attr_fixture() -> [Element; 3] {
+    if let Some(old) = doc().get_element_by_id("attrs") {
+        old.remove();
+    }
+    let holder = doc().create_element("div").unwrap();
+    holder.set_id("attrs");
+    holder.set_inner_html(&format!(
+        r#"<div id="mreg" data-parley-mask>{ATTR_MARKUP}</div><div id="ereg" contenteditable="true">{ATTR_MARKUP}</div><div id="creg">{ATTR_MARKUP}</div>"#
+    ));
+    doc().body().unwrap().append_child(&holder).unwrap();
+    [el("mreg"), el("ereg"), el("creg")]
+}
+
+/// Which canary kinds appear in `json`.
+fn attr_leaks(json: &str, prefix: &str) -> Vec<&'static str> {
+    ATTR_KINDS
+        .iter()
+        .copied()
+        .filter(|k| json.contains(&format!("{prefix}-{k}")))
+        .collect()
+}
+
+#[wasm_bindgen_test]
+fn masked_and_editable_regions_keep_only_layout_attributes() {
+    let regions = attr_fixture();
+    let mut ser = Serializer::new();
+    let s = snap(&mut ser);
+    let subtree = |r: &Element| {
+        let n = by_wire_id(&s.root, ser.id_of(r).unwrap()).expect("region serialized");
+        (serde_json::to_string(n).unwrap(), n.clone())
+    };
+    let (control, _) = subtree(&regions[2]);
+    // Positive control: the same markup outside the regions shows every canary, so the check
+    // below can see each kind of leak.
+    assert_eq!(attr_leaks(&control, "ATTRCANARY"), ATTR_KINDS, "{control}");
+    for r in &regions[..2] {
+        let (json, node) = subtree(r);
+        assert_eq!(
+            attr_leaks(&json, "ATTRCANARY"),
+            Vec::<&str>::new(),
+            "{json}"
+        );
+        let a = &node.kids[0];
+        assert_eq!(attr(a, "class"), Some("keep"), "layout kept: {json}");
+        assert_eq!(attr(a, "style"), Some("color: red"), "plain style kept");
+        let img = &a.kids[0];
+        assert_eq!(
+            (attr(img, "width"), attr(img, "height")),
+            (Some("10"), Some("12"))
+        );
+    }
+
+    // The same through mutations: changed attributes and added subtrees.
+    let o = observer();
+    for r in &regions {
+        let a = r.query_selector("a").unwrap().unwrap();
+        a.set_attribute("title", "MUTCANARY-title").unwrap();
+        a.set_attribute("href", "https://shop.example/MUTCANARY-href")
+            .unwrap();
+        a.set_attribute("data-who", "MUTCANARY-data").unwrap();
+        a.set_attribute("aria-label", "MUTCANARY-aria").unwrap();
+        a.set_attribute("style", "background: url(/MUTCANARY-style.png)")
+            .unwrap();
+        let img = a.query_selector("img").unwrap().unwrap();
+        img.set_attribute("src", "/MUTCANARY-src.png").unwrap();
+        img.set_attribute("alt", "MUTCANARY-alt").unwrap();
+        let extra = doc().create_element("span").unwrap();
+        extra.set_inner_html(&ATTR_MARKUP.replace("ATTRCANARY", "ADDCANARY"));
+        r.append_child(&extra).unwrap();
+    }
+    let m = changes::batch(&mut ser, 7, &records(&o)).expect("a batch");
+    o.disconnect();
+    let region_json = |r: &Element| {
+        let rid = ser.id_of(r).unwrap();
+        let a = r.query_selector("a").unwrap().unwrap();
+        let img = a.query_selector("img").unwrap().unwrap();
+        let ids = [ser.id_of(&a).unwrap(), ser.id_of(&img).unwrap()];
+        let adds: Vec<_> = m.adds.iter().filter(|x| x.parent == rid).collect();
+        let attrs: Vec<_> = m.attrs.iter().filter(|x| ids.contains(&x.id)).collect();
+        format!(
+            "{} {}",
+            serde_json::to_string(&adds).unwrap(),
+            serde_json::to_string(&attrs).unwrap()
+        )
+    };
+    let control = region_json(&regions[2]);
+    assert_eq!(attr_leaks(&control, "MUTCANARY"), ATTR_KINDS, "{control}");
+    assert_eq!(attr_leaks(&control, "ADDCANARY"), ATTR_KINDS, "{control}");
+    for r in &regions[..2] {
+        let json = region_json(r);
+        assert!(
+            json.contains("\"keep\""),
+            "the added subtree is sent: {json}"
+        );
+        assert_eq!(attr_leaks(&json, "MUTCANARY"), Vec::<&str>::new(), "{json}");
+        assert_eq!(attr_leaks(&json, "ADDCANARY"), Vec::<&str>::new(), "{json}");
+    }
+    doc().get_element_by_id("attrs").unwrap().remove();
+}
+
+#[wasm_bindgen_test]
+fn masked_values_have_one_length_and_number_fields_show_filled() {
+    if let Some(old) = doc().get_element_by_id("lens") {
+        old.remove();
+    }
+    let holder = doc().create_element("div").unwrap();
+    holder.set_id("lens");
+    holder.set_inner_html(
+        r#"<input id="l1"><input id="l2"><input id="l0"><input id="num" type="number"><input id="day" type="date"><div data-parley-unmask><input id="numctl" type="number"></div>"#,
+    );
+    doc().body().unwrap().append_child(&holder).unwrap();
+    el::<HtmlInputElement>("l1").set_value("4");
+    el::<HtmlInputElement>("l2").set_value("4242424242424242 LENCANARY@example.com");
+    el::<HtmlInputElement>("num").set_value("31337");
+    el::<HtmlInputElement>("day").set_value("1990-04-01");
+    el::<HtmlInputElement>("numctl").set_value("31337");
+    let mut ser = Serializer::new();
+    let s = snap(&mut ser);
+    let node = |id: &str| by_html_id(&s.root, id).unwrap().clone();
+    let eight = mask::value("x");
+    assert_eq!(attr(&node("l1"), "value"), Some(eight.as_str()));
+    assert_eq!(
+        attr(&node("l2"), "value"),
+        Some(eight.as_str()),
+        "a long value masks to the same length as a short one"
+    );
+    assert_eq!(attr(&node("l0"), "value"), Some(""), "empty stays empty");
+    for id in ["num", "day"] {
+        let n = node(id);
+        assert_eq!(attr(&n, "value"), Some(eight.as_str()), "{id}");
+        assert_eq!(
+            attr(&n, "type"),
+            Some("text"),
+            "{id}: sent as text so the mask shows"
+        );
+    }
+    // Positive control: an unmasked number field keeps its value and type.
+    let ctl = node("numctl");
+    assert_eq!(
+        (attr(&ctl, "value"), attr(&ctl, "type")),
+        (Some("31337"), Some("number"))
+    );
+    let json = serde_json::to_string(&s).unwrap();
+    assert!(!json.contains("LENCANARY") && !json.contains("1990-04-01"));
+    // Input items: the same fixed mask, whatever the length.
+    for (id, v) in [("l1", "1"), ("l2", "a much longer value than one digit")] {
+        el::<HtmlInputElement>(id).set_value(v);
+        let (shown, _, masked) = ser.shared_value(&el(id));
+        assert!(masked);
+        assert_eq!(shown, eight, "{id}");
+    }
+    el::<HtmlInputElement>("num").set_value("");
+    assert_eq!(
+        ser.shared_value(&el("num")).0,
+        "",
+        "an emptied field reads empty"
+    );
+    holder.remove();
+}
+
+#[wasm_bindgen_test]
+fn a_masked_select_says_nothing_of_the_choice() {
+    if let Some(old) = doc().get_element_by_id("sels") {
+        old.remove();
+    }
+    let holder = doc().create_element("div").unwrap();
+    holder.set_id("sels");
+    let options = r#"<option value="SELCANARY-a" label="Visa">Visa</option><optgroup label="More"><option value="SELCANARY-b" selected>Mastercard</option></optgroup>"#;
+    holder.set_inner_html(&format!(
+        r#"<select id="ms">{options}</select><div data-parley-unmask><select id="cs">{options}</select></div>"#
+    ));
+    doc().body().unwrap().append_child(&holder).unwrap();
+    let mut ser = Serializer::new();
+    let s = snap(&mut ser);
+    let json_of = |id: &str| serde_json::to_string(by_html_id(&s.root, id).unwrap()).unwrap();
+    // Positive control: an unmasked select names its options and the choice.
+    let ctl = json_of("cs");
+    assert!(
+        ctl.contains("SELCANARY-a") && ctl.contains("SELCANARY-b"),
+        "{ctl}"
+    );
+    let masked = json_of("ms");
+    assert!(!masked.contains("SELCANARY"), "{masked}");
+    assert!(!masked.contains("\"selected\"") && !masked.contains("\"label\""));
+    assert!(masked.contains("Mastercard"), "the choices' text is kept");
+    // Whichever option is chosen, the value reads the same.
+    let sel: HtmlSelectElement = el("ms");
+    let shown = |ser: &mut Serializer| ser.shared_value(&el("ms")).0;
+    sel.set_value("SELCANARY-a");
+    let a = shown(&mut ser);
+    sel.set_value("SELCANARY-b");
+    assert_eq!(shown(&mut ser), a);
+    assert_eq!(a, mask::value("x"));
+    // Changing an option's value is no news for the masked select; it is for the control.
+    let o = observer();
+    for id in ["ms", "cs"] {
+        el::<Element>(id)
+            .query_selector("option")
+            .unwrap()
+            .unwrap()
+            .set_attribute("value", "SELCANARY-new")
+            .unwrap();
+    }
+    let m = changes::batch(&mut ser, 7, &records(&o)).expect("a batch");
+    o.disconnect();
+    let opt_id = |id: &str| {
+        ser.id_of(&el::<Element>(id).query_selector("option").unwrap().unwrap())
+            .unwrap()
+    };
+    assert!(m.attrs.iter().any(|a| a.id == opt_id("cs")), "control sent");
+    assert!(!m.attrs.iter().any(|a| a.id == opt_id("ms")), "{m:?}");
+    holder.remove();
+}
+
+/// A chain of `levels` nested divs under the body, with a text at the bottom.
+fn deep_fixture(levels: usize) -> Element {
+    if let Some(old) = doc().get_element_by_id("deep") {
+        old.remove();
+    }
+    let top = doc().create_element("div").unwrap();
+    top.set_id("deep");
+    let mut cur = top.clone();
+    for _ in 1..levels {
+        let d = doc().create_element("div").unwrap();
+        cur.append_child(&d).unwrap();
+        cur = d;
+    }
+    cur.set_text_content(Some("DEEPBOTTOM"));
+    doc().body().unwrap().append_child(&top).unwrap();
+    top
+}
+
+#[wasm_bindgen_test]
+fn pages_nested_hundreds_deep_mirror_and_deeper_ones_are_cut() {
+    let top = deep_fixture(300);
+    let mut ser = Serializer::new();
+    let json = serde_json::to_string(&Stream::Snapshot(snap(&mut ser))).unwrap();
+    assert!(json.contains("DEEPBOTTOM"), "the bottom is serialized");
+    // Positive control: the console's old decoding (serde_json's limit) refused this page.
+    assert!(serde_json::from_str::<Stream>(&json).is_err());
+    let item = protocol::cobrowse::decode_item(&json).expect("decodes");
+    assert!(serde_json::to_string(&item).unwrap().contains("DEEPBOTTOM"));
+    top.remove();
+
+    // Deeper than the limit: cut at MAX_DEPTH, and what is sent still decodes.
+    let top = deep_fixture(protocol::cobrowse::MAX_DEPTH + 50);
+    let s = snap(&mut ser);
+    let json = serde_json::to_string(&Stream::Snapshot(s)).unwrap();
+    assert!(
+        !json.contains("DEEPBOTTOM"),
+        "nodes past the limit are left out"
+    );
+    let item = protocol::cobrowse::decode_item(&json).expect("decodes at the limit");
+    let Stream::Snapshot(s) = item else {
+        panic!("not a snapshot")
+    };
+    let mut cur = by_wire_id(&s.root, ser.id_of(&top).unwrap()).expect("the chain's top");
+    let mut depth = parley_cobrowse::serialize::depth_of(&top);
+    while let Some(k) = cur.kids.first() {
+        depth += 1;
+        cur = k;
+    }
+    assert_eq!(
+        depth,
+        protocol::cobrowse::MAX_DEPTH,
+        "cut exactly at the limit"
+    );
+    top.remove();
 }

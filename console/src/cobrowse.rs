@@ -118,7 +118,9 @@ impl StreamState {
             }
             p.data
         };
-        let item = match serde_json::from_str::<Stream>(&whole) {
+        // Not `serde_json::from_str`: its recursion limit stops pages deeper than ~63 elements;
+        // `decode_item` bounds the depth itself, with a typed error.
+        let item = match protocol::cobrowse::decode_item(&whole) {
             Ok(item) => item,
             Err(e) => {
                 self.advance(n);
@@ -326,6 +328,72 @@ mod tests {
 
     fn applied(step: &Step) -> bool {
         matches!(step, Step::Apply(_))
+    }
+
+    /// A snapshot whose page nests `levels` nodes deep.
+    fn deep_snapshot(levels: u32) -> String {
+        let mut node = Node {
+            id: 0,
+            tag: None,
+            ns: None,
+            attrs: vec![],
+            text: Some("deep".into()),
+            kids: vec![],
+            block: None,
+        };
+        for id in 1..levels {
+            node = Node {
+                id,
+                tag: Some("div".into()),
+                ns: None,
+                attrs: vec![],
+                text: None,
+                kids: vec![node],
+                block: None,
+            };
+        }
+        serde_json::to_string(&Stream::Snapshot(Snapshot {
+            page: 9,
+            url: "https://shop.example/".into(),
+            title: "Deep".into(),
+            viewport: Size { w: 1280, h: 800 },
+            scroll_x: 0,
+            scroll_y: 0,
+            root: node,
+            masked: 0,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn deep_pages_are_drawn_and_deeper_ones_refused_with_a_reason() {
+        // An unoptimized native build needs more stack per level than the console's wasm, and a
+        // test thread has 2 MiB: run where `decode_item` says it should.
+        std::thread::Builder::new()
+            .stack_size(16 << 20)
+            .spawn(deep_pages)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    fn deep_pages() {
+        // serde_json's default limit refused these from about 63 levels on.
+        for levels in [64, 250, protocol::cobrowse::MAX_DEPTH as u32] {
+            let mut s = StreamState::new();
+            assert!(
+                applied(&s.push(1, &deep_snapshot(levels), 0, 1, 0)),
+                "{levels} levels"
+            );
+        }
+        let mut s = StreamState::new();
+        let too_deep = deep_snapshot(protocol::cobrowse::MAX_DEPTH as u32 + 20);
+        match s.push(1, &too_deep, 0, 1, 0) {
+            Step::Invalid(why) => assert!(why.contains("deeper"), "{why}"),
+            other => panic!("not refused: {other:?}"),
+        }
+        let hostile = "[".repeat(2_000_000);
+        assert!(matches!(s.push(2, &hostile, 0, 1, 0), Step::Invalid(_)));
     }
 
     #[test]

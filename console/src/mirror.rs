@@ -219,6 +219,14 @@ impl MirrorDoc {
                                 let _ = el.append_child(&k);
                             }
                         }
+                        if tag == "select" {
+                            // A select's `value` is no attribute a browser reads: set it, so a
+                            // masked one (no option has the mask as value) shows no choice
+                            // instead of its first option.
+                            if let Some((_, v)) = n.attrs.iter().find(|(k, _)| k == "value") {
+                                let _ = js_sys::Reflect::set(&el, &"value".into(), &v.into());
+                            }
+                        }
                         el.into()
                     }
                 }

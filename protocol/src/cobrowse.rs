@@ -19,6 +19,20 @@ use serde::{Deserialize, Serialize};
 /// A node's id within one page: given by the widget's serializer, never reused on that page.
 pub type NodeId = u32;
 
+/// The deepest a serialized page may nest, in [`Node`] levels (`<html>` is level 1). The widget
+/// leaves deeper nodes out; [`decode_item`] refuses items nested deeper than this allows.
+///
+/// Why not more: serializing, parsing and building a tree recurse per level, and in a browser a
+/// wasm call stack is bounded by the JS engine, not only by the wasm stack. Measured in a debug
+/// wasm build in Chromium (`cobrowse/tests/browser.rs`): 600 levels pass, 800 exceed Chromium's
+/// call stack while serializing. 512 keeps a margin there and more in release builds.
+pub const MAX_DEPTH: usize = 512;
+
+/// The deepest JSON nesting [`decode_item`] reads: every [`Node`] level is two (the node's object
+/// and its `kids` array), plus the envelope of the deepest item (a mutation's `adds`, its pair
+/// arrays of `attrs`).
+pub const MAX_JSON_DEPTH: usize = 2 * MAX_DEPTH + 8;
+
 /// Longest highlight note, in characters.
 pub const MAX_NOTE_CHARS: usize = 140;
 
@@ -246,4 +260,186 @@ pub enum Stream {
     /// A kind added later.
     #[serde(other)]
     Unknown,
+}
+
+/// Why a stream item's JSON text was refused by [`decode_item`].
+#[derive(Debug)]
+pub enum DecodeError {
+    /// Nested deeper than [`MAX_JSON_DEPTH`]: refused before parsing, so hostile input cannot
+    /// exhaust the stack.
+    TooDeep {
+        /// The limit that was passed.
+        limit: usize,
+    },
+    /// Not a valid item.
+    Json(serde_json::Error),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::TooDeep { limit } => {
+                write!(f, "stream item nested deeper than {limit} levels")
+            }
+            DecodeError::Json(e) => write!(f, "invalid stream item: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Parses one stream item's JSON text (the joined `data` of its frames). Pages nest deeper than
+/// serde_json's default recursion limit (128 levels, about 63 nodes), so that limit is lifted and
+/// replaced by [`MAX_JSON_DEPTH`], checked first by a scan that does not recurse.
+///
+/// Parsing recurses per level, so the stack it needs is bounded but not small: the console's wasm
+/// has 4 MiB; a native caller of an unoptimized build should give it a thread of 8 MiB or more.
+pub fn decode_item(json: &str) -> Result<Stream, DecodeError> {
+    if json_depth_exceeds(json, MAX_JSON_DEPTH) {
+        return Err(DecodeError::TooDeep {
+            limit: MAX_JSON_DEPTH,
+        });
+    }
+    let mut de = serde_json::Deserializer::from_str(json);
+    de.disable_recursion_limit();
+    let item = Stream::deserialize(&mut de).map_err(DecodeError::Json)?;
+    de.end().map_err(DecodeError::Json)?;
+    Ok(item)
+}
+
+/// Whether the arrays and objects of `json` nest deeper than `limit` (brackets inside strings
+/// do not count). Invalid JSON is left for the parser to refuse.
+fn json_depth_exceeds(json: &str, limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for b in json.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A snapshot whose page nests `levels` elements deep.
+    fn deep_snapshot(levels: usize) -> String {
+        let mut node = Node {
+            id: 0,
+            tag: None,
+            ns: None,
+            attrs: Vec::new(),
+            text: Some("bottom".into()),
+            kids: Vec::new(),
+            block: None,
+        };
+        for i in 1..levels {
+            node = Node {
+                id: i as NodeId,
+                tag: Some("div".into()),
+                ns: None,
+                attrs: vec![("class".into(), "x".into())],
+                text: None,
+                kids: vec![node],
+                block: None,
+            };
+        }
+        serde_json::to_string(&Stream::Snapshot(Snapshot {
+            page: 1,
+            url: "https://x.example/".into(),
+            title: String::new(),
+            viewport: Size { w: 1, h: 1 },
+            scroll_x: 0,
+            scroll_y: 0,
+            root: node,
+            masked: 0,
+        }))
+        .unwrap()
+    }
+
+    fn depth(n: &Node) -> usize {
+        // Iterative: the point is deep trees.
+        let (mut d, mut cur) = (1, n);
+        while let Some(k) = cur.kids.first() {
+            d += 1;
+            cur = k;
+        }
+        d
+    }
+
+    /// Runs `f` on a thread with the stack [`decode_item`] documents: an unoptimized native
+    /// build spends far more stack per level than the console's wasm, and the 2 MiB of a test
+    /// thread is not enough for [`MAX_DEPTH`] there.
+    pub(crate) fn with_big_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(16 << 20)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn a_page_as_deep_as_the_widget_sends_decodes() {
+        with_big_stack(|| {
+            // serde_json's own limit stopped these near 63 levels.
+            for levels in [200, MAX_DEPTH] {
+                match decode_item(&deep_snapshot(levels)).unwrap() {
+                    Stream::Snapshot(s) => assert_eq!(depth(&s.root), levels),
+                    other => panic!("not a snapshot: {other:?}"),
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn deeper_items_and_hostile_nesting_are_refused_with_a_typed_error() {
+        with_big_stack(refused);
+    }
+
+    fn refused() {
+        let too_deep = deep_snapshot(MAX_DEPTH + 10);
+        assert!(matches!(
+            decode_item(&too_deep),
+            Err(DecodeError::TooDeep { .. })
+        ));
+        // A million open brackets: refused by the scan, no stack overflow.
+        let hostile = format!("{}{}", "[".repeat(1_000_000), "]".repeat(1_000_000));
+        assert!(matches!(
+            decode_item(&hostile),
+            Err(DecodeError::TooDeep { .. })
+        ));
+        // Brackets inside strings are text, not nesting.
+        let in_text = format!(
+            r#"{{"kind":"mutations","page":1,"texts":[{{"id":1,"text":"{}\"{}"}}]}}"#,
+            "[".repeat(5_000),
+            "{".repeat(5_000)
+        );
+        assert!(decode_item(&in_text).is_ok());
+        assert!(matches!(
+            decode_item("{\"kind\":"),
+            Err(DecodeError::Json(_))
+        ));
+    }
 }
