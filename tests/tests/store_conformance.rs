@@ -2496,13 +2496,23 @@ fn kinds_in(bytes: &[u8], tag: &str) -> Vec<&'static str> {
 async fn sqlite_files(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     use sqlx::Connection as _;
     let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
-    let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
-        .fetch_one(&mut c)
-        .await?;
-    assert_eq!(
-        busy, 0,
-        "nothing else has the file open: the checkpoint completes"
-    );
+    // The closed store's checkpointer and writer thread let go of the file on their own
+    // threads, after `close` returned: until then the checkpoint may find it busy. Polled, with
+    // a deadline, until it completes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut c)
+            .await?;
+        if busy == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL could not be checkpointed: something still has the database open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     c.close().await?;
     let mut all = Vec::new();
     for suffix in ["", "-wal", "-shm"] {
