@@ -1832,7 +1832,7 @@ mod cases {
             .record_gap(&gap(&c, 1, GapKind::Unanswered, "old question"))
             .await?;
         close_as(store, &c.id, &agent.id).await?;
-        Ok(store.conversation(&c.id).await?.context("closed")?)
+        store.conversation(&c.id).await?.context("closed")
     }
 
     pub async fn expire_closed_takes_old_closed_conversations_oldest_first(
