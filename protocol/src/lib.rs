@@ -19,6 +19,7 @@ pub mod gaps;
 pub mod hours;
 pub mod ids;
 pub mod timeline;
+pub mod url;
 pub mod visitor;
 
 pub use agent::{

@@ -132,6 +132,9 @@ pub struct SiteConfig {
     /// Proactive greetings (`[[site.greeting]]`) the loader shows next to the launcher.
     #[serde(default, rename = "greeting")]
     pub greetings: Vec<Greeting>,
+    /// `retention_days` and `keep_query_params` (see [`crate::rights::Privacy`]).
+    #[serde(flatten)]
+    pub privacy: crate::rights::Privacy,
 }
 
 /// A proactive greeting rule: on a matching page, after some seconds, the loader shows `text`
@@ -364,6 +367,7 @@ pub fn demo_site(origins: Vec<String>) -> SiteConfig {
         auto_assign: true,
         hours: None,
         greetings: Vec::new(),
+        privacy: Default::default(),
     }
 }
 

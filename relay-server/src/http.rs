@@ -216,6 +216,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/admin/sites/{key}",
             axum::routing::put(admin::save_site),
         )
+        .merge(crate::rights::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -29,6 +29,7 @@ pub mod hub;
 pub mod mail;
 pub mod metrics;
 pub mod queue;
+pub mod rights;
 pub mod run;
 pub mod store;
 pub mod token;
@@ -237,6 +238,7 @@ impl Relay {
                     .map_err(|e| anyhow::anyhow!("site {:?}: {e}", site.key))?;
             }
         }
+        rights::check_sites(&config.sites)?;
         let mailer = config.smtp.as_ref().map(mail::Mailer::new).transpose()?;
         // SQLite for `sqlite:` URLs, PostgreSQL for `postgres://` / `postgresql://`.
         let store = store::connect(&config.database_url).await?;
@@ -325,6 +327,7 @@ impl Relay {
         }
         app.tasks.spawn(queue::run(app.clone()));
         app.tasks.spawn(admin::follow_saves(app.clone()));
+        app.tasks.spawn(rights::run_retention(app.clone()));
         let addr = listener.local_addr()?;
         let router = http::router(app.clone());
         let shutdown = app.shutdown.clone();

@@ -209,7 +209,7 @@ impl VisitorSession {
             )));
             return;
         }
-        self.context = context.truncated();
+        self.context = crate::rights::stored_context(&self.current_site(), context);
         let store = &self.app.store;
         let known = match &token {
             Some(t) => {
@@ -786,7 +786,7 @@ impl VisitorSession {
         if self.visitor.is_none() {
             return out.push(hello_required());
         }
-        self.context = context.truncated();
+        self.context = crate::rights::stored_context(&self.current_site(), context);
         self.store_context(out).await;
     }
 

@@ -102,6 +102,10 @@ conformance!(
     admin_flag_round_trip,
     mark_offline_sets_email_and_clears_bot,
     site_settings_round_trip,
+    visitor_data_holds_everything_of_one_visitor,
+    erasing_a_visitor_leaves_nothing_and_is_audited,
+    expire_closed_takes_old_closed_conversations_oldest_first,
+    retention_pass_is_bounded_and_per_site,
 );
 
 /// The cases: each gets a fresh, empty store.
@@ -1579,6 +1583,341 @@ mod cases {
         );
         Ok(())
     }
+
+    /// The kinds of visitor data [`fill`] writes, each as `<tag>-<kind>` somewhere: what the
+    /// canary tests look for in the files and tables. (The first page title, `<tag>-title`, is
+    /// replaced by `retitle`: not stored any more, so not among them.)
+    pub const KINDS: [&str; 10] = [
+        "token", "url", "ref", "retitle", "msg", "bigtail", "gap", "lostpage", "mail", "comment",
+    ];
+
+    /// A visitor of `demo` with every kind of data the store keeps about visitors, each kind
+    /// marked `<tag>-<kind>` ([`KINDS`]): token hash, page context (URL, referrer, title, and a
+    /// later title), messages (one past a page, so overflow pages are covered), a knowledge
+    /// gap, an offline email and a rating comment. Returns the visitor and their conversation.
+    pub async fn fill(
+        store: &dyn Store,
+        tag: &str,
+    ) -> anyhow::Result<(VisitorRecord, ConversationRecord)> {
+        let agent = store.upsert_agent("mina", "Mina", "x").await?;
+        let visitor = store
+            .create_visitor("demo", &format!("{tag}-token"))
+            .await?;
+        let page = PageContext {
+            url: format!("https://shop.example/{tag}-url"),
+            referrer: format!("https://ref.example/{tag}-ref"),
+            title: format!("{tag}-title"),
+            ..Default::default()
+        };
+        let (c, _) = store.open_conversation("demo", &visitor.id, &page).await?;
+        for i in 0..12 {
+            store
+                .append(
+                    &c.id,
+                    message(
+                        visitor_author(&visitor),
+                        Some(&format!("m{i}")),
+                        &format!("{tag}-msg {i}: my order number is 12345"),
+                    ),
+                )
+                .await?;
+        }
+        store
+            .append(
+                &c.id,
+                message(
+                    visitor_author(&visitor),
+                    Some("big"),
+                    &format!("{tag}-msg {} {tag}-bigtail", "x".repeat(9000)),
+                ),
+            )
+            .await?;
+        store
+            .update_context(
+                &c.id,
+                &PageContext {
+                    title: format!("{tag}-retitle"),
+                    ..page
+                },
+            )
+            .await?;
+        store
+            .record_gap(&Gap {
+                question: format!("{tag}-gap do you ship to Jeju?"),
+                page_url: Some(format!("https://shop.example/{tag}-lostpage")),
+                ..gap(&c, 1, GapKind::Unanswered, "")
+            })
+            .await?;
+        store
+            .mark_offline(&c.id, &format!("{tag}-mail@example.com"))
+            .await?;
+        close_as(store, &c.id, &agent.id).await?;
+        store
+            .rate(
+                &c.id,
+                &visitor.id,
+                visitor_author(&visitor),
+                5,
+                Some(format!("{tag}-comment")),
+            )
+            .await?;
+        let c = store.conversation(&c.id).await?.context("filled")?;
+        Ok((visitor, c))
+    }
+
+    pub async fn visitor_data_holds_everything_of_one_visitor(
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        let (v, c) = fill(&*store, "EXP").await?;
+        let (other, _) = fill(&*store, "OTHER").await?;
+        // A second, still open conversation of the same visitor.
+        let (second, created) = store
+            .open_conversation("demo", &v.id, &context("https://shop.example/again"))
+            .await?;
+        assert!(created, "the first one is closed");
+        let data = store.visitor_data(&v.id).await?.context("known visitor")?;
+        assert_eq!(
+            (data.id.as_str(), data.site.as_str()),
+            (v.id.as_str(), "demo")
+        );
+        assert_eq!(
+            data.conversations
+                .iter()
+                .map(|c| c.record.id.clone())
+                .collect::<Vec<_>>(),
+            vec![c.id.clone(), second.id.clone()],
+            "both conversations, oldest first"
+        );
+        let first = &data.conversations[0];
+        assert_eq!(first.record.context.title, "EXP-retitle");
+        assert_eq!(
+            first.record.offline_email.as_deref(),
+            Some("EXP-mail@example.com")
+        );
+        assert_eq!(first.record.rating, Some(5));
+        assert_eq!(first.rating_comment.as_deref(), Some("EXP-comment"));
+        assert!(first.rated_at.is_some());
+        // 13 messages, joined, closed, rating.
+        assert_eq!(first.events.len(), 16, "{:?}", first.events);
+        assert_eq!(
+            first.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=16).collect::<Vec<_>>()
+        );
+        assert!(first.events[0]
+            .message_text()
+            .is_some_and(|t| t.starts_with("EXP-msg 0")));
+        assert_eq!(first.gaps.len(), 1);
+        assert!(first.gaps[0].question.starts_with("EXP-gap"));
+        let all = format!("{data:?}");
+        assert!(
+            !all.contains("OTHER-"),
+            "another visitor's data leaked into the export"
+        );
+        assert!(store.visitor_data(&other.id).await?.is_some());
+        assert!(store.visitor_data("no-such-visitor").await?.is_none());
+        Ok(())
+    }
+
+    pub async fn erasing_a_visitor_leaves_nothing_and_is_audited(
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        let (v, c) = fill(&*store, "GONE").await?;
+        let (kept, kept_c) = fill(&*store, "KEPT").await?;
+        let (open, _) = store
+            .open_conversation("demo", &v.id, &context("https://shop.example/open"))
+            .await?;
+        store
+            .append(
+                &open.id,
+                message(visitor_author(&v), Some("o1"), "still here?"),
+            )
+            .await?;
+        let erased = store
+            .erase_visitor(&v.id, "ada")
+            .await?
+            .context("a known visitor is erased")?;
+        assert_eq!(
+            erased,
+            relay_server::store::Erased {
+                site: "demo".into(),
+                conversations: 2,
+                events: 17,
+                gaps: 1,
+            }
+        );
+        assert!(store.visitor_data(&v.id).await?.is_none());
+        for id in [&c.id, &open.id] {
+            assert!(store.conversation(id).await?.is_none());
+            assert!(store.events_after(id, 0, 100).await?.is_empty());
+        }
+        assert!(store.latest_conversation(&v.id).await?.is_none());
+        assert!(store
+            .visitor_by_token("demo", "GONE-token")
+            .await?
+            .is_none());
+        assert!(store
+            .gaps(None, 0, 100)
+            .await?
+            .iter()
+            .all(|g| !g.question.starts_with("GONE")));
+        assert!(store
+            .recent_conversations(100)
+            .await?
+            .iter()
+            .all(|r| r.visitor_id != v.id));
+        // A socket that still holds the erased conversation or visitor cannot bring data back.
+        let late = store
+            .append(&open.id, message(visitor_author(&v), Some("o2"), "hello?"))
+            .await;
+        assert!(matches!(late, Err(StoreError::NotFound)), "{late:?}");
+        let reopened = store
+            .open_conversation("demo", &v.id, &context("https://shop.example/"))
+            .await;
+        assert!(
+            reopened.is_err(),
+            "a conversation for an erased visitor: {reopened:?}"
+        );
+        assert!(store.visitor_data(&v.id).await?.is_none());
+        // The other visitor is untouched.
+        let other = store.visitor_data(&kept.id).await?.context("kept")?;
+        assert_eq!(other.conversations.len(), 1);
+        assert_eq!(other.conversations[0].events.len(), 16);
+        assert_eq!(other.conversations[0].gaps.len(), 1);
+        assert_eq!(
+            store
+                .conversation(&kept_c.id)
+                .await?
+                .context("kept")?
+                .rating,
+            Some(5)
+        );
+        // Audited: who, what, when; naming ids, not content.
+        let audit = store.audit_log(10).await?;
+        assert_eq!(audit.len(), 1, "{audit:?}");
+        assert_eq!(
+            (
+                audit[0].actor.as_str(),
+                audit[0].action.as_str(),
+                audit[0].subject.as_str()
+            ),
+            ("ada", "erase_visitor", v.id.as_str())
+        );
+        assert!(audit[0].at > 0);
+        let detail: serde_json::Value = serde_json::from_str(&audit[0].detail)?;
+        assert_eq!(detail["conversations"], 2);
+        assert!(!audit[0].detail.contains("GONE"));
+        // Unknown (or already erased): nothing changes, nothing is audited.
+        assert!(store.erase_visitor(&v.id, "ada").await?.is_none());
+        assert!(store
+            .erase_visitor("no-such-visitor", "ada")
+            .await?
+            .is_none());
+        assert_eq!(store.audit_log(10).await?.len(), 1);
+        Ok(())
+    }
+
+    /// A closed conversation of `site` (a new visitor each), closed by agent `mina`.
+    async fn closed(store: &dyn Store, site: &str) -> anyhow::Result<ConversationRecord> {
+        let agent = store.upsert_agent("mina", "Mina", "x").await?;
+        let v = store
+            .create_visitor(site, &relay_server::store::new_id())
+            .await?;
+        let (c, _) = store
+            .open_conversation(site, &v.id, &context("https://shop.example/"))
+            .await?;
+        store
+            .append(&c.id, message(visitor_author(&v), Some("r1"), "old words"))
+            .await?;
+        store
+            .record_gap(&gap(&c, 1, GapKind::Unanswered, "old question"))
+            .await?;
+        close_as(store, &c.id, &agent.id).await?;
+        store.conversation(&c.id).await?.context("closed")
+    }
+
+    pub async fn expire_closed_takes_old_closed_conversations_oldest_first(
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        let mut old = Vec::new();
+        for _ in 0..3 {
+            old.push(closed(&*store, "demo").await?);
+            // Distinct `updated_at`s, so "oldest first" is observable.
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        let shop = closed(&*store, "shop").await?;
+        let (_, open) = chat(&*store).await?;
+        // Nothing was closed before the first close: nothing goes.
+        let none = store.expire_closed("demo", old[0].updated_at, 10).await?;
+        assert_eq!(none.conversations, 0);
+        assert!(
+            store.audit_log(10).await?.is_empty(),
+            "an empty pass is not audited"
+        );
+        // "Now" far ahead: all three are old. Two per call, oldest first.
+        let later = now_ms() + 400 * 86_400_000;
+        let first = store.expire_closed("demo", later, 2).await?;
+        assert_eq!(
+            (first.conversations, first.events, first.gaps),
+            (2, 6, 2),
+            "message, joined, closed and one gap each"
+        );
+        assert!(store.conversation(&old[0].id).await?.is_none());
+        assert!(store.conversation(&old[1].id).await?.is_none());
+        assert!(
+            store.conversation(&old[2].id).await?.is_some(),
+            "the newest waits"
+        );
+        assert!(store.events_after(&old[0].id, 0, 10).await?.is_empty());
+        let second = store.expire_closed("demo", later, 2).await?;
+        assert_eq!(second.conversations, 1);
+        assert_eq!(
+            store.expire_closed("demo", later, 2).await?.conversations,
+            0
+        );
+        // Another site's and open conversations stay.
+        assert!(store.conversation(&shop.id).await?.is_some());
+        assert!(store.conversation(&open.id).await?.is_some());
+        let audit = store.audit_log(10).await?;
+        assert_eq!(audit.len(), 2, "one row per pass that deleted: {audit:?}");
+        assert!(audit
+            .iter()
+            .all(|a| a.actor == "retention" && a.action == "retention" && a.subject == "demo"));
+        Ok(())
+    }
+
+    pub async fn retention_pass_is_bounded_and_per_site(
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        use relay_server::rights::retention_pass;
+        for _ in 0..5 {
+            closed(&*store, "demo").await?;
+        }
+        let kept = closed(&*store, "forever").await?;
+        let mut demo = relay_server::config::demo_site(vec![]);
+        demo.privacy.retention_days = Some(30);
+        let mut forever = relay_server::config::demo_site(vec![]);
+        forever.key = "forever".into();
+        let sites = vec![Arc::new(demo), Arc::new(forever)];
+        // Today nothing is 30 days old.
+        let today = retention_pass(&*store, &sites, now_ms(), 3).await?;
+        assert_eq!(today[0].conversations, 0, "{today:?}");
+        // 31 days later: at most 3 per pass.
+        let later = now_ms() + 31 * 86_400_000;
+        let first = retention_pass(&*store, &sites, later, 3).await?;
+        assert_eq!(first.len(), 1, "only sites with a retention: {first:?}");
+        assert_eq!(first[0].conversations, 3);
+        let second = retention_pass(&*store, &sites, later, 3).await?;
+        assert_eq!(second[0].conversations, 2);
+        assert_eq!(
+            retention_pass(&*store, &sites, later, 3).await?[0].conversations,
+            0
+        );
+        assert!(
+            store.conversation(&kept.id).await?.is_some(),
+            "no retention: kept"
+        );
+        Ok(())
+    }
 }
 
 /// The whole relay on PostgreSQL: agents seeded there, a visitor's message stored, acked and
@@ -2136,5 +2475,160 @@ async fn sqlite_url_options_are_checked() -> anyhow::Result<()> {
     }
     let store = store::connect(&format!("{base}?synchronous=full&wal_limit_mib=8")).await?;
     store.close().await;
+    Ok(())
+}
+
+/// Which of `<tag>-<kind>` ([`cases::KINDS`]) occur anywhere in `bytes`.
+fn kinds_in(bytes: &[u8], tag: &str) -> Vec<&'static str> {
+    cases::KINDS
+        .iter()
+        .copied()
+        .filter(|kind| {
+            let needle = format!("{tag}-{kind}");
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+        .collect()
+}
+
+/// The SQLite database's files as they are on disk, after every connection is gone and a
+/// `TRUNCATE` checkpoint has moved the WAL into the main file: the main file, the WAL and the
+/// shared-memory index, concatenated (a missing one counts as empty).
+async fn sqlite_files(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use sqlx::Connection as _;
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
+    // The closed store's checkpointer and writer thread let go of the file on their own
+    // threads, after `close` returned: until then the checkpoint may find it busy. Polled, with
+    // a deadline, until it completes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut c)
+            .await?;
+        if busy == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL could not be checkpointed: something still has the database open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    c.close().await?;
+    let mut all = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::read(&file) {
+            Ok(bytes) => all.extend(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(all)
+}
+
+/// Erasing a visitor leaves none of their words in the SQLite files: not in the database file
+/// (free space and free pages are zeroed: `secure_delete`), not in the WAL. Positive control:
+/// before the erasure every kind of their data IS found in the same files, and after it
+/// another visitor's data still is, so the search is not blind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_leaves_no_canary_in_the_sqlite_files() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("parley.db");
+    let url = format!("sqlite://{}", path.display());
+    let gone = format!("CANARY{}", &store::new_id()[24..]);
+    let kept = format!("KEEPER{}", &store::new_id()[24..]);
+
+    let s = store::connect(&url).await?;
+    let (visitor, _) = cases::fill(&*s, &gone).await?;
+    cases::fill(&*s, &kept).await?;
+    s.close().await;
+    drop(s);
+    let before = sqlite_files(&path).await?;
+    assert_eq!(kinds_in(&before, &gone), cases::KINDS, "positive control");
+    let title = format!("{gone}-title").into_bytes();
+    assert!(
+        !before.windows(title.len()).any(|w| w == title.as_slice()),
+        "a replaced page title lingers in free space (secure_delete off?)"
+    );
+
+    let s = store::connect(&url).await?;
+    let erased = s.erase_visitor(&visitor.id, "ada").await?;
+    assert!(erased.is_some());
+    s.close().await;
+    drop(s);
+    let after = sqlite_files(&path).await?;
+    assert_eq!(
+        kinds_in(&after, &gone),
+        Vec::<&str>::new(),
+        "left in the files"
+    );
+    assert_eq!(
+        kinds_in(&after, &kept),
+        cases::KINDS,
+        "the other visitor is still there"
+    );
+    Ok(())
+}
+
+/// Erasing a visitor leaves none of their data in any PostgreSQL table (every table of the
+/// schema, each row as text, so a table added later is searched too). Positive control: before
+/// the erasure the same search finds every kind. What VACUUM means for the heap files is in
+/// ARCHITECTURE.md (the rows are dead at once, their bytes gone after VACUUM reuses the space).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_leaves_no_canary_in_any_postgres_table() -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    let db = TestDatabase::create().await?;
+    let gone = format!("CANARY{}", &store::new_id()[24..]);
+    let kept = format!("KEEPER{}", &store::new_id()[24..]);
+    let s = store::connect(db.url()).await?;
+    let (visitor, _) = cases::fill(&*s, &gone).await?;
+    cases::fill(&*s, &kept).await?;
+
+    let mut c = sqlx::PgConnection::connect(db.url()).await?;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::TEXT FROM information_schema.tables
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1",
+    )
+    .fetch_all(&mut c)
+    .await?;
+    assert!(tables.len() >= 9, "{tables:?}");
+    // Every row of every table as text, with the kinds of `tag` each table holds.
+    async fn found(
+        c: &mut sqlx::PgConnection,
+        tables: &[String],
+        tag: &str,
+    ) -> anyhow::Result<Vec<&'static str>> {
+        let mut kinds = std::collections::BTreeSet::new();
+        for table in tables {
+            let rows: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT t::TEXT FROM \"{table}\" t WHERE t::TEXT LIKE $1"
+            ))
+            .bind(format!("%{tag}%"))
+            .fetch_all(&mut *c)
+            .await?;
+            for row in rows {
+                kinds.extend(kinds_in(row.as_bytes(), tag));
+            }
+        }
+        Ok(cases::KINDS
+            .iter()
+            .copied()
+            .filter(|k| kinds.contains(k))
+            .collect())
+    }
+    assert_eq!(
+        found(&mut c, &tables, &gone).await?,
+        cases::KINDS,
+        "positive control"
+    );
+    assert!(s.erase_visitor(&visitor.id, "ada").await?.is_some());
+    assert_eq!(
+        found(&mut c, &tables, &gone).await?,
+        Vec::<&str>::new(),
+        "left in a table"
+    );
+    assert_eq!(found(&mut c, &tables, &kept).await?, cases::KINDS);
+    c.close().await?;
+    s.close().await;
     Ok(())
 }

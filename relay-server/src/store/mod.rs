@@ -7,7 +7,10 @@
 
 mod appends;
 pub mod postgres;
+pub mod rights;
 pub mod sqlite;
+
+pub use rights::{AuditRecord, ConversationData, Erased, VisitorData};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -568,6 +571,27 @@ pub trait Store: Send + Sync + 'static {
     async fn site_settings(&self) -> StoreResult<Vec<SiteSettingsRecord>>;
     /// Saves (creates or replaces) a site's settings.
     async fn put_site_settings(&self, settings: &SiteSettingsRecord) -> StoreResult<()>;
+
+    /// Everything stored about a visitor (see [`rights`]); `None` for an unknown id.
+    async fn visitor_data(&self, visitor_id: &str) -> StoreResult<Option<VisitorData>>;
+    /// Deletes everything stored about a visitor, and writes an audit row naming `actor`, in one
+    /// transaction; `None` (and nothing changed) for an unknown id. Appends racing it either
+    /// land before it (and are erased) or find no conversation. SQLite zeroes what it frees
+    /// (`secure_delete`) and rewinds the WAL afterwards, so the content does not linger in the
+    /// files either.
+    async fn erase_visitor(&self, visitor_id: &str, actor: &str) -> StoreResult<Option<Erased>>;
+    /// Deletes at most `limit` of a site's closed conversations last changed before
+    /// `closed_before` (Unix ms), oldest first, with their events, gaps and queue waits, and
+    /// writes an audit row when it deleted any. The retention job calls it until it deletes
+    /// fewer than `limit`.
+    async fn expire_closed(
+        &self,
+        site: &str,
+        closed_before: i64,
+        limit: i64,
+    ) -> StoreResult<Erased>;
+    /// The newest audit rows first, at most `limit`.
+    async fn audit_log(&self, limit: i64) -> StoreResult<Vec<AuditRecord>>;
 }
 
 /// Why a rating is refused, judged on the conversation read inside the rating transaction.

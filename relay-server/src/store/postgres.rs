@@ -35,6 +35,7 @@ use std::collections::HashMap;
 use protocol::AgentInfo;
 
 mod batch;
+mod rights;
 
 use super::{
     auto_join, check_rateable, choose, is_bot, new_id, now_ms, parse_role, parse_status,
@@ -1000,6 +1001,31 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn visitor_data(&self, visitor_id: &str) -> StoreResult<Option<super::VisitorData>> {
+        self.visitor_data_impl(visitor_id).await
+    }
+
+    async fn erase_visitor(
+        &self,
+        visitor_id: &str,
+        actor: &str,
+    ) -> StoreResult<Option<super::Erased>> {
+        self.erase_visitor_impl(visitor_id, actor).await
+    }
+
+    async fn expire_closed(
+        &self,
+        site: &str,
+        closed_before: i64,
+        limit: i64,
+    ) -> StoreResult<super::Erased> {
+        self.expire_closed_impl(site, closed_before, limit).await
+    }
+
+    async fn audit_log(&self, limit: i64) -> StoreResult<Vec<super::AuditRecord>> {
+        self.audit_log_impl(limit).await
     }
 
     async fn record_gap(&self, gap: &Gap) -> StoreResult<bool> {

@@ -15,6 +15,7 @@
 
 mod checkpoint;
 mod commit;
+mod rights;
 mod writer;
 mod writes;
 
@@ -121,6 +122,9 @@ impl SqliteStore {
             // memory: with SQLite's default each group commit opened, wrote and deleted a
             // temporary file (measured: ~6 % of the writer thread in `open` and `pwrite`).
             .pragma("temp_store", "memory")
+            // Freed cells and pages are zeroed, so an erased visitor's words do not stay in the
+            // file's free space (see [`rights`]). The writer thread sets it too.
+            .pragma("secure_delete", "on")
             .busy_timeout(Duration::from_secs(10));
         // sqlx's writer: sessions, assignments, settings and the appends the writer thread hands
         // on. Its statements are few and fixed, and it does not see the appends' hot pages, so
@@ -745,6 +749,31 @@ impl Store for SqliteStore {
         .execute(&mut *self.write.acquire().await?)
         .await?;
         Ok(())
+    }
+
+    async fn visitor_data(&self, visitor_id: &str) -> StoreResult<Option<super::VisitorData>> {
+        self.visitor_data_impl(visitor_id).await
+    }
+
+    async fn erase_visitor(
+        &self,
+        visitor_id: &str,
+        actor: &str,
+    ) -> StoreResult<Option<super::Erased>> {
+        self.erase_visitor_impl(visitor_id, actor).await
+    }
+
+    async fn expire_closed(
+        &self,
+        site: &str,
+        closed_before: i64,
+        limit: i64,
+    ) -> StoreResult<super::Erased> {
+        self.expire_closed_impl(site, closed_before, limit).await
+    }
+
+    async fn audit_log(&self, limit: i64) -> StoreResult<Vec<super::AuditRecord>> {
+        self.audit_log_impl(limit).await
     }
 
     async fn record_gap(&self, gap: &Gap) -> StoreResult<bool> {

@@ -59,10 +59,13 @@ pub(super) fn open(path: &Path, full_sync: bool) -> rusqlite::Result<Connection>
     connection.busy_timeout(Duration::from_secs(10))?;
     // Its own page cache keeps the appends' hot pages (conversations, the events' idempotency
     // index): with SQLite's default 2 MiB they are evicted under load and every append re-reads
-    // them through a system call.
+    // them through a system call. `secure_delete`: each append rewrites its conversation row,
+    // and without it the old row (with the previous message's preview) stays in the page's free
+    // space, where erasing the visitor later would not reach it (see `super::rights`).
     connection.execute_batch(&format!(
         "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0;",
+         PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0;
+         PRAGMA secure_delete = ON;",
         if full_sync { "FULL" } else { "NORMAL" }
     ))?;
     // One statement text per batch size (up to 256) for the insert and the update each; with a
