@@ -11,9 +11,8 @@ use protocol::cobrowse::{CobrowseState, Highlight};
 use protocol::timeline::{Applied, Outbox, Pending, Timeline};
 use protocol::{
     validate_text, AgentFrame, AgentInfo, AgentLoad, ClientId, Consent, ConversationId,
-    ConversationStatus,
-    ConversationSummary, ErrorCode, Event, EventBody, HandoffReason, Mood, PageContext, Role, Seq,
-    ToAgent, PROTOCOL_VERSION,
+    ConversationStatus, ConversationSummary, ErrorCode, Event, EventBody, HandoffReason, Mood,
+    PageContext, Role, Seq, ToAgent, PROTOCOL_VERSION,
 };
 
 use crate::format::{error_text, visitor_label};

@@ -790,7 +790,7 @@ impl Delivery {
 fn is_handoff(text: &str) -> bool {
     matches!(
         protocol::decode::<ToVisitor>(text),
-        Ok(ToVisitor::Event(e)) if matches!(e.body, protocol::EventBody::Handoff { .. })
+        Ok(ToVisitor::Event(e)) if e.body == protocol::VisitorBody::Handoff
     )
 }
 

@@ -223,7 +223,10 @@ mod tests {
         assert_eq!(c.sharing_with(), Some("mina"));
         assert!(c.may_see("mina", Some("mina")));
         assert!(!c.may_see("joon", Some("mina")));
-        assert!(!c.may_see("mina", Some("joon")), "the record's assignee is a second lock");
+        assert!(
+            !c.may_see("mina", Some("joon")),
+            "the record's assignee is a second lock"
+        );
     }
 
     #[test]
@@ -270,7 +273,12 @@ mod tests {
     #[test]
     fn nothing_else_changes_it_and_a_rejoin_by_the_same_agent_keeps_it() {
         let mut events = shared_with_mina();
-        events.push(ev(4, Role::Visitor, Some("v"), EventBody::message("hi", None)));
+        events.push(ev(
+            4,
+            Role::Visitor,
+            Some("v"),
+            EventBody::message("hi", None),
+        ));
         events.push(ev(5, Role::Agent, Some("mina"), EventBody::Joined));
         assert_eq!(Consent::of(&events).sharing_with(), Some("mina"));
     }
@@ -280,9 +288,14 @@ mod tests {
         let events = [cob(1, Role::Visitor, "v", CobrowseState::Allowed)];
         assert_eq!(Consent::of(&events), Consent::Off);
         let events = [
-            ev(1, Role::Agent, None, EventBody::Cobrowse {
-                state: CobrowseState::Requested,
-            }),
+            ev(
+                1,
+                Role::Agent,
+                None,
+                EventBody::Cobrowse {
+                    state: CobrowseState::Requested,
+                },
+            ),
             cob(2, Role::Visitor, "v", CobrowseState::Allowed),
         ];
         assert_eq!(Consent::of(&events), Consent::Off);

@@ -29,12 +29,12 @@ pub use cobrowse::{CobrowseState, Highlight, HighlightTarget, NodeId};
 pub use codec::{
     decode, encode, validate_rating, validate_text, ClientFrame, DecodeError, Frame, ServerFrame,
 };
+pub use consent::Consent;
 pub use context::{PageContext, Viewport};
 pub use error::{ErrorCode, ErrorFrame};
 pub use event::{Author, Event, EventBody, HandoffReason, Mood, QuickReply, Role};
 pub use gaps::{EntryMisses, GapReport, QuestionGroup};
 pub use ids::{ClientId, ConversationId, Seq};
-pub use consent::Consent;
 pub use visitor::{ToVisitor, VisitorBody, VisitorEvent, VisitorFrame};
 
 /// The protocol version spoken by this crate. Sent in every `hello` and `welcome`.

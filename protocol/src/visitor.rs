@@ -407,7 +407,8 @@ mod tests {
             let event = stored(body);
             let raw = serde_json::to_string(&event).unwrap();
             assert!(raw.contains(canary), "positive control: {raw}");
-            let seen = serde_json::to_string(&ToVisitor::Event(VisitorEvent::project(event))).unwrap();
+            let seen =
+                serde_json::to_string(&ToVisitor::Event(VisitorEvent::project(event))).unwrap();
             assert!(!seen.contains(canary), "leaked: {seen}");
             assert!(!seen.contains("negative"), "leaked the reason: {seen}");
         }
@@ -418,7 +419,9 @@ mod tests {
             link: None,
             sentiment: Some(Mood::Negative),
         });
-        assert!(serde_json::to_string(&message).unwrap().contains("sentiment"));
+        assert!(serde_json::to_string(&message)
+            .unwrap()
+            .contains("sentiment"));
         let seen = serde_json::to_string(&VisitorEvent::project(message)).unwrap();
         assert_eq!(
             seen,

@@ -14,12 +14,12 @@ use protocol::{
 
 use crate::auth::{self, CurrentAgent};
 use crate::cobrowse::{self, Recipient, Relayed};
-use protocol::Consent;
 use crate::connection::{self, Cursor, Rate, Session, SOCKET_BUFFER};
 use crate::http::AppError;
 use crate::hub::{Inbox, Mailbox, QueueUpdate, Signal};
 use crate::store::{Effect, NewEvent, StoreError};
 use crate::App;
+use protocol::Consent;
 
 /// How many conversations `welcome` lists.
 const LIST_LIMIT: i64 = 200;
@@ -588,8 +588,7 @@ impl Session for AgentSession {
             }),
             Signal::Cobrowse(relayed) => {
                 if let Recipient::Agent { agent_id, frame } = &relayed.to {
-                    if *agent_id != self.agent.id || !self.cursor.tracks(&relayed.conversation_id)
-                    {
+                    if *agent_id != self.agent.id || !self.cursor.tracks(&relayed.conversation_id) {
                         return;
                     }
                     // Checked at delivery, from the store: a frame that was on its way when the

@@ -891,10 +891,9 @@ impl Session for VisitorSession {
             },
             Signal::Cobrowse(relayed) => {
                 // Highlights and resync requests reach the page only while it is shared.
-                let sharing = self
-                    .cobrowse
-                    .as_ref()
-                    .is_some_and(|v| v.conversation == relayed.conversation_id && v.sharing().is_some());
+                let sharing = self.cobrowse.as_ref().is_some_and(|v| {
+                    v.conversation == relayed.conversation_id && v.sharing().is_some()
+                });
                 if let Recipient::Visitor { frame } = &relayed.to {
                     if sharing {
                         out.push(frame.clone());

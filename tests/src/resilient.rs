@@ -114,10 +114,7 @@ impl ClientLog {
     /// Records an event; returns false on a gap (the caller reconnects to fill it).
     fn on_event(&mut self, e: &impl Sequenced) -> bool {
         let (conversation, seq) = (e.conversation(), e.seq());
-        self.seqs
-            .entry(conversation.clone())
-            .or_default()
-            .push(seq);
+        self.seqs.entry(conversation.clone()).or_default().push(seq);
         let held = self.held.entry(conversation.clone()).or_insert(0);
         if seq == *held + 1 {
             *held = seq;

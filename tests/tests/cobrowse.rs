@@ -53,7 +53,9 @@ async fn request_and_allow(
         })
         .await?;
     let asked = v
-        .expect_event("requested", |e| visitor_state(&e.body, CobrowseState::Requested))
+        .expect_event("requested", |e| {
+            visitor_state(&e.body, CobrowseState::Requested)
+        })
         .await?;
     assert_eq!(asked.author.role, Role::Agent, "the agent asks");
     v.sock
@@ -204,8 +206,10 @@ async fn allowed_stream_reaches_the_assigned_agent_only_and_highlights_come_back
             conversation_id: conversation.clone(),
         })
         .await?;
-    v.expect_event("stopped", |e| is_state(&e.body, CobrowseState::Stopped))
-        .await?;
+    v.expect_event("stopped", |e| {
+        visitor_state(&e.body, CobrowseState::Stopped)
+    })
+    .await?;
     v.sock.send_json(&stream(3, "{}")).await?;
     v.expect("forbidden after stop", |f| {
         refused_with(f, ErrorCode::Forbidden)
@@ -255,8 +259,10 @@ async fn nothing_streams_without_consent() -> anyhow::Result<()> {
             conversation_id: conversation.clone(),
         })
         .await?;
-    v.expect_event("requested", |e| is_state(&e.body, CobrowseState::Requested))
-        .await?;
+    v.expect_event("requested", |e| {
+        visitor_state(&e.body, CobrowseState::Requested)
+    })
+    .await?;
     // While pending: a second request is refused, and nothing streams yet.
     mina.sock
         .send_json(&AgentFrame::CobrowseRequest {
@@ -415,21 +421,21 @@ async fn sharing_survives_a_reconnect_but_not_a_close() -> anyhow::Result<()> {
 }
 
 /// Sends the snapshot-like item `n` and waits until `mina` has it: sharing is on.
-async fn streams_to(
-    v: &mut VisitorClient,
-    agent: &mut AgentClient,
-    n: u32,
-) -> anyhow::Result<()> {
-    v.sock.send_json(&stream(n, "{\"kind\":\"snapshot\"}")).await?;
+async fn streams_to(v: &mut VisitorClient, agent: &mut AgentClient, n: u32) -> anyhow::Result<()> {
+    v.sock
+        .send_json(&stream(n, "{\"kind\":\"snapshot\"}"))
+        .await?;
     agent
-        .expect("the stream", |f| matches!(f, ToAgent::Cobrowse { n: got, .. } if *got == n))
+        .expect(
+            "the stream",
+            |f| matches!(f, ToAgent::Cobrowse { n: got, .. } if *got == n),
+        )
         .await?;
     Ok(())
 }
 
 #[tokio::test]
-async fn a_transfer_ends_sharing_for_the_old_agent_and_does_not_pass_it_on() -> anyhow::Result<()>
-{
+async fn a_transfer_ends_sharing_for_the_old_agent_and_does_not_pass_it_on() -> anyhow::Result<()> {
     let relay = start_server().await?;
     let (mut v, mut mina, conversation) = assigned(&relay).await?;
     let (user, _, pass) = AGENTS[1];
@@ -477,9 +483,10 @@ async fn a_transfer_ends_sharing_for_the_old_agent_and_does_not_pass_it_on() -> 
             conversation_id: conversation.clone(),
         })
         .await?;
-    mina.expect("resync refused", |f| {
-        matches!(f, ToAgent::Error(e) if e.code == ErrorCode::Forbidden)
-    })
+    mina.expect(
+        "resync refused",
+        |f| matches!(f, ToAgent::Error(e) if e.code == ErrorCode::Forbidden),
+    )
     .await?;
 
     // Joon must ask, and the visitor answer, before he sees anything.

@@ -7,11 +7,16 @@ use anyhow::Context as _;
 use parley_tests::ws::login_cookie;
 use parley_tests::{AgentClient, TestRelay, VisitorClient, AGENTS};
 use protocol::{
-    AgentFrame, ConversationId, ErrorCode, Event, EventBody, ToAgent, ToVisitor, VisitorFrame,
+    AgentFrame, ConversationId, ErrorCode, Event, EventBody, ToAgent, ToVisitor, VisitorBody,
+    VisitorEvent, VisitorFrame,
 };
 
 fn is_rating(e: &Event) -> bool {
     matches!(e.body, EventBody::Rating { .. })
+}
+
+fn is_visitor_rating(e: &VisitorEvent) -> bool {
+    matches!(e.body, VisitorBody::Rating { .. })
 }
 
 async fn rate(v: &mut VisitorClient, score: u8, comment: Option<&str>) -> anyhow::Result<()> {
@@ -57,7 +62,7 @@ async fn closed_chat(
             conversation_id: conversation.clone(),
         })
         .await?;
-    v.expect_event("the close", |e| e.body == EventBody::Closed)
+    v.expect_event("the close", |e| e.body == VisitorBody::Closed)
         .await?;
     Ok((v, agent, conversation))
 }
@@ -68,10 +73,12 @@ async fn a_rating_is_stored_seen_by_the_agent_and_counted() -> anyhow::Result<()
     let (mut v, mut agent, conversation) = closed_chat(&relay).await?;
 
     rate(&mut v, 4, Some("  Quick and friendly  ")).await?;
-    let rated = v.expect_event("the rating event", is_rating).await?;
+    let rated = v
+        .expect_event("the rating event", is_visitor_rating)
+        .await?;
     assert_eq!(
         rated.body,
-        EventBody::Rating {
+        VisitorBody::Rating {
             score: 4,
             comment: Some("Quick and friendly".into())
         },
@@ -158,17 +165,17 @@ async fn bad_ratings_are_refused_with_typed_errors() -> anyhow::Result<()> {
     v.expect_none(
         "no rating stored",
         std::time::Duration::from_millis(300),
-        |f| matches!(f, ToVisitor::Event(e) if is_rating(e)),
+        |f| matches!(f, ToVisitor::Event(e) if is_visitor_rating(e)),
     )
     .await?;
 
     // Still rateable after all that.
     rate(&mut v, 5, None).await?;
-    let rated = v.expect_event("the rating", is_rating).await?;
+    let rated = v.expect_event("the rating", is_visitor_rating).await?;
     assert_eq!(rated.conversation_id, conversation);
     assert_eq!(
         rated.body,
-        EventBody::Rating {
+        VisitorBody::Rating {
             score: 5,
             comment: None
         }

@@ -12,7 +12,7 @@ use parley_tests::fake_bot::{BotReply, FakeBot};
 use parley_tests::{AgentClient, TestRelay, VisitorClient, AGENTS};
 use protocol::{
     ConversationId, ConversationStatus, Event, EventBody, HandoffReason, QuickReply, Role, ToAgent,
-    ToVisitor,
+    ToVisitor, VisitorBody, VisitorEvent,
 };
 use serde_json::json;
 
@@ -21,8 +21,8 @@ const QUIET: Duration = Duration::from_millis(800);
 /// The relay's per-message timeout in these tests.
 const TIMEOUT_MS: u64 = 400;
 
-fn is_bot_message(e: &Event) -> bool {
-    e.author.role == Role::Bot && matches!(e.body, EventBody::Message { .. })
+fn is_bot_message(e: &VisitorEvent) -> bool {
+    e.author.role == Role::Bot && matches!(e.body, VisitorBody::Message { .. })
 }
 
 fn handoff_reason(e: &Event) -> Option<(HandoffReason, &str)> {
@@ -30,6 +30,23 @@ fn handoff_reason(e: &Event) -> Option<(HandoffReason, &str)> {
         EventBody::Handoff { reason, summary } => Some((*reason, summary.as_str())),
         _ => None,
     }
+}
+
+fn is_handoff(e: &VisitorEvent) -> bool {
+    e.body == VisitorBody::Handoff
+}
+
+/// The hand-off as stored, with its reason and summary, which only agents read: the first
+/// agent opens the conversation and takes it from the history.
+async fn stored_handoff(relay: &TestRelay, conversation: &ConversationId) -> anyhow::Result<Event> {
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(relay, user, pass).await?;
+    agent
+        .open(conversation, None)
+        .await?
+        .into_iter()
+        .find(|e| handoff_reason(e).is_some())
+        .context("the hand-off in the agent's history")
 }
 
 /// Sends `text` and waits for its ack; returns the conversation.
@@ -59,9 +76,9 @@ async fn answers_with_text_and_buttons_in_the_rasa_shape() -> anyhow::Result<()>
         .start()
         .await?;
     let mut v = VisitorClient::connect(&relay, None).await?;
-    ask(&mut v, "c1", "Do you ship to Busan?").await?;
+    let conversation = ask(&mut v, "c1", "Do you ship to Busan?").await?;
     let reply = v.expect_event("the bot's answer", is_bot_message).await?;
-    let EventBody::Message { text, buttons, .. } = &reply.body else {
+    let VisitorBody::Message { text, buttons, .. } = &reply.body else {
         bail!("not a message: {reply:?}");
     };
     assert_eq!(text, "You said: Do you ship to Busan?");
@@ -86,9 +103,8 @@ async fn answers_with_text_and_buttons_in_the_rasa_shape() -> anyhow::Result<()>
 
     // The `/handoff` payload hands over without asking the bot.
     ask(&mut v, "c2", "/handoff").await?;
-    let handoff = v
-        .expect_event("the hand-off", |e| handoff_reason(e).is_some())
-        .await?;
+    v.expect_event("the hand-off", is_handoff).await?;
+    let handoff = stored_handoff(&relay, &conversation).await?;
     assert_eq!(
         handoff_reason(&handoff).map(|h| h.0),
         Some(HandoffReason::Asked)
@@ -121,9 +137,8 @@ async fn a_bot_asking_for_a_handoff_is_silent_afterwards() -> anyhow::Result<()>
     let conversation = ask(&mut v, "c1", "I want a refund for order 1234").await?;
     let said = v.expect_event("the bot's words", is_bot_message).await?;
     assert_eq!(said.message_text(), Some("Let me get a colleague."));
-    let handoff = v
-        .expect_event("the hand-off", |e| handoff_reason(e).is_some())
-        .await?;
+    v.expect_event("the hand-off", is_handoff).await?;
+    let handoff = stored_handoff(&relay, &conversation).await?;
     let (reason, summary) = handoff_reason(&handoff).context("a hand-off")?;
     assert_eq!(reason, HandoffReason::Asked);
     assert!(
@@ -138,9 +153,11 @@ async fn a_bot_asking_for_a_handoff_is_silent_afterwards() -> anyhow::Result<()>
         .await?;
 
     ask(&mut v, "c2", "hello?").await?;
-    v.expect_none("no bot after the hand-off", QUIET, |f| {
-        matches!(f, ToVisitor::Event(e) if e.author.role == Role::Bot || handoff_reason(e).is_some())
-    })
+    v.expect_none(
+        "no bot after the hand-off",
+        QUIET,
+        |f| matches!(f, ToVisitor::Event(e) if e.author.role == Role::Bot || is_handoff(e)),
+    )
     .await?;
     assert_eq!(
         bot.requests().len(),
@@ -167,11 +184,11 @@ async fn handoff_for(reply: BotReply) -> anyhow::Result<(HandoffReason, String, 
         .await?;
     let mut v = VisitorClient::connect(&relay, None).await?;
     let started = Instant::now();
-    ask(&mut v, "c1", "Where is my parcel?").await?;
-    let handoff = v
-        .expect_event("the hand-off", |e| handoff_reason(e).is_some())
-        .await?;
+    let conversation = ask(&mut v, "c1", "Where is my parcel?").await?;
+    let seen = v.expect_event("the hand-off", is_handoff).await?;
     let took = started.elapsed();
+    assert_eq!(seen.author.role, Role::System);
+    let handoff = stored_handoff(&relay, &conversation).await?;
     assert_eq!(handoff.author.role, Role::System);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let (reason, summary) = handoff_reason(&handoff).context("a hand-off")?;
@@ -222,10 +239,9 @@ async fn an_unreachable_bot_sends_the_visitor_to_the_queue() -> anyhow::Result<(
         .start()
         .await?;
     let mut v = VisitorClient::connect(&relay, None).await?;
-    ask(&mut v, "c1", "hi").await?;
-    let handoff = v
-        .expect_event("the hand-off", |e| handoff_reason(e).is_some())
-        .await?;
+    let conversation = ask(&mut v, "c1", "hi").await?;
+    v.expect_event("the hand-off", is_handoff).await?;
+    let handoff = stored_handoff(&relay, &conversation).await?;
     assert_eq!(
         handoff_reason(&handoff).map(|h| h.0),
         Some(HandoffReason::BotFailed)

@@ -32,7 +32,8 @@ use parley_tests::resilient::{login, spawn_agent, spawn_visitor, ClientHandle, C
 use parley_tests::ws::{RelayClosed, Vanished};
 use parley_tests::{AgentClient, RawSocket, TestRelay, VisitorClient, AGENTS, TIMEOUT};
 use protocol::{
-    AgentFrame, ConversationId, Event, EventBody, Role, Seq, ToAgent, ToVisitor, PROTOCOL_VERSION,
+    AgentFrame, ConversationId, Event, EventBody, Role, Seq, ToAgent, ToVisitor, VisitorBody,
+    VisitorEvent, PROTOCOL_VERSION,
 };
 
 /// SIGKILLs in the crash test: one every ~1.5 s (0.6–1.5 s of chat, 0–0.4 s down, then the
@@ -445,7 +446,7 @@ async fn graceful_switch(database_url: &str) -> anyhow::Result<()> {
 
 /// The next `event` on the visitor socket, skipping presence, typing and queue positions; any
 /// other frame fails.
-async fn next_event(v: &mut VisitorClient) -> anyhow::Result<Event> {
+async fn next_event(v: &mut VisitorClient) -> anyhow::Result<VisitorEvent> {
     loop {
         match v.next_frame().await? {
             ToVisitor::Event(e) => return Ok(e),
@@ -558,7 +559,7 @@ async fn dropped_sockets_replay_the_gap_exactly() -> anyhow::Result<()> {
         agent.open(&conversation, Some(0)).await?;
         agent.take(&conversation).await?;
         let joined = next_event(&mut v).await?;
-        assert_eq!((joined.seq, &joined.body), (2, &EventBody::Joined));
+        assert_eq!((joined.seq, &joined.body), (2, &VisitorBody::Joined));
         visitors.push(v);
         conversations.push(conversation);
     }
@@ -657,7 +658,7 @@ async fn ride_out(
     let name = format!("visitor {i} ({:?}, gap {:?})", plan.kind, plan.gap);
     // Every event must be the next seq and the agent's message for it.
     let mut held: Seq = 2;
-    let take = |e: Event, held: &mut Seq| -> anyhow::Result<()> {
+    let take = |e: VisitorEvent, held: &mut Seq| -> anyhow::Result<()> {
         ensure!(
             e.seq == *held + 1,
             "{name}: got seq {} holding {held} (a gap or a duplicate)",

@@ -12,7 +12,9 @@ use anyhow::Context as _;
 use parley_tests::smtp::SmtpServer;
 use parley_tests::ws::login_cookie;
 use parley_tests::{AgentClient, TestRelay, VisitorClient};
-use protocol::{ClientId, ErrorCode, EventBody, Role, ToAgent, ToVisitor, VisitorFrame};
+use protocol::{
+    ClientId, ErrorCode, EventBody, Role, ToAgent, ToVisitor, VisitorBody, VisitorFrame,
+};
 use relay_server::config::Greeting;
 use relay_server::hours::{Hours, HoursSpec};
 
@@ -345,10 +347,10 @@ async fn bot_first_sites_answer_off_hours_until_the_handoff() -> anyhow::Result<
     let answer = v
         .expect_event("the bot's answer", |e| e.author.role == Role::Bot)
         .await?;
-    assert!(matches!(answer.body, EventBody::Message { .. }));
+    assert!(matches!(answer.body, VisitorBody::Message { .. }));
     // The hand-off, then the message left for people in the same conversation.
     v.send("q-2", "Talk to a person").await?;
-    v.expect_event("hand-off", |e| matches!(e.body, EventBody::Handoff { .. }))
+    v.expect_event("hand-off", |e| e.body == VisitorBody::Handoff)
         .await?;
     let conversation = v.conversation_id.clone().context("conversation")?;
     leave(&mut v, "left-1", "ada@example.com", "Please call me back").await?;

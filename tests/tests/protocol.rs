@@ -7,8 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use parley_tests::{start_server, AgentClient, VisitorClient, AGENTS};
 use protocol::{
-    ConversationStatus, ErrorCode, Event, EventBody, Role, ToAgent, ToVisitor, VisitorBody,
-    VisitorEvent,
+    ConversationStatus, ErrorCode, Event, Role, ToAgent, ToVisitor, VisitorBody, VisitorEvent,
 };
 
 /// How long to listen for something that must NOT arrive.
@@ -59,7 +58,7 @@ async fn hello_send_ack_then_event() -> anyhow::Result<()> {
     assert_eq!(event.author.role, Role::Visitor);
     assert_eq!(
         event.body,
-        EventBody::message("Do you ship to Busan?", Some("c1".into()))
+        VisitorBody::message("Do you ship to Busan?", Some("c1".into()))
     );
     assert!(
         event.at > 1_600_000_000_000,
@@ -76,7 +75,7 @@ async fn repeated_client_id_is_stored_once() -> anyhow::Result<()> {
     let mut v = VisitorClient::connect(&relay, None).await?;
     v.send("dup-1", "once").await?;
     assert_eq!(v.expect_ack("dup-1").await?, 1);
-    v.expect_event("the first event", |e| is_message(e, "once"))
+    v.expect_event("the first event", |e| is_visitor_message(e, "once"))
         .await?;
 
     v.send("dup-1", "once").await?;
@@ -240,7 +239,7 @@ async fn agent_sees_takes_and_replies() -> anyhow::Result<()> {
 
     agent.take(&conversation).await?;
     let joined = v
-        .expect_event("the joined event", |e| e.body == EventBody::Joined)
+        .expect_event("the joined event", |e| e.body == VisitorBody::Joined)
         .await?;
     assert_eq!(joined.seq, 2, "seq strictly +1");
     assert_eq!(joined.author.role, Role::Agent);
@@ -257,7 +256,9 @@ async fn agent_sees_takes_and_replies() -> anyhow::Result<()> {
     agent.send(&conversation, "a-1", "Yes, in 2 days.").await?;
     assert_eq!(agent.expect_ack("a-1").await?, 3);
     let reply = v
-        .expect_event("the agent's reply", |e| is_message(e, "Yes, in 2 days."))
+        .expect_event("the agent's reply", |e| {
+            is_visitor_message(e, "Yes, in 2 days.")
+        })
         .await?;
     assert_eq!(reply.seq, 3, "seq strictly +1");
     assert_eq!(reply.author.role, Role::Agent);
@@ -288,7 +289,7 @@ async fn agent_sees_takes_and_replies() -> anyhow::Result<()> {
     v.expect_none(
         "joon's refused message",
         QUIET,
-        |f| matches!(f, ToVisitor::Event(e) if is_message(e, "me too")),
+        |f| matches!(f, ToVisitor::Event(e) if is_visitor_message(e, "me too")),
     )
     .await?;
     relay.shutdown().await;
@@ -314,7 +315,7 @@ async fn two_sockets_with_one_token_both_receive() -> anyhow::Result<()> {
     agent.expect_ack("a-1").await?;
     for (name, tab) in [("tab 1", &mut tab1), ("tab 2", &mut tab2)] {
         tab.expect_event(&format!("the agent message in {name}"), |e| {
-            is_message(e, "hello both tabs")
+            is_visitor_message(e, "hello both tabs")
         })
         .await?;
     }
@@ -323,7 +324,7 @@ async fn two_sockets_with_one_token_both_receive() -> anyhow::Result<()> {
     tab2.send("t2", "from tab two").await?;
     tab2.expect_ack("t2").await?;
     tab1.expect_event("tab two's message in tab one", |e| {
-        is_message(e, "from tab two")
+        is_visitor_message(e, "from tab two")
     })
     .await?;
     relay.shutdown().await;
@@ -562,13 +563,15 @@ async fn a_send_after_the_agent_closed_starts_a_new_conversation() -> anyhow::Re
 
     let (user, _, pass) = AGENTS[0];
     let mut agent = AgentClient::login(&relay, user, pass).await?;
+    agent.open(&old, None).await?;
+    agent.take(&old).await?;
     agent
         .sock
         .send_json(&protocol::AgentFrame::Close {
             conversation_id: old.clone(),
         })
         .await?;
-    v.expect_event("closed event", |e| e.body == EventBody::Closed)
+    v.expect_event("closed event", |e| e.body == VisitorBody::Closed)
         .await?;
 
     // The visitor's session still believes the old conversation is open: the relay must notice
@@ -621,9 +624,10 @@ async fn close_and_typing_need_the_assignee() -> anyhow::Result<()> {
 
     // Typing into a colleague's chat: refused, and the visitor sees nothing.
     joon.typing(&minas, true).await?;
-    joon.expect("typing refused", |f| {
-        matches!(f, ToAgent::Error(e) if e.code == ErrorCode::Forbidden)
-    })
+    joon.expect(
+        "typing refused",
+        |f| matches!(f, ToAgent::Error(e) if e.code == ErrorCode::Forbidden),
+    )
     .await?;
     v.expect_none("someone else's typing", QUIET, |f| {
         matches!(f, ToVisitor::Typing { .. })
@@ -646,13 +650,16 @@ async fn close_and_typing_need_the_assignee() -> anyhow::Result<()> {
             conversation_id: joons.clone(),
         })
         .await?;
-    mina.expect("close refused", |f| {
-        matches!(f, ToAgent::Error(e) if e.code == ErrorCode::Forbidden)
-    })
+    mina.expect(
+        "close refused",
+        |f| matches!(f, ToAgent::Error(e) if e.code == ErrorCode::Forbidden),
+    )
     .await?;
-    w.expect_none("a close by a colleague", QUIET, |f| {
-        matches!(f, ToVisitor::Event(e) if e.body == VisitorBody::Closed)
-    })
+    w.expect_none(
+        "a close by a colleague",
+        QUIET,
+        |f| matches!(f, ToVisitor::Event(e) if e.body == VisitorBody::Closed),
+    )
     .await?;
     // An admin may close anyone's.
     joon.sock

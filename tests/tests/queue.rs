@@ -11,7 +11,7 @@ use parley_tests::pg::TestDatabase;
 use parley_tests::{AgentClient, TestRelay, VisitorClient, AGENTS, TIMEOUT};
 use protocol::{
     AgentFrame, ConversationId, ConversationStatus, ErrorCode, Event, EventBody, Role, ToAgent,
-    ToVisitor,
+    ToVisitor, VisitorBody, VisitorEvent,
 };
 use relay_server::config::AgentSeed;
 
@@ -34,7 +34,7 @@ async fn waiting_visitor(relay: &TestRelay, text: &str) -> anyhow::Result<Visito
 /// Waits for the `joined` event that assigns the visitor's conversation; returns the agent's name.
 async fn joined_by(v: &mut VisitorClient) -> anyhow::Result<String> {
     let e = v
-        .expect_event("joined", |e| e.body == EventBody::Joined)
+        .expect_event("joined", |e| e.body == VisitorBody::Joined)
         .await?;
     e.author.name.context("joined without a name")
 }
@@ -129,7 +129,7 @@ async fn capacity_is_respected_and_the_queue_waits() -> anyhow::Result<()> {
         .expect_none(
             "an assignment past capacity",
             Duration::from_millis(1500),
-            |f| matches!(f, ToVisitor::Event(e) if e.body == EventBody::Joined),
+            |f| matches!(f, ToVisitor::Event(e) if e.body == VisitorBody::Joined),
         )
         .await?;
     // Closing frees the place: the waiting one is assigned and told it no longer waits.
@@ -278,10 +278,12 @@ async fn transferred_text(sock: &mut parley_tests::RawSocket) -> anyhow::Result<
         if text.contains("\"transferred\"") {
             let frame: ToVisitor = serde_json::from_str(&text)?;
             match frame {
-                ToVisitor::Event(Event {
-                    body: EventBody::Transferred { to, note: None },
+                ToVisitor::Event(VisitorEvent {
+                    body: VisitorBody::Transferred { to },
                     ..
-                }) if to.name.as_deref() == Some("Joon") => return Ok(text),
+                }) if to.name.as_deref() == Some("Joon") && !text.contains("note") => {
+                    return Ok(text)
+                }
                 other => bail!("unexpected transferred frame {other:?}"),
             }
         }
@@ -299,11 +301,13 @@ async fn a_gone_agents_conversations_are_requeued_after_the_grace_period() -> an
     assert_eq!(joined_by(&mut v).await?, "Mina");
     drop(mina);
     let requeued = v
-        .expect_event("requeued", |e| matches!(e.body, EventBody::Requeued { .. }))
+        .expect_event("requeued", |e| {
+            matches!(e.body, VisitorBody::Requeued { .. })
+        })
         .await?;
     assert_eq!(requeued.author.role, Role::System);
     assert!(
-        matches!(&requeued.body, EventBody::Requeued { from } if from.name.as_deref() == Some("Mina"))
+        matches!(&requeued.body, VisitorBody::Requeued { from } if from.name.as_deref() == Some("Mina"))
     );
     position(&mut v, 1).await?;
     // The next agent online gets it: back in the queue, never dropped.
@@ -328,7 +332,7 @@ async fn an_agent_back_within_the_grace_period_keeps_their_conversations() -> an
     v.expect_none(
         "a requeue",
         Duration::from_secs(4),
-        |f| matches!(f, ToVisitor::Event(e) if matches!(e.body, EventBody::Requeued { .. })),
+        |f| matches!(f, ToVisitor::Event(e) if matches!(e.body, VisitorBody::Requeued { .. })),
     )
     .await?;
     relay.shutdown().await;

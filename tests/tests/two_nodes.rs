@@ -21,7 +21,10 @@ use anyhow::{anyhow, bail, Context as _};
 use parley_tests::bus::{host_port, redis_url, CuttableProxy, RedisServer};
 use parley_tests::pg::TestDatabase;
 use parley_tests::{AgentClient, TestRelay, VisitorClient, AGENTS, TIMEOUT};
-use protocol::{ConversationStatus, Event, EventBody, Role, ToAgent, ToVisitor, VisitorBody};
+use protocol::timeline::Sequenced;
+use protocol::{
+    ConversationStatus, Event, EventBody, Role, ToAgent, ToVisitor, VisitorBody, VisitorEvent,
+};
 
 fn is_message(e: &Event, text: &str) -> bool {
     e.message_text() == Some(text)
@@ -215,7 +218,7 @@ async fn scenario(database_url: &str, prefix: &str) -> anyhow::Result<()> {
     agent.take(&conversation).await?;
     let joined = v
         .expect_event("the joined event from node B", |e| {
-            e.body == EventBody::Joined
+            e.body == VisitorBody::Joined
         })
         .await?;
     assert_eq!(joined.seq, 2, "seq strictly +1");
@@ -231,7 +234,7 @@ async fn scenario(database_url: &str, prefix: &str) -> anyhow::Result<()> {
     assert_eq!(agent.expect_ack("a-1").await?, 3);
     let reply = v
         .expect_event("the reply from node B", |e| {
-            is_message(e, "Yes, in 3 days.")
+            e.message_text() == Some("Yes, in 3 days.")
         })
         .await?;
     assert_eq!(reply.seq, 3, "seq strictly +1");
@@ -469,11 +472,15 @@ async fn cobrowse_scenario(database_url: &str, prefix: &str) -> anyhow::Result<(
             count: 1,
         })
         .await?;
-    v.expect("the stream refused after the transfer", |f| {
-        matches!(f, ToVisitor::Error(e) if e.code == protocol::ErrorCode::Forbidden)
-    })
+    v.expect(
+        "the stream refused after the transfer",
+        |f| matches!(f, ToVisitor::Error(e) if e.code == protocol::ErrorCode::Forbidden),
+    )
     .await?;
-    for (who, sock) in [("old agent, node B", &mut agent), ("new agent, node A", &mut joon)] {
+    for (who, sock) in [
+        ("old agent, node B", &mut agent),
+        ("new agent, node A", &mut joon),
+    ] {
         sock.expect_none(
             &format!("the stream after the transfer ({who})"),
             std::time::Duration::from_millis(800),
@@ -538,7 +545,7 @@ async fn blackhole(database_url: &str, prefix: &str) -> anyhow::Result<()> {
     agent.take(&conversation).await?;
     let joined = v
         .expect_event("B's take, published after the silence", |e| {
-            e.body == EventBody::Joined
+            e.body == VisitorBody::Joined
         })
         .await?;
     assert_eq!(joined.seq, 4);
@@ -546,7 +553,7 @@ async fn blackhole(database_url: &str, prefix: &str) -> anyhow::Result<()> {
     assert_eq!(agent.expect_ack("a-1").await?, 5);
     let reply = v
         .expect_event("B's reply after the silence", |e| {
-            is_message(e, "I hear you again")
+            e.message_text() == Some("I hear you again")
         })
         .await?;
     assert_eq!(reply.seq, 5);
@@ -712,7 +719,7 @@ fn agent_events<'a>(
 
 /// Every event a visitor receives while waiting for something, in order.
 fn visitor_events<'a>(
-    seen: &'a mut Vec<Event>,
+    seen: &'a mut Vec<VisitorEvent>,
     mut done: impl FnMut(&ToVisitor) -> bool + 'a,
 ) -> impl FnMut(&ToVisitor) -> bool + 'a {
     move |f| {
@@ -724,8 +731,8 @@ fn visitor_events<'a>(
 }
 
 /// Fails unless `events` are exactly seqs `1..=last`, each once, in order.
-fn exactly_once(who: &str, events: &[Event], last: u64) -> anyhow::Result<()> {
-    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+fn exactly_once(who: &str, events: &[impl Sequenced], last: u64) -> anyhow::Result<()> {
+    let seqs: Vec<u64> = events.iter().map(Sequenced::seq).collect();
     let want: Vec<u64> = (1..=last).collect();
     if seqs != want {
         bail!("{who} saw seqs {seqs:?}, expected 1..={last} each once, in order");

@@ -14,9 +14,9 @@ use leptos::prelude::*;
 use protocol::cobrowse::CobrowseState;
 use protocol::timeline::{Applied, Outbox, Timeline};
 use protocol::{
-    encode, validate_text, Author, ClientId, Consent, ConversationId, ErrorCode, ErrorFrame, VisitorEvent,
-    VisitorBody, PageContext, QuickReply, Role, Seq, ToVisitor, VisitorFrame, MAX_FRAME_BYTES,
-    PROTOCOL_VERSION,
+    encode, validate_text, Author, ClientId, Consent, ConversationId, ErrorCode, ErrorFrame,
+    PageContext, QuickReply, Role, Seq, ToVisitor, VisitorBody, VisitorEvent, VisitorFrame,
+    MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use wasm_bindgen::prelude::*;
 

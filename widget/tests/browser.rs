@@ -10,8 +10,7 @@ use parley_widget::i18n::Lang;
 use parley_widget::storage::{Store, OUTBOX};
 use parley_widget::{chat, outbox, page, wire};
 use protocol::{
-    ClientId, ErrorCode, PageContext, QuickReply, Role, ToVisitor,
-    Viewport, VisitorBody,
+    ClientId, ErrorCode, PageContext, QuickReply, Role, ToVisitor, Viewport, VisitorBody,
 };
 use wasm_bindgen_test::*;
 
@@ -271,13 +270,12 @@ fn decodes_cobrowse_frames_and_consent_state() {
         }
     );
     let (consent, agent) = chat::sharing(std::slice::from_ref(&asked));
-    assert_eq!(
-        (consent.asked_by(), agent.as_str()),
-        (Some("mina"), "Mina")
-    );
+    assert_eq!((consent.asked_by(), agent.as_str()), (Some("mina"), "Mina"));
     let allowed = ev(2, "visitor", "allowed");
     assert_eq!(
-        chat::sharing(&[asked.clone(), allowed.clone()]).0.sharing_with(),
+        chat::sharing(&[asked.clone(), allowed.clone()])
+            .0
+            .sharing_with(),
         Some("mina")
     );
     // The one consent rule: a close or a transfer ends sharing, with no `stopped` event.
