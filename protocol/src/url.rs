@@ -58,7 +58,8 @@ pub fn check_keep_params<S: AsRef<str>>(names: &[S]) -> Result<(), BadKeepParam>
 ///     stored_url("https://shop.example/reset?token=abc&utm_source=mail#x", &keep),
 ///     "https://shop.example/reset?utm_source=mail"
 /// );
-/// assert_eq!(stored_url("https://shop.example/a?token=abc", &[]), "https://shop.example/a");
+/// let none: [&str; 0] = [];
+/// assert_eq!(stored_url("https://shop.example/a?token=abc", &none), "https://shop.example/a");
 /// ```
 pub fn stored_url<S: AsRef<str>>(url: &str, keep: &[S]) -> String {
     let without_fragment = url.split_once('#').map_or(url, |(before, _)| before);
