@@ -84,12 +84,16 @@ pub trait ClientFrame: Frame {
 pub trait ServerFrame: Frame + From<ErrorFrame> {
     /// The error this frame carries, if it is an error frame.
     fn error(&self) -> Option<&ErrorFrame>;
+    /// The same, to change (the relay names the `client_id` of the frame an error answers).
+    fn error_mut(&mut self) -> Option<&mut ErrorFrame>;
 }
 
 impl ClientFrame for VisitorFrame {
     fn client_id(&self) -> Option<&ClientId> {
         match self {
-            VisitorFrame::Send { client_id, .. } => Some(client_id),
+            VisitorFrame::Send { client_id, .. } | VisitorFrame::LeaveMessage { client_id, .. } => {
+                Some(client_id)
+            }
             _ => None,
         }
     }
@@ -123,10 +127,24 @@ impl ServerFrame for ToVisitor {
             _ => None,
         }
     }
+
+    fn error_mut(&mut self) -> Option<&mut ErrorFrame> {
+        match self {
+            ToVisitor::Error(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 impl ServerFrame for ToAgent {
     fn error(&self) -> Option<&ErrorFrame> {
+        match self {
+            ToAgent::Error(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn error_mut(&mut self) -> Option<&mut ErrorFrame> {
         match self {
             ToAgent::Error(e) => Some(e),
             _ => None,
@@ -141,11 +159,14 @@ pub struct DecodeError {
     pub code: ErrorCode,
     /// What was wrong, for developers.
     pub detail: String,
+    /// The frame's `client_id`, when it was JSON with a well-formed one: the error names it
+    /// (PROTOCOL.md §6), so the client knows which send failed.
+    pub client_id: Option<ClientId>,
 }
 
 impl From<DecodeError> for ErrorFrame {
     fn from(e: DecodeError) -> Self {
-        ErrorFrame::new(e.code, e.detail)
+        ErrorFrame::new(e.code, e.detail).for_client(e.client_id)
     }
 }
 
@@ -165,21 +186,30 @@ fn diagnose<T: Frame>(text: &str, err: serde_json::Error) -> DecodeError {
             return DecodeError {
                 code: ErrorCode::Malformed,
                 detail: format!("not JSON: {e}"),
+                client_id: None,
             }
         }
     };
+    let client_id = value
+        .get("client_id")
+        .and_then(|c| c.as_str())
+        .map(|c| ClientId(c.to_owned()))
+        .filter(ClientId::is_valid);
     match value.get("type").and_then(|t| t.as_str()) {
         None => DecodeError {
             code: ErrorCode::Malformed,
             detail: "a frame is a JSON object with a string `type`".into(),
+            client_id,
         },
         Some(t) if !T::TYPES.contains(&t) => DecodeError {
             code: ErrorCode::UnknownType,
             detail: format!("unknown frame type `{t}`; expected one of {:?}", T::TYPES),
+            client_id,
         },
         Some(t) => DecodeError {
             code: ErrorCode::Invalid,
             detail: format!("bad `{t}` frame: {err}"),
+            client_id,
         },
     }
 }

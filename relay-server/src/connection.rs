@@ -45,13 +45,24 @@ pub trait Session: Send {
     /// Whether [`Session::resync`] sends everything this queued signal would: such signals,
     /// queued before the resync, are dropped instead of handled after it (see [`catch_up`]).
     fn resync_covers(&self, signal: &Signal) -> bool;
-    /// The socket is gone: leave the hub.
-    fn finish(self);
+    /// The socket is gone: leave the hub. Called exactly once, from [`Leave`]'s drop, also when
+    /// a handler panicked.
+    fn finish(&mut self);
     /// Whether a frame is exempt from the connection's frame rate limit because the session
     /// meters it itself *right now* (a sharing visitor's co-browse stream frames have their own,
     /// bandwidth-based budget; the same frames from a visitor who is not sharing count here).
     fn metered_elsewhere(&self, _frame: &Self::In) -> bool {
         false
+    }
+    /// A check of what may have changed without a signal reaching this socket (a lost
+    /// revocation): run every ping interval and after every resync.
+    fn check(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        async {}
+    }
+    /// Why the socket must close now (code and reason), if it must: asked after every frame,
+    /// signal and check.
+    fn closing(&self) -> Option<(u16, &'static str)> {
+        None
     }
 }
 
@@ -74,11 +85,13 @@ pub struct Rate {
 /// Runs a connection until the peer leaves, misbehaves past repair, idles out, or the relay stops.
 pub async fn run<S: Session>(
     mut socket: WebSocket,
-    mut session: S,
+    session: S,
     mut mailbox: Mailbox,
     app: Arc<App>,
     rate: Rate,
 ) {
+    let mut leave = Leave(session);
+    let session = &mut leave.0;
     let quota = Quota::per_second(NonZeroU32::new(rate.per_second).unwrap_or(NonZeroU32::MIN))
         .allow_burst(NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN));
     let limiter = RateLimiter::direct(quota);
@@ -127,7 +140,12 @@ pub async fn run<S: Session>(
                             Ok(()) => match decoded {
                                 // Boxed: the handler's state lives on the heap only while a frame is handled,
                                 // so an idle connection does not carry it.
-                                Ok(frame) => Box::pin(session.on_frame(frame, &mut out)).await,
+                                Ok(frame) => {
+                                    let client_id = frame.client_id().cloned();
+                                    let from = out.len();
+                                    Box::pin(session.on_frame(frame, &mut out)).await;
+                                    close = answered(&mut out[from..], client_id);
+                                }
                                 Err(e) => out.push(S::Out::from(e.into())),
                             },
                         }
@@ -153,6 +171,7 @@ pub async fn run<S: Session>(
                 }
             }
             _ = ping.tick() => {
+                Box::pin(session.check()).await;
                 if last_seen.elapsed() > limits.idle_timeout {
                     close = Some((protocol::CLOSE_POLICY, "idle timeout"));
                 } else if !matches!(
@@ -165,7 +184,11 @@ pub async fn run<S: Session>(
         }
         if mailbox.lagged.swap(false, Ordering::AcqRel) {
             app.metrics.resyncs.inc();
-            Box::pin(catch_up(&mut session, &mut mailbox, &mut out)).await;
+            Box::pin(catch_up(session, &mut mailbox, &mut out)).await;
+            Box::pin(session.check()).await;
+        }
+        if close.is_none() {
+            close = session.closing();
         }
         if !out.is_empty() {
             // Bounded like the peer's silence: a client that keeps its connection open but
@@ -205,7 +228,38 @@ pub async fn run<S: Session>(
             break;
         }
     }
-    session.finish();
+}
+
+/// Owns a connection's session and makes it leave the hub when dropped: at the end of
+/// [`run`], and also when a handler panicked and the task unwinds. Without it a crashed agent
+/// connection stayed in the hub, "online" and assigned chats forever.
+pub struct Leave<S: Session>(pub S);
+
+impl<S: Session> Drop for Leave<S> {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
+/// What every answer to one frame gets, whichever handler wrote it: its errors name the
+/// frame's `client_id` (PROTOCOL.md §6), and an `unsupported_version` answer closes the socket
+/// after it is sent (§9). Returns the close, if any.
+fn answered<F: ServerFrame>(
+    answers: &mut [F],
+    client_id: Option<protocol::ClientId>,
+) -> Option<(u16, &'static str)> {
+    let mut close = None;
+    for answer in answers {
+        if let Some(e) = answer.error_mut() {
+            if e.client_id.is_none() {
+                e.client_id.clone_from(&client_id);
+            }
+            if e.code == ErrorCode::UnsupportedVersion {
+                close = Some((protocol::CLOSE_POLICY, "unsupported protocol version"));
+            }
+        }
+    }
+    close
 }
 
 /// A lagged connection's way back: first takes every signal still queued, then re-reads from
@@ -346,7 +400,65 @@ mod tests {
             matches!(signal, Signal::Event(_))
         }
 
-        fn finish(self) {}
+        fn finish(&mut self) {}
+    }
+
+    /// An agent connection whose frame handler panics.
+    struct Panicky {
+        hub: Arc<Hub>,
+        inbox: crate::hub::Inbox,
+    }
+
+    impl Session for Panicky {
+        type In = VisitorFrame;
+        type Out = ToVisitor;
+
+        async fn on_frame(&mut self, _frame: VisitorFrame, _out: &mut Vec<ToVisitor>) {
+            panic!("a handler bug");
+        }
+
+        async fn on_signal(&mut self, _signal: Signal, _out: &mut Vec<ToVisitor>) {}
+
+        async fn resync(&mut self, _out: &mut Vec<ToVisitor>) {}
+
+        fn resync_covers(&self, _signal: &Signal) -> bool {
+            false
+        }
+
+        fn finish(&mut self) {
+            self.hub.leave(&self.inbox, []);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_connection_leaves_no_ghost() {
+        let hub = Hub::new();
+        let mailbox = hub.agent_mailbox();
+        let agent = protocol::AgentInfo {
+            id: "a1".into(),
+            username: "mina".into(),
+            display_name: "Mina".into(),
+        };
+        hub.join_agent(&mailbox.inbox, agent);
+        assert_eq!(hub.agents_online().len(), 1, "online while connected");
+        let session = Panicky {
+            hub: hub.clone(),
+            inbox: mailbox.inbox.clone(),
+        };
+        // As in `run`: the session lives in a `Leave` for the whole connection task.
+        let task = tokio::spawn(async move {
+            let mut leave = Leave(session);
+            let frame = VisitorFrame::Typing { active: true };
+            leave.0.on_frame(frame, &mut Vec::new()).await;
+        });
+        assert!(
+            task.await.is_err_and(|e| e.is_panic()),
+            "the handler panicked"
+        );
+        assert!(
+            hub.agents_online().is_empty(),
+            "the panicked connection left the hub"
+        );
     }
 
     fn event(seq: Seq) -> Arc<Event> {

@@ -32,6 +32,18 @@ async fn malformed_json_is_refused_and_the_socket_stays_usable() -> anyhow::Resu
         let e = expect_error(&mut v, &format!("malformed for {garbage:?}")).await?;
         assert_eq!(e.code, ErrorCode::Malformed, "for {garbage:?}: {e:?}");
     }
+    // A frame that does not parse still names its client id (PROTOCOL.md §6), when it has a
+    // well-formed one, so the client knows which send failed.
+    v.sock
+        .send_text(r#"{"type":"send","client_id":"k-bad","text":5}"#)
+        .await?;
+    let e = expect_error(&mut v, "invalid send").await?;
+    assert_eq!(e.code, ErrorCode::Invalid, "{e:?}");
+    assert_eq!(
+        e.client_id.as_ref().map(|c| c.0.as_str()),
+        Some("k-bad"),
+        "{e:?}"
+    );
     v.send("after-garbage", "still here").await?;
     assert_eq!(v.expect_ack("after-garbage").await?, 1);
     relay.shutdown().await;
@@ -69,6 +81,11 @@ async fn first_frame_must_be_hello() -> anyhow::Result<()> {
     match &frame {
         ToVisitor::Error(e) => {
             assert_eq!(e.code, ErrorCode::HelloRequired, "{e:?}");
+            assert_eq!(
+                e.client_id.as_ref().map(|c| c.0.as_str()),
+                Some("early"),
+                "hello_required names the refused send: {e:?}"
+            );
         }
         other => bail!("expected hello_required, got {other:?}"),
     }
@@ -101,6 +118,26 @@ async fn unsupported_version_is_refused() -> anyhow::Result<()> {
     assert!(
         matches!(&frame, ToVisitor::Error(e) if e.code == ErrorCode::UnsupportedVersion),
         "expected unsupported_version, got {frame:?}"
+    );
+    // ... and closes the socket (PROTOCOL.md §9), on both sockets.
+    let (closed, seen) = sock.expect_close().await?;
+    assert!(
+        matches!(&closed, Closed::Frame(Some(f)) if u16::from(f.code) == protocol::CLOSE_POLICY),
+        "visitor socket: {closed:?} after {seen:?}"
+    );
+    let (user, _, pass) = AGENTS[0];
+    let cookie = login_cookie(&relay, user, pass).await?;
+    let mut agent = RawSocket::connect(&relay.ws_url("/ws/agent"), &[("Cookie", &cookie)]).await?;
+    agent.send_text(r#"{"type":"hello","v":2}"#).await?;
+    let frame: protocol::ToAgent = agent.next_json().await?;
+    assert!(
+        matches!(&frame, protocol::ToAgent::Error(e) if e.code == ErrorCode::UnsupportedVersion),
+        "agent: expected unsupported_version, got {frame:?}"
+    );
+    let (closed, seen) = agent.expect_close().await?;
+    assert!(
+        matches!(&closed, Closed::Frame(Some(f)) if u16::from(f.code) == protocol::CLOSE_POLICY),
+        "agent socket: {closed:?} after {seen:?}"
     );
     relay.shutdown().await;
     Ok(())
