@@ -100,6 +100,13 @@ enum Scenario {
         /// (0: never). Its samples are reported apart from the others'.
         #[arg(long, default_value_t = 0)]
         stall_agent: u64,
+        /// Failed logins (made-up usernames) sent while the visitors send, as a stranger
+        /// flooding `/api/login` would; 0: none. Reports the relay's RSS around it.
+        #[arg(long, default_value_t = 0)]
+        login_storm: usize,
+        /// Concurrent clients of the login storm, each from its own 127.0.1.x address.
+        #[arg(long, default_value_t = 50)]
+        storm_clients: u8,
     },
 }
 
@@ -420,6 +427,7 @@ async fn chat(
     rate: u64,
     duration: u64,
     stall_agent: u64,
+    storm: Storm,
 ) -> anyhow::Result<()> {
     let target = host_port(&cli.url)?;
     let agent_url = cli.agent_url.clone().unwrap_or_else(|| cli.url.clone());
@@ -638,6 +646,8 @@ async fn chat(
     }
     let started = Instant::now();
     let cpu_before = CpuTimes::read(cli.relay_pid);
+    let storm_task =
+        (storm.attempts > 0).then(|| tokio::spawn(storm.run(cli.url.clone(), cli.relay_pid)));
     for s in senders {
         let _ = s.await;
     }
@@ -728,6 +738,9 @@ async fn chat(
             println!("relay RSS: {rss} KiB");
         }
     }
+    if let Some(task) = storm_task {
+        task.await??.report(cli.relay_pid).await;
+    }
     if received < expected {
         bail!(
             "{} messages were not received by every agent",
@@ -738,6 +751,128 @@ async fn chat(
         bail!("delivery broke: {gaps} events read after a missing one, {repeats} repeated");
     }
     Ok(())
+}
+
+/// Failed logins with made-up usernames from many addresses at once.
+struct Storm {
+    /// Logins in all.
+    attempts: usize,
+    /// Concurrent clients, each from its own source address.
+    clients: u8,
+}
+
+/// What a storm got, and the relay's memory around it.
+struct StormOutcome {
+    attempts: usize,
+    clients: u8,
+    /// Responses by HTTP status (0: the request failed).
+    statuses: std::collections::BTreeMap<u16, usize>,
+    took: Duration,
+    rss_before: Option<u64>,
+    rss_peak: Option<u64>,
+    rss_after: Option<u64>,
+}
+
+impl Storm {
+    async fn run(self, url: String, pid: Option<u32>) -> anyhow::Result<StormOutcome> {
+        host_port(&url)?;
+        let rss_before = pid.and_then(rss_kib);
+        let peak = Arc::new(AtomicU64::new(rss_before.unwrap_or(0)));
+        let sampler = pid.map(|pid| {
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    every.tick().await;
+                    if let Some(rss) = rss_kib(pid) {
+                        peak.fetch_max(rss, Ordering::Relaxed);
+                    }
+                }
+            })
+        });
+        let started = Instant::now();
+        let clients = self.clients.max(1);
+        let per_client = self.attempts.div_ceil(clients as usize);
+        let tasks: Vec<_> = (0..clients)
+            .map(|c| {
+                let url = format!("{}/api/login", url.trim_end_matches('/'));
+                let total = self.attempts;
+                tokio::spawn(async move {
+                    let http = reqwest::Client::builder()
+                        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 1, c + 1)))
+                        .build()?;
+                    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+                    for i in 0..per_client {
+                        if c as usize * per_client + i >= total {
+                            break;
+                        }
+                        let status = http
+                            .post(&url)
+                            .json(&serde_json::json!({
+                                "username": format!("stranger-{c}-{i}-{:x}", unix_micros()),
+                                "password": "not-the-password",
+                            }))
+                            .send()
+                            .await
+                            .map(|r| r.status().as_u16())
+                            .unwrap_or(0);
+                        *statuses.entry(status).or_default() += 1;
+                    }
+                    anyhow::Ok(statuses)
+                })
+            })
+            .collect();
+        let mut statuses = std::collections::BTreeMap::new();
+        for t in tasks {
+            for (status, n) in t.await?? {
+                *statuses.entry(status).or_default() += n;
+            }
+        }
+        let took = started.elapsed();
+        if let Some(s) = sampler {
+            s.abort();
+        }
+        Ok(StormOutcome {
+            attempts: self.attempts,
+            clients,
+            statuses,
+            took,
+            rss_before,
+            rss_peak: pid.map(|_| peak.load(Ordering::Relaxed)),
+            rss_after: None,
+        })
+    }
+}
+
+impl StormOutcome {
+    /// Prints the outcome, reading the relay's RSS once more after 10 s without logins.
+    async fn report(mut self, pid: Option<u32>) {
+        if let Some(pid) = pid {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            self.rss_after = rss_kib(pid);
+        }
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(status, n)| format!("{status}: {n}"))
+            .collect();
+        println!(
+            "login storm beside the chat: {} failed logins from {} addresses in {:.1} s ({})",
+            self.attempts,
+            self.clients,
+            self.took.as_secs_f64(),
+            statuses.join(", ")
+        );
+        if let (Some(before), Some(peak), Some(after)) =
+            (self.rss_before, self.rss_peak, self.rss_after)
+        {
+            println!(
+                "  relay RSS before {before} KiB, peak {peak} KiB (+{:.1} MiB), 10 s after {after} KiB ({:+.1} MiB)",
+                peak.saturating_sub(before) as f64 / 1024.0,
+                (after as f64 - before as f64) / 1024.0
+            );
+        }
+    }
 }
 
 /// A counter from the relay's `/metrics`, `None` when it cannot be read.
@@ -862,6 +997,8 @@ async fn main() -> anyhow::Result<()> {
             rate,
             duration,
             stall_agent,
+            login_storm,
+            storm_clients,
         } => {
             chat(
                 &cli,
@@ -872,6 +1009,10 @@ async fn main() -> anyhow::Result<()> {
                 *rate,
                 *duration,
                 *stall_agent,
+                Storm {
+                    attempts: *login_storm,
+                    clients: *storm_clients,
+                },
             )
             .await
         }

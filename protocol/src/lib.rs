@@ -56,6 +56,10 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code sent on graceful shutdown of a relay (RFC 6455 "going away"): reconnect elsewhere.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 
+/// Close code of an agent socket whose session ended (logout, expiry, the agent disabled or
+/// their password changed): sign in again; reconnecting with the same cookie is refused (401).
+pub const CLOSE_SESSION_ENDED: u16 = 4401;
+
 /// Close code sent when a socket stays silent past the idle timeout or a policy is violated
 /// (RFC 6455 "policy violation").
 pub const CLOSE_POLICY: u16 = 1008;

@@ -16,6 +16,7 @@ use crate::auth::{self, AdminAgent};
 use crate::config::{Routing, SiteConfig};
 use crate::hours::{Hours, HoursSpec};
 use crate::http::AppError;
+use crate::logsafe::Untrusted;
 use crate::store::{now_ms, SiteSettingsRecord};
 use crate::App;
 
@@ -89,7 +90,7 @@ pub fn apply(base: &SiteConfig, row: &SiteSettingsRecord) -> Result<SiteConfig, 
 pub async fn load_overrides(app: &App) -> anyhow::Result<()> {
     for row in app.store.site_settings().await? {
         let Some(base) = app.sites.get(&row.site) else {
-            tracing::warn!(site = %row.site, "saved settings for a site not in the config: ignored");
+            tracing::warn!(site = %Untrusted(&row.site), "saved settings for a site not in the config: ignored");
             continue;
         };
         match apply(base, &row) {
@@ -204,7 +205,7 @@ pub async fn save_site(
     // the queue assign more here and there.
     app.hub.publish_settings_changed();
     app.hub.publish_queue_changed();
-    tracing::info!(site = %key, by = %admin.username, "site settings saved");
+    tracing::info!(site = %Untrusted(&key), by = %Untrusted(&admin.username), "site settings saved");
     view(&app, &key, Some(&row))
         .await
         .map(Json)

@@ -32,6 +32,7 @@ pub async fn upgrade(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
     auth::check_same_origin(&headers)?;
+    let session = auth::session_hash(&headers).ok_or(AppError::Unauthorized)?;
     let ws = ws.map_err(|e| AppError::BadRequest(e.to_string()))?;
     let limits = app.limits.clone();
     let app2 = app.clone();
@@ -42,7 +43,7 @@ pub async fn upgrade(
         .max_frame_size(limits.max_frame_bytes * 2)
         .on_upgrade(move |socket| {
             let mailbox = app2.hub.agent_mailbox();
-            let session = AgentSession::new(app2.clone(), agent.0, &mailbox);
+            let session = AgentSession::new(app2.clone(), agent.0, session, &mailbox);
             let rate = Rate {
                 per_second: limits.agent_per_second,
                 burst: limits.agent_burst,
@@ -61,17 +62,23 @@ pub struct AgentSession {
     /// Set by `hello`.
     greeted: bool,
     cursor: Cursor,
+    /// Token hash of the session the socket was opened with (see [`crate::access`]).
+    session: String,
+    /// The session ended: the socket closes with [`protocol::CLOSE_SESSION_ENDED`].
+    ended: bool,
 }
 
 impl AgentSession {
     /// A session before `hello`.
-    pub fn new(app: Arc<App>, agent: AgentInfo, mailbox: &Mailbox) -> Self {
+    pub fn new(app: Arc<App>, agent: AgentInfo, session: String, mailbox: &Mailbox) -> Self {
         Self {
             app,
             agent,
             inbox: mailbox.inbox.clone(),
             greeted: false,
             cursor: Cursor::default(),
+            session,
+            ended: false,
         }
     }
 
@@ -606,6 +613,11 @@ impl Session for AgentSession {
                     }
                 }
             }
+            Signal::Revoked(revocation) => {
+                if revocation.ends(&self.agent.id, &self.session) {
+                    self.ended = true;
+                }
+            }
             Signal::Queue(update) => {
                 if let QueueUpdate::Agents { waiting, agents } = &*update {
                     out.push(ToAgent::Queue {
@@ -635,11 +647,33 @@ impl Session for AgentSession {
         match signal {
             Signal::Event(_) => true,
             Signal::Summary(_) | Signal::Presence | Signal::Queue(_) => self.greeted,
-            Signal::Typing(_) | Signal::Cobrowse(_) => false,
+            // A revocation is checked after the resync anyway (`check`), but costs nothing.
+            Signal::Typing(_) | Signal::Cobrowse(_) | Signal::Revoked(_) => false,
         }
     }
 
-    fn finish(self) {
+    /// The session this socket was opened with must still be valid in the store: a revocation
+    /// that never arrived (lagged socket, bus outage) or an expiry ends the socket here.
+    async fn check(&mut self) {
+        match self
+            .app
+            .store
+            .session_agent(&self.session, crate::store::now_ms())
+            .await
+        {
+            Ok(Some(agent)) if agent.id == self.agent.id => {}
+            Ok(_) => self.ended = true,
+            // The store is unreachable: not a reason to end a session (the next check decides).
+            Err(e) => tracing::warn!(error = %e, "could not re-check an agent session"),
+        }
+    }
+
+    fn closing(&self) -> Option<(u16, &'static str)> {
+        self.ended
+            .then_some((protocol::CLOSE_SESSION_ENDED, "session ended"))
+    }
+
+    fn finish(&mut self) {
         self.app.hub.leave(&self.inbox, self.cursor.tracked());
     }
 }

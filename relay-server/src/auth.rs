@@ -1,11 +1,11 @@
-//! Agent authentication: argon2 password hashes, cookie sessions, login throttling, and the
-//! same-origin check that makes the cookie safe against cross-site requests.
+//! Agent authentication: argon2 password hashes, cookie sessions and the same-origin check that
+//! makes the cookie safe against cross-site requests. Logging in (throttling, bounded hashing)
+//! is `login`.
 //!
 //! CSRF: the cookie is `SameSite=Strict` (browsers do not attach it to cross-site requests) and,
 //! as a second lock, every state-changing request and the agent socket upgrade must carry either
 //! no `Origin` (non-browser clients) or the relay's own.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use argon2::password_hash::{
@@ -17,9 +17,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use governor::{Quota, RateLimiter};
 use protocol::AgentInfo;
-use serde::Deserialize;
 
 use crate::http::AppError;
 use crate::store::{now_ms, AgentRecord};
@@ -28,17 +26,7 @@ use crate::{token, App};
 /// Name of the session cookie.
 pub const COOKIE: &str = "parley_session";
 /// Session lifetime.
-const SESSION_MS: i64 = 12 * 60 * 60 * 1000;
-
-/// Login attempts per username, shared by all connections.
-pub type LoginLimiter = governor::DefaultKeyedRateLimiter<String>;
-
-/// A limiter allowing `per_minute` attempts per username.
-pub fn login_limiter(per_minute: u32) -> LoginLimiter {
-    RateLimiter::keyed(Quota::per_minute(
-        NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN),
-    ))
-}
+pub const SESSION_MS: i64 = 12 * 60 * 60 * 1000;
 
 /// Hashes a password with argon2id and a random salt (PHC string).
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
@@ -49,7 +37,9 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("argon2: {e}"))
 }
 
-fn verify_password(password: &str, phc: &str) -> bool {
+/// Whether `password` matches the PHC string `phc`, on the calling thread: for the few checks at
+/// start. Logins go through the bounded pool (`hasher`).
+pub fn password_matches(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
         .map(|h| {
             Argon2::default()
@@ -57,6 +47,52 @@ fn verify_password(password: &str, phc: &str) -> bool {
                 .is_ok()
         })
         .unwrap_or(false)
+}
+
+/// Tells the operator the generated `admin`'s password, once: on a terminal it is printed;
+/// otherwise (a service manager, a container, CI) it goes to `admin-password` beside the SQLite
+/// database (`./data` for PostgreSQL), readable by the relay's user only, and only the path is
+/// printed: logs are kept and shipped, a password in them is a password leaked.
+pub fn announce_first_admin(password: &str, database_url: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        println!(
+            "\n  Created the first agent. Sign in at /console with\n    username: admin\n    password: {password}\n  (shown once; stored only as an argon2 hash)\n"
+        );
+        return Ok(());
+    }
+    let dir = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        .filter(|path| !path.starts_with(':'))
+        .and_then(|path| std::path::Path::new(path).parent())
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from("data"));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("admin-password");
+    // A file left by an earlier database goes; the new one is created private.
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow::anyhow!("cannot replace {}: {e}", path.display())),
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{password}\n").as_bytes())?;
+    println!(
+        "\n  Created the first agent. Sign in at /console as `admin`, with the password in\n    password-file: {}\n  (readable by this user only; the relay keeps only an argon2 hash)\n",
+        path.display()
+    );
+    Ok(())
 }
 
 /// What others see of an agent.
@@ -83,6 +119,11 @@ pub fn check_same_origin(headers: &HeaderMap) -> Result<(), AppError> {
     } else {
         Err(AppError::OriginNotAllowed)
     }
+}
+
+/// The token hash of the request's session cookie (how sessions are stored and revoked).
+pub fn session_hash(headers: &HeaderMap) -> Option<String> {
+    session_cookie(headers).map(|secret| token::hash(&secret))
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
@@ -147,72 +188,29 @@ impl FromRequestParts<Arc<App>> for AdminAgent {
     }
 }
 
-/// Body of `POST /api/login`.
-#[derive(Deserialize)]
-pub struct Login {
-    username: String,
-    password: String,
-}
-
-/// `POST /api/login`.
-pub async fn login(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Json(body): Json<Login>,
-) -> Result<Response, AppError> {
-    check_same_origin(&headers)?;
-    let key = body.username.to_lowercase();
-    if let Err(not_until) = app.login_limiter.check_key(&key) {
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ));
-        return Err(AppError::RateLimited(wait.as_millis() as u64));
-    }
-    let agent = app
-        .store
-        .agent_by_username(&body.username)
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?;
-    // Verify against a real hash even for unknown users, so timing does not reveal usernames.
-    let phc = agent
-        .as_ref()
-        .map(|a| a.password_hash.clone())
-        .unwrap_or_else(|| app.dummy_hash.clone());
-    let password = body.password;
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-        .await
-        .unwrap_or(false);
-    let agent = match agent {
-        Some(a) if ok => a,
-        _ => {
-            tracing::info!(username = %body.username, "login refused");
-            return Err(AppError::BadCredentials);
-        }
-    };
-    let secret = token::generate();
-    app.store
-        .create_session(&token::hash(&secret), &agent.id, now_ms() + SESSION_MS)
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?;
-    let cookie = format!(
-        "{COOKIE}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_MS / 1000
-    );
-    let mut response = Json(serde_json::json!({ "agent": info(&agent) })).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    Ok(response)
-}
-
 /// `POST /api/logout`.
 pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, AppError> {
     check_same_origin(&headers)?;
-    if let Some(secret) = session_cookie(&headers) {
-        app.store
-            .delete_session(&token::hash(&secret))
+    if let Some(hash) = session_hash(&headers) {
+        let agent = app
+            .store
+            .session_agent(&hash, now_ms())
             .await
             .map_err(|e| AppError::Internal(e.into()))?;
+        app.store
+            .delete_session(&hash)
+            .await
+            .map_err(|e| AppError::Internal(e.into()))?;
+        // The console tabs and bots opened with this session close now, on every node.
+        if let Some(agent) = agent {
+            crate::access::revoke(
+                &app,
+                crate::access::Revocation {
+                    agent_id: agent.id,
+                    session: Some(hash),
+                },
+            );
+        }
     }
     let mut response = Json(serde_json::json!({ "ok": true })).into_response();
     response.headers_mut().insert(
@@ -241,8 +239,8 @@ mod tests {
         let b = hash_password("correct horse").expect("hash");
         assert_ne!(a, b, "salted");
         assert!(a.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse", &a));
-        assert!(!verify_password("wrong", &a));
+        assert!(password_matches("correct horse", &a));
+        assert!(!password_matches("wrong", &a));
     }
 
     #[test]

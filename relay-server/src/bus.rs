@@ -59,6 +59,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::hub::{Hub, Typing};
+use crate::logsafe::Untrusted;
 
 /// Something the hub hands to the bus to reach other nodes.
 #[derive(Clone, Debug)]
@@ -77,6 +78,8 @@ pub enum Nudge {
     Queue,
     /// An admin saved a site's settings: other nodes re-read them from the store.
     Settings,
+    /// Agent sessions ended: other nodes close the sockets opened with them.
+    Revoked(Arc<crate::access::Revocation>),
 }
 
 /// Nudges waiting to be published. Past it nudges are dropped and the node owes the others a
@@ -228,6 +231,8 @@ enum Body {
     Queue,
     /// Site settings changed: re-read them from the store.
     Settings,
+    /// Agent sessions ended.
+    Revoked(crate::access::Revocation),
     /// The sender lost nudges (Redis down, or its bus queue full): re-read everything from the
     /// store, as after a reconnect of one's own subscriber.
     Resync,
@@ -236,8 +241,8 @@ enum Body {
 /// Every `kind` of [`Body`]. A message of another kind comes from a newer node and is ignored
 /// with a debug log: a nudge only ever saves a store read, and a rolling upgrade must not flood
 /// the logs with warnings.
-const KINDS: [&str; 8] = [
-    "event", "typing", "summary", "presence", "cobrowse", "queue", "settings", "resync",
+const KINDS: [&str; 9] = [
+    "event", "typing", "summary", "presence", "cobrowse", "queue", "settings", "resync", "revoked",
 ];
 
 /// Just the head of an [`Envelope`], to tell an unknown kind from a malformed message.
@@ -496,6 +501,7 @@ impl RedisBus {
                     Nudge::Cobrowse(c) => Body::Cobrowse(Box::new((*c).clone())),
                     Nudge::Queue => Body::Queue,
                     Nudge::Settings => Body::Settings,
+                    Nudge::Revoked(r) => Body::Revoked((*r).clone()),
                     Nudge::Presence => {
                         // Write the hash first (once per batch), so a node reading it on our
                         // nudge sees the change.
@@ -641,7 +647,7 @@ impl RedisBus {
             Err(e) => {
                 match serde_json::from_str::<Head>(text) {
                     Ok(head) if !KINDS.contains(&head.kind.as_str()) => tracing::debug!(
-                        from = %head.node, kind = %head.kind,
+                        from = %Untrusted(&head.node), kind = %Untrusted(&head.kind),
                         "bus nudge of a kind this node does not know ignored"
                     ),
                     _ => tracing::warn!(error = %e, "malformed message on the Redis bus ignored"),
@@ -659,6 +665,7 @@ impl RedisBus {
             Body::Cobrowse(c) => self.hub.deliver_cobrowse(Arc::new(*c)),
             Body::Queue => self.hub.queue_changed.notify_one(),
             Body::Settings => self.hub.settings_changed.notify_one(),
+            Body::Revoked(r) => self.hub.deliver_revoked(Arc::new(r)),
             Body::Resync => {
                 tracing::info!(from = %envelope.node, "another node lost bus nudges; resyncing local connections");
                 self.catch_up();

@@ -82,6 +82,18 @@ pub struct Cli {
     /// Sender address of those emails (`Parley <chat@shop.example>`).
     #[arg(long, env = "PARLEY_SMTP_FROM")]
     pub smtp_from: Option<String>,
+
+    /// Open TCP connections at most, all clients together.
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+
+    /// Open TCP connections at most from one IP address (raise it behind a proxy or a large NAT).
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS_PER_IP", default_value_t = Limits::default().max_connections_per_ip)]
+    pub max_connections_per_ip: usize,
+
+    /// Seconds a client has to send a whole HTTP request head.
+    #[arg(long, env = "PARLEY_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
 }
 
 /// One site that may embed the widget.
@@ -245,8 +257,9 @@ fn default_color() -> String {
     "#2b6cb0".into()
 }
 
-/// An agent account created (or whose password is reset) at start.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// An agent account created (or whose password is reset) at start. Its `Debug` hides the
+/// password (configs are logged).
+#[derive(Clone, Deserialize, PartialEq)]
 pub struct AgentSeed {
     /// Login name.
     pub username: String,
@@ -262,6 +275,18 @@ pub struct AgentSeed {
     /// agent `admin` the relay creates on a first start is one.
     #[serde(default)]
     pub admin: bool,
+}
+
+impl std::fmt::Debug for AgentSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentSeed")
+            .field("username", &self.username)
+            .field("display_name", &self.display_name)
+            .field("password", &"(hidden)")
+            .field("max_chats", &self.max_chats)
+            .field("admin", &self.admin)
+            .finish()
+    }
 }
 
 /// The config file (TOML).
@@ -301,7 +326,8 @@ pub struct Config {
     pub smtp: Option<crate::mail::SmtpSettings>,
 }
 
-/// Per-connection limits. Defaults are the ones PROTOCOL.md documents.
+/// Limits on clients: per socket, per login, per HTTP connection. Defaults are the ones
+/// PROTOCOL.md documents.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Largest WebSocket message read; bigger ones close the socket with 1009.
@@ -318,8 +344,28 @@ pub struct Limits {
     pub ping_interval: std::time::Duration,
     /// A socket silent for this long is closed.
     pub idle_timeout: std::time::Duration,
-    /// Failed logins allowed per username per minute.
+    /// Login attempts per minute for one username from one address (`login`): stops a guesser,
+    /// and a stranger elsewhere cannot use up an agent's own attempts.
     pub logins_per_minute: u32,
+    /// Login attempts per minute from one address, whatever the usernames: made-up names must
+    /// not buy more password checks.
+    pub login_attempts_per_ip_per_minute: u32,
+    /// Threads checking passwords (each holds argon2's memory cost, 19 MiB, for good).
+    pub hash_workers: usize,
+    /// Password checks that may wait for a thread besides the running ones.
+    pub hash_queue: usize,
+    /// How long a login waits for a place before it is answered `503 busy`.
+    pub hash_wait: std::time::Duration,
+    /// Time a client has to send a whole HTTP request head (slowloris).
+    pub header_read_timeout: std::time::Duration,
+    /// Time a handler has to answer (408 after it); socket upgrades answer at once.
+    pub request_timeout: std::time::Duration,
+    /// Largest request body an endpoint reads (413 above it).
+    pub max_body_bytes: usize,
+    /// Open TCP connections, all clients together (each is a file; this host allows 20,000).
+    pub max_connections: usize,
+    /// Open TCP connections from one address (a visitor's page holds one WebSocket).
+    pub max_connections_per_ip: usize,
     /// Co-browse stream frames per second a sharing visitor may send, sustained (they do not
     /// count against `visitor_per_second`: the widget batches and throttles them).
     pub cobrowse_frames_per_second: u32,
@@ -343,12 +389,29 @@ impl Default for Limits {
             ping_interval: std::time::Duration::from_secs(20),
             idle_timeout: std::time::Duration::from_secs(60),
             logins_per_minute: 10,
+            login_attempts_per_ip_per_minute: 30,
+            hash_workers: default_hash_workers(),
+            hash_queue: 16,
+            hash_wait: std::time::Duration::from_secs(2),
+            header_read_timeout: std::time::Duration::from_secs(10),
+            request_timeout: std::time::Duration::from_secs(30),
+            max_body_bytes: 1024 * 1024,
+            max_connections: 16_000,
+            max_connections_per_ip: 1_000,
             cobrowse_frames_per_second: 50,
             cobrowse_frames_burst: 100,
             cobrowse_bytes_per_second: 64 * 1024,
             cobrowse_bytes_burst: 4 * 1024 * 1024,
         }
     }
+}
+
+/// Half the cores, at least one: password checks never take every core from the chats.
+fn default_hash_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() / 2)
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// The demo shop, used when no config file names sites.
@@ -406,7 +469,12 @@ impl Config {
             demo_dir,
             sites,
             agents: file.agents,
-            limits: Limits::default(),
+            limits: Limits {
+                max_connections: cli.max_connections,
+                max_connections_per_ip: cli.max_connections_per_ip,
+                header_read_timeout: std::time::Duration::from_secs(cli.header_read_timeout_secs),
+                ..Limits::default()
+            },
             bus_url: cli.bus.clone(),
             bus_prefix: cli.bus_prefix.clone(),
             agent_grace: std::time::Duration::from_secs(cli.agent_grace_secs),

@@ -19,6 +19,7 @@ use protocol::{Author, ConversationId, EventBody, HandoffReason, QuickReply, Rol
 use serde::{Deserialize, Serialize};
 
 use crate::config::{SiteConfig, DEFAULT_BOT_TIMEOUT_MS};
+use crate::logsafe::Untrusted;
 use crate::store::{Effect, NewEvent, StoreError};
 use crate::App;
 
@@ -242,7 +243,7 @@ pub async fn reply(
         match bot.ask(&sender, &text).await {
             Ok(answers) => outcome(answers),
             Err(why) => {
-                tracing::warn!(conversation = %conversation.0, url = %bot.url, %why, "external bot failed; handing over");
+                tracing::warn!(conversation = %conversation.0, url = %bot.url, why = %Untrusted(&why.to_string()), "external bot failed; handing over");
                 Outcome {
                     say: Vec::new(),
                     handoff: Some((HandoffReason::BotFailed, format!("bot failed: {why}"))),

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -11,8 +11,9 @@ use axum::{Json, Router};
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
 
-use crate::{admin, agent, auth, csat, gaps, visitor, App};
+use crate::{admin, agent, auth, csat, gaps, login, visitor, App};
 
 /// Every error an HTTP handler returns. The body is `{"error": code, "message": text}`.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,9 @@ pub enum AppError {
     /// A field of the request body is wrong; the text says which.
     #[error("{0}")]
     Invalid(String),
+    /// The relay is at a limit for this kind of work (e.g. password checks); retry shortly.
+    #[error("busy, retry shortly")]
+    Busy,
 }
 
 impl IntoResponse for AppError {
@@ -57,6 +61,7 @@ impl IntoResponse for AppError {
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AppError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             AppError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            AppError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             AppError::Internal(e) => {
                 tracing::error!(error = ?e, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -206,7 +211,7 @@ pub fn router(app: Arc<App>) -> Router {
     let mut router = Router::new()
         .route("/ws/visitor", get(visitor::upgrade))
         .route("/ws/agent", get(agent::upgrade))
-        .route("/api/login", post(auth::login))
+        .route("/api/login", post(login::login))
         .route("/api/logout", post(auth::logout))
         .route("/api/me", get(auth::me))
         .route("/api/gaps", get(gaps::report))
@@ -227,5 +232,12 @@ pub fn router(app: Arc<App>) -> Router {
     if let Some(demo) = &app.demo_dir {
         router = router.fallback_service(ServeDir::new(demo));
     }
-    router.with_state(app)
+    let limits = &app.limits;
+    // Until the response head: a socket upgrade answers at once, so only slow handlers hit it.
+    let timeout =
+        TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout);
+    router
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(timeout)
+        .with_state(app)
 }

@@ -45,6 +45,8 @@ pub enum Signal {
     Cobrowse(Arc<crate::cobrowse::Relayed>),
     /// A queue position (visitors) or the queue and agents' loads (agents) changed.
     Queue(Arc<QueueUpdate>),
+    /// Sessions ended (agents only): a socket opened with one of them closes.
+    Revoked(Arc<crate::access::Revocation>),
 }
 
 /// What [`Signal::Queue`] tells a connection (see [`crate::queue`]).
@@ -382,6 +384,22 @@ impl Hub {
         let t = self.lock();
         for (inbox, _) in t.agent_conns.values() {
             inbox.deliver(Signal::Summary(summary.clone()));
+        }
+    }
+
+    /// Sessions ended: this node's and the other nodes' sockets opened with them close.
+    pub fn publish_revoked(&self, revocation: Arc<crate::access::Revocation>) {
+        self.deliver_revoked(revocation.clone());
+        self.forward(Nudge::Revoked(revocation));
+    }
+
+    /// Tells this node's sockets of the agent that sessions ended (also from the bus).
+    pub fn deliver_revoked(&self, revocation: Arc<crate::access::Revocation>) {
+        let t = self.lock();
+        for (inbox, agent) in t.agent_conns.values() {
+            if agent.id == revocation.agent_id {
+                inbox.deliver(Signal::Revoked(revocation.clone()));
+            }
         }
     }
 

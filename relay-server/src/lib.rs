@@ -12,6 +12,7 @@
 //! requeue of gone agents), `hours` (business hours and availability), `mail` (offline replies
 //! by SMTP), `admin` (the admin API: per-site routing settings saved in the store).
 
+pub mod access;
 pub mod admin;
 pub mod agent;
 pub mod auth;
@@ -23,14 +24,18 @@ pub mod connection;
 pub mod csat;
 pub mod external_bot;
 pub mod gaps;
+pub mod hasher;
 pub mod hours;
 pub mod http;
 pub mod hub;
+pub mod login;
+pub mod logsafe;
 pub mod mail;
 pub mod metrics;
 pub mod queue;
 pub mod rights;
 pub mod run;
+pub mod serve;
 pub mod store;
 pub mod token;
 pub mod visitor;
@@ -41,7 +46,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use protocol::{AgentInfo, ConversationSummary};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -75,8 +79,10 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Socket tasks, awaited on shutdown so their last frames are flushed.
     pub tasks: TaskTracker,
-    /// Login attempts per username.
-    pub login_limiter: auth::LoginLimiter,
+    /// Login attempts per address and per address and username (see `login`).
+    pub login_throttle: login::Throttle,
+    /// Password checks, on a bounded pool of threads.
+    pub hasher: hasher::Hasher,
     /// A real argon2 hash to verify unknown usernames against (equal timing).
     pub dummy_hash: String,
     /// The people's queue: capacity, grace period, what this node last told its clients.
@@ -255,17 +261,11 @@ impl Relay {
                 capacity.manual_sites.insert(site.key.clone());
             }
         }
-        for seed in &config.agents {
-            let hash = auth::hash_password(&seed.password)?;
-            let record = store
-                .upsert_agent(&seed.username, &seed.display_name, &hash)
-                .await?;
+        let seeded = access::seed_agents(store.as_ref(), &config.agents).await?;
+        for (seed, record) in &seeded.agents {
             if let Some(max) = seed.max_chats {
-                capacity.agents.insert(record.id, max);
+                capacity.agents.insert(record.id.clone(), max);
             }
-        }
-        for seed in &config.agents {
-            store.set_agent_admin(&seed.username, seed.admin).await?;
         }
         if store.agent_count().await? == 0 {
             let password = token::generate()[..16].to_owned();
@@ -273,9 +273,7 @@ impl Relay {
                 .upsert_agent("admin", "Admin", &auth::hash_password(&password)?)
                 .await?;
             store.set_agent_admin("admin", true).await?;
-            println!(
-                "\n  Created the first agent. Sign in at /console with\n    username: admin\n    password: {password}\n  (shown once; stored only as an argon2 hash)\n"
-            );
+            auth::announce_first_admin(&password, &config.database_url)?;
         }
         if !config.assets_dir.join("widget.js").exists() {
             tracing::warn!(dir = %config.assets_dir.display(), "widget bundle missing: run `cargo xtask build`");
@@ -301,7 +299,15 @@ impl Relay {
             demo_dir: config.demo_dir.clone(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            login_limiter: auth::login_limiter(config.limits.logins_per_minute),
+            login_throttle: login::Throttle::new(
+                config.limits.login_attempts_per_ip_per_minute,
+                config.limits.logins_per_minute,
+            ),
+            hasher: hasher::Hasher::start(
+                config.limits.hash_workers,
+                config.limits.hash_queue,
+                config.limits.hash_wait,
+            )?,
             dummy_hash: auth::hash_password(&token::generate())?,
             queue: queue::Queue::new(capacity, config.agent_grace),
             agents: RwLock::new(HashMap::new()),
@@ -325,27 +331,36 @@ impl Relay {
             store.close().await;
             return Err(e);
         }
+        // Sockets of revoked agents on nodes that kept running close now.
+        for agent_id in seeded.revoked {
+            access::revoke(
+                &app,
+                access::Revocation {
+                    agent_id,
+                    session: None,
+                },
+            );
+        }
         app.tasks.spawn(queue::run(app.clone()));
+        app.tasks.spawn(access::purge_forever(app.clone()));
         app.tasks.spawn(admin::follow_saves(app.clone()));
         app.tasks.spawn(rights::run_retention(app.clone()));
+        app.tasks.spawn(login::prune_forever(app.clone()));
         let addr = listener.local_addr()?;
         let router = http::router(app.clone());
         let shutdown = app.shutdown.clone();
-        let server = tokio::spawn(async move {
-            // TCP_NODELAY on every socket: chat frames are small and latency-bound (Nagle would
-            // hold them back up to 40 ms).
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::warn!(error = %e, "could not set TCP_NODELAY");
-                }
-            });
-            let result = axum::serve(listener, router.into_make_service())
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "server stopped");
-            }
-        });
+        let serve_limits = serve::ServeLimits {
+            header_read_timeout: config.limits.header_read_timeout,
+            max_connections: config.limits.max_connections,
+            max_connections_per_ip: config.limits.max_connections_per_ip,
+        };
+        let server = tokio::spawn(serve::serve(
+            listener,
+            router,
+            serve_limits,
+            shutdown,
+            app.metrics.connections_refused.clone(),
+        ));
         tracing::info!(%addr, "relay listening");
         Ok(Self { addr, app, server })
     }

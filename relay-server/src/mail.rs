@@ -21,13 +21,31 @@ use crate::App;
 /// Longest email address accepted (RFC 5321 path limit).
 pub const MAX_EMAIL_BYTES: usize = 254;
 
-/// How to reach the mail server (`--smtp-url`, `--smtp-from`).
-#[derive(Clone, Debug)]
+/// How to reach the mail server (`--smtp-url`, `--smtp-from`). Its `Debug` leaves the URL's
+/// credentials out (configs are logged).
+#[derive(Clone)]
 pub struct SmtpSettings {
     /// `smtp://HOST:PORT` (plain SMTP), optionally with `USER:PASS@`.
     pub url: String,
     /// The sender, `Name <addr@host>` or `addr@host`.
     pub from: String,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match url::Url::parse(&self.url) {
+            Ok(u) => format!(
+                "smtp://{}:{}",
+                u.host_str().unwrap_or(""),
+                u.port().unwrap_or(25)
+            ),
+            Err(_) => "(unparsable)".into(),
+        };
+        f.debug_struct("SmtpSettings")
+            .field("url", &url)
+            .field("from", &self.from)
+            .finish()
+    }
 }
 
 /// A configured SMTP transport.
@@ -46,7 +64,8 @@ impl Mailer {
             .parse()
             .map_err(|e| anyhow::anyhow!("bad --smtp-from {:?}: {e}", settings.from))?;
         let url = url::Url::parse(&settings.url)
-            .map_err(|e| anyhow::anyhow!("bad --smtp-url {:?}: {e}", settings.url))?;
+            // Not the URL itself: it may hold a password, and this error is printed.
+            .map_err(|e| anyhow::anyhow!("bad --smtp-url: {e}"))?;
         if url.scheme() != "smtp" {
             anyhow::bail!("--smtp-url must be smtp://HOST:PORT (plain SMTP to a local relay)");
         }
@@ -194,6 +213,29 @@ mod tests {
             assert!(!valid_email(bad), "{bad:?}");
         }
         assert!(!valid_email(&format!("{}@example.com", "a".repeat(250))));
+    }
+
+    #[test]
+    fn settings_and_errors_never_show_the_password() {
+        let settings = SmtpSettings {
+            url: "smtp://mailer:hunter2@10.0.0.5:2525".into(),
+            from: "Shop <chat@shop.example>".into(),
+        };
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("mailer"),
+            "{shown}"
+        );
+        assert!(shown.contains("10.0.0.5:2525"), "positive control: {shown}");
+        let bad = SmtpSettings {
+            url: "smtp://mailer:hunter2@[bad".into(),
+            from: "chat@shop.example".into(),
+        };
+        let error = Mailer::new(&bad)
+            .err()
+            .expect("unparsable URL refused")
+            .to_string();
+        assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[test]

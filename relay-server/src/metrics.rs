@@ -143,6 +143,10 @@ pub struct Metrics {
     /// and re-read from the store: each one costs store reads, so a climbing rate means a
     /// client or the relay cannot keep up.
     pub resyncs: Counter,
+    /// TCP connections closed at once because the relay or their address was at its connection
+    /// cap (`max_connections`, `max_connections_per_ip`): a climbing rate is a flood, or caps
+    /// set too low for a proxy in front.
+    pub connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -178,6 +182,12 @@ impl Default for Metrics {
             resyncs.clone(),
         );
         registry.register("connections", "Open WebSockets", connections.clone());
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "TCP connections closed at a connection cap",
+            connections_refused.clone(),
+        );
         registry.register(
             "events_stored",
             "Conversation events stored",
@@ -198,6 +208,7 @@ impl Default for Metrics {
             connections,
             events,
             refused,
+            connections_refused,
             append_seconds,
             bus_errors,
             cobrowse_bytes,

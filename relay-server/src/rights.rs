@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{self, AdminAgent};
 use crate::config::SiteConfig;
 use crate::http::AppError;
+use crate::logsafe::Untrusted;
 use crate::store::{now_ms, Erased, Store, StoreError, StoreResult, VisitorData};
 use crate::App;
 
@@ -292,7 +293,7 @@ async fn export(
         .visitor_data(&id)
         .await?
         .ok_or(RightsError::UnknownVisitor)?;
-    tracing::info!(target: "audit", visitor = %id, by = %admin.username, "visitor data exported");
+    tracing::info!(target: "audit", visitor = %Untrusted(&id), by = %Untrusted(&admin.username), "visitor data exported");
     Ok(Json(export_json(&data)))
 }
 
@@ -311,9 +312,9 @@ async fn erase(
         .ok_or(RightsError::UnknownVisitor)?;
     tracing::info!(
         target: "audit",
-        visitor = %id,
-        site = %erased.site,
-        by = %admin.username,
+        visitor = %Untrusted(&id),
+        site = %Untrusted(&erased.site),
+        by = %Untrusted(&admin.username),
         conversations = erased.conversations,
         events = erased.events,
         gaps = erased.gaps,

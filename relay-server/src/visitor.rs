@@ -18,6 +18,7 @@ use crate::config::SiteConfig;
 use crate::connection::{self, Cursor, Rate, Session, SOCKET_BUFFER};
 use crate::http::AppError;
 use crate::hub::{Inbox, Mailbox, QueueUpdate, Signal};
+use crate::logsafe::Untrusted;
 use crate::store::{Appended, Effect, NewEvent, StoreError, VisitorRecord};
 use crate::{token, App};
 
@@ -39,7 +40,11 @@ pub async fn upgrade(
     let site = app.sites.get(&key).cloned().ok_or(AppError::UnknownSite)?;
     let origin = headers.get("origin").and_then(|v| v.to_str().ok());
     if !site.allows_origin(origin) {
-        tracing::info!(site = %key, origin = ?origin, "visitor socket refused: origin not allowed");
+        tracing::info!(
+            site = %Untrusted(&key),
+            origin = %Untrusted(origin.unwrap_or("")),
+            "visitor socket refused: origin not allowed"
+        );
         return Err(AppError::OriginNotAllowed);
     }
     let ws = ws.map_err(|e| AppError::BadRequest(e.to_string()))?;
@@ -908,7 +913,7 @@ impl Session for VisitorSession {
             // socket is in the hub from its upgrade, so agents coming and going reach it early.
             Signal::Presence if self.visitor.is_none() => {}
             Signal::Presence => out.push(self.presence()),
-            Signal::Summary(_) => {}
+            Signal::Summary(_) | Signal::Revoked(_) => {}
             Signal::Queue(update) => {
                 if let QueueUpdate::Position {
                     conversation_id,
@@ -942,12 +947,12 @@ impl Session for VisitorSession {
     fn resync_covers(&self, signal: &Signal) -> bool {
         match signal {
             Signal::Event(_) => true,
-            Signal::Presence | Signal::Summary(_) => true,
+            Signal::Presence | Signal::Summary(_) | Signal::Revoked(_) => true,
             Signal::Typing(_) | Signal::Cobrowse(_) | Signal::Queue(_) => false,
         }
     }
 
-    fn finish(self) {
+    fn finish(&mut self) {
         self.app.hub.leave(&self.inbox, self.cursor.tracked());
     }
 }

@@ -605,10 +605,14 @@ impl AgentClient {
     /// like a bot).
     pub async fn login(relay: &TestRelay, user: &str, pass: &str) -> anyhow::Result<Self> {
         let cookie = login_cookie(relay, user, pass).await?;
-        let mut sock =
-            RawSocket::connect(&relay.ws_url("/ws/agent"), &[("Cookie", cookie.as_str())])
-                .await
-                .context("opening /ws/agent with the session cookie")?;
+        Self::with_cookie(relay, &cookie).await
+    }
+
+    /// Opens the agent socket with a session cookie from [`login_cookie`] and says `hello`.
+    pub async fn with_cookie(relay: &TestRelay, cookie: &str) -> anyhow::Result<Self> {
+        let mut sock = RawSocket::connect(&relay.ws_url("/ws/agent"), &[("Cookie", cookie)])
+            .await
+            .context("opening /ws/agent with the session cookie")?;
         sock.send_json(&AgentFrame::Hello {
             v: PROTOCOL_VERSION,
         })

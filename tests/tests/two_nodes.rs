@@ -943,3 +943,97 @@ async fn redis_stop(database_url: &str, prefix: &str) -> anyhow::Result<()> {
     b.shutdown().await;
     Ok(())
 }
+
+/// Reads until the relay closes the agent's socket; fails unless it says the session ended.
+async fn expect_session_ended(agent: &mut AgentClient, who: &str) -> anyhow::Result<()> {
+    let (closed, _) = agent.sock.expect_close().await?;
+    match closed {
+        parley_tests::ws::Closed::Frame(Some(frame))
+            if u16::from(frame.code) == protocol::CLOSE_SESSION_ENDED => {}
+        other => bail!(
+            "{who}: expected close {}, got {other:?}",
+            protocol::CLOSE_SESSION_ENDED
+        ),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn revoked_access_closes_sockets_on_every_node() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    let prefix = format!("parley-test-{}", relay_server::store::new_id());
+    let a = node(db.url(), &prefix).await?;
+    let b = node(db.url(), &prefix).await?;
+    let (mina, _, mina_pass) = AGENTS[0];
+    let (joon, _, joon_pass) = AGENTS[1];
+    let http = reqwest::Client::new();
+
+    // Mina has two sessions (two browsers), each with a console open on node B. Logging one
+    // out on node A closes that one's socket on node B, and only that one.
+    let laptop = parley_tests::ws::login_cookie(&a, mina, mina_pass).await?;
+    let phone = parley_tests::ws::login_cookie(&a, mina, mina_pass).await?;
+    let mut on_laptop = AgentClient::with_cookie(&b, &laptop).await?;
+    let mut on_phone = AgentClient::with_cookie(&b, &phone).await?;
+    let out = http
+        .post(a.url("/api/logout"))
+        .header("Cookie", laptop.as_str())
+        .send()
+        .await?;
+    assert_eq!(out.status().as_u16(), 200);
+    expect_session_ended(&mut on_laptop, "the logged-out session").await?;
+    let refused =
+        parley_tests::RawSocket::refused(&b.ws_url("/ws/agent"), &[("Cookie", &laptop)]).await?;
+    assert_eq!(refused.status, 401, "the ended session cannot reconnect");
+    // Positive control: the other session's socket still answers.
+    on_phone
+        .sock
+        .send_json(&protocol::AgentFrame::Hello {
+            v: protocol::PROTOCOL_VERSION,
+        })
+        .await?;
+    on_phone
+        .expect("welcome on the other session", |f| {
+            matches!(f, ToAgent::Welcome { .. })
+        })
+        .await?;
+
+    // A third node starts with a config that no longer lists Joon and changes Mina's password:
+    // Joon's and Mina's sockets on node B close, and neither old credential signs in anywhere.
+    let mut joon_on_b = AgentClient::login(&b, joon, joon_pass).await?;
+    let database_url = db.url().to_owned();
+    let prefix_c = prefix.clone();
+    let c = TestRelay::builder()
+        .config(move |c| {
+            c.database_url = database_url;
+            c.bus_url = Some(redis_url());
+            c.bus_prefix = prefix_c;
+            c.agents.retain(|a| a.username == "mina");
+            c.agents[0].password = "a brand new passphrase".into();
+        })
+        .start()
+        .await?;
+    expect_session_ended(&mut joon_on_b, "the removed agent").await?;
+    expect_session_ended(&mut on_phone, "the agent whose password changed").await?;
+    for relay in [&a, &b, &c] {
+        let r = http
+            .post(relay.url("/api/login"))
+            .json(&serde_json::json!({"username": joon, "password": joon_pass}))
+            .send()
+            .await?;
+        assert_eq!(r.status().as_u16(), 401, "a removed agent signs in nowhere");
+        let r = http
+            .post(relay.url("/api/login"))
+            .json(&serde_json::json!({"username": mina, "password": mina_pass}))
+            .send()
+            .await?;
+        assert_eq!(r.status().as_u16(), 401, "the old password is gone");
+    }
+    parley_tests::ws::login_cookie(&b, mina, "a brand new passphrase")
+        .await
+        .context("the new password works on another node")?;
+    c.shutdown().await;
+    b.shutdown().await;
+    a.shutdown().await;
+    db.drop_now().await;
+    Ok(())
+}

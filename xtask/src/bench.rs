@@ -1,11 +1,12 @@
 //! `cargo xtask bench`: the relay figures in BENCHMARKS.md, reproduced with one command.
 //!
 //! Builds the release relay and `parley-load`, starts the relay on a free loopback port with a
-//! fresh SQLite database, runs the idle-connections scenario and then the chat-latency scenario
-//! against it, and stops it. With `--two-nodes`, starts two relays sharing a fresh PostgreSQL
-//! database and one Redis (own channel prefix) and measures visitors on one node talking to an
-//! agent on the other (`--same-node`: on the same one, so the difference between the two runs is
-//! the Redis hop). Bounded in count and time; loopback only.
+//! fresh SQLite database, runs the idle-connections scenario, the chat-latency scenario and the
+//! chat again beside a storm of failed logins (relay RSS around it), and stops it. With
+//! `--two-nodes`, starts two relays sharing a fresh PostgreSQL database and one Redis (own
+//! channel prefix) and measures visitors on one node talking to an agent on the other
+//! (`--same-node`: on the same one, so the difference between the two runs is the Redis hop).
+//! Bounded in count and time; loopback only.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -31,6 +32,8 @@ pub struct BenchArgs {
     pub two_nodes: bool,
     /// With `two_nodes`: the agent on the visitors' node (the baseline for the Redis hop).
     pub same_node: bool,
+    /// Failed logins sent beside a third chat run (0: no such run).
+    pub login_storm: usize,
 }
 
 /// The PostgreSQL server the two-node run creates its database on (trust auth, as on CI).
@@ -130,7 +133,34 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
             "--duration",
             &args.duration.to_string(),
         ])
-        .env("PARLEY_LOAD_PASSWORD", password))?;
+        .env("PARLEY_LOAD_PASSWORD", &password))?;
+
+    if args.login_storm > 0 {
+        section(&format!(
+            "bench: chat beside a login storm, {} failed logins from 50 addresses",
+            args.login_storm
+        ));
+        run(Command::new(&load)
+            .args(["--url", &url, "--relay-pid", &pid.to_string()])
+            .args([
+                "chat",
+                "--visitors",
+                &args.visitors.to_string(),
+                "--agents",
+                "1",
+            ])
+            .args([
+                "--rate",
+                &args.rate.to_string(),
+                "--duration",
+                &args.duration.to_string(),
+                "--login-storm",
+                &args.login_storm.to_string(),
+                "--storm-clients",
+                "50",
+            ])
+            .env("PARLEY_LOAD_PASSWORD", &password))?;
+    }
     Ok(())
 }
 
@@ -183,6 +213,12 @@ fn start_relay(
             "--no-demo-site",
             "--log",
             "warn",
+            // Every load client is on 127.0.0.1: the per-address cap would refuse the idle
+            // scenario's sockets (that cap is exercised by the slowloris test instead).
+            "--max-connections-per-ip",
+            "19000",
+            "--max-connections",
+            "19000",
         ])
         .arg("--database")
         .arg(database)
@@ -201,8 +237,15 @@ fn start_relay(
     let started = Instant::now();
     for line in BufReader::new(stdout).lines() {
         let line = line?;
+        // On a terminal the relay prints the first admin's password; piped, it writes it to a
+        // private file and prints the path.
         if let Some(p) = line.trim().strip_prefix("password: ") {
             password = Some(p.to_owned());
+        }
+        if let Some(file) = line.trim().strip_prefix("password-file: ") {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the admin password from {file}"))?;
+            password = Some(text.trim().to_owned());
         }
         if line.starts_with("Parley relay on") {
             break;

@@ -9,7 +9,7 @@
 //! | `cargo xtask test` | setup + build + all tests |
 //! | `cargo xtask lint` | rustfmt + clippy (native and wasm32) |
 //! | `cargo xtask ci` | setup + lint + test: what `.ci/run` calls |
-//! | `cargo xtask bench` | relay memory per idle connection and chat latency (BENCHMARKS.md) |
+//! | `cargo xtask bench` | relay memory per idle connection, chat latency, a login storm (BENCHMARKS.md) |
 
 mod bench;
 mod bundle;
@@ -84,6 +84,10 @@ enum Cmd {
         /// the way (run both ways: the difference is the Redis hop).
         #[arg(long, requires = "two_nodes")]
         same_node: bool,
+        /// Failed logins with made-up usernames from 50 addresses, sent during a third chat
+        /// run (relay RSS around it, chat latency beside it); 0 skips that run.
+        #[arg(long, default_value_t = 2_000)]
+        login_storm: usize,
     },
 }
 
@@ -154,6 +158,7 @@ fn dispatch(root: &Path, command: Cmd) -> Result<()> {
             duration,
             two_nodes,
             same_node,
+            login_storm,
         } => bench::bench(
             root,
             &bench::BenchArgs {
@@ -163,6 +168,7 @@ fn dispatch(root: &Path, command: Cmd) -> Result<()> {
                 duration,
                 two_nodes,
                 same_node,
+                login_storm,
             },
         ),
         Cmd::Ci => {

@@ -63,6 +63,8 @@ pub struct AgentRecord {
     pub password_hash: String,
     /// May use the admin pages (routing, hours, capacity of sites).
     pub admin: bool,
+    /// Cannot sign in, and has no sessions (removed from the config).
+    pub disabled: bool,
 }
 
 /// A visitor (one browser, identified by its token).
@@ -432,7 +434,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of agent accounts.
     async fn agent_count(&self) -> StoreResult<i64>;
-    /// Creates the agent or resets its display name and password hash.
+    /// Creates the agent or resets its display name and password hash; either way it is enabled.
     async fn upsert_agent(
         &self,
         username: &str,
@@ -455,6 +457,14 @@ pub trait Store: Send + Sync + 'static {
     async fn session_agent(&self, token_hash: &str, now: i64) -> StoreResult<Option<AgentRecord>>;
     /// Ends a session.
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+    /// Ends every session of an agent; returns how many there were.
+    async fn delete_agent_sessions(&self, agent_id: &str) -> StoreResult<u64>;
+    /// Deletes sessions that expired before `now`; returns how many.
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64>;
+    /// Every agent account, enabled or not.
+    async fn agents(&self) -> StoreResult<Vec<AgentRecord>>;
+    /// Disables an agent (and ends their sessions, in the same transaction) or enables them.
+    async fn set_agent_disabled(&self, agent_id: &str, disabled: bool) -> StoreResult<()>;
 
     /// Creates a visitor with this token hash.
     async fn create_visitor(&self, site: &str, token_hash: &str) -> StoreResult<VisitorRecord>;

@@ -450,6 +450,7 @@ fn agent_from_row(row: &PgRow) -> StoreResult<AgentRecord> {
         display_name: row.try_get("display_name")?,
         password_hash: row.try_get("password_hash")?,
         admin: row.try_get("admin")?,
+        disabled: row.try_get("disabled")?,
     })
 }
 
@@ -493,8 +494,8 @@ impl Store for PgStore {
             "INSERT INTO agents (id, username, display_name, password_hash, created_at)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (username) DO UPDATE SET display_name = EXCLUDED.display_name,
-                 password_hash = EXCLUDED.password_hash
-             RETURNING id, username, display_name, password_hash, admin",
+                 password_hash = EXCLUDED.password_hash, disabled = FALSE
+             RETURNING id, username, display_name, password_hash, admin, disabled",
         )
         .bind(new_id())
         .bind(username)
@@ -508,7 +509,7 @@ impl Store for PgStore {
 
     async fn agent_by_username(&self, username: &str) -> StoreResult<Option<AgentRecord>> {
         sqlx::query(
-            "SELECT id, username, display_name, password_hash, admin FROM agents WHERE username = $1",
+            "SELECT id, username, display_name, password_hash, admin, disabled FROM agents WHERE username = $1",
         )
         .bind(username)
         .fetch_optional(&self.pool)
@@ -520,7 +521,7 @@ impl Store for PgStore {
 
     async fn agent_by_id(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
         sqlx::query(
-            "SELECT id, username, display_name, password_hash, admin FROM agents WHERE id = $1",
+            "SELECT id, username, display_name, password_hash, admin, disabled FROM agents WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -551,9 +552,9 @@ impl Store for PgStore {
 
     async fn session_agent(&self, token_hash: &str, now: i64) -> StoreResult<Option<AgentRecord>> {
         sqlx::query(
-            "SELECT a.id, a.username, a.display_name, a.password_hash, a.admin
+            "SELECT a.id, a.username, a.display_name, a.password_hash, a.admin, a.disabled
              FROM sessions s JOIN agents a ON a.id = s.agent_id
-             WHERE s.token_hash = $1 AND s.expires_at > $2",
+             WHERE s.token_hash = $1 AND s.expires_at > $2 AND NOT a.disabled",
         )
         .bind(token_hash)
         .bind(now)
@@ -569,6 +570,51 @@ impl Store for PgStore {
             .bind(token_hash)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    async fn delete_agent_sessions(&self, agent_id: &str) -> StoreResult<u64> {
+        Ok(sqlx::query("DELETE FROM sessions WHERE agent_id = $1")
+            .bind(agent_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn agents(&self) -> StoreResult<Vec<AgentRecord>> {
+        sqlx::query(
+            "SELECT id, username, display_name, password_hash, admin, disabled FROM agents
+             ORDER BY username",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(agent_from_row)
+        .collect()
+    }
+
+    async fn set_agent_disabled(&self, agent_id: &str, disabled: bool) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE agents SET disabled = $1 WHERE id = $2")
+            .bind(disabled)
+            .bind(agent_id)
+            .execute(&mut *tx)
+            .await?;
+        if disabled {
+            sqlx::query("DELETE FROM sessions WHERE agent_id = $1")
+                .bind(agent_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

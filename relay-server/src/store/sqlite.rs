@@ -225,6 +225,7 @@ fn agent_from_row(row: &SqliteRow) -> StoreResult<AgentRecord> {
         display_name: row.try_get("display_name")?,
         password_hash: row.try_get("password_hash")?,
         admin: row.try_get("admin")?,
+        disabled: row.try_get("disabled")?,
     })
 }
 
@@ -268,8 +269,8 @@ impl Store for SqliteStore {
             "INSERT INTO agents (id, username, display_name, password_hash, created_at)
              VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (username) DO UPDATE SET display_name = excluded.display_name,
-                 password_hash = excluded.password_hash
-             RETURNING id, username, display_name, password_hash, admin",
+                 password_hash = excluded.password_hash, disabled = 0
+             RETURNING id, username, display_name, password_hash, admin, disabled",
         )
         .bind(new_id())
         .bind(username)
@@ -283,7 +284,7 @@ impl Store for SqliteStore {
 
     async fn agent_by_username(&self, username: &str) -> StoreResult<Option<AgentRecord>> {
         sqlx::query(
-            "SELECT id, username, display_name, password_hash, admin FROM agents WHERE username = ?",
+            "SELECT id, username, display_name, password_hash, admin, disabled FROM agents WHERE username = ?",
         )
         .bind(username)
         .fetch_optional(&self.read)
@@ -295,7 +296,7 @@ impl Store for SqliteStore {
 
     async fn agent_by_id(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
         sqlx::query(
-            "SELECT id, username, display_name, password_hash, admin FROM agents WHERE id = ?",
+            "SELECT id, username, display_name, password_hash, admin, disabled FROM agents WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.read)
@@ -323,9 +324,9 @@ impl Store for SqliteStore {
 
     async fn session_agent(&self, token_hash: &str, now: i64) -> StoreResult<Option<AgentRecord>> {
         sqlx::query(
-            "SELECT a.id, a.username, a.display_name, a.password_hash, a.admin
+            "SELECT a.id, a.username, a.display_name, a.password_hash, a.admin, a.disabled
              FROM sessions s JOIN agents a ON a.id = s.agent_id
-             WHERE s.token_hash = ? AND s.expires_at > ?",
+             WHERE s.token_hash = ? AND s.expires_at > ? AND a.disabled = 0",
         )
         .bind(token_hash)
         .bind(now)
@@ -341,6 +342,52 @@ impl Store for SqliteStore {
             .bind(token_hash)
             .execute(&mut *self.write.acquire().await?)
             .await?;
+        Ok(())
+    }
+
+    async fn delete_agent_sessions(&self, agent_id: &str) -> StoreResult<u64> {
+        Ok(sqlx::query("DELETE FROM sessions WHERE agent_id = ?")
+            .bind(agent_id)
+            .execute(&mut *self.write.acquire().await?)
+            .await?
+            .rows_affected())
+    }
+
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&mut *self.write.acquire().await?)
+            .await?
+            .rows_affected())
+    }
+
+    async fn agents(&self) -> StoreResult<Vec<AgentRecord>> {
+        sqlx::query(
+            "SELECT id, username, display_name, password_hash, admin, disabled FROM agents
+             ORDER BY username",
+        )
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(agent_from_row)
+        .collect()
+    }
+
+    async fn set_agent_disabled(&self, agent_id: &str, disabled: bool) -> StoreResult<()> {
+        let mut held = self.write.acquire().await?;
+        let mut tx = sqlx::Connection::begin_with(&mut *held, "BEGIN IMMEDIATE").await?;
+        sqlx::query("UPDATE agents SET disabled = ? WHERE id = ?")
+            .bind(disabled)
+            .bind(agent_id)
+            .execute(&mut *tx)
+            .await?;
+        if disabled {
+            sqlx::query("DELETE FROM sessions WHERE agent_id = ?")
+                .bind(agent_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
