@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{self, AdminAgent};
+use crate::auth::AdminAgent;
 use crate::config::{Routing, SiteConfig};
 use crate::hours::{Hours, HoursSpec};
 use crate::http::AppError;
@@ -168,7 +168,7 @@ pub async fn save_site(
     AdminAgent(admin): AdminAgent,
     body: Result<Json<SiteSettingsBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<SiteView>, AppError> {
-    auth::check_same_origin(&headers)?;
+    app.public.check_origin(&headers)?;
     let base = app.sites.get(&key).ok_or(AppError::UnknownSite)?;
     let Json(body) = body.map_err(|e| AppError::Invalid(e.body_text()))?;
     if body.routing == Routing::BotFirst && !app.has_bot(&key) {

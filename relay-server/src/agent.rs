@@ -31,8 +31,11 @@ pub async fn upgrade(
     agent: CurrentAgent,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
-    auth::check_same_origin(&headers)?;
-    let session = auth::session_hash(&headers).ok_or(AppError::Unauthorized)?;
+    app.public.check_origin(&headers)?;
+    let session = app
+        .public
+        .session_hash(&headers)
+        .ok_or(AppError::Unauthorized)?;
     let ws = ws.map_err(|e| AppError::BadRequest(e.to_string()))?;
     let limits = app.limits.clone();
     let app2 = app.clone();

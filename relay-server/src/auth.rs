@@ -23,8 +23,79 @@ use crate::http::AppError;
 use crate::store::{now_ms, AgentRecord};
 use crate::{token, App};
 
-/// Name of the session cookie.
+/// Name of the session cookie without a public URL (plain HTTP, local use).
 pub const COOKIE: &str = "parley_session";
+/// Name of the session cookie when the relay's public URL is `https://`: the `__Host-` prefix
+/// makes browsers refuse it unless it is `Secure`, host-only and for `Path=/`, so a sibling
+/// subdomain cannot plant or overwrite it.
+pub const HOST_COOKIE: &str = "__Host-parley_session";
+
+/// Where browsers reach the relay (`--public-url`), and the two rules that follow from it: the
+/// session cookie's name and flags, and which `Origin` counts as the relay's own. One value,
+/// used by every handler that reads the cookie or checks the origin.
+#[derive(Clone, Debug, Default)]
+pub struct PublicUrl {
+    /// `https://chat.example.com` (scheme, host and non-default port, as browsers send
+    /// `Origin`); `None`: not configured.
+    origin: Option<String>,
+    /// The origin is `https`: the cookie is `__Host-` and `Secure`.
+    secure: bool,
+}
+
+impl PublicUrl {
+    /// Parses `--public-url`; `None` keeps the local defaults.
+    pub fn parse(url: Option<&str>) -> anyhow::Result<Self> {
+        let Some(url) = url else {
+            return Ok(Self::default());
+        };
+        let parsed =
+            url::Url::parse(url).map_err(|e| anyhow::anyhow!("bad --public-url {url:?}: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            anyhow::bail!("--public-url must be http(s)://HOST[:PORT], got {url:?}");
+        }
+        Ok(Self {
+            origin: Some(parsed.origin().ascii_serialization()),
+            secure: parsed.scheme() == "https",
+        })
+    }
+
+    /// The session cookie's name.
+    pub fn cookie_name(&self) -> &'static str {
+        if self.secure {
+            HOST_COOKIE
+        } else {
+            COOKIE
+        }
+    }
+
+    /// A `Set-Cookie` value for the session secret (empty and expired: a logout).
+    pub fn set_cookie(&self, secret: &str, max_age_secs: i64) -> String {
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!(
+            "{}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_secs}{secure}",
+            self.cookie_name()
+        )
+    }
+
+    /// Refuses a request whose `Origin` is present and is not the relay's own: with a public
+    /// URL, its scheme, host and port exactly (a proxy may rewrite `Host`); without one, the
+    /// `Host` the request was sent to.
+    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), AppError> {
+        match &self.origin {
+            None => check_same_origin(headers),
+            Some(own) => match headers.get(header::ORIGIN).map(|v| v.to_str()) {
+                None => Ok(()),
+                Some(Ok(origin)) if origin.trim().eq_ignore_ascii_case(own) => Ok(()),
+                Some(_) => Err(AppError::OriginNotAllowed),
+            },
+        }
+    }
+
+    /// The token hash of the request's session cookie (how sessions are stored and revoked).
+    pub fn session_hash(&self, headers: &HeaderMap) -> Option<String> {
+        session_cookie(headers, self.cookie_name()).map(|secret| token::hash(&secret))
+    }
+}
 /// Session lifetime.
 pub const SESSION_MS: i64 = 12 * 60 * 60 * 1000;
 
@@ -104,8 +175,9 @@ pub fn info(a: &AgentRecord) -> AgentInfo {
     }
 }
 
-/// Refuses a request whose `Origin` is present and is not this relay's (`Host`).
-pub fn check_same_origin(headers: &HeaderMap) -> Result<(), AppError> {
+/// Refuses a request whose `Origin` is present and is not this relay's (`Host`): the rule
+/// without a public URL (see [`PublicUrl::check_origin`]).
+fn check_same_origin(headers: &HeaderMap) -> Result<(), AppError> {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return Ok(());
     };
@@ -121,19 +193,14 @@ pub fn check_same_origin(headers: &HeaderMap) -> Result<(), AppError> {
     }
 }
 
-/// The token hash of the request's session cookie (how sessions are stored and revoked).
-pub fn session_hash(headers: &HeaderMap) -> Option<String> {
-    session_cookie(headers).map(|secret| token::hash(&secret))
-}
-
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+fn session_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(cookie, _)| *cookie == name)
         .map(|(_, value)| value.to_owned())
 }
 
@@ -144,10 +211,13 @@ impl FromRequestParts<Arc<App>> for CurrentAgent {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, AppError> {
-        let cookie = session_cookie(&parts.headers).ok_or(AppError::Unauthorized)?;
+        let hash = app
+            .public
+            .session_hash(&parts.headers)
+            .ok_or(AppError::Unauthorized)?;
         let agent = app
             .store
-            .session_agent(&token::hash(&cookie), now_ms())
+            .session_agent(&hash, now_ms())
             .await
             .map_err(|e| AppError::Internal(e.into()))?
             .ok_or(AppError::Unauthorized)?;
@@ -162,9 +232,12 @@ impl FromRequestParts<Arc<App>> for SessionAgent {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, AppError> {
-        let cookie = session_cookie(&parts.headers).ok_or(AppError::Unauthorized)?;
+        let hash = app
+            .public
+            .session_hash(&parts.headers)
+            .ok_or(AppError::Unauthorized)?;
         app.store
-            .session_agent(&token::hash(&cookie), now_ms())
+            .session_agent(&hash, now_ms())
             .await
             .map_err(|e| AppError::Internal(e.into()))?
             .map(Self)
@@ -190,8 +263,8 @@ impl FromRequestParts<Arc<App>> for AdminAgent {
 
 /// `POST /api/logout`.
 pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, AppError> {
-    check_same_origin(&headers)?;
-    if let Some(hash) = session_hash(&headers) {
+    app.public.check_origin(&headers)?;
+    if let Some(hash) = app.public.session_hash(&headers) {
         let agent = app
             .store
             .session_agent(&hash, now_ms())
@@ -213,10 +286,9 @@ pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<R
         }
     }
     let mut response = Json(serde_json::json!({ "ok": true })).into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("parley_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
-    );
+    if let Ok(v) = HeaderValue::from_str(&app.public.set_cookie("", 0)) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
     Ok(response)
 }
 
@@ -258,5 +330,37 @@ mod tests {
             HeaderValue::from_static("https://evil.example"),
         );
         assert!(check_same_origin(&h).is_err());
+    }
+
+    #[test]
+    fn a_public_url_sets_the_cookie_and_the_origin_rule() {
+        let public = PublicUrl::parse(Some("https://Chat.Example.com/console")).expect("valid");
+        assert_eq!(public.cookie_name(), HOST_COOKIE);
+        let cookie = public.set_cookie("s3cret", 60);
+        assert!(
+            cookie.starts_with("__Host-parley_session=s3cret;"),
+            "{cookie}"
+        );
+        assert!(
+            cookie.ends_with("; Secure") && cookie.contains("Path=/"),
+            "{cookie}"
+        );
+        assert!(!cookie.contains("Domain"), "{cookie}");
+        let mut h = HeaderMap::new();
+        // A proxy in front rewrote Host: the public URL decides.
+        h.insert(header::HOST, HeaderValue::from_static("10.0.0.5:8080"));
+        for (origin, ok) in [
+            ("https://chat.example.com", true),
+            ("http://chat.example.com", false),
+            ("https://chat.example.com:8443", false),
+            ("https://evil.example", false),
+        ] {
+            h.insert(header::ORIGIN, HeaderValue::from_static(origin));
+            assert_eq!(public.check_origin(&h).is_ok(), ok, "{origin}");
+        }
+        let local = PublicUrl::parse(None).expect("none");
+        assert_eq!(local.cookie_name(), COOKIE);
+        assert!(!local.set_cookie("x", 1).contains("Secure"));
+        assert!(PublicUrl::parse(Some("ftp://x")).is_err());
     }
 }

@@ -83,6 +83,12 @@ pub struct Cli {
     #[arg(long, env = "PARLEY_SMTP_FROM")]
     pub smtp_from: Option<String>,
 
+    /// Where browsers reach the relay (`https://chat.example.com`), when it is behind a proxy or
+    /// on a public host. With `https://` the session cookie is `__Host-parley_session` and
+    /// `Secure`; agents' requests and sockets must come from exactly this origin.
+    #[arg(long, env = "PARLEY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// Open TCP connections at most, all clients together.
     #[arg(long, env = "PARLEY_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
     pub max_connections: usize,
@@ -315,6 +321,8 @@ pub struct Config {
     pub agents: Vec<AgentSeed>,
     /// Limits on clients.
     pub limits: Limits,
+    /// `--public-url`: see [`Cli::public_url`].
+    pub public_url: Option<String>,
     /// Redis URL of the cross-node bus; `None` runs one node (in-process fan-out only).
     pub bus_url: Option<String>,
     /// Prefix of the bus's Redis keys and channel: deployments (and test runs) sharing one
@@ -350,6 +358,11 @@ pub struct Limits {
     /// Login attempts per minute from one address, whatever the usernames: made-up names must
     /// not buy more password checks.
     pub login_attempts_per_ip_per_minute: u32,
+    /// New visitors (a `hello` without a known token) per minute from one address: each is a
+    /// stored row. High enough for a carrier-grade NAT's share of a site's traffic.
+    pub new_visitors_per_ip_per_minute: u32,
+    /// New conversations per minute from one address (each is a row and a queue entry).
+    pub new_conversations_per_ip_per_minute: u32,
     /// Threads checking passwords (each holds argon2's memory cost, 19 MiB, for good).
     pub hash_workers: usize,
     /// Password checks that may wait for a thread besides the running ones.
@@ -390,6 +403,8 @@ impl Default for Limits {
             idle_timeout: std::time::Duration::from_secs(60),
             logins_per_minute: 10,
             login_attempts_per_ip_per_minute: 30,
+            new_visitors_per_ip_per_minute: 120,
+            new_conversations_per_ip_per_minute: 120,
             hash_workers: default_hash_workers(),
             hash_queue: 16,
             hash_wait: std::time::Duration::from_secs(2),
@@ -475,6 +490,7 @@ impl Config {
                 header_read_timeout: std::time::Duration::from_secs(cli.header_read_timeout_secs),
                 ..Limits::default()
             },
+            public_url: cli.public_url.clone(),
             bus_url: cli.bus.clone(),
             bus_prefix: cli.bus_prefix.clone(),
             agent_grace: std::time::Duration::from_secs(cli.agent_grace_secs),
@@ -501,6 +517,7 @@ impl Config {
             sites: vec![site],
             agents: Vec::new(),
             limits: Limits::default(),
+            public_url: None,
             bus_url: None,
             bus_prefix: "parley".into(),
             agent_grace: std::time::Duration::from_secs(120),

@@ -18,7 +18,7 @@ use parley_bot::similar;
 use protocol::{EntryMisses, GapReport, QuestionGroup};
 use serde::Deserialize;
 
-use crate::auth::{self, CurrentAgent};
+use crate::auth::CurrentAgent;
 use crate::http::AppError;
 use crate::store::{now_ms, Gap, GapKind};
 use crate::App;
@@ -49,7 +49,7 @@ pub async fn report(
     _agent: CurrentAgent,
     query: Result<Query<GapsQuery>, QueryRejection>,
 ) -> Result<Json<GapReport>, AppError> {
-    auth::check_same_origin(&headers)?;
+    app.public.check_origin(&headers)?;
     let Query(query) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let days = query.days.unwrap_or(DEFAULT_DAYS);
     if !(1..=MAX_DAYS).contains(&days) {

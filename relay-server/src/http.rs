@@ -144,14 +144,23 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// How long `/readyz` waits for the store to commit its probe.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /readyz`: ready when the store commits a write within [`READY_WITHIN`] (a relay that
+/// can read but not write would take sockets and then refuse every message).
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    match app.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready: store unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "store unreachable").into_response()
-        }
-    }
+    let why = match tokio::time::timeout(READY_WITHIN, app.store.ping()).await {
+        Ok(Ok(())) => return (StatusCode::OK, "ready").into_response(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no commit within {} s", READY_WITHIN.as_secs()),
+    };
+    tracing::warn!(error = %why, "not ready: the store cannot commit");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({ "error": "not_ready", "message": "the store cannot commit" })),
+    )
+        .into_response()
 }
 
 /// All routes.

@@ -32,6 +32,7 @@ pub mod login;
 pub mod logsafe;
 pub mod mail;
 pub mod metrics;
+pub mod per_source;
 pub mod queue;
 pub mod rights;
 pub mod run;
@@ -79,8 +80,14 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Socket tasks, awaited on shutdown so their last frames are flushed.
     pub tasks: TaskTracker,
+    /// The relay's public URL: the session cookie's name and flags, and the origin rule.
+    pub public: auth::PublicUrl,
     /// Login attempts per address and per address and username (see `login`).
     pub login_throttle: login::Throttle,
+    /// New visitors per address (each is a stored row): see `per_source`.
+    pub new_visitors: per_source::PerSource,
+    /// New conversations per address (each is a stored row and a queue entry).
+    pub new_conversations: per_source::PerSource,
     /// Password checks, on a bounded pool of threads.
     pub hasher: hasher::Hasher,
     /// A real argon2 hash to verify unknown usernames against (equal timing).
@@ -299,9 +306,16 @@ impl Relay {
             demo_dir: config.demo_dir.clone(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            public: auth::PublicUrl::parse(config.public_url.as_deref())?,
             login_throttle: login::Throttle::new(
                 config.limits.login_attempts_per_ip_per_minute,
                 config.limits.logins_per_minute,
+            ),
+            new_visitors: per_source::PerSource::per_minute(
+                config.limits.new_visitors_per_ip_per_minute,
+            ),
+            new_conversations: per_source::PerSource::per_minute(
+                config.limits.new_conversations_per_ip_per_minute,
             ),
             hasher: hasher::Hasher::start(
                 config.limits.hash_workers,
@@ -345,7 +359,7 @@ impl Relay {
         app.tasks.spawn(access::purge_forever(app.clone()));
         app.tasks.spawn(admin::follow_saves(app.clone()));
         app.tasks.spawn(rights::run_retention(app.clone()));
-        app.tasks.spawn(login::prune_forever(app.clone()));
+        app.tasks.spawn(per_source::prune_forever(app.clone()));
         let addr = listener.local_addr()?;
         let router = http::router(app.clone());
         let shutdown = app.shutdown.clone();

@@ -9,15 +9,13 @@
 //!    password guesser is stopped, and a stranger elsewhere cannot lock an agent out;
 //! 4. only then is a password hashed, on the bounded [`Hasher`] pool (`503 busy` when full).
 //!
-//! IPv6 addresses are keyed by their /64 (one host usually holds a whole /64). The limiters'
-//! maps are pruned every minute, so their memory follows the recent rate, not the history.
+//! The limiters are `per_source`'s (IPv6 keyed by /64, pruned every minute).
 //!
 //! [`Limits::login_attempts_per_ip_per_minute`]: crate::config::Limits::login_attempts_per_ip_per_minute
 //! [`Limits::logins_per_minute`]: crate::config::Limits::logins_per_minute
 //! [`Hasher`]: crate::hasher::Hasher
 
-use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,13 +24,12 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 
-use crate::auth::{check_same_origin, info, COOKIE, SESSION_MS};
+use crate::auth::{info, SESSION_MS};
 use crate::http::AppError;
 use crate::logsafe::Untrusted;
+use crate::per_source::{PerSource, Source};
 use crate::store::now_ms;
 use crate::{token, App};
 
@@ -41,82 +38,33 @@ pub const MAX_USERNAME_CHARS: usize = 64;
 /// Longest password, in bytes (argon2 takes any length; the cap bounds what a request carries).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
-/// Where a login comes from, as the limiters key it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Source(IpAddr);
-
-impl Source {
-    /// The key of a peer address: IPv4 as is (also when mapped into IPv6), IPv6 by its /64.
-    pub fn of(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => Self(IpAddr::V4(v4)),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Self(IpAddr::V4(v4)),
-                None => {
-                    let mask = !0u128 << 64;
-                    Self(IpAddr::V6((u128::from(v6) & mask).into()))
-                }
-            },
-        }
-    }
-}
-
 /// The two login limiters.
 pub struct Throttle {
     /// Attempts per source, any username.
-    per_source: DefaultKeyedRateLimiter<Source>,
+    per_source: PerSource,
     /// Attempts per source and (lower-cased) username.
-    per_account: DefaultKeyedRateLimiter<(Source, String)>,
+    per_account: PerSource<(Source, String)>,
 }
 
 impl Throttle {
     /// `per_source` attempts a minute from one source, `per_account` for one username from it.
     pub fn new(per_source: u32, per_account: u32) -> Self {
-        let quota = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
         Self {
-            per_source: RateLimiter::keyed(quota(per_source)),
-            per_account: RateLimiter::keyed(quota(per_account)),
+            per_source: PerSource::per_minute(per_source),
+            per_account: PerSource::per_minute(per_account),
         }
     }
 
     /// Counts one attempt; `Err(wait)` when it is over either limit.
     pub fn attempt(&self, source: Source, username: &str) -> Result<(), Duration> {
-        let now = DefaultClock::default().now();
-        self.per_source
-            .check_key(&source)
-            .map_err(|n| n.wait_time_from(now))?;
-        self.per_account
-            .check_key(&(source, username.to_lowercase()))
-            .map_err(|n| n.wait_time_from(now))
+        self.per_source.check(&source)?;
+        self.per_account.check(&(source, username.to_lowercase()))
     }
 
     /// Forgets keys whose limits have fully recovered.
     pub fn prune(&self) {
-        self.per_source.retain_recent();
-        self.per_source.shrink_to_fit();
-        self.per_account.retain_recent();
-        self.per_account.shrink_to_fit();
-    }
-
-    /// Keys held (for tests and metrics).
-    pub fn len(&self) -> usize {
-        self.per_source.len() + self.per_account.len()
-    }
-
-    /// Whether no key is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Prunes the limiters every minute until shutdown.
-pub async fn prune_forever(app: Arc<App>) {
-    let mut every = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tokio::select! {
-            _ = app.shutdown.cancelled() => return,
-            _ = every.tick() => app.login_throttle.prune(),
-        }
+        self.per_source.prune();
+        self.per_account.prune();
     }
 }
 
@@ -150,7 +98,7 @@ pub async fn login(
     headers: HeaderMap,
     body: Result<Json<Login>, JsonRejection>,
 ) -> Result<Response, AppError> {
-    check_same_origin(&headers)?;
+    app.public.check_origin(&headers)?;
     let Json(body) = body.map_err(|e| AppError::Invalid(e.body_text()))?;
     check_body(&body)?;
     let source = Source::of(peer.ip());
@@ -191,10 +139,7 @@ pub async fn login(
         .await
         .map_err(|e| AppError::Internal(e.into()))?;
     tracing::info!(%username, ip = %peer.ip(), "login ok");
-    let cookie = format!(
-        "{COOKIE}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_MS / 1000
-    );
+    let cookie = app.public.set_cookie(&secret, SESSION_MS / 1000);
     let mut response = Json(serde_json::json!({ "agent": info(&agent) })).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, v);
@@ -205,18 +150,6 @@ pub async fn login(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sources_key_ipv6_by_prefix() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
-        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("ip");
-        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
-        assert_eq!(Source::of(a), Source::of(b), "same /64");
-        assert_ne!(Source::of(a), Source::of(c), "another /64");
-        let mapped: IpAddr = "::ffff:10.0.0.7".parse().expect("ip");
-        let v4: IpAddr = "10.0.0.7".parse().expect("ip");
-        assert_eq!(Source::of(mapped), Source::of(v4));
-    }
 
     #[test]
     fn a_stranger_uses_up_only_their_own_attempts() {

@@ -28,7 +28,7 @@ use protocol::url::{check_keep_params, stored_url, BadKeepParam};
 use protocol::PageContext;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{self, AdminAgent};
+use crate::auth::AdminAgent;
 use crate::config::SiteConfig;
 use crate::http::AppError;
 use crate::logsafe::Untrusted;
@@ -304,7 +304,7 @@ async fn erase(
     headers: HeaderMap,
     AdminAgent(admin): AdminAgent,
 ) -> Result<Json<serde_json::Value>, RightsError> {
-    auth::check_same_origin(&headers)?;
+    app.public.check_origin(&headers)?;
     let erased = app
         .store
         .erase_visitor(&id, &admin.username)

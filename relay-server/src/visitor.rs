@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use protocol::{
@@ -19,6 +19,7 @@ use crate::connection::{self, Cursor, Rate, Session, SOCKET_BUFFER};
 use crate::http::AppError;
 use crate::hub::{Inbox, Mailbox, QueueUpdate, Signal};
 use crate::logsafe::Untrusted;
+use crate::per_source::Source;
 use crate::store::{Appended, Effect, NewEvent, StoreError, VisitorRecord};
 use crate::{token, App};
 
@@ -32,6 +33,7 @@ pub struct VisitorQuery {
 /// `GET /ws/visitor`: 404 for an unknown site, 403 for an origin the site does not allow.
 pub async fn upgrade(
     State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Query(query): Query<VisitorQuery>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
@@ -58,7 +60,8 @@ pub async fn upgrade(
         .on_upgrade(move |socket| {
             let mailbox = app2.hub.mailbox();
             app2.hub.join_visitor(&mailbox.inbox);
-            let session = VisitorSession::new(app2.clone(), site, &mailbox);
+            let source = Source::of(peer.ip());
+            let session = VisitorSession::new(app2.clone(), site, source, &mailbox);
             let rate = Rate {
                 per_second: limits.visitor_per_second,
                 burst: limits.visitor_burst,
@@ -89,6 +92,8 @@ pub struct VisitorSession {
     /// folded over every event it delivers, from the state read at `hello`. Boxed and absent
     /// until there is a conversation, so idle connections stay small.
     cobrowse: Option<Box<CobrowseView>>,
+    /// The client's address: new visitors and conversations are limited per address.
+    source: Source,
 }
 
 /// The consent rule's state for the visitor's conversation, and the share's budget.
@@ -126,8 +131,9 @@ impl CobrowseView {
 
 impl VisitorSession {
     /// A session before `hello`.
-    pub fn new(app: Arc<App>, site: Arc<SiteConfig>, mailbox: &Mailbox) -> Self {
+    pub fn new(app: Arc<App>, site: Arc<SiteConfig>, source: Source, mailbox: &Mailbox) -> Self {
         Self {
+            source,
             app,
             site,
             inbox: mailbox.inbox.clone(),
@@ -168,16 +174,22 @@ impl VisitorSession {
     async fn open_conversation(
         &mut self,
         visitor: &VisitorRecord,
-    ) -> Result<ConversationId, StoreError> {
+    ) -> Result<ConversationId, OpenError> {
         if let (Some(id), true) = (&self.conversation, self.conversation_open) {
             return Ok(id.clone());
         }
         let site = self.current_site();
+        // Counted before the store call, which may find the open conversation instead of making
+        // one: a bound on what one address can create, not an exact count.
+        if let Err(wait) = self.app.new_conversations.check(&self.source) {
+            return Err(OpenError::Limited(wait));
+        }
         let (c, _created) = self
             .app
             .store
             .open_conversation_as(&site.key, &visitor.id, &self.context, site.bot_first())
-            .await?;
+            .await
+            .map_err(OpenError::Store)?;
         if self.conversation.as_ref() != Some(&c.id) || !self.cursor.tracks(&c.id) {
             self.listen(&c.id, c.last_seq);
         }
@@ -227,6 +239,12 @@ impl VisitorSession {
         let (visitor, token) = match known {
             Ok(Some(v)) => (v, token.unwrap_or_default()),
             Ok(None) => {
+                if let Err(wait) = self.app.new_visitors.check(&self.source) {
+                    return out.push(rate_limited(
+                        wait,
+                        "too many new visitors from this address",
+                    ));
+                }
                 let fresh = token::generate();
                 match store
                     .create_visitor(&self.site.key, &token::hash(&fresh))
@@ -551,7 +569,7 @@ impl VisitorSession {
         for _ in 0..2 {
             let conversation = match self.open_conversation(&visitor).await {
                 Ok(id) => id,
-                Err(e) => return out.push(internal(e, Some(client_id))),
+                Err(e) => return out.push(e.answer(Some(client_id))),
             };
             match self.app.append(&conversation, new.clone()).await {
                 Ok(appended) => {
@@ -705,7 +723,7 @@ impl VisitorSession {
         for _ in 0..2 {
             let conversation = match self.open_conversation(&visitor).await {
                 Ok(id) => id,
-                Err(e) => return out.push(internal(e, Some(client_id))),
+                Err(e) => return out.push(e.answer(Some(client_id))),
             };
             let marked = match self.app.store.mark_offline(&conversation, &email).await {
                 Ok(record) => record,
@@ -755,16 +773,18 @@ impl VisitorSession {
         };
         let conversation = match self.open_conversation(&visitor).await {
             Ok(id) => id,
-            Err(e) => return out.push(internal(e, None)),
+            Err(e) => return out.push(e.answer(None)),
         };
+        // The client id goes in the body too: clients see which greeting it was (PROTOCOL §12).
+        let client_id = ClientId(format!("greet-{}", greeting.id));
         let new = NewEvent {
             author: Author {
                 role: Role::Bot,
                 id: Some("greeting".into()),
                 name: Some(site.bot_name()),
             },
-            body: EventBody::message(greeting.text.clone(), None),
-            client_id: Some(ClientId(format!("greet-{}", greeting.id))),
+            body: EventBody::message(greeting.text.clone(), Some(client_id.clone())),
+            client_id: Some(client_id),
             effect: Effect::None,
         };
         match self.app.append(&conversation, new).await {
@@ -833,6 +853,37 @@ fn no_request() -> ToVisitor {
         ErrorCode::Invalid,
         "no co-browse request is waiting for an answer",
     ))
+}
+
+/// Why a visitor's conversation could not be opened.
+enum OpenError {
+    /// Too many new conversations from this address: retry after the wait.
+    Limited(std::time::Duration),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl OpenError {
+    /// The answer to the frame that needed the conversation.
+    fn answer(self, client_id: Option<ClientId>) -> ToVisitor {
+        match self {
+            OpenError::Limited(wait) => {
+                let mut answer = rate_limited(wait, "too many new conversations from this address");
+                if let ToVisitor::Error(e) = &mut answer {
+                    e.client_id = client_id;
+                }
+                answer
+            }
+            OpenError::Store(e) => internal(e, client_id),
+        }
+    }
+}
+
+/// `rate_limited` with the wait: the frame was not processed, retry it after `wait`.
+fn rate_limited(wait: std::time::Duration, why: &str) -> ToVisitor {
+    let mut e = ErrorFrame::new(ErrorCode::RateLimited, why);
+    e.retry_after_ms = Some(wait.as_millis().max(1) as u64);
+    ToVisitor::Error(e)
 }
 
 fn internal(e: StoreError, client_id: Option<ClientId>) -> ToVisitor {

@@ -277,3 +277,76 @@ async fn no_user_controlled_line_break_reaches_a_log_line() -> anyhow::Result<()
     }
     Ok(())
 }
+
+/// A visitor socket for the `demo` site opened from `from`, past its `hello` (with `token`):
+/// the relay's first answer.
+async fn hello_from(
+    relay: &TestRelay,
+    from: Ipv4Addr,
+    token: Option<&str>,
+) -> anyhow::Result<protocol::ToVisitor> {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let tcp = connect_from(from, relay.addr()).await?;
+    let mut request = relay
+        .ws_url("/ws/visitor?site=demo")
+        .into_client_request()?;
+    request
+        .headers_mut()
+        .insert("origin", relay.origin().parse()?);
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await?;
+    let hello = serde_json::json!({"type": "hello", "v": 1, "token": token});
+    ws.send(Message::Text(hello.to_string().into())).await?;
+    loop {
+        match tokio::time::timeout(parley_tests::TIMEOUT, ws.next())
+            .await
+            .context("no answer to hello")?
+        {
+            Some(Ok(Message::Text(text))) => {
+                let frame: protocol::ToVisitor = serde_json::from_str(&text)?;
+                if !matches!(frame, protocol::ToVisitor::Presence { .. }) {
+                    return Ok(frame);
+                }
+            }
+            Some(Ok(_)) => {}
+            other => anyhow::bail!("socket ended before an answer: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn new_visitors_are_limited_per_address_returning_ones_are_not() -> anyhow::Result<()> {
+    logs();
+    let relay = TestRelay::builder()
+        .limits(|l| l.new_visitors_per_ip_per_minute = 3)
+        .start()
+        .await?;
+    let flood = Ipv4Addr::new(127, 0, 0, 6);
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        match hello_from(&relay, flood, None).await? {
+            protocol::ToVisitor::Welcome { token, .. } => tokens.push(token),
+            other => anyhow::bail!("expected welcome, got {other:?}"),
+        }
+    }
+    match hello_from(&relay, flood, None).await? {
+        protocol::ToVisitor::Error(e) => {
+            assert_eq!(e.code, protocol::ErrorCode::RateLimited, "{e:?}");
+            assert!(e.retry_after_ms.is_some_and(|ms| ms > 0), "{e:?}");
+        }
+        other => anyhow::bail!("a fourth new visitor a minute was let in: {other:?}"),
+    }
+    // A returning visitor from the same address is not a new row: let in.
+    assert!(matches!(
+        hello_from(&relay, flood, Some(&tokens[0])).await?,
+        protocol::ToVisitor::Welcome { .. }
+    ));
+    // Positive control: another address is not limited by this one.
+    assert!(matches!(
+        hello_from(&relay, Ipv4Addr::new(127, 0, 0, 7), None).await?,
+        protocol::ToVisitor::Welcome { .. }
+    ));
+    relay.shutdown().await;
+    Ok(())
+}

@@ -462,3 +462,63 @@ async fn the_agent_socket_needs_a_session_and_the_relays_origin() -> anyhow::Res
     relay.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_public_url_makes_the_cookie_host_only_and_the_origin_exact() -> anyhow::Result<()> {
+    let relay = parley_tests::TestRelay::builder()
+        .config(|c| c.public_url = Some("https://chat.example.com".into()))
+        .start()
+        .await?;
+    let (user, _, pass) = AGENTS[0];
+    let http = reqwest::Client::new();
+    let login = |origin: &'static str| {
+        http.post(relay.url("/api/login"))
+            .header("Origin", origin)
+            .json(&serde_json::json!({"username": user, "password": pass}))
+            .send()
+    };
+    // The relay is reached as 127.0.0.1 (a proxy rewrote Host): the public URL decides.
+    for origin in [
+        "http://chat.example.com",
+        "https://chat.example.com:8443",
+        "https://evil.example",
+    ] {
+        let r = login(origin).await?;
+        assert_eq!(r.status().as_u16(), 403, "{origin}");
+    }
+    let r = login("https://chat.example.com").await?;
+    assert_eq!(r.status().as_u16(), 200);
+    let set_cookie = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .context("a session cookie")?
+        .to_owned();
+    assert!(
+        set_cookie.starts_with("__Host-parley_session=")
+            && set_cookie.contains("; Secure")
+            && set_cookie.contains("Path=/")
+            && !set_cookie.contains("Domain"),
+        "{set_cookie}"
+    );
+    let pair = set_cookie
+        .split(';')
+        .next()
+        .context("name=value")?
+        .to_owned();
+    RawSocket::connect(
+        &relay.ws_url("/ws/agent"),
+        &[
+            ("Cookie", pair.as_str()),
+            ("Origin", "https://chat.example.com"),
+        ],
+    )
+    .await
+    .context("the __Host- cookie opens the agent socket from the public origin")?;
+    // The same secret under the old name is not a session here.
+    let renamed = pair.replacen("__Host-parley_session", "parley_session", 1);
+    let r = RawSocket::refused(&relay.ws_url("/ws/agent"), &[("Cookie", renamed.as_str())]).await?;
+    assert_eq!(r.status, 401, "{r:?}");
+    relay.shutdown().await;
+    Ok(())
+}

@@ -562,6 +562,11 @@ async fn greeting_is_stored_once_as_the_bots_message() -> anyhow::Result<()> {
     assert_eq!(event.seq, 1);
     assert_eq!(event.message_text(), Some("Need help with your cart?"));
     assert_eq!(event.author.name.as_deref(), Some("Demo Shop assistant"));
+    assert!(
+        matches!(&event.body, VisitorBody::Message { client_id: Some(c), .. } if c.0 == "greet-cart"),
+        "the greeting names its rule as its client id (PROTOCOL.md §12): {:?}",
+        event.body
+    );
     // Again (another tab, a reload): nothing new.
     let token = v.token.clone();
     let mut again = VisitorClient::connect(&relay, Some(&token)).await?;

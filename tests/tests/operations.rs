@@ -99,3 +99,26 @@ async fn console_mirror_page_runs_no_scripts() -> anyhow::Result<()> {
     relay.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn readiness_means_the_store_can_commit() -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    let relay = start_server().await?;
+    assert_eq!(
+        get_text(&relay.url("/readyz")).await?.0,
+        200,
+        "positive control"
+    );
+    // Another process holds SQLite's write lock: reads still work, commits cannot happen.
+    let mut other =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", relay.database_path().display()))
+            .await?;
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await?;
+    let (status, body) = get_text(&relay.url("/readyz")).await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not_ready"), "{body}");
+    sqlx::query("ROLLBACK").execute(&mut other).await?;
+    assert_eq!(get_text(&relay.url("/readyz")).await?.0, 200, "ready again");
+    relay.shutdown().await;
+    Ok(())
+}

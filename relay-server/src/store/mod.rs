@@ -420,7 +420,7 @@ pub trait Store: Send + Sync + 'static {
     /// engine buffers.
     async fn close(&self);
 
-    /// Checks the engine answers (for `/readyz`).
+    /// Checks the engine can commit a write (for `/readyz`): a one-row upsert into `health`.
     async fn ping(&self) -> StoreResult<()>;
 
     /// The WAL's figures, for `/metrics`: SQLite only.

@@ -470,7 +470,15 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        // A commit: a read-only (recovering, failed-over) or full database fails here as it
+        // would fail the next append.
+        sqlx::query(
+            "INSERT INTO health (id, checked_at) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET checked_at = EXCLUDED.checked_at",
+        )
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

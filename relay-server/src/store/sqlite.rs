@@ -241,7 +241,15 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.read).await?;
+        // A commit, through the writers' turn: a locked database, a read-only or full disk fail
+        // here as they would fail the next append.
+        sqlx::query(
+            "INSERT INTO health (id, checked_at) VALUES (1, ?)
+             ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+        )
+        .bind(now_ms())
+        .execute(&mut *self.write.acquire().await?)
+        .await?;
         Ok(())
     }
 
