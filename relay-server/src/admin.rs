@@ -170,7 +170,7 @@ pub async fn save_site(
 ) -> Result<Json<SiteView>, AppError> {
     app.public.check_origin(&headers)?;
     let base = app.sites.get(&key).ok_or(AppError::UnknownSite)?;
-    let Json(body) = body.map_err(|e| AppError::Invalid(e.body_text()))?;
+    let Json(body) = body.map_err(AppError::from_json)?;
     if body.routing == Routing::BotFirst && !app.has_bot(&key) {
         return Err(AppError::Invalid(format!(
             "site {key:?} has no bot: set `kb` or `bot_url` in the config before bot_first"

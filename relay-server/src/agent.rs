@@ -21,8 +21,11 @@ use crate::store::{Effect, NewEvent, StoreError};
 use crate::App;
 use protocol::Consent;
 
-/// How many conversations `welcome` lists.
-const LIST_LIMIT: i64 = 200;
+/// Most open conversations `welcome` lists (all of them on any sane deployment).
+const OPEN_LIMIT: i64 = 1000;
+/// Closed conversations `welcome` lists, the most recent; older ones are paged over HTTP
+/// (`GET /api/conversations`), so `welcome` does not grow with the history.
+pub const CLOSED_IN_WELCOME: i64 = 20;
 
 /// `GET /ws/agent`: 401 without a session, 403 from a foreign origin.
 pub async fn upgrade(
@@ -107,8 +110,15 @@ impl AgentSession {
                 self.app.hub.publish_queue_changed();
             }
         }
-        let conversations = match self.app.store.recent_conversations(LIST_LIMIT).await {
-            Ok(list) => list,
+        let store = &self.app.store;
+        let conversations = match tokio::try_join!(
+            store.open_conversations(OPEN_LIMIT),
+            store.closed_conversations(None, CLOSED_IN_WELCOME)
+        ) {
+            Ok((mut open, closed)) => {
+                open.extend(closed);
+                open
+            }
             Err(e) => return out.push(internal(e, None)),
         };
         let mut summaries = Vec::with_capacity(conversations.len());

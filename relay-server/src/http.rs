@@ -48,6 +48,21 @@ pub enum AppError {
     /// The relay is at a limit for this kind of work (e.g. password checks); retry shortly.
     #[error("busy, retry shortly")]
     Busy,
+    /// The request body is over the relay's limit.
+    #[error("request body too large")]
+    TooLarge,
+}
+
+impl AppError {
+    /// The error for a JSON body that could not be read: too large (413) or not what the
+    /// endpoint takes (400 `invalid`, with serde's reason).
+    pub fn from_json(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::TooLarge
+        } else {
+            AppError::Invalid(rejection.body_text())
+        }
+    }
 }
 
 impl IntoResponse for AppError {
@@ -62,6 +77,7 @@ impl IntoResponse for AppError {
             AppError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             AppError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
             AppError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            AppError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             AppError::Internal(e) => {
                 tracing::error!(error = ?e, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -73,6 +89,49 @@ impl IntoResponse for AppError {
         }
         (status, Json(body)).into_response()
     }
+}
+
+/// Every HTTP error is JSON (PROTOCOL.md §1). Errors our handlers shape are already
+/// (`AppError`); the others — axum's extractor rejections, unknown routes, wrong methods, the
+/// body limit (413), the handler timeout (408) — get `{"error", "message"}` here, with a code
+/// for their status.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let code = match status.as_u16() {
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "timeout",
+        413 => "too_large",
+        415 => "unsupported_media_type",
+        422 => "invalid",
+        429 => "rate_limited",
+        503 => "unavailable",
+        _ if status.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_ENCODING);
+    // The parts' headers are applied over the new body's: the old type would win.
+    parts.headers.remove(header::CONTENT_TYPE);
+    let body = serde_json::json!({
+        "error": code,
+        "message": status.canonical_reason().unwrap_or("error"),
+    });
+    (parts, Json(body)).into_response()
 }
 
 /// `GET /api/sites/{key}`: what the loader needs before drawing the launcher. Public.
@@ -225,6 +284,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/me", get(auth::me))
         .route("/api/gaps", get(gaps::report))
         .route("/api/ratings", get(csat::ratings))
+        .route("/api/conversations", get(crate::history::closed))
         .route("/api/admin/sites", get(admin::list_sites))
         .route(
             "/api/admin/sites/{key}",
@@ -248,5 +308,6 @@ pub fn router(app: Arc<App>) -> Router {
     router
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(timeout)
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(app)
 }

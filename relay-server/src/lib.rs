@@ -25,6 +25,7 @@ pub mod csat;
 pub mod external_bot;
 pub mod gaps;
 pub mod hasher;
+pub mod history;
 pub mod hours;
 pub mod http;
 pub mod hub;

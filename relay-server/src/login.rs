@@ -99,7 +99,7 @@ pub async fn login(
     body: Result<Json<Login>, JsonRejection>,
 ) -> Result<Response, AppError> {
     app.public.check_origin(&headers)?;
-    let Json(body) = body.map_err(|e| AppError::Invalid(e.body_text()))?;
+    let Json(body) = body.map_err(AppError::from_json)?;
     check_body(&body)?;
     let source = Source::of(peer.ip());
     let username = Untrusted(&body.username);

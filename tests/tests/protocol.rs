@@ -672,3 +672,230 @@ async fn close_and_typing_need_the_assignee() -> anyhow::Result<()> {
     relay.shutdown().await;
     Ok(())
 }
+
+/// Every JSON `null` anywhere in `value`, by path.
+fn nulls(value: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Null => found.push(path.to_owned()),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                nulls(item, &format!("{path}[{i}]"), found);
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            for (name, item) in fields {
+                nulls(item, &format!("{path}.{name}"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn optional_fields_are_omitted_never_null() -> anyhow::Result<()> {
+    let relay = start_server().await?;
+    let mut texts: Vec<String> = Vec::new();
+    // A visitor's whole first chat, read raw.
+    let mut v = VisitorClient::raw(&relay).await?;
+    v.send_text(r#"{"type":"hello","v":1}"#).await?;
+    texts.push(v.next_text().await?);
+    v.send_text(r#"{"type":"send","client_id":"n1","text":"anything null?"}"#)
+        .await?;
+    loop {
+        let text = v.next_text().await?;
+        let acked = text.contains(r#""type":"ack""#);
+        texts.push(text);
+        if acked {
+            break;
+        }
+    }
+    let (user, _, pass) = AGENTS[0];
+    let cookie = parley_tests::ws::login_cookie(&relay, user, pass).await?;
+    let mut a =
+        parley_tests::RawSocket::connect(&relay.ws_url("/ws/agent"), &[("Cookie", &cookie)])
+            .await?;
+    a.send_text(r#"{"type":"hello","v":1}"#).await?;
+    let welcome = a.next_text().await?;
+    let conversation = serde_json::from_str::<serde_json::Value>(&welcome)?["conversations"][0]
+        ["id"]
+        .as_str()
+        .context("the conversation in welcome")?
+        .to_owned();
+    texts.push(welcome);
+    for frame in [
+        serde_json::json!({"type": "open", "conversation_id": conversation}),
+        serde_json::json!({"type": "take", "conversation_id": conversation}),
+        serde_json::json!({"type": "send", "conversation_id": conversation, "client_id": "r1", "text": "none"}),
+        serde_json::json!({"type": "typing", "conversation_id": conversation, "active": true}),
+        serde_json::json!({"type": "close", "conversation_id": conversation}),
+    ] {
+        a.send_json(&frame).await?;
+    }
+    // Read both sides until the close has reached each.
+    for sock in [&mut a, &mut v] {
+        loop {
+            let text = sock.next_text().await?;
+            let closed = text.contains(r#""kind":"closed""#);
+            texts.push(text);
+            if closed {
+                break;
+            }
+        }
+    }
+    // And the JSON the console and widget read over HTTP.
+    for path in [
+        "/api/sites/demo",
+        "/api/me",
+        "/api/ratings",
+        "/api/gaps",
+        "/api/conversations",
+    ] {
+        let body = reqwest::Client::new()
+            .get(relay.url(path))
+            .header("Cookie", cookie.as_str())
+            .send()
+            .await?
+            .text()
+            .await?;
+        texts.push(body);
+    }
+    let mut found = Vec::new();
+    for text in &texts {
+        let value: serde_json::Value = serde_json::from_str(text).context("JSON")?;
+        let mut here = Vec::new();
+        nulls(&value, "", &mut here);
+        if !here.is_empty() {
+            found.push(format!("{here:?} in {text}"));
+        }
+    }
+    assert!(texts.len() > 10, "read {} frames and bodies", texts.len());
+    assert!(
+        found.is_empty(),
+        "nulls instead of omitted fields:\n{}",
+        found.join("\n")
+    );
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn http_errors_are_json() -> anyhow::Result<()> {
+    let relay = start_server().await?;
+    let http = reqwest::Client::new();
+    let big = "x".repeat(2 * 1024 * 1024);
+    for (request, status, code) in [
+        (http.get(relay.url("/api/nothing-here")), 404, "not_found"),
+        (http.get(relay.url("/api/login")), 405, "method_not_allowed"),
+        (
+            http.post(relay.url("/api/login"))
+                .header("content-type", "application/json")
+                .body(big),
+            413,
+            "too_large",
+        ),
+        (
+            http.get(relay.url("/api/conversations")),
+            401,
+            "unauthorized",
+        ),
+        (
+            http.get(relay.url("/ws/visitor?site=demo"))
+                .header("Origin", relay.origin()),
+            400,
+            "bad_request",
+        ),
+    ] {
+        let r = request.send().await?;
+        assert_eq!(r.status().as_u16(), status);
+        let body: serde_json::Value = r.json().await.context("a JSON body")?;
+        assert_eq!(body["error"], code, "{body}");
+        assert!(body["message"].is_string(), "{body}");
+    }
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn welcome_carries_open_and_recent_closed_and_pages_the_rest() -> anyhow::Result<()> {
+    let relay = parley_tests::TestRelay::builder()
+        .limits(|l| {
+            l.visitor_per_second = 1000;
+            l.visitor_burst = 1000;
+            l.agent_per_second = 1000;
+            l.agent_burst = 1000;
+        })
+        .start()
+        .await?;
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&relay, user, pass).await?;
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    const CLOSED: usize = 25;
+    let mut closed = Vec::new();
+    for i in 0..CLOSED {
+        v.send(&format!("m{i}"), "one more").await?;
+        v.expect_ack(&format!("m{i}")).await?;
+        let c = v.conversation_id.clone().context("conversation")?;
+        agent.take(&c).await?;
+        agent
+            .sock
+            .send_json(&protocol::AgentFrame::Close {
+                conversation_id: c.clone(),
+            })
+            .await?;
+        v.expect_event("closed", |e| e.body == VisitorBody::Closed)
+            .await?;
+        closed.push(c);
+    }
+    let mut open_visitor = VisitorClient::connect(&relay, None).await?;
+    open_visitor.send("o1", "still open").await?;
+    open_visitor.expect_ack("o1").await?;
+    let open = open_visitor.conversation_id.clone().context("open one")?;
+
+    let fresh = AgentClient::login(&relay, user, pass).await?;
+    let listed: Vec<_> = fresh.conversations.iter().map(|c| c.id.clone()).collect();
+    assert!(listed.contains(&open), "every open conversation is listed");
+    let closed_listed: Vec<_> = fresh
+        .conversations
+        .iter()
+        .filter(|c| c.status == ConversationStatus::Closed)
+        .map(|c| c.id.clone())
+        .collect();
+    let newest: Vec<_> = closed.iter().rev().take(20).cloned().collect();
+    assert_eq!(
+        closed_listed, newest,
+        "the 20 most recent closed, newest first"
+    );
+
+    // The rest, page by page over HTTP, each once, in order.
+    let cookie = parley_tests::ws::login_cookie(&relay, user, pass).await?;
+    let mut paged = Vec::new();
+    let mut url = relay.url("/api/conversations?limit=10");
+    loop {
+        let page: serde_json::Value = reqwest::Client::new()
+            .get(&url)
+            .header("Cookie", cookie.as_str())
+            .send()
+            .await?
+            .json()
+            .await?;
+        let items = page["conversations"].as_array().context("a page")?;
+        for c in items {
+            paged.push(protocol::ConversationId(
+                c["id"].as_str().context("id")?.to_owned(),
+            ));
+        }
+        if page["more"] != true {
+            break;
+        }
+        let last = items.last().context("a full page")?;
+        url = relay.url(&format!(
+            "/api/conversations?limit=10&before={}&before_id={}",
+            last["updated_at"],
+            last["id"].as_str().context("id")?
+        ));
+    }
+    let all: Vec<_> = closed.iter().rev().cloned().collect();
+    assert_eq!(paged, all, "every closed conversation once, newest first");
+    relay.shutdown().await;
+    Ok(())
+}

@@ -89,6 +89,8 @@ conformance!(
     sessions_expire,
     visitor_by_token_is_site_scoped,
     recent_conversations_newest_first,
+    open_and_closed_lists_page_by_cursor,
+    disabled_agents_have_no_sessions,
     update_context_round_trip,
     upsert_agent_updates,
     knowledge_gaps_round_trip,
@@ -924,6 +926,75 @@ mod cases {
             "newest-changed first"
         );
         assert_eq!(store.recent_conversations(2).await?.len(), 2, "limit");
+        Ok(())
+    }
+
+    pub async fn open_and_closed_lists_page_by_cursor(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let (_, open) = chat(&*store).await?;
+        let mut closed = Vec::new();
+        for _ in 0..5 {
+            let (v, c) = chat(&*store).await?;
+            store
+                .append(
+                    &c.id,
+                    NewEvent {
+                        author: visitor_author(&v),
+                        body: EventBody::Closed,
+                        client_id: None,
+                        effect: Effect::Close,
+                    },
+                )
+                .await?;
+            closed.push(c.id);
+        }
+        let listed: Vec<ConversationId> = store
+            .open_conversations(10)
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(listed, [open.id.clone()], "only the open one");
+        // Pages of two, by the (updated_at, id) cursor: every closed one once, newest first.
+        let mut paged = Vec::new();
+        let mut cursor: Option<(i64, String)> = None;
+        loop {
+            let page = store
+                .closed_conversations(cursor.as_ref().map(|(at, id)| (*at, id.as_str())), 2)
+                .await?;
+            let Some(last) = page.last() else { break };
+            cursor = Some((last.updated_at, last.id.0.clone()));
+            paged.extend(page.into_iter().map(|c| c.id));
+        }
+        closed.reverse();
+        assert_eq!(paged, closed);
+        Ok(())
+    }
+
+    pub async fn disabled_agents_have_no_sessions(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let agent = store.upsert_agent("mina", "Mina", "hash").await?;
+        store
+            .create_session("s1", &agent.id, now_ms() + 60_000)
+            .await?;
+        assert!(store.session_agent("s1", now_ms()).await?.is_some());
+        store.set_agent_disabled(&agent.id, true).await?;
+        assert!(store.session_agent("s1", now_ms()).await?.is_none(), "ended");
+        store
+            .create_session("s2", &agent.id, now_ms() + 60_000)
+            .await?;
+        assert!(
+            store.session_agent("s2", now_ms()).await?.is_none(),
+            "a disabled agent's session does not count"
+        );
+        let listed = store.agents().await?;
+        assert!(listed.iter().any(|a| a.id == agent.id && a.disabled));
+        // Listed in the config again: enabled, but the old sessions stay gone.
+        let again = store.upsert_agent("mina", "Mina", "hash").await?;
+        assert!(!again.disabled);
+        assert!(store.session_agent("s1", now_ms()).await?.is_none());
+        assert!(store.session_agent("s2", now_ms()).await?.is_some());
+        assert_eq!(store.delete_agent_sessions(&agent.id).await?, 1);
+        store.create_session("old", &agent.id, now_ms() - 1).await?;
+        assert_eq!(store.purge_expired_sessions(now_ms()).await?, 1);
         Ok(())
     }
 

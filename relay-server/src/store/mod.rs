@@ -503,6 +503,15 @@ pub trait Store: Send + Sync + 'static {
     async fn conversation(&self, id: &ConversationId) -> StoreResult<Option<ConversationRecord>>;
     /// Newest-changed conversations first.
     async fn recent_conversations(&self, limit: i64) -> StoreResult<Vec<ConversationRecord>>;
+    /// Conversations not closed, most recently changed first, at most `limit`.
+    async fn open_conversations(&self, limit: i64) -> StoreResult<Vec<ConversationRecord>>;
+    /// Closed conversations changed before the cursor `(updated_at, id)` (none: from the
+    /// newest), most recent first, at most `limit`: the agent's history, page by page.
+    async fn closed_conversations(
+        &self,
+        before: Option<(i64, &str)>,
+        limit: i64,
+    ) -> StoreResult<Vec<ConversationRecord>>;
     /// Stores the visitor's current page on every conversation of theirs that is not closed.
     async fn update_context(
         &self,

@@ -737,6 +737,40 @@ impl Store for PgStore {
         .collect()
     }
 
+    async fn open_conversations(&self, limit: i64) -> StoreResult<Vec<ConversationRecord>> {
+        sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE status != 'closed'
+             ORDER BY updated_at DESC, id DESC LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(conversation_from_row)
+        .collect()
+    }
+
+    async fn closed_conversations(
+        &self,
+        before: Option<(i64, &str)>,
+        limit: i64,
+    ) -> StoreResult<Vec<ConversationRecord>> {
+        let (at, id) = before.unwrap_or((i64::MAX, ""));
+        sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations
+             WHERE status = 'closed' AND (updated_at < $1 OR (updated_at = $1 AND id < $2))
+             ORDER BY updated_at DESC, id DESC LIMIT $3"
+        ))
+        .bind(at)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(conversation_from_row)
+        .collect()
+    }
+
     async fn update_context(
         &self,
         id: &ConversationId,

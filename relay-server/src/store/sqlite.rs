@@ -513,6 +513,41 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    async fn open_conversations(&self, limit: i64) -> StoreResult<Vec<ConversationRecord>> {
+        sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE status != 'closed'
+             ORDER BY updated_at DESC, id DESC LIMIT ?"
+        ))
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(conversation_from_row)
+        .collect()
+    }
+
+    async fn closed_conversations(
+        &self,
+        before: Option<(i64, &str)>,
+        limit: i64,
+    ) -> StoreResult<Vec<ConversationRecord>> {
+        let (at, id) = before.unwrap_or((i64::MAX, ""));
+        sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations
+             WHERE status = 'closed' AND (updated_at < ? OR (updated_at = ? AND id < ?))
+             ORDER BY updated_at DESC, id DESC LIMIT ?"
+        ))
+        .bind(at)
+        .bind(at)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(conversation_from_row)
+        .collect()
+    }
+
     async fn update_context(
         &self,
         id: &ConversationId,

@@ -1,4 +1,4 @@
--- Access that can be taken back (issue #19).
+-- Issue #19: access that can be taken back, readiness that needs a commit, bounded lists.
 
 -- An agent removed from the config file is disabled, not deleted: their name stays on the
 -- conversations they answered, but they cannot sign in and their sessions are gone.
@@ -13,3 +13,7 @@ CREATE TABLE health (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at BIGINT NOT NULL
 );
+
+-- The agent's `welcome` lists open conversations and the latest closed ones; older closed ones
+-- are paged (`GET /api/conversations`) by (updated_at, id).
+CREATE INDEX conversations_status_updated ON conversations (status, updated_at, id);
