@@ -977,7 +977,10 @@ mod cases {
             .await?;
         assert!(store.session_agent("s1", now_ms()).await?.is_some());
         store.set_agent_disabled(&agent.id, true).await?;
-        assert!(store.session_agent("s1", now_ms()).await?.is_none(), "ended");
+        assert!(
+            store.session_agent("s1", now_ms()).await?.is_none(),
+            "ended"
+        );
         store
             .create_session("s2", &agent.id, now_ms() + 60_000)
             .await?;
