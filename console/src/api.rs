@@ -112,6 +112,29 @@ pub async fn ratings() -> Result<Vec<AgentNumbers>, String> {
     parse::<Numbers>(response).await.map(|n| n.agents)
 }
 
+/// A page of `GET /api/conversations`.
+#[derive(Deserialize)]
+pub struct ClosedPage {
+    /// Closed conversations, most recently changed first.
+    pub conversations: Vec<protocol::ConversationSummary>,
+    /// Whether older ones exist.
+    pub more: bool,
+}
+
+/// `GET /api/conversations`: the closed conversations older than `before` (`updated_at`, id).
+pub async fn older_closed(before: (i64, String)) -> Result<ClosedPage, String> {
+    let (at, id) = before;
+    let url = format!("/api/conversations?limit=50&before={at}&before_id={id}");
+    let response = Request::get(&url)
+        .send()
+        .await
+        .map_err(|_| "Cannot reach the server.".to_owned())?;
+    if !response.ok() {
+        return Err(format!("The server answered {}.", response.status()));
+    }
+    parse::<ClosedPage>(response).await
+}
+
 async fn parse<T: for<'de> Deserialize<'de>>(response: Response) -> Result<T, String> {
     response
         .json::<T>()

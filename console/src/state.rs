@@ -297,6 +297,9 @@ pub struct Model {
     taking: HashSet<ConversationId>,
     /// Conversations assigned to me automatically and not opened since.
     auto_assigned: HashSet<ConversationId>,
+    /// Whether older closed conversations may exist beyond those listed: `welcome` carries only
+    /// the latest closed ones; `GET /api/conversations` pages the rest ("Older conversations").
+    pub more_closed: bool,
 }
 
 impl Model {
@@ -324,6 +327,9 @@ impl Model {
             } => {
                 self.me = Some(agent);
                 self.agents_online = agents_online;
+                self.more_closed = conversations
+                    .iter()
+                    .any(|c| c.status == ConversationStatus::Closed);
                 self.conversations = conversations
                     .into_iter()
                     .map(|c| (c.id.clone(), c))
@@ -749,6 +755,24 @@ impl Model {
         })
     }
 
+    /// Where the next page of older closed conversations starts: the oldest closed one listed,
+    /// as `(updated_at, id)`.
+    pub fn oldest_closed(&self) -> Option<(i64, ConversationId)> {
+        self.conversations
+            .values()
+            .filter(|c| c.status == ConversationStatus::Closed)
+            .min_by(|a, b| a.updated_at.cmp(&b.updated_at).then(a.id.cmp(&b.id)))
+            .map(|c| (c.updated_at, c.id.clone()))
+    }
+
+    /// Adds a page of older closed conversations (never over a fresher summary already listed).
+    pub fn add_older(&mut self, page: Vec<ConversationSummary>, more: bool) {
+        for c in page {
+            self.conversations.entry(c.id.clone()).or_insert(c);
+        }
+        self.more_closed = more;
+    }
+
     /// The rows of a tab, newest change first.
     pub fn rows(&self, tab: Tab) -> Vec<ListRow> {
         let me = self.me_id();
@@ -1165,6 +1189,43 @@ mod tests {
         assert_eq!(ids(Tab::Mine), ["b"]);
         assert_eq!(ids(Tab::All), ["e", "d", "b", "c", "a"]);
         assert_eq!(m.counts(), [2, 1, 5]);
+    }
+
+    #[test]
+    fn older_closed_pages_extend_the_list_without_overwriting() {
+        use ConversationStatus::*;
+        let mut m = welcomed(vec![
+            conv("open", Open, None, 90),
+            conv("c9", Closed, None, 50),
+        ]);
+        assert!(
+            m.more_closed,
+            "a closed one was listed: older ones may exist"
+        );
+        assert_eq!(m.oldest_closed(), Some((50, "c9".into())));
+        // A page that repeats c9 (with an older summary) and adds two older ones.
+        m.add_older(
+            vec![
+                conv("c9", Closed, None, 1),
+                conv("c8", Closed, None, 40),
+                conv("c7", Closed, None, 30),
+            ],
+            false,
+        );
+        assert!(!m.more_closed, "the last page");
+        assert_eq!(m.oldest_closed(), Some((30, "c7".into())));
+        let ids = m
+            .rows(Tab::All)
+            .into_iter()
+            .map(|r| r.id.0)
+            .collect::<Vec<_>>();
+        assert_eq!(
+            ids,
+            ["open", "c9", "c8", "c7"],
+            "c9 kept its listed summary"
+        );
+        let none_closed = welcomed(vec![conv("open", Open, None, 90)]);
+        assert!(!none_closed.more_closed, "no history at all: no button");
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! project's machines do not have; the decoders are pure functions, so a plain loop over many
 //! inputs finds what a coverage-guided run finds at these sizes, only slower.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 use parley_protocol::cobrowse::decode_item;
 use parley_protocol::{decode, AgentFrame, ErrorCode, ToAgent, ToVisitor, VisitorFrame};
 use rand::rngs::StdRng;

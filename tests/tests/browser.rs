@@ -416,3 +416,67 @@ async fn queue_scenario(relay: &TestRelay, client: &Client) -> anyhow::Result<()
     assert_eq!(line, "You are #1 in line · about 1 min");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_console_pages_older_closed_conversations() -> anyhow::Result<()> {
+    require_dist()?;
+    let relay = TestRelay::builder()
+        .limits(|l| {
+            l.visitor_per_second = 1000;
+            l.visitor_burst = 1000;
+            l.agent_per_second = 1000;
+            l.agent_burst = 1000;
+        })
+        .start()
+        .await?;
+    // 25 closed conversations: `welcome` lists the latest 20.
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&relay, user, pass).await?;
+    let mut v = parley_tests::VisitorClient::connect(&relay, None).await?;
+    for i in 0..25 {
+        v.send(&format!("m{i}"), &format!("old question {i}"))
+            .await?;
+        v.expect_ack(&format!("m{i}")).await?;
+        let c = v.conversation_id.clone().context("conversation")?;
+        agent.take(&c).await?;
+        agent
+            .sock
+            .send_json(&protocol::AgentFrame::Close { conversation_id: c })
+            .await?;
+        v.expect_event("closed", |e| e.body == protocol::VisitorBody::Closed)
+            .await?;
+    }
+    let browser = Browser::start().await?;
+    let client = browser.new_session().await?;
+    let result = async {
+        let console = Console::new(&client);
+        console.login(&relay.base_url(), user, pass).await?;
+        console.element("button[data-tab=all]").await?.click().await?;
+        let count = || async {
+            client
+                .execute(
+                    "return document.querySelectorAll('ul.conversations > li.conversation').length;",
+                    vec![],
+                )
+                .await
+                .map(|v| v.as_u64().unwrap_or(0))
+        };
+        console.element("button.load-older").await?;
+        assert_eq!(count().await?, 20, "welcome's closed conversations");
+        console.element("button.load-older").await?.click().await?;
+        parley_tests::browser::wait_js(
+            &client,
+            "25 conversations listed and no more button",
+            "return document.querySelectorAll('ul.conversations > li.conversation').length === 25
+                 && !document.querySelector('button.load-older');",
+            vec![],
+        )
+        .await?;
+        console.wait_conversation("old question 0").await?;
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = client.close().await;
+    relay.shutdown().await;
+    result
+}

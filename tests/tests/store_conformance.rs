@@ -953,7 +953,7 @@ mod cases {
             .into_iter()
             .map(|c| c.id)
             .collect();
-        assert_eq!(listed, [open.id.clone()], "only the open one");
+        assert_eq!(listed, [open.id], "only the open one");
         // Pages of two, by the (updated_at, id) cursor: every closed one once, newest first.
         let mut paged = Vec::new();
         let mut cursor: Option<(i64, String)> = None;

@@ -122,7 +122,44 @@ pub fn Sidebar() -> impl IntoView {
             <Show when=move || rows.with(Vec::is_empty)>
                 <p class="empty-list">"No conversations here."</p>
             </Show>
+            <Show when=move || ctx.tab.get() == Tab::All && ctx.model.with(|m| m.more_closed)>
+                <OlderConversations/>
+            </Show>
         </aside>
+    }
+}
+
+/// "Older conversations": the next page of closed conversations, below the All tab's list
+/// (`welcome` lists only the latest closed ones).
+#[component]
+fn OlderConversations() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let loading = RwSignal::new(false);
+    let failed = RwSignal::new(None::<String>);
+    let load = move |_| {
+        let Some((at, id)) = ctx.model.with_untracked(|m| m.oldest_closed()) else {
+            return;
+        };
+        loading.set(true);
+        spawn_local(async move {
+            match api::older_closed((at, id.0)).await {
+                Ok(page) => {
+                    failed.set(None);
+                    ctx.model
+                        .update(|m| m.add_older(page.conversations, page.more));
+                }
+                Err(why) => failed.set(Some(why)),
+            }
+            loading.set(false);
+        });
+    };
+    view! {
+        <div class="older">
+            <button class="load-older" type="button" disabled=move || loading.get() on:click=load>
+                {move || if loading.get() { "Loading…" } else { "Older conversations" }}
+            </button>
+            {move || failed.get().map(|why| view! { <p class="older-error">{why}</p> })}
+        </div>
     }
 }
 
