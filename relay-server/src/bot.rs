@@ -48,11 +48,11 @@ pub struct SiteBot {
 /// The per-conversation turn locks of one site's bot (this relay node's turns; a visitor whose
 /// tabs are on two nodes can still get two turns at once, which only costs a double answer).
 #[derive(Default)]
-struct Turns(std::sync::Mutex<HashMap<ConversationId, Arc<tokio::sync::Mutex<()>>>>);
+pub(crate) struct Turns(std::sync::Mutex<HashMap<ConversationId, Arc<tokio::sync::Mutex<()>>>>);
 
 /// A conversation's turn, held while the bot reads, decides and stores; dropping it lets the
 /// next turn run and forgets the lock once nobody waits for it.
-struct Turn<'a> {
+pub(crate) struct Turn<'a> {
     /// Whose lock this is.
     turns: &'a Turns,
     /// The conversation.
@@ -69,7 +69,7 @@ impl Turns {
     }
 
     /// Waits for the conversation's earlier turns to finish (turns run in the order they ask).
-    async fn begin(&self, conversation: &ConversationId) -> Turn<'_> {
+    pub(crate) async fn begin(&self, conversation: &ConversationId) -> Turn<'_> {
         let lock = self.map().entry(conversation.clone()).or_default().clone();
         let guard = lock.lock_owned().await;
         Turn {

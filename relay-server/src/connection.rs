@@ -112,7 +112,7 @@ pub async fn run<S: Session>(
                 None | Some(Ok(Message::Close(_))) => break,
                 Some(Err(e)) => {
                     // tungstenite refuses messages above its hard cap while reading them.
-                    if e.to_string().contains("too long") || e.to_string().contains("Space limit") {
+                    if over_capacity(&e) {
                         close = Some((protocol::CLOSE_TOO_BIG, "message too big"));
                     } else {
                         tracing::debug!(error = %e, "socket read failed");
@@ -239,6 +239,19 @@ impl<S: Session> Drop for Leave<S> {
     fn drop(&mut self) {
         self.0.finish();
     }
+}
+
+/// Whether a socket read failed because the message was over tungstenite's size cap: found by
+/// its type (`tungstenite::Error::Capacity`) in the error's sources, not by its text.
+fn over_capacity(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(error) = source {
+        if let Some(t) = error.downcast_ref::<tungstenite::Error>() {
+            return matches!(t, tungstenite::Error::Capacity(_));
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// What every answer to one frame gets, whichever handler wrote it: its errors name the

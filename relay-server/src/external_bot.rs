@@ -42,6 +42,9 @@ pub struct ExternalBot {
     timeout_ms: u64,
     /// Shown as the author of bot messages.
     name: String,
+    /// One turn at a time per conversation, as the knowledge-base bot: answers come in the
+    /// order of the messages they answer, never interleaved.
+    turns: crate::bot::Turns,
 }
 
 /// What the relay POSTs: the Rasa REST channel's request.
@@ -103,6 +106,7 @@ impl ExternalBot {
             client,
             timeout_ms,
             name: site.bot_name(),
+            turns: Default::default(),
         }))
     }
 
@@ -231,6 +235,8 @@ pub async fn reply(
     sender: String,
     text: String,
 ) {
+    // Held until this message's answers are stored: a quick second message waits for it.
+    let _turn = bot.turns.begin(&conversation).await;
     let outcome = if text.trim() == HANDOFF_PAYLOAD {
         Outcome {
             say: Vec::new(),

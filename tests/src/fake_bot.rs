@@ -26,6 +26,8 @@ pub enum BotReply {
     Garbage,
     /// Waits this long, then answers `[]` (long past any sane timeout in the tests).
     Slow(Duration),
+    /// Waits this long, then answers `200` with this JSON body (a bot that thinks a while).
+    After(Duration, serde_json::Value),
 }
 
 /// One request the relay made, as received.
@@ -110,6 +112,10 @@ async fn webhook(State(shared): State<Shared>, Json(req): Json<BotRequest>) -> R
         BotReply::Slow(d) => {
             tokio::time::sleep(d).await;
             Json(serde_json::json!([])).into_response()
+        }
+        BotReply::After(d, v) => {
+            tokio::time::sleep(d).await;
+            Json(v).into_response()
         }
     }
 }

@@ -271,3 +271,44 @@ async fn a_bot_url_that_is_not_http_is_refused_at_start() -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn answers_come_in_the_order_of_the_messages() -> anyhow::Result<()> {
+    // The first message takes the bot a while, the second none: answered side by side, the
+    // second's answer would come first. One turn at a time per conversation keeps the order.
+    let bot = FakeBot::start(|message| {
+        let answer = json!([{ "recipient_id": "x", "text": format!("About {message}") }]);
+        if message == "first" {
+            // Well inside the relay's timeout for this test (below), yet long enough that an
+            // unserialized second answer would overtake it.
+            BotReply::After(Duration::from_millis(300), answer)
+        } else {
+            BotReply::Json(answer)
+        }
+    })
+    .await?;
+    let relay = TestRelay::builder()
+        .external_bot(bot.url(), 5_000)
+        .start()
+        .await?;
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    v.send("c1", "first").await?;
+    v.send("c2", "second").await?;
+    let mut answers = Vec::new();
+    let mut seen = Vec::new();
+    while answers.len() < 2 {
+        let frame = v
+            .next_frame()
+            .await
+            .with_context(|| format!("two answers; saw {seen:?}"))?;
+        if let ToVisitor::Event(e) = &frame {
+            if is_bot_message(e) {
+                answers.push(e.message_text().unwrap_or_default().to_owned());
+            }
+        }
+        seen.push(frame);
+    }
+    assert_eq!(answers, ["About first", "About second"]);
+    relay.shutdown().await;
+    Ok(())
+}
