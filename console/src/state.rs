@@ -755,6 +755,11 @@ impl Model {
         })
     }
 
+    /// The site key of a listed conversation (the co-browse mirror is served with its policy).
+    pub fn site_of(&self, id: &ConversationId) -> Option<String> {
+        self.conversations.get(id).map(|c| c.site.clone())
+    }
+
     /// Where the next page of older closed conversations starts: the oldest closed one listed,
     /// as `(updated_at, id)`.
     pub fn oldest_closed(&self) -> Option<(i64, ConversationId)> {

@@ -176,23 +176,76 @@ const MIRROR_HTML: &str =
     "<!doctype html><html><head><meta charset=\"utf-8\"><title>Mirror</title>\
 </head><body></body></html>";
 
-/// `GET /console/mirror.html`: the mirror page, with its own policy. Nothing in it may run
-/// (`script-src 'none'`), while the visitor's styles, images and fonts may load from anywhere;
-/// only the console itself may frame it.
-async fn mirror_page() -> Response {
+/// Query of `GET /console/mirror.html`.
+#[derive(serde::Deserialize)]
+struct MirrorQuery {
+    /// The site whose page is mirrored.
+    site: Option<String>,
+}
+
+/// The mirror page's Content-Security-Policy for a site. Nothing may run (`script-src
+/// 'none'`), and styles, images and fonts load only from the site's own origins (its
+/// `allowed_origins`) and `data:`: a visitor's page must not make the agent's browser fetch
+/// any URL it names (that would hand the agent's address, and their intranet, to whoever wrote
+/// the page). A site that allows any origin (`*`), or an unknown site, gets no origin at all:
+/// the mirror then shows the layout without the site's images and fonts.
+pub fn mirror_policy(site: Option<&crate::config::SiteConfig>) -> String {
+    let origins: Vec<&str> = site
+        .map(|s| {
+            s.allowed_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/'))
+                // Only plain origins: nothing that could end the directive or add a source.
+                .filter(|o| {
+                    (o.starts_with("https://") || o.starts_with("http://"))
+                        && !o.contains(|c: char| c.is_whitespace() || ";,'\"*".contains(c))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let with = |extra: &str| {
+        let mut sources = origins.clone();
+        sources.push(extra);
+        sources.join(" ")
+    };
+    format!(
+        "default-src 'none'; script-src 'none'; style-src {}; img-src {}; font-src {}; \
+         frame-ancestors 'self'; base-uri 'none'; form-action 'none'",
+        with("'unsafe-inline'"),
+        with("data:"),
+        with("data:"),
+    )
+}
+
+/// `GET /console/mirror.html?site=KEY`: the mirror page, with its own policy
+/// ([`mirror_policy`]); only the console itself may frame it.
+async fn mirror_page(
+    State(app): State<Arc<App>>,
+    query: Result<axum::extract::Query<MirrorQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let site = query
+        .ok()
+        .and_then(|q| q.0.site)
+        .and_then(|key| app.site(&key));
+    let policy = HeaderValue::from_str(&mirror_policy(site.as_deref()))
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'; frame-ancestors 'self'"));
     (
         [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'none'; style-src * 'unsafe-inline'; \
-                 img-src * data:; font-src * data:; frame-ancestors 'self'; base-uri 'none'; \
-                 form-action 'none'",
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
             ),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CONTENT_SECURITY_POLICY, policy),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
             // The visitor's image and font hosts learn nothing about the console.
-            (header::REFERRER_POLICY, "no-referrer"),
-            (header::CACHE_CONTROL, "no-cache"),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
         MIRROR_HTML,
     )

@@ -64,28 +64,44 @@ async fn health_readiness_and_metrics() -> anyhow::Result<()> {
 }
 
 /// The co-browse mirror page carries its own policy: nothing may run in it, only the console may
-/// frame it; the console's own strict policy still covers the rest of `/console/`.
+/// frame it, and the visitor's page may make the agent's browser load styles, images and fonts
+/// only from the site's own origins; the console's own strict policy still covers the rest of
+/// `/console/`.
 #[tokio::test]
-async fn console_mirror_page_runs_no_scripts() -> anyhow::Result<()> {
+async fn console_mirror_page_runs_no_scripts_and_fetches_only_from_the_site() -> anyhow::Result<()>
+{
     let relay = start_server().await?;
-    let response = reqwest::get(relay.url("/console/mirror.html")).await?;
-    assert_eq!(response.status().as_u16(), 200);
-    let csp = response
-        .headers()
-        .get("content-security-policy")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let csp_of = |path: String| async move {
+        let response = reqwest::get(path).await?;
+        assert_eq!(response.status().as_u16(), 200);
+        let csp = response
+            .headers()
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(response.text().await?.contains("<body></body>"));
+        anyhow::Ok(csp)
+    };
+    let site = relay.origin();
+    let csp = csp_of(relay.url("/console/mirror.html?site=demo")).await?;
     for part in [
-        "default-src 'none'",
-        "script-src 'none'",
-        "style-src * 'unsafe-inline'",
-        "img-src * data:",
-        "frame-ancestors 'self'",
+        "default-src 'none'".to_owned(),
+        "script-src 'none'".to_owned(),
+        format!("style-src {site} 'unsafe-inline'"),
+        format!("img-src {site} data:"),
+        format!("font-src {site} data:"),
+        "frame-ancestors 'self'".to_owned(),
     ] {
-        assert!(csp.contains(part), "{part} missing from {csp:?}");
+        assert!(csp.contains(&part), "{part} missing from {csp:?}");
     }
-    assert!(response.text().await?.contains("<body></body>"));
+    assert!(!csp.contains('*'), "no wildcard source: {csp:?}");
+    // Without a known site, nothing outside the page loads at all.
+    let csp = csp_of(relay.url("/console/mirror.html?site=nope")).await?;
+    assert!(
+        csp.contains("img-src data:;") && !csp.contains("http"),
+        "{csp:?}"
+    );
 
     let console = reqwest::get(relay.url("/console")).await?;
     let csp = console

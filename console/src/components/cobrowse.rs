@@ -396,6 +396,16 @@ pub fn CobrowsePane(
     id: ConversationId,
 ) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
+    // The relay serves the mirror with the site's policy: its images and fonts load only from
+    // the site's own origins.
+    let site = ctx
+        .model
+        .with_untracked(|m| m.site_of(&id))
+        .unwrap_or_default();
+    let mirror_src = format!(
+        "{MIRROR_SRC}?site={}",
+        String::from(js_sys::encode_uri_component(&site))
+    );
     let info = RwSignal::new(None::<(String, String)>);
     let note_text = RwSignal::new(String::new());
     let frame = NodeRef::<html::Iframe>::new();
@@ -445,7 +455,7 @@ pub fn CobrowsePane(
         let ready = frame
             .content_document()
             .and_then(|d| d.url().ok())
-            .is_some_and(|u| u.ends_with(MIRROR_SRC));
+            .is_some_and(|u| u.contains(MIRROR_SRC));
         if !ready {
             return;
         }
@@ -606,7 +616,7 @@ pub fn CobrowsePane(
                     class="cobrowse-frame"
                     node_ref=frame
                     sandbox="allow-same-origin"
-                    src=MIRROR_SRC
+                    src=mirror_src
                     title="Mirror of the visitor's page"
                     tabindex="-1"
                     on:load=on_load
