@@ -626,6 +626,7 @@ impl Session for AgentSession {
                     }
                 }
             }
+            Signal::Erased(_) => {}
             Signal::Revoked(revocation) => {
                 if revocation.ends(&self.agent.id, &self.session) {
                     self.ended = true;
@@ -662,6 +663,7 @@ impl Session for AgentSession {
             Signal::Summary(_) | Signal::Presence | Signal::Queue(_) => self.greeted,
             // A revocation is checked after the resync anyway (`check`), but costs nothing.
             Signal::Typing(_) | Signal::Cobrowse(_) | Signal::Revoked(_) => false,
+            Signal::Erased(_) => true,
         }
     }
 

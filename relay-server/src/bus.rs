@@ -80,6 +80,8 @@ pub enum Nudge {
     Settings,
     /// Agent sessions ended: other nodes close the sockets opened with them.
     Revoked(Arc<crate::access::Revocation>),
+    /// A visitor was erased: other nodes close that visitor's sockets.
+    Erased(Arc<String>),
 }
 
 /// Nudges waiting to be published. Past it nudges are dropped and the node owes the others a
@@ -233,6 +235,8 @@ enum Body {
     Settings,
     /// Agent sessions ended.
     Revoked(crate::access::Revocation),
+    /// A visitor (this id) was erased.
+    Erased(String),
     /// The sender lost nudges (Redis down, or its bus queue full): re-read everything from the
     /// store, as after a reconnect of one's own subscriber.
     Resync,
@@ -241,8 +245,9 @@ enum Body {
 /// Every `kind` of [`Body`]. A message of another kind comes from a newer node and is ignored
 /// with a debug log: a nudge only ever saves a store read, and a rolling upgrade must not flood
 /// the logs with warnings.
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 10] = [
     "event", "typing", "summary", "presence", "cobrowse", "queue", "settings", "resync", "revoked",
+    "erased",
 ];
 
 /// Just the head of an [`Envelope`], to tell an unknown kind from a malformed message.
@@ -502,6 +507,7 @@ impl RedisBus {
                     Nudge::Queue => Body::Queue,
                     Nudge::Settings => Body::Settings,
                     Nudge::Revoked(r) => Body::Revoked((*r).clone()),
+                    Nudge::Erased(id) => Body::Erased((*id).clone()),
                     Nudge::Presence => {
                         // Write the hash first (once per batch), so a node reading it on our
                         // nudge sees the change.
@@ -666,6 +672,7 @@ impl RedisBus {
             Body::Queue => self.hub.queue_changed.notify_one(),
             Body::Settings => self.hub.settings_changed.notify_one(),
             Body::Revoked(r) => self.hub.deliver_revoked(Arc::new(r)),
+            Body::Erased(id) => self.hub.deliver_erased(Arc::new(id)),
             Body::Resync => {
                 tracing::info!(from = %envelope.node, "another node lost bus nudges; resyncing local connections");
                 self.catch_up();

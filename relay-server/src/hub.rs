@@ -47,6 +47,8 @@ pub enum Signal {
     Queue(Arc<QueueUpdate>),
     /// Sessions ended (agents only): a socket opened with one of them closes.
     Revoked(Arc<crate::access::Revocation>),
+    /// A visitor was erased (visitors only): that visitor's sockets close.
+    Erased(Arc<String>),
 }
 
 /// What [`Signal::Queue`] tells a connection (see [`crate::queue`]).
@@ -400,6 +402,21 @@ impl Hub {
             if agent.id == revocation.agent_id {
                 inbox.deliver(Signal::Revoked(revocation.clone()));
             }
+        }
+    }
+
+    /// A visitor was erased: their sockets on this node and the other nodes close.
+    pub fn publish_erased(&self, visitor_id: Arc<String>) {
+        self.deliver_erased(visitor_id.clone());
+        self.forward(Nudge::Erased(visitor_id));
+    }
+
+    /// Tells this node's visitor sockets that a visitor was erased (also from the bus); each
+    /// checks whether it is theirs.
+    pub fn deliver_erased(&self, visitor_id: Arc<String>) {
+        let t = self.lock();
+        for inbox in t.visitor_conns.values() {
+            inbox.deliver(Signal::Erased(visitor_id.clone()));
         }
     }
 

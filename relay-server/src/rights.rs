@@ -320,6 +320,8 @@ async fn erase(
         gaps = erased.gaps,
         "visitor erased"
     );
+    // Their open tabs, on every node, close now: nothing more is stored for them.
+    app.hub.publish_erased(Arc::new(id.clone()));
     Ok(Json(serde_json::json!({
         "visitor_id": id,
         "erased": erased,

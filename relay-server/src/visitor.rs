@@ -94,6 +94,8 @@ pub struct VisitorSession {
     cobrowse: Option<Box<CobrowseView>>,
     /// The client's address: new visitors and conversations are limited per address.
     source: Source,
+    /// An admin erased this visitor: the socket closes with [`protocol::CLOSE_ERASED`].
+    erased: bool,
 }
 
 /// The consent rule's state for the visitor's conversation, and the share's budget.
@@ -134,6 +136,7 @@ impl VisitorSession {
     pub fn new(app: Arc<App>, site: Arc<SiteConfig>, source: Source, mailbox: &Mailbox) -> Self {
         Self {
             source,
+            erased: false,
             app,
             site,
             inbox: mailbox.inbox.clone(),
@@ -965,6 +968,11 @@ impl Session for VisitorSession {
             Signal::Presence if self.visitor.is_none() => {}
             Signal::Presence => out.push(self.presence()),
             Signal::Summary(_) | Signal::Revoked(_) => {}
+            Signal::Erased(visitor_id) => {
+                if self.visitor.as_ref().is_some_and(|v| v.id == *visitor_id) {
+                    self.erased = true;
+                }
+            }
             Signal::Queue(update) => {
                 if let QueueUpdate::Position {
                     conversation_id,
@@ -999,11 +1007,16 @@ impl Session for VisitorSession {
         match signal {
             Signal::Event(_) => true,
             Signal::Presence | Signal::Summary(_) | Signal::Revoked(_) => true,
-            Signal::Typing(_) | Signal::Cobrowse(_) | Signal::Queue(_) => false,
+            Signal::Typing(_) | Signal::Cobrowse(_) | Signal::Queue(_) | Signal::Erased(_) => false,
         }
     }
 
     fn finish(&mut self) {
         self.app.hub.leave(&self.inbox, self.cursor.tracked());
+    }
+
+    fn closing(&self) -> Option<(u16, &'static str)> {
+        self.erased
+            .then_some((protocol::CLOSE_ERASED, "visitor data erased"))
     }
 }
