@@ -135,7 +135,11 @@ pub async fn retention_pass(
                 break;
             }
         }
-        if total.conversations > 0 {
+        // Then the visitors left with nothing (bounded like the conversations).
+        let visitors = store
+            .expire_idle_visitors(&site.key, before, per_pass)
+            .await?;
+        if total.conversations > 0 || visitors > 0 {
             tracing::info!(
                 target: "audit",
                 site = %site.key,
@@ -143,7 +147,8 @@ pub async fn retention_pass(
                 conversations = total.conversations,
                 events = total.events,
                 gaps = total.gaps,
-                "retention: closed conversations deleted"
+                visitors,
+                "retention: closed conversations and idle visitors deleted"
             );
         }
         done.push(total);

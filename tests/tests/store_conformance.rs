@@ -108,6 +108,7 @@ conformance!(
     erasing_a_visitor_leaves_nothing_and_is_audited,
     expire_closed_takes_old_closed_conversations_oldest_first,
     retention_pass_is_bounded_and_per_site,
+    retention_leaves_no_visitor_row_without_conversations,
 );
 
 /// The cases: each gets a fresh, empty store.
@@ -1989,6 +1990,47 @@ mod cases {
         assert!(
             store.conversation(&kept.id).await?.is_some(),
             "no retention: kept"
+        );
+        Ok(())
+    }
+
+    pub async fn retention_leaves_no_visitor_row_without_conversations(
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        use relay_server::rights::retention_pass;
+        let never_chatted = store
+            .create_visitor("demo", &relay_server::store::new_id())
+            .await?;
+        let long_gone = closed(&*store, "demo").await?.visitor_id;
+        let still_talking = chat(&*store).await?.0;
+        let other_site = store
+            .create_visitor("forever", &relay_server::store::new_id())
+            .await?;
+        let mut demo = relay_server::config::demo_site(vec![]);
+        demo.privacy.retention_days = Some(30);
+        let mut forever = relay_server::config::demo_site(vec![]);
+        forever.key = "forever".into();
+        let sites = vec![Arc::new(demo), Arc::new(forever)];
+        // Today everyone is younger than 30 days: nobody goes.
+        retention_pass(&*store, &sites, now_ms(), 100).await?;
+        assert!(store.visitor_data(&never_chatted.id).await?.is_some());
+        let later = now_ms() + 31 * 86_400_000;
+        retention_pass(&*store, &sites, later, 100).await?;
+        assert!(
+            store.visitor_data(&never_chatted.id).await?.is_none(),
+            "never chatted"
+        );
+        assert!(
+            store.visitor_data(&long_gone).await?.is_none(),
+            "all conversations expired"
+        );
+        assert!(
+            store.visitor_data(&still_talking.id).await?.is_some(),
+            "an open conversation keeps its visitor"
+        );
+        assert!(
+            store.visitor_data(&other_site.id).await?.is_some(),
+            "a site without retention keeps its visitors"
         );
         Ok(())
     }

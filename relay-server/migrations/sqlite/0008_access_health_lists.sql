@@ -17,3 +17,6 @@ CREATE TABLE health (
 -- The agent's `welcome` lists open conversations and the latest closed ones; older closed ones
 -- are paged (`GET /api/conversations`) by (updated_at, id).
 CREATE INDEX conversations_status_updated ON conversations (status, updated_at, id);
+
+-- Retention deletes a site's visitors left without conversations, oldest first.
+CREATE INDEX visitors_site_created ON visitors (site, created_at);

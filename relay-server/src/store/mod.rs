@@ -599,6 +599,16 @@ pub trait Store: Send + Sync + 'static {
     /// (`secure_delete`) and rewinds the WAL afterwards, so the content does not linger in the
     /// files either.
     async fn erase_visitor(&self, visitor_id: &str, actor: &str) -> StoreResult<Option<Erased>>;
+    /// Deletes at most `limit` visitors of `site` created before `created_before` that have no
+    /// conversation left (never chatted, or every conversation expired): a visitor row holds
+    /// only a token hash, but retention should leave nothing of someone long gone. Returns how
+    /// many. A returning visitor whose row went simply becomes a new one.
+    async fn expire_idle_visitors(
+        &self,
+        site: &str,
+        created_before: i64,
+        limit: i64,
+    ) -> StoreResult<u64>;
     /// Deletes at most `limit` of a site's closed conversations last changed before
     /// `closed_before` (Unix ms), oldest first, with their events, gaps and queue waits, and
     /// writes an audit row when it deleted any. The retention job calls it until it deletes

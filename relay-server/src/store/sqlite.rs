@@ -853,6 +853,26 @@ impl Store for SqliteStore {
         self.erase_visitor_impl(visitor_id, actor).await
     }
 
+    async fn expire_idle_visitors(
+        &self,
+        site: &str,
+        created_before: i64,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM visitors WHERE id IN (
+                 SELECT v.id FROM visitors v WHERE v.site = ?1 AND v.created_at < ?2
+                 AND NOT EXISTS (SELECT 1 FROM conversations c WHERE c.visitor_id = v.id)
+                 ORDER BY v.created_at LIMIT ?3)",
+        )
+        .bind(site)
+        .bind(created_before)
+        .bind(limit)
+        .execute(&mut *self.write.acquire().await?)
+        .await?
+        .rows_affected())
+    }
+
     async fn expire_closed(
         &self,
         site: &str,
