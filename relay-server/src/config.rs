@@ -97,6 +97,14 @@ pub struct Cli {
     #[arg(long, env = "PARLEY_MAX_CONNECTIONS_PER_IP", default_value_t = Limits::default().max_connections_per_ip)]
     pub max_connections_per_ip: usize,
 
+    /// New visitors a minute from one IP address (each is a stored row).
+    #[arg(long, env = "PARLEY_NEW_VISITORS_PER_IP_PER_MINUTE", default_value_t = Limits::default().new_visitors_per_ip_per_minute)]
+    pub new_visitors_per_ip_per_minute: u32,
+
+    /// New conversations a minute from one IP address.
+    #[arg(long, env = "PARLEY_NEW_CONVERSATIONS_PER_IP_PER_MINUTE", default_value_t = Limits::default().new_conversations_per_ip_per_minute)]
+    pub new_conversations_per_ip_per_minute: u32,
+
     /// Seconds a client has to send a whole HTTP request head.
     #[arg(long, env = "PARLEY_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
     pub header_read_timeout_secs: u64,
@@ -488,6 +496,8 @@ impl Config {
                 max_connections: cli.max_connections,
                 max_connections_per_ip: cli.max_connections_per_ip,
                 header_read_timeout: std::time::Duration::from_secs(cli.header_read_timeout_secs),
+                new_visitors_per_ip_per_minute: cli.new_visitors_per_ip_per_minute,
+                new_conversations_per_ip_per_minute: cli.new_conversations_per_ip_per_minute,
                 ..Limits::default()
             },
             public_url: cli.public_url.clone(),

@@ -219,6 +219,12 @@ fn start_relay(
             "19000",
             "--max-connections",
             "19000",
+            // The same for the per-address limits on new visitors and conversations: the idle
+            // scenario opens thousands of visitors a minute from four addresses.
+            "--new-visitors-per-ip-per-minute",
+            "1000000",
+            "--new-conversations-per-ip-per-minute",
+            "1000000",
         ])
         .arg("--database")
         .arg(database)
