@@ -64,6 +64,26 @@ pub trait Session: Send {
     fn closing(&self) -> Option<(u16, &'static str)> {
         None
     }
+    /// When the session wants [`Session::on_wakeup`] called (work it put off, e.g. a coalesced
+    /// write); `None`: never.
+    fn wakeup(&self) -> Option<tokio::time::Instant> {
+        None
+    }
+    /// The time [`Session::wakeup`] named has come.
+    fn on_wakeup(
+        &mut self,
+        _out: &mut Vec<Self::Out>,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Initial read and write buffer of every socket. Chat frames are small; tungstenite grows the
@@ -169,6 +189,9 @@ pub async fn run<S: Session>(
                         }
                     }
                 }
+            }
+            _ = sleep_until(session.wakeup()) => {
+                Box::pin(session.on_wakeup(&mut out)).await;
             }
             _ = ping.tick() => {
                 Box::pin(session.check()).await;

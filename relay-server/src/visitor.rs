@@ -96,7 +96,18 @@ pub struct VisitorSession {
     source: Source,
     /// An admin erased this visitor: the socket closes with [`protocol::CLOSE_ERASED`].
     erased: bool,
+    /// When the page context was last written: a visitor's page changes are stored (and told
+    /// to every agent) at most once per [`CONTEXT_EVERY`]; `context_due` holds the latest one
+    /// until then.
+    context_written: Option<tokio::time::Instant>,
+    /// A page change waits to be written at this time (the latest one wins).
+    context_due: Option<tokio::time::Instant>,
 }
+
+/// At most one page-context write (a store write and a summary to every agent) per connection
+/// in this time: a page that changes its URL many times a second (a script, a hostile visitor)
+/// costs one write per interval, and the last change is written at its end.
+const CONTEXT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The consent rule's state for the visitor's conversation, and the share's budget.
 struct CobrowseView {
@@ -137,6 +148,8 @@ impl VisitorSession {
         Self {
             source,
             erased: false,
+            context_written: None,
+            context_due: None,
             app,
             site,
             inbox: mailbox.inbox.clone(),
@@ -815,13 +828,21 @@ impl VisitorSession {
             return out.push(hello_required());
         }
         self.context = crate::rights::stored_context(&self.current_site(), context);
-        self.store_context(out).await;
+        let now = tokio::time::Instant::now();
+        match self.context_written {
+            Some(at) if now < at + CONTEXT_EVERY => {
+                self.context_due = Some(at + CONTEXT_EVERY);
+            }
+            _ => self.store_context(out).await,
+        }
     }
 
     async fn store_context(&mut self, out: &mut Vec<ToVisitor>) {
+        self.context_due = None;
         let Some(conversation) = &self.conversation else {
             return;
         };
+        self.context_written = Some(tokio::time::Instant::now());
         match self
             .app
             .store
@@ -1018,5 +1039,15 @@ impl Session for VisitorSession {
     fn closing(&self) -> Option<(u16, &'static str)> {
         self.erased
             .then_some((protocol::CLOSE_ERASED, "visitor data erased"))
+    }
+
+    fn wakeup(&self) -> Option<tokio::time::Instant> {
+        self.context_due
+    }
+
+    async fn on_wakeup(&mut self, out: &mut Vec<ToVisitor>) {
+        if self.context_due.is_some() {
+            self.store_context(out).await;
+        }
     }
 }

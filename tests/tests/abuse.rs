@@ -350,3 +350,53 @@ async fn new_visitors_are_limited_per_address_returning_ones_are_not() -> anyhow
     relay.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn page_changes_are_written_at_most_every_two_seconds_and_the_last_one_wins(
+) -> anyhow::Result<()> {
+    logs();
+    let relay = parley_tests::start_server().await?;
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    v.send("m1", "hello").await?;
+    v.expect_ack("m1").await?;
+    let conversation = v.conversation_id.clone().context("conversation")?;
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&relay, user, pass).await?;
+    // Ten page changes at once (a script rewriting the URL): each would be a store write and a
+    // summary to every agent.
+    for n in 0..10 {
+        v.sock
+            .send_json(&protocol::VisitorFrame::Context {
+                context: protocol::PageContext {
+                    url: relay.url(&format!("/page-{n}")),
+                    ..Default::default()
+                },
+            })
+            .await?;
+    }
+    let last = relay.url("/page-9");
+    let mut summaries = Vec::new();
+    loop {
+        match agent
+            .next_frame()
+            .await
+            .context("the last page reaches the agent")?
+        {
+            protocol::ToAgent::Conversation(c) if c.id == conversation => {
+                let url = c.context.url.clone();
+                summaries.push(url.clone());
+                if url == last {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        summaries.len() <= 2,
+        "ten page changes cost {} writes: {summaries:?}",
+        summaries.len()
+    );
+    relay.shutdown().await;
+    Ok(())
+}
