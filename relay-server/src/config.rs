@@ -89,6 +89,12 @@ pub struct Cli {
     #[arg(long, env = "PARLEY_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Proxies in front of the relay whose `X-Forwarded-For` names the client (IP addresses or
+    /// CIDR blocks, comma-separated): the per-address limits then apply to visitors, not to the
+    /// proxy. Never list addresses that clients could connect from directly.
+    #[arg(long, env = "PARLEY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxy: Vec<String>,
+
     /// Open TCP connections at most, all clients together.
     #[arg(long, env = "PARLEY_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
     pub max_connections: usize,
@@ -331,6 +337,8 @@ pub struct Config {
     pub limits: Limits,
     /// `--public-url`: see [`Cli::public_url`].
     pub public_url: Option<String>,
+    /// `--trusted-proxy`: see [`Cli::trusted_proxy`].
+    pub trusted_proxies: Vec<String>,
     /// Redis URL of the cross-node bus; `None` runs one node (in-process fan-out only).
     pub bus_url: Option<String>,
     /// Prefix of the bus's Redis keys and channel: deployments (and test runs) sharing one
@@ -501,6 +509,7 @@ impl Config {
                 ..Limits::default()
             },
             public_url: cli.public_url.clone(),
+            trusted_proxies: cli.trusted_proxy.clone(),
             bus_url: cli.bus.clone(),
             bus_prefix: cli.bus_prefix.clone(),
             agent_grace: std::time::Duration::from_secs(cli.agent_grace_secs),
@@ -528,6 +537,7 @@ impl Config {
             agents: Vec::new(),
             limits: Limits::default(),
             public_url: None,
+            trusted_proxies: Vec::new(),
             bus_url: None,
             bus_prefix: "parley".into(),
             agent_grace: std::time::Duration::from_secs(120),

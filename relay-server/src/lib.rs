@@ -368,6 +368,7 @@ impl Relay {
             header_read_timeout: config.limits.header_read_timeout,
             max_connections: config.limits.max_connections,
             max_connections_per_ip: config.limits.max_connections_per_ip,
+            trusted_proxies: serve::TrustedProxies::parse(&config.trusted_proxies)?,
         };
         let server = tokio::spawn(serve::serve(
             listener,

@@ -7,7 +7,10 @@
 //!   `max_connections_per_ip` from one address; a connection over a cap is closed at once and
 //!   counted (`parley_connections_refused`). A WebSocket counts until it closes: the count is
 //!   held by the socket itself ([`Counted`]), which hyper hands over on upgrade;
-//! - handlers see the peer address as axum's `ConnectInfo<SocketAddr>` (the login limiter's key);
+//! - handlers see the client's address as axum's `ConnectInfo<SocketAddr>` (the per-address
+//!   limits' key): the TCP peer, or, when the peer is a trusted proxy (`--trusted-proxy`), the
+//!   address it names in `X-Forwarded-For` ([`TrustedProxies::client`]). A trusted proxy is not
+//!   held to the per-address connection cap (it carries everyone's sockets);
 //! - on shutdown, every connection is told to finish (graceful: requests in flight complete).
 
 use std::collections::HashMap;
@@ -40,6 +43,62 @@ pub struct ServeLimits {
     pub max_connections: usize,
     /// Open connections from one address.
     pub max_connections_per_ip: usize,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// The proxies in front of the relay (`--trusted-proxy`, addresses or CIDR blocks). Only their
+/// `X-Forwarded-For` is believed: anyone else could write any address there.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Parses `10.0.0.5` or `10.0.0.0/8` entries.
+    pub fn parse(entries: &[String]) -> anyhow::Result<Self> {
+        entries
+            .iter()
+            .map(|e| {
+                let e = e.trim();
+                e.parse::<ipnet::IpNet>()
+                    .or_else(|_| e.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        anyhow::anyhow!("bad --trusted-proxy {e:?}: an IP address or CIDR block")
+                    })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(Self)
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client of a request that came from `peer`: `peer` itself unless it is a trusted
+    /// proxy; then, walking `X-Forwarded-For` from the right (the entries the proxies added),
+    /// the first address that is not a trusted proxy. An entry that is not an address stops
+    /// the walk at the last one believed.
+    pub fn client(&self, peer: SocketAddr, headers: &axum::http::HeaderMap) -> SocketAddr {
+        if !self.trusts(peer.ip()) {
+            return peer;
+        }
+        let entries: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        let mut client = peer.ip();
+        for entry in entries.iter().rev() {
+            let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+                break;
+            };
+            client = ip;
+            if !self.trusts(ip) {
+                break;
+            }
+        }
+        SocketAddr::new(client, 0)
+    }
 }
 
 /// Who holds how many connections.
@@ -59,7 +118,8 @@ impl Admissions {
     fn admit(self: &Arc<Self>, ip: IpAddr, limits: &ServeLimits) -> Option<Slot> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let mine = open.per_ip.get(&ip).copied().unwrap_or(0);
-        if open.total >= limits.max_connections || mine >= limits.max_connections_per_ip {
+        let capped = !limits.trusted_proxies.trusts(ip) && mine >= limits.max_connections_per_ip;
+        if open.total >= limits.max_connections || capped {
             return None;
         }
         open.total += 1;
@@ -180,7 +240,11 @@ pub async fn serve(
             tracing::warn!(error = %e, "could not set TCP_NODELAY");
         }
         let io = TokioIo::new(Counted { tcp, _slot: slot });
-        let service = hyper::service::service_fn(service(router.clone(), peer));
+        let service = hyper::service::service_fn(service(
+            router.clone(),
+            peer,
+            limits.trusted_proxies.clone(),
+        ));
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -198,11 +262,46 @@ pub async fn serve(
 fn service(
     router: Router,
     peer: SocketAddr,
+    proxies: TrustedProxies,
 ) -> impl Fn(hyper::Request<Incoming>) -> tower::util::Oneshot<Router, hyper::Request<Body>> + Clone
 {
     move |request: hyper::Request<Incoming>| {
         let mut request = request.map(Body::new);
-        request.extensions_mut().insert(ConnectInfo(peer));
+        let client = proxies.client(peer, request.headers());
+        request.extensions_mut().insert(ConnectInfo(client));
         router.clone().oneshot(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_trusted_proxies_name_the_client() {
+        let proxies =
+            TrustedProxies::parse(&["10.0.0.0/8".into(), "192.0.2.1".into()]).expect("valid");
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 203.0.113.9, 10.1.1.1".parse().expect("value"),
+        );
+        let proxy: SocketAddr = "192.0.2.1:4000".parse().expect("addr");
+        let stranger: SocketAddr = "198.51.100.7:4000".parse().expect("addr");
+        // Through the proxies: the first address from the right that is not one of them (the
+        // spoofed 6.6.6.6 the client wrote itself is never reached).
+        assert_eq!(
+            proxies.client(proxy, &headers).ip().to_string(),
+            "203.0.113.9"
+        );
+        // A stranger's own header is ignored.
+        assert_eq!(proxies.client(stranger, &headers), stranger);
+        // Garbage stops the walk at the last address believed.
+        headers.insert(
+            "x-forwarded-for",
+            "nonsense, 10.2.2.2".parse().expect("value"),
+        );
+        assert_eq!(proxies.client(proxy, &headers).ip().to_string(), "10.2.2.2");
+        assert!(TrustedProxies::parse(&["not-an-ip".into()]).is_err());
     }
 }

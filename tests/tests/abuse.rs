@@ -400,3 +400,53 @@ async fn page_changes_are_written_at_most_every_two_seconds_and_the_last_one_win
     relay.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_limits_apply_to_each_client_not_the_proxy() -> anyhow::Result<()> {
+    logs();
+    // The "proxy" is 127.0.0.8; everyone else connects directly.
+    let relay = TestRelay::builder()
+        .config(|c| c.trusted_proxies = vec!["127.0.0.8".into()])
+        .start()
+        .await?;
+    let (user, _, pass) = AGENTS[1];
+    let proxy = client_from(Ipv4Addr::new(127, 0, 0, 8))?;
+    let via_proxy = |client: &'static str, password: &'static str| {
+        proxy
+            .post(relay.url("/api/login"))
+            .header("x-forwarded-for", client)
+            .json(&serde_json::json!({"username": user, "password": password}))
+            .send()
+    };
+    // A guesser behind the proxy is throttled by their own address...
+    let mut last = 0;
+    for _ in 0..15 {
+        last = via_proxy("203.0.113.9", "guess").await?.status().as_u16();
+        if last == 429 {
+            break;
+        }
+    }
+    assert_eq!(last, 429, "the guesser behind the proxy is throttled");
+    // ...while the agent behind the same proxy signs in.
+    let r = via_proxy("198.51.100.7", pass).await?;
+    assert_eq!(r.status().as_u16(), 200, "another client behind the proxy");
+    // A client that is not the proxy cannot pick its own address with the header.
+    let direct = client_from(Ipv4Addr::new(127, 0, 0, 9))?;
+    let mut last = 0;
+    for n in 0..15 {
+        last = direct
+            .post(relay.url("/api/login"))
+            .header("x-forwarded-for", format!("192.0.2.{n}"))
+            .json(&serde_json::json!({"username": user, "password": "guess"}))
+            .send()
+            .await?
+            .status()
+            .as_u16();
+        if last == 429 {
+            break;
+        }
+    }
+    assert_eq!(last, 429, "a spoofed X-Forwarded-For changes nothing");
+    relay.shutdown().await;
+    Ok(())
+}
