@@ -49,6 +49,17 @@ impl TestRelayBuilder {
         self
     }
 
+    /// Lifts the visitor and agent frame rates, for tests that drive many conversations from
+    /// one socket quickly (what they check is not the rate limit).
+    pub fn unthrottled_sockets(self) -> Self {
+        self.limits(|l| {
+            l.visitor_per_second = 1000;
+            l.visitor_burst = 1000;
+            l.agent_per_second = 1000;
+            l.agent_burst = 1000;
+        })
+    }
+
     /// Makes the `demo` site bot-first, answering from the demo shop's knowledge base
     /// (`demo-site/kb`), like the relay's no-config default.
     pub fn bot_first(self) -> Self {

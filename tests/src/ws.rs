@@ -600,6 +600,35 @@ pub async fn login_cookie(relay: &TestRelay, user: &str, pass: &str) -> anyhow::
     cookie.ok_or_else(|| anyhow!("login as {user} returned {status} but no parley_session cookie"))
 }
 
+/// `n` conversations of visitor `v`, one after another: each opened by a message
+/// (`"{prefix} {i}"`), taken and closed by `agent`; returns them oldest first. The relay's
+/// frame limits must allow it ([`crate::TestRelayBuilder::unthrottled_sockets`]).
+pub async fn closed_conversations(
+    agent: &mut AgentClient,
+    v: &mut VisitorClient,
+    n: usize,
+    prefix: &str,
+) -> anyhow::Result<Vec<ConversationId>> {
+    let mut closed = Vec::with_capacity(n);
+    for i in 0..n {
+        let client_id = format!("{prefix}-{i}").replace(' ', "-");
+        v.send(&client_id, &format!("{prefix} {i}")).await?;
+        v.expect_ack(&client_id).await?;
+        let c = v.conversation_id.clone().context("a conversation")?;
+        agent.take(&c).await?;
+        agent
+            .sock
+            .send_json(&AgentFrame::Close {
+                conversation_id: c.clone(),
+            })
+            .await?;
+        v.expect_event("closed", |e| e.body == protocol::VisitorBody::Closed)
+            .await?;
+        closed.push(c);
+    }
+    Ok(closed)
+}
+
 impl AgentClient {
     /// Logs in as `user` and opens the agent socket with the session cookie (and no Origin,
     /// like a bot).

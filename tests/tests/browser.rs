@@ -420,32 +420,12 @@ async fn queue_scenario(relay: &TestRelay, client: &Client) -> anyhow::Result<()
 #[tokio::test]
 async fn the_console_pages_older_closed_conversations() -> anyhow::Result<()> {
     require_dist()?;
-    let relay = TestRelay::builder()
-        .limits(|l| {
-            l.visitor_per_second = 1000;
-            l.visitor_burst = 1000;
-            l.agent_per_second = 1000;
-            l.agent_burst = 1000;
-        })
-        .start()
-        .await?;
+    let relay = TestRelay::builder().unthrottled_sockets().start().await?;
     // 25 closed conversations: `welcome` lists the latest 20.
     let (user, _, pass) = AGENTS[0];
     let mut agent = AgentClient::login(&relay, user, pass).await?;
     let mut v = parley_tests::VisitorClient::connect(&relay, None).await?;
-    for i in 0..25 {
-        v.send(&format!("m{i}"), &format!("old question {i}"))
-            .await?;
-        v.expect_ack(&format!("m{i}")).await?;
-        let c = v.conversation_id.clone().context("conversation")?;
-        agent.take(&c).await?;
-        agent
-            .sock
-            .send_json(&protocol::AgentFrame::Close { conversation_id: c })
-            .await?;
-        v.expect_event("closed", |e| e.body == protocol::VisitorBody::Closed)
-            .await?;
-    }
+    parley_tests::ws::closed_conversations(&mut agent, &mut v, 25, "old question").await?;
     let browser = Browser::start().await?;
     let client = browser.new_session().await?;
     let result = async {

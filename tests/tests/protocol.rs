@@ -818,34 +818,13 @@ async fn http_errors_are_json() -> anyhow::Result<()> {
 #[tokio::test]
 async fn welcome_carries_open_and_recent_closed_and_pages_the_rest() -> anyhow::Result<()> {
     let relay = parley_tests::TestRelay::builder()
-        .limits(|l| {
-            l.visitor_per_second = 1000;
-            l.visitor_burst = 1000;
-            l.agent_per_second = 1000;
-            l.agent_burst = 1000;
-        })
+        .unthrottled_sockets()
         .start()
         .await?;
     let (user, _, pass) = AGENTS[0];
     let mut agent = AgentClient::login(&relay, user, pass).await?;
     let mut v = VisitorClient::connect(&relay, None).await?;
-    const CLOSED: usize = 25;
-    let mut closed = Vec::new();
-    for i in 0..CLOSED {
-        v.send(&format!("m{i}"), "one more").await?;
-        v.expect_ack(&format!("m{i}")).await?;
-        let c = v.conversation_id.clone().context("conversation")?;
-        agent.take(&c).await?;
-        agent
-            .sock
-            .send_json(&protocol::AgentFrame::Close {
-                conversation_id: c.clone(),
-            })
-            .await?;
-        v.expect_event("closed", |e| e.body == VisitorBody::Closed)
-            .await?;
-        closed.push(c);
-    }
+    let closed = parley_tests::ws::closed_conversations(&mut agent, &mut v, 25, "one more").await?;
     let mut open_visitor = VisitorClient::connect(&relay, None).await?;
     open_visitor.send("o1", "still open").await?;
     open_visitor.expect_ack("o1").await?;

@@ -88,7 +88,7 @@ conformance!(
     events_after_each_reads_many_conversations_at_once,
     sessions_expire,
     visitor_by_token_is_site_scoped,
-    recent_conversations_newest_first,
+    open_conversations_newest_first,
     open_and_closed_lists_page_by_cursor,
     disabled_agents_have_no_sessions,
     update_context_round_trip,
@@ -900,7 +900,7 @@ mod cases {
         Ok(())
     }
 
-    pub async fn recent_conversations_newest_first(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    pub async fn open_conversations_newest_first(store: Arc<dyn Store>) -> anyhow::Result<()> {
         let mut ids = Vec::new();
         for i in 0..3 {
             let (v, c) = chat(&*store).await?;
@@ -916,7 +916,7 @@ mod cases {
             .append(&ids[0].1, message(visitor_author(&ids[0].0), None, "again"))
             .await?;
         let recent: Vec<ConversationId> = store
-            .recent_conversations(10)
+            .open_conversations(10)
             .await?
             .into_iter()
             .map(|c| c.id)
@@ -926,7 +926,7 @@ mod cases {
             [ids[0].1.clone(), ids[2].1.clone(), ids[1].1.clone()],
             "newest-changed first"
         );
-        assert_eq!(store.recent_conversations(2).await?.len(), 2, "limit");
+        assert_eq!(store.open_conversations(2).await?.len(), 2, "limit");
         Ok(())
     }
 
@@ -1582,7 +1582,7 @@ mod cases {
         assert_eq!(marked.status, ConversationStatus::Open, "left for people");
         let read = store.conversation(&bot.id).await?.context("stored")?;
         assert_eq!(read.offline_email.as_deref(), Some("ada@example.com"));
-        let listed = store.recent_conversations(10).await?;
+        let listed = store.open_conversations(10).await?;
         assert_eq!(listed[0].offline_email.as_deref(), Some("ada@example.com"));
         // The bot is silenced for good: its replies are refused.
         let reply = store
@@ -1835,11 +1835,9 @@ mod cases {
             .await?
             .iter()
             .all(|g| !g.question.starts_with("GONE")));
-        assert!(store
-            .recent_conversations(100)
-            .await?
-            .iter()
-            .all(|r| r.visitor_id != v.id));
+        let mut left = store.open_conversations(100).await?;
+        left.extend(store.closed_conversations(None, 100).await?);
+        assert!(left.iter().all(|r| r.visitor_id != v.id));
         // A socket that still holds the erased conversation or visitor cannot bring data back.
         let late = store
             .append(&open.id, message(visitor_author(&v), Some("o2"), "hello?"))

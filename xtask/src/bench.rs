@@ -108,40 +108,17 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
             ]))?;
     }
 
-    section(&format!(
-        "bench: chat latency, {} visitors -> 1 agent, {} msg/s for {} s",
-        args.visitors, args.rate, args.duration
-    ));
-    run(Command::new(&load)
-        .args(["--url", &url, "--relay-pid", &pid.to_string()])
-        .args(
-            node_b
-                .iter()
-                .filter(|_| !args.same_node)
-                .flat_map(|b| ["--agent-url".to_owned(), b.url.clone()]),
-        )
-        .args([
-            "chat",
-            "--visitors",
-            &args.visitors.to_string(),
-            "--agents",
-            "1",
-        ])
-        .args([
-            "--rate",
-            &args.rate.to_string(),
-            "--duration",
-            &args.duration.to_string(),
-        ])
-        .env("PARLEY_LOAD_PASSWORD", &password))?;
-
-    if args.login_storm > 0 {
-        section(&format!(
-            "bench: chat beside a login storm, {} failed logins from 50 addresses",
-            args.login_storm
-        ));
-        run(Command::new(&load)
+    // The chat scenario; the login-storm run is the same with a storm beside it.
+    let chat = |extra: &[String]| {
+        let mut command = Command::new(&load);
+        command
             .args(["--url", &url, "--relay-pid", &pid.to_string()])
+            .args(
+                node_b
+                    .iter()
+                    .filter(|_| !args.same_node)
+                    .flat_map(|b| ["--agent-url".to_owned(), b.url.clone()]),
+            )
             .args([
                 "chat",
                 "--visitors",
@@ -149,17 +126,29 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
                 "--agents",
                 "1",
             ])
-            .args([
-                "--rate",
-                &args.rate.to_string(),
-                "--duration",
-                &args.duration.to_string(),
-                "--login-storm",
-                &args.login_storm.to_string(),
-                "--storm-clients",
-                "50",
-            ])
-            .env("PARLEY_LOAD_PASSWORD", &password))?;
+            .args(["--rate", &args.rate.to_string()])
+            .args(["--duration", &args.duration.to_string()])
+            .args(extra)
+            .env("PARLEY_LOAD_PASSWORD", &password);
+        command
+    };
+    section(&format!(
+        "bench: chat latency, {} visitors -> 1 agent, {} msg/s for {} s",
+        args.visitors, args.rate, args.duration
+    ));
+    run(&mut chat(&[]))?;
+
+    if args.login_storm > 0 {
+        section(&format!(
+            "bench: chat beside a login storm, {} failed logins from 50 addresses",
+            args.login_storm
+        ));
+        run(&mut chat(&[
+            "--login-storm".into(),
+            args.login_storm.to_string(),
+            "--storm-clients".into(),
+            "50".into(),
+        ]))?;
     }
     Ok(())
 }

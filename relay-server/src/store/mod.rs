@@ -501,8 +501,6 @@ pub trait Store: Send + Sync + 'static {
     }
     /// One conversation.
     async fn conversation(&self, id: &ConversationId) -> StoreResult<Option<ConversationRecord>>;
-    /// Newest-changed conversations first.
-    async fn recent_conversations(&self, limit: i64) -> StoreResult<Vec<ConversationRecord>>;
     /// Conversations not closed, most recently changed first, at most `limit`.
     async fn open_conversations(&self, limit: i64) -> StoreResult<Vec<ConversationRecord>>;
     /// Closed conversations changed before the cursor `(updated_at, id)` (none: from the

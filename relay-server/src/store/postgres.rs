@@ -724,19 +724,6 @@ impl Store for PgStore {
         Self::conversation_on(&self.pool, id).await
     }
 
-    async fn recent_conversations(&self, limit: i64) -> StoreResult<Vec<ConversationRecord>> {
-        sqlx::query(&format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations
-             ORDER BY updated_at DESC, id DESC LIMIT $1"
-        ))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(conversation_from_row)
-        .collect()
-    }
-
     async fn open_conversations(&self, limit: i64) -> StoreResult<Vec<ConversationRecord>> {
         sqlx::query(&format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE status != 'closed'

@@ -501,18 +501,6 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn recent_conversations(&self, limit: i64) -> StoreResult<Vec<ConversationRecord>> {
-        sqlx::query(&format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations ORDER BY updated_at DESC LIMIT ?"
-        ))
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?
-        .iter()
-        .map(conversation_from_row)
-        .collect()
-    }
-
     async fn open_conversations(&self, limit: i64) -> StoreResult<Vec<ConversationRecord>> {
         sqlx::query(&format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE status != 'closed'
