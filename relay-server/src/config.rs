@@ -103,6 +103,11 @@ pub struct Cli {
     #[arg(long, env = "PARLEY_MAX_CONNECTIONS_PER_IP", default_value_t = Limits::default().max_connections_per_ip)]
     pub max_connections_per_ip: usize,
 
+    /// HTTP requests handled at once, all clients together; past it `503 busy` at once
+    /// (WebSocket upgrades hold a place only until the socket opens).
+    #[arg(long, env = "PARLEY_MAX_REQUESTS_IN_FLIGHT", default_value_t = Limits::default().max_requests_in_flight)]
+    pub max_requests_in_flight: usize,
+
     /// New visitors a minute from one IP address (each is a stored row).
     #[arg(long, env = "PARLEY_NEW_VISITORS_PER_IP_PER_MINUTE", default_value_t = Limits::default().new_visitors_per_ip_per_minute)]
     pub new_visitors_per_ip_per_minute: u32,
@@ -295,6 +300,9 @@ pub struct AgentSeed {
     /// agent `admin` the relay creates on a first start is one.
     #[serde(default)]
     pub admin: bool,
+    /// The site keys this agent serves (a team); absent: every site.
+    #[serde(default)]
+    pub sites: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for AgentSeed {
@@ -305,6 +313,7 @@ impl std::fmt::Debug for AgentSeed {
             .field("password", &"(hidden)")
             .field("max_chats", &self.max_chats)
             .field("admin", &self.admin)
+            .field("sites", &self.sites)
             .finish()
     }
 }
@@ -395,6 +404,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Open TCP connections from one address (a visitor's page holds one WebSocket).
     pub max_connections_per_ip: usize,
+    /// HTTP requests in handlers at once; more are answered `503 busy` without queueing, so a
+    /// flood of slow requests cannot pile up memory behind the connection caps.
+    pub max_requests_in_flight: usize,
     /// Co-browse stream frames per second a sharing visitor may send, sustained (they do not
     /// count against `visitor_per_second`: the widget batches and throttles them).
     pub cobrowse_frames_per_second: u32,
@@ -429,6 +441,7 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             max_connections: 16_000,
             max_connections_per_ip: 1_000,
+            max_requests_in_flight: 1_024,
             cobrowse_frames_per_second: 50,
             cobrowse_frames_burst: 100,
             cobrowse_bytes_per_second: 64 * 1024,
@@ -503,6 +516,7 @@ impl Config {
             limits: Limits {
                 max_connections: cli.max_connections,
                 max_connections_per_ip: cli.max_connections_per_ip,
+                max_requests_in_flight: cli.max_requests_in_flight,
                 header_read_timeout: std::time::Duration::from_secs(cli.header_read_timeout_secs),
                 new_visitors_per_ip_per_minute: cli.new_visitors_per_ip_per_minute,
                 new_conversations_per_ip_per_minute: cli.new_conversations_per_ip_per_minute,

@@ -51,6 +51,13 @@ pub enum AppError {
     /// The request body is over the relay's limit.
     #[error("request body too large")]
     TooLarge,
+    /// The thing named in the path does not exist; the text says what.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with what is stored (a taken name, the last admin, an agent the
+    /// config file owns): `409` with this code; the text says what to do.
+    #[error("{1}")]
+    Conflict(&'static str, String),
 }
 
 impl AppError {
@@ -78,6 +85,8 @@ impl IntoResponse for AppError {
             AppError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
             AppError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             AppError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            AppError::Conflict(code, _) => (StatusCode::CONFLICT, *code),
             AppError::Internal(e) => {
                 tracing::error!(error = ?e, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -344,9 +353,7 @@ pub fn router(app: Arc<App>) -> Router {
             axum::routing::put(admin::save_site),
         )
         .merge(crate::rights::routes())
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .merge(crate::agents::routes())
         // Outside the console router: its CSP (`frame-ancestors 'none'`) must not apply.
         .route("/console/mirror.html", get(mirror_page))
         .merge(widget)
@@ -358,7 +365,23 @@ pub fn router(app: Arc<App>) -> Router {
     // Until the response head: a socket upgrade answers at once, so only slow handlers hit it.
     let timeout =
         TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout);
+    // One budget for the whole router (a global semaphore: `Router::layer` clones the layer
+    // into every route), shed at once when spent rather than queued.
+    let in_flight = tower::ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(
+            |_: tower::BoxError| async { AppError::Busy },
+        ))
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            limits.max_requests_in_flight,
+        ));
     router
+        .layer(in_flight)
+        // Operators' probes are outside the budget: a relay shedding load is alive, and its
+        // metrics must show why.
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(timeout)
         .layer(axum::middleware::map_response(json_errors))

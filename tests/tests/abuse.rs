@@ -450,3 +450,35 @@ async fn behind_a_trusted_proxy_limits_apply_to_each_client_not_the_proxy() -> a
     relay.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn requests_past_the_in_flight_budget_are_shed_with_a_typed_error() -> anyhow::Result<()> {
+    // Positive control: with the default budget the same request is served.
+    let relay = TestRelay::builder().start().await?;
+    let ok = reqwest::get(relay.url("/api/sites/demo")).await?;
+    assert_eq!(ok.status().as_u16(), 200);
+    relay.shutdown().await;
+    // No place at all: every request is answered at once, `503 busy` as JSON, none queued.
+    let relay = TestRelay::builder()
+        .limits(|l| l.max_requests_in_flight = 0)
+        .start()
+        .await?;
+    for path in [
+        "/api/sites/demo",
+        "/api/me",
+        "/ws/visitor?site=demo",
+        "/widget.js",
+    ] {
+        let r = reqwest::get(relay.url(path)).await?;
+        assert_eq!(r.status().as_u16(), 503, "{path}");
+        let body: serde_json::Value = r.json().await?;
+        assert_eq!(body["error"], "busy", "{path}: {body}");
+    }
+    // Operators' probes are outside the budget: a relay shedding load is alive.
+    for path in ["/healthz", "/metrics"] {
+        let r = reqwest::get(relay.url(path)).await?;
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    }
+    relay.shutdown().await;
+    Ok(())
+}
