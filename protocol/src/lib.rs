@@ -60,6 +60,10 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// their password changed): sign in again; reconnecting with the same cookie is refused (401).
 pub const CLOSE_SESSION_ENDED: u16 = 4401;
 
+/// Close code of an agent socket whose agent an admin changed (sites served, role, name): the
+/// session is still valid; reconnect at once to get `welcome` as the agent now is.
+pub const CLOSE_ACCESS_CHANGED: u16 = 4403;
+
 /// Close code of a visitor socket whose visitor an admin erased (PROTOCOL §13): everything
 /// stored about them is gone; a client that reconnects with the old token becomes a new visitor.
 pub const CLOSE_ERASED: u16 = 4410;

@@ -100,10 +100,12 @@ pub async fn load_overrides(app: &App) -> anyhow::Result<()> {
             }
         }
     }
+    // Agents' own limits and sites, which an admin may have changed on any node.
+    app.queue.set_agents(&app.store.agents().await?);
     Ok(())
 }
 
-/// Re-reads the saved settings whenever another node says they changed (a `settings` nudge, or
+/// Re-reads the saved settings (and agents' limits and sites) whenever another node says they changed (a `settings` nudge, or
 /// a resync after lost nudges), until shutdown: without it a node would keep the settings it
 /// read at start, and two nodes would route one site's visitors differently.
 pub async fn follow_saves(app: Arc<App>) {

@@ -12,7 +12,8 @@ use protocol::{
     ConversationStatus, ErrorCode, ErrorFrame, EventBody, Highlight, Role, Seq, ToAgent, ToVisitor,
 };
 
-use crate::auth::{self, CurrentAgent};
+use crate::access::Scope;
+use crate::auth::{self, SessionAgent};
 use crate::cobrowse::{self, Recipient, Relayed};
 use crate::connection::{self, Cursor, Rate, Session, SOCKET_BUFFER};
 use crate::http::AppError;
@@ -31,7 +32,7 @@ pub const CLOSED_IN_WELCOME: i64 = 20;
 pub async fn upgrade(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    agent: CurrentAgent,
+    SessionAgent(agent): SessionAgent,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
     app.public.check_origin(&headers)?;
@@ -49,7 +50,7 @@ pub async fn upgrade(
         .max_frame_size(limits.max_frame_bytes * 2)
         .on_upgrade(move |socket| {
             let mailbox = app2.hub.agent_mailbox();
-            let session = AgentSession::new(app2.clone(), agent.0, session, &mailbox);
+            let session = AgentSession::new(app2.clone(), &agent, session, &mailbox);
             let rate = Rate {
                 per_second: limits.agent_per_second,
                 burst: limits.agent_burst,
@@ -64,6 +65,9 @@ pub async fn upgrade(
 pub struct AgentSession {
     app: Arc<App>,
     agent: AgentInfo,
+    /// The sites whose conversations this agent may see and act on, as when the socket opened
+    /// (a change closes it: [`protocol::CLOSE_ACCESS_CHANGED`]).
+    scope: Scope,
     inbox: Inbox,
     /// Set by `hello`.
     greeted: bool,
@@ -72,19 +76,28 @@ pub struct AgentSession {
     session: String,
     /// The session ended: the socket closes with [`protocol::CLOSE_SESSION_ENDED`].
     ended: bool,
+    /// An admin changed the agent: the socket closes with [`protocol::CLOSE_ACCESS_CHANGED`].
+    changed: bool,
 }
 
 impl AgentSession {
     /// A session before `hello`.
-    pub fn new(app: Arc<App>, agent: AgentInfo, session: String, mailbox: &Mailbox) -> Self {
+    pub fn new(
+        app: Arc<App>,
+        agent: &crate::store::AgentRecord,
+        session: String,
+        mailbox: &Mailbox,
+    ) -> Self {
         Self {
             app,
-            agent,
+            agent: auth::info(agent),
+            scope: Scope::of(agent),
             inbox: mailbox.inbox.clone(),
             greeted: false,
             cursor: Cursor::default(),
             session,
             ended: false,
+            changed: false,
         }
     }
 
@@ -111,9 +124,10 @@ impl AgentSession {
             }
         }
         let store = &self.app.store;
+        let sites = self.scope.sites();
         let conversations = match tokio::try_join!(
-            store.open_conversations(OPEN_LIMIT),
-            store.closed_conversations(None, CLOSED_IN_WELCOME)
+            store.open_conversations(sites, OPEN_LIMIT),
+            store.closed_conversations(sites, None, CLOSED_IN_WELCOME)
         ) {
             Ok((mut open, closed)) => {
                 open.extend(closed);
@@ -142,10 +156,8 @@ impl AgentSession {
         after_seq: Option<Seq>,
         out: &mut Vec<ToAgent>,
     ) {
-        match self.app.store.conversation(&conversation_id).await {
-            Ok(Some(_)) => {}
-            Ok(None) => return out.push(not_found(None)),
-            Err(e) => return out.push(internal(e, None)),
+        if let Err(e) = self.conversation(&conversation_id, None).await {
+            return out.push(e);
         }
         self.app.hub.subscribe(&conversation_id, &self.inbox);
         self.cursor.track(&conversation_id, after_seq.unwrap_or(0));
@@ -168,11 +180,7 @@ impl AgentSession {
         conversation_id: &ConversationId,
         client_id: Option<&ClientId>,
     ) -> Result<(), ToAgent> {
-        let conversation = match self.app.store.conversation(conversation_id).await {
-            Ok(Some(c)) => c,
-            Ok(None) => return Err(not_found(client_id.cloned())),
-            Err(e) => return Err(internal(e, client_id.cloned())),
-        };
+        let conversation = self.conversation(conversation_id, client_id).await?;
         if conversation.status == ConversationStatus::Closed {
             return Err(closed(client_id.cloned()));
         }
@@ -288,7 +296,17 @@ impl AgentSession {
         if to_agent == self.agent.id {
             return out.push(invalid("a conversation cannot be transferred to yourself"));
         }
+        let conversation = match self.conversation(&conversation_id, None).await {
+            Ok(c) => c,
+            Err(e) => return out.push(e),
+        };
         let target = match self.app.store.agent_by_id(&to_agent).await {
+            Ok(Some(record)) if record.disabled => return out.push(invalid("no such agent")),
+            Ok(Some(record)) if !Scope::of(&record).covers(&conversation.site) => {
+                return out.push(invalid(
+                    "that agent does not serve this conversation's site",
+                ))
+            }
             Ok(Some(record)) => auth::info(&record),
             Ok(None) => return out.push(invalid("no such agent")),
             Err(e) => return out.push(internal(e, None)),
@@ -334,16 +352,27 @@ impl AgentSession {
 }
 
 impl AgentSession {
+    /// The conversation, if it exists and its site is one this agent serves; `not_found`
+    /// otherwise (another team's conversation is not theirs to know of). Every frame about a
+    /// conversation goes through here.
+    async fn conversation(
+        &self,
+        conversation_id: &ConversationId,
+        client_id: Option<&ClientId>,
+    ) -> Result<crate::store::ConversationRecord, ToAgent> {
+        match self.app.store.conversation(conversation_id).await {
+            Ok(Some(c)) if self.scope.covers(&c.site) => Ok(c),
+            Ok(_) => Err(not_found(client_id.cloned())),
+            Err(e) => Err(internal(e, client_id.cloned())),
+        }
+    }
+
     /// The conversation, if this agent has it and it is not closed; else the error to send.
     async fn assigned_to_me(
         &self,
         conversation_id: &ConversationId,
     ) -> Result<crate::store::ConversationRecord, ToAgent> {
-        let record = match self.app.store.conversation(conversation_id).await {
-            Ok(Some(c)) => c,
-            Ok(None) => return Err(not_found(None)),
-            Err(e) => return Err(internal(e, None)),
-        };
+        let record = self.conversation(conversation_id, None).await?;
         if record.status == ConversationStatus::Closed {
             return Err(closed(None));
         }
@@ -360,11 +389,7 @@ impl AgentSession {
     /// from the store now, so a demotion counts at once). Anyone else's close is `forbidden`:
     /// a colleague's chat or the bot's is not theirs to end.
     async fn may_close(&self, conversation_id: &ConversationId) -> Result<(), ToAgent> {
-        let record = match self.app.store.conversation(conversation_id).await {
-            Ok(Some(c)) => c,
-            Ok(None) => return Err(not_found(None)),
-            Err(e) => return Err(internal(e, None)),
-        };
+        let record = self.conversation(conversation_id, None).await?;
         if record.assignee_id.as_deref() == Some(self.agent.id.as_str()) {
             return Ok(());
         }
@@ -601,7 +626,9 @@ impl Session for AgentSession {
                 active: t.active,
             }),
             Signal::Summary(summary) => {
-                out.push(ToAgent::Conversation(Box::new((*summary).clone())))
+                if self.scope.covers(&summary.site) {
+                    out.push(ToAgent::Conversation(Box::new((*summary).clone())))
+                }
             }
             Signal::Presence => out.push(ToAgent::Presence {
                 agents_online: self.app.hub.agents_online(),
@@ -630,6 +657,10 @@ impl Session for AgentSession {
             Signal::Revoked(revocation) => {
                 if revocation.ends(&self.agent.id, &self.session) {
                     self.ended = true;
+                } else if revocation.rereads(&self.agent.id) {
+                    // Sites, name or role changed: the console reconnects and gets `welcome`
+                    // as the agent now is (what it opened under the old sites is dropped).
+                    self.changed = true;
                 }
             }
             Signal::Queue(update) => {
@@ -676,7 +707,12 @@ impl Session for AgentSession {
             .session_agent(&self.session, crate::store::now_ms())
             .await
         {
-            Ok(Some(agent)) if agent.id == self.agent.id => {}
+            Ok(Some(agent)) if agent.id == self.agent.id => {
+                // A change whose signal did not arrive: reconnect to the agent as now stored.
+                if Scope::of(&agent) != self.scope || auth::info(&agent) != self.agent {
+                    self.changed = true;
+                }
+            }
             Ok(_) => self.ended = true,
             // The store is unreachable: not a reason to end a session (the next check decides).
             Err(e) => tracing::warn!(error = %e, "could not re-check an agent session"),
@@ -684,8 +720,13 @@ impl Session for AgentSession {
     }
 
     fn closing(&self) -> Option<(u16, &'static str)> {
-        self.ended
-            .then_some((protocol::CLOSE_SESSION_ENDED, "session ended"))
+        if self.ended {
+            Some((protocol::CLOSE_SESSION_ENDED, "session ended"))
+        } else if self.changed {
+            Some((protocol::CLOSE_ACCESS_CHANGED, "access changed: reconnect"))
+        } else {
+            None
+        }
     }
 
     fn finish(&mut self) {

@@ -281,6 +281,7 @@ pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<R
                 crate::access::Revocation {
                     agent_id: agent.id,
                     session: Some(hash),
+                    reread: false,
                 },
             );
         }
@@ -292,11 +293,15 @@ pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<R
     Ok(response)
 }
 
-/// `GET /api/me`: the agent, plus `"admin": true` for agents who may use the admin pages.
+/// `GET /api/me`: the agent, plus `"admin": true` for agents who may use the admin pages and
+/// `"sites"` for agents who serve only some sites.
 pub async fn me(SessionAgent(agent): SessionAgent) -> Json<serde_json::Value> {
     let mut body = serde_json::to_value(info(&agent)).unwrap_or_default();
     if agent.admin {
         body["admin"] = true.into();
+    }
+    if let Some(sites) = &agent.sites {
+        body["sites"] = sites.clone().into();
     }
     Json(body)
 }

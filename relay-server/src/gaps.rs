@@ -18,7 +18,8 @@ use parley_bot::similar;
 use protocol::{EntryMisses, GapReport, QuestionGroup};
 use serde::Deserialize;
 
-use crate::auth::CurrentAgent;
+use crate::access::Scope;
+use crate::auth::SessionAgent;
 use crate::http::AppError;
 use crate::store::{now_ms, Gap, GapKind};
 use crate::App;
@@ -46,7 +47,7 @@ pub struct GapsQuery {
 pub async fn report(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    _agent: CurrentAgent,
+    SessionAgent(agent): SessionAgent,
     query: Result<Query<GapsQuery>, QueryRejection>,
 ) -> Result<Json<GapReport>, AppError> {
     app.public.check_origin(&headers)?;
@@ -57,8 +58,10 @@ pub async fn report(
             "days must be 1 to {MAX_DAYS}"
         )));
     }
+    let scope = Scope::of(&agent);
     if let Some(site) = &query.site {
-        if !app.sites.contains_key(site) {
+        // Another team's site is as unknown to this agent as a site that does not exist.
+        if !app.sites.contains_key(site) || !scope.covers(site) {
             return Err(AppError::UnknownSite);
         }
     }
@@ -67,7 +70,10 @@ pub async fn report(
         .store
         .gaps(query.site.as_deref(), since, READ_LIMIT)
         .await
-        .map_err(|e| AppError::Internal(e.into()))?;
+        .map_err(|e| AppError::Internal(e.into()))?
+        .into_iter()
+        .filter(|g| scope.covers(&g.site))
+        .collect::<Vec<_>>();
     // Tokenizing and grouping a few thousand texts is CPU work: off the async threads.
     let report = tokio::task::spawn_blocking(move || build(&gaps, since))
         .await

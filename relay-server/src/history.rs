@@ -10,7 +10,8 @@ use axum::Json;
 use protocol::ConversationSummary;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::CurrentAgent;
+use crate::access::Scope;
+use crate::auth::SessionAgent;
 use crate::http::AppError;
 use crate::App;
 
@@ -37,11 +38,11 @@ pub struct Conversations {
     pub more: bool,
 }
 
-/// `GET /api/conversations?before=MS&before_id=ID&limit=N`: closed conversations (session
-/// cookie). `400 invalid` for a limit outside 1–100 or a `before_id` without `before`.
+/// `GET /api/conversations?before=MS&before_id=ID&limit=N`: closed conversations of the sites
+/// the agent serves (session cookie). `400 invalid` for a limit outside 1–100 or a `before_id` without `before`.
 pub async fn closed(
     State(app): State<Arc<App>>,
-    _agent: CurrentAgent,
+    SessionAgent(agent): SessionAgent,
     page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Conversations>, AppError> {
     let Query(page) = page.map_err(|e| AppError::Invalid(e.body_text()))?;
@@ -57,7 +58,7 @@ pub async fn closed(
     // One more than asked: tells whether there is a next page.
     let mut rows = app
         .store
-        .closed_conversations(cursor, limit + 1)
+        .closed_conversations(Scope::of(&agent).sites(), cursor, limit + 1)
         .await
         .map_err(|e| AppError::Internal(e.into()))?;
     let more = rows.len() as i64 > limit;

@@ -15,6 +15,7 @@
 pub mod access;
 pub mod admin;
 pub mod agent;
+pub mod agents;
 pub mod auth;
 pub mod bot;
 pub mod bus;
@@ -253,6 +254,13 @@ impl Relay {
             }
         }
         rights::check_sites(&config.sites)?;
+        for seed in &config.agents {
+            for key in seed.sites.iter().flatten() {
+                if !config.sites.iter().any(|s| &s.key == key) {
+                    anyhow::bail!("agent {:?}: unknown site {key:?} in `sites`", seed.username);
+                }
+            }
+        }
         let mailer = config.smtp.as_ref().map(mail::Mailer::new).transpose()?;
         // SQLite for `sqlite:` URLs, PostgreSQL for `postgres://` / `postgresql://`.
         let store = store::connect(&config.database_url).await?;
@@ -270,19 +278,26 @@ impl Relay {
             }
         }
         let seeded = access::seed_agents(store.as_ref(), &config.agents).await?;
-        for (seed, record) in &seeded.agents {
-            if let Some(max) = seed.max_chats {
-                capacity.agents.insert(record.id.clone(), max);
-            }
-        }
         if store.agent_count().await? == 0 {
             let password = token::generate()[..16].to_owned();
-            store
-                .upsert_agent("admin", "Admin", &auth::hash_password(&password)?)
-                .await?;
-            store.set_agent_admin("admin", true).await?;
+            // The console's to manage: it can be reset, and demoted once another admin exists.
+            let first = store::NewAgent {
+                username: "admin".into(),
+                display_name: "Admin".into(),
+                password_hash: auth::hash_password(&password)?,
+                admin: true,
+                sites: None,
+                max_chats: None,
+            };
+            let audit = store::AgentAudit {
+                actor: "relay".into(),
+                action: agents::CREATE,
+                detail: "{\"first_admin\":true}".into(),
+            };
+            store.create_agent(&first, &audit).await?;
             auth::announce_first_admin(&password, &config.database_url)?;
         }
+        capacity.set_agents(&store.agents().await?);
         if !config.assets_dir.join("widget.js").exists() {
             tracing::warn!(dir = %config.assets_dir.display(), "widget bundle missing: run `cargo xtask build`");
         }
@@ -348,13 +363,7 @@ impl Relay {
         }
         // Sockets of revoked agents on nodes that kept running close now.
         for agent_id in seeded.revoked {
-            access::revoke(
-                &app,
-                access::Revocation {
-                    agent_id,
-                    session: None,
-                },
-            );
+            access::revoke(&app, access::Revocation::all(&agent_id));
         }
         app.tasks.spawn(queue::run(app.clone()));
         app.tasks.spawn(access::purge_forever(app.clone()));

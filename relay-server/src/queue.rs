@@ -74,6 +74,14 @@ impl Queue {
             .clone()
     }
 
+    /// Re-reads every agent's own limit and sites (an admin changed an agent).
+    pub fn set_agents(&self, agents: &[crate::store::AgentRecord]) {
+        self.capacity
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_agents(agents);
+    }
+
     /// Sets a site's `max_chats_per_agent` (an admin saved it).
     pub fn set_site_max(&self, site: &str, max: u32) {
         self.capacity

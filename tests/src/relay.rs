@@ -138,6 +138,7 @@ impl TestRelayBuilder {
                 password: password.into(),
                 max_chats: None,
                 admin: false,
+                sites: None,
             });
         }
         for tweak in self.tweaks {

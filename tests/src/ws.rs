@@ -179,6 +179,14 @@ impl RawSocket {
         serde_json::from_str(&text).map_err(|e| anyhow!("frame does not parse ({e}): {text}"))
     }
 
+    /// Waits for the relay to close the socket with `code`; fails on any other ending.
+    pub async fn expect_close_code(&mut self, code: u16, what: &str) -> anyhow::Result<()> {
+        match self.expect_close().await? {
+            (Closed::Frame(Some(frame)), _) if u16::from(frame.code) == code => Ok(()),
+            other => bail!("{what}: expected close {code}, got {other:?}"),
+        }
+    }
+
     /// Reads until the relay closes the socket; reports how. Text frames before the close are
     /// returned too so a failing assertion can show them.
     pub async fn expect_close(&mut self) -> anyhow::Result<(Closed, Vec<String>)> {
@@ -411,12 +419,23 @@ pub struct VisitorClient {
 impl VisitorClient {
     /// Opens the visitor socket for the `demo` site without saying hello.
     pub async fn raw(relay: &TestRelay) -> anyhow::Result<RawSocket> {
+        Self::raw_on(relay, "demo").await
+    }
+
+    /// Opens the visitor socket for `site` without saying hello.
+    pub async fn raw_on(relay: &TestRelay, site: &str) -> anyhow::Result<RawSocket> {
         RawSocket::connect(
-            &relay.ws_url("/ws/visitor?site=demo"),
+            &relay.ws_url(&format!("/ws/visitor?site={site}")),
             &[("Origin", relay.origin().as_str())],
         )
         .await
         .context("opening /ws/visitor")
+    }
+
+    /// Connects as a new visitor of `site` (a site the test added to the config).
+    pub async fn connect_on(relay: &TestRelay, site: &str) -> anyhow::Result<Self> {
+        let sock = Self::raw_on(relay, site).await?;
+        Self::greet(relay, sock, None, None).await
     }
 
     /// Connects as a new visitor (no token) or as the visitor owning `token`.
@@ -431,7 +450,17 @@ impl VisitorClient {
         token: Option<&str>,
         held: Option<(&ConversationId, Seq)>,
     ) -> anyhow::Result<Self> {
-        let mut sock = Self::raw(relay).await?;
+        let sock = Self::raw(relay).await?;
+        Self::greet(relay, sock, token, held).await
+    }
+
+    /// Says `hello` on an open visitor socket and reads `welcome`.
+    async fn greet(
+        relay: &TestRelay,
+        mut sock: RawSocket,
+        token: Option<&str>,
+        held: Option<(&ConversationId, Seq)>,
+    ) -> anyhow::Result<Self> {
         sock.send_json(&VisitorFrame::Hello {
             v: PROTOCOL_VERSION,
             token: token.map(str::to_owned),

@@ -367,6 +367,7 @@ async fn node(database_url: &str, prefix: &str, max: u32) -> anyhow::Result<Test
                     password: password.into(),
                     max_chats: None,
                     admin: false,
+                    sites: None,
                 });
             }
         })

@@ -91,6 +91,9 @@ conformance!(
     open_conversations_newest_first,
     open_and_closed_lists_page_by_cursor,
     disabled_agents_have_no_sessions,
+    lists_hold_only_the_sites_asked_for,
+    console_agents_are_created_changed_and_audited,
+    the_last_enabled_admin_stays,
     update_context_round_trip,
     upsert_agent_updates,
     knowledge_gaps_round_trip,
@@ -122,8 +125,8 @@ mod cases {
         Role, Seq, Viewport,
     };
     use relay_server::store::{
-        now_ms, AgentRating, Capacity, ConversationRecord, Effect, Gap, GapKind, NewEvent,
-        SiteSettingsRecord, Store, StoreError, VisitorRecord,
+        now_ms, AgentAudit, AgentChange, AgentRating, Capacity, ConversationRecord, Effect, Gap,
+        GapKind, Managed, NewAgent, NewEvent, SiteSettingsRecord, Store, StoreError, VisitorRecord,
     };
 
     /// Tasks that append at once in the concurrency cases.
@@ -916,7 +919,7 @@ mod cases {
             .append(&ids[0].1, message(visitor_author(&ids[0].0), None, "again"))
             .await?;
         let recent: Vec<ConversationId> = store
-            .open_conversations(10)
+            .open_conversations(None, 10)
             .await?
             .into_iter()
             .map(|c| c.id)
@@ -926,7 +929,7 @@ mod cases {
             [ids[0].1.clone(), ids[2].1.clone(), ids[1].1.clone()],
             "newest-changed first"
         );
-        assert_eq!(store.open_conversations(2).await?.len(), 2, "limit");
+        assert_eq!(store.open_conversations(None, 2).await?.len(), 2, "limit");
         Ok(())
     }
 
@@ -949,7 +952,7 @@ mod cases {
             closed.push(c.id);
         }
         let listed: Vec<ConversationId> = store
-            .open_conversations(10)
+            .open_conversations(None, 10)
             .await?
             .into_iter()
             .map(|c| c.id)
@@ -960,7 +963,7 @@ mod cases {
         let mut cursor: Option<(i64, String)> = None;
         loop {
             let page = store
-                .closed_conversations(cursor.as_ref().map(|(at, id)| (*at, id.as_str())), 2)
+                .closed_conversations(None, cursor.as_ref().map(|(at, id)| (*at, id.as_str())), 2)
                 .await?;
             let Some(last) = page.last() else { break };
             cursor = Some((last.updated_at, last.id.0.clone()));
@@ -999,6 +1002,206 @@ mod cases {
         assert_eq!(store.delete_agent_sessions(&agent.id).await?, 1);
         store.create_session("old", &agent.id, now_ms() - 1).await?;
         assert_eq!(store.purge_expired_sessions(now_ms()).await?, 1);
+        Ok(())
+    }
+
+    pub async fn lists_hold_only_the_sites_asked_for(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let (_, demo) = chat(&*store).await?;
+        let other = store
+            .create_visitor("bank", &relay_server::store::new_id())
+            .await?;
+        let (bank, _) = store
+            .open_conversation("bank", &other.id, &context("https://bank.example/"))
+            .await?;
+        let ids = |rows: Vec<ConversationRecord>| -> Vec<ConversationId> {
+            rows.into_iter().map(|c| c.id).collect()
+        };
+        let demo_only = ["demo".to_owned()];
+        assert_eq!(
+            ids(store.open_conversations(Some(&demo_only), 10).await?),
+            std::slice::from_ref(&demo.id)
+        );
+        let both = ["bank".to_owned(), "demo".to_owned()];
+        assert_eq!(store.open_conversations(Some(&both), 10).await?.len(), 2);
+        assert_eq!(store.open_conversations(None, 10).await?.len(), 2);
+        assert!(store.open_conversations(Some(&[]), 10).await?.is_empty());
+        for id in [&demo.id, &bank.id] {
+            store
+                .append(
+                    id,
+                    NewEvent {
+                        author: Author {
+                            role: Role::System,
+                            id: None,
+                            name: None,
+                        },
+                        body: EventBody::Closed,
+                        client_id: None,
+                        effect: Effect::Close,
+                    },
+                )
+                .await?;
+        }
+        let bank_only = ["bank".to_owned()];
+        assert_eq!(
+            ids(store
+                .closed_conversations(Some(&bank_only), None, 10)
+                .await?),
+            std::slice::from_ref(&bank.id)
+        );
+        assert_eq!(store.closed_conversations(None, None, 10).await?.len(), 2);
+        Ok(())
+    }
+
+    fn audit(action: &'static str) -> AgentAudit {
+        AgentAudit {
+            actor: "boss".into(),
+            action,
+            detail: "{}".into(),
+        }
+    }
+
+    pub async fn console_agents_are_created_changed_and_audited(
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        let new = NewAgent {
+            username: "joon".into(),
+            display_name: "Joon".into(),
+            password_hash: "$argon2id$a".into(),
+            admin: false,
+            sites: Some(vec!["demo".into()]),
+            max_chats: Some(2),
+        };
+        let joon = store.create_agent(&new, &audit("agent_create")).await?;
+        assert_eq!(joon.managed_by, Managed::Console);
+        assert_eq!(joon.sites.as_deref(), Some(&["demo".to_owned()][..]));
+        assert_eq!(joon.max_chats, Some(2));
+        assert!(matches!(
+            store.create_agent(&new, &audit("agent_create")).await,
+            Err(StoreError::UsernameTaken)
+        ));
+        store
+            .create_session("j1", &joon.id, now_ms() + 60_000)
+            .await?;
+        // Every site and the site's limit again: `Some(None)` clears.
+        let (changed, ended) = store
+            .update_agent(
+                &joon.id,
+                &AgentChange {
+                    sites: Some(None),
+                    max_chats: Some(None),
+                    display_name: Some("Joon K.".into()),
+                    ..AgentChange::default()
+                },
+                Some(&audit("agent_update")),
+            )
+            .await?;
+        assert!(!ended, "a change of sites keeps the sessions");
+        assert_eq!((changed.sites, changed.max_chats), (None, None));
+        assert_eq!(changed.display_name, "Joon K.");
+        assert!(store.session_agent("j1", now_ms()).await?.is_some());
+        // A new password ends the sessions.
+        let (_, ended) = store
+            .update_agent(
+                &joon.id,
+                &AgentChange {
+                    password_hash: Some("$argon2id$b".into()),
+                    ..AgentChange::default()
+                },
+                Some(&audit("agent_password")),
+            )
+            .await?;
+        assert!(ended);
+        assert!(store.session_agent("j1", now_ms()).await?.is_none());
+        // Disabled by an admin: the config file listing the name does not enable them.
+        store
+            .create_session("j2", &joon.id, now_ms() + 60_000)
+            .await?;
+        let (off, ended) = store
+            .update_agent(
+                &joon.id,
+                &AgentChange {
+                    disabled: Some(true),
+                    ..AgentChange::default()
+                },
+                Some(&audit("agent_disable")),
+            )
+            .await?;
+        assert!(ended && off.disabled);
+        assert_eq!(off.disabled_by.as_deref(), Some("boss"));
+        let listed = store.upsert_agent("joon", "Joon", "$argon2id$c").await?;
+        assert!(listed.disabled, "an admin's disable outlasts the config");
+        assert_eq!(listed.managed_by, Managed::Config, "the file owns them now");
+        assert!(matches!(
+            store
+                .update_agent("nobody", &AgentChange::default(), None)
+                .await,
+            Err(StoreError::NoSuchAgent)
+        ));
+        let log = store.audit_log(10).await?;
+        let actions: Vec<&str> = log.iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            [
+                "agent_disable",
+                "agent_password",
+                "agent_update",
+                "agent_create"
+            ],
+            "newest first, one line per change"
+        );
+        assert!(log
+            .iter()
+            .all(|r| r.actor == "boss" && r.subject == joon.id));
+        Ok(())
+    }
+
+    pub async fn the_last_enabled_admin_stays(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let first = NewAgent {
+            username: "admin".into(),
+            display_name: "Admin".into(),
+            password_hash: "$argon2id$a".into(),
+            admin: true,
+            sites: None,
+            max_chats: None,
+        };
+        let admin = store.create_agent(&first, &audit("agent_create")).await?;
+        let demote = AgentChange {
+            admin: Some(false),
+            ..AgentChange::default()
+        };
+        let disable = AgentChange {
+            disabled: Some(true),
+            ..AgentChange::default()
+        };
+        for change in [&demote, &disable] {
+            assert!(matches!(
+                store
+                    .update_agent(&admin.id, change, Some(&audit("x")))
+                    .await,
+                Err(StoreError::LastAdmin)
+            ));
+        }
+        let still = store.agent_by_id(&admin.id).await?.context("kept")?;
+        assert!(
+            still.admin && !still.disabled,
+            "refused changes left nothing"
+        );
+        assert!(
+            store.audit_log(10).await?.len() == 1,
+            "a refused change writes no audit line"
+        );
+        // Once another admin exists, the generated one can be demoted.
+        let other = NewAgent {
+            username: "mina".into(),
+            admin: true,
+            ..first.clone()
+        };
+        store.create_agent(&other, &audit("agent_create")).await?;
+        let (demoted, _) = store
+            .update_agent(&admin.id, &demote, Some(&audit("agent_update")))
+            .await?;
+        assert!(!demoted.admin);
         Ok(())
     }
 
@@ -1582,7 +1785,7 @@ mod cases {
         assert_eq!(marked.status, ConversationStatus::Open, "left for people");
         let read = store.conversation(&bot.id).await?.context("stored")?;
         assert_eq!(read.offline_email.as_deref(), Some("ada@example.com"));
-        let listed = store.open_conversations(10).await?;
+        let listed = store.open_conversations(None, 10).await?;
         assert_eq!(listed[0].offline_email.as_deref(), Some("ada@example.com"));
         // The bot is silenced for good: its replies are refused.
         let reply = store
@@ -1835,8 +2038,8 @@ mod cases {
             .await?
             .iter()
             .all(|g| !g.question.starts_with("GONE")));
-        let mut left = store.open_conversations(100).await?;
-        left.extend(store.closed_conversations(None, 100).await?);
+        let mut left = store.open_conversations(None, 100).await?;
+        left.extend(store.closed_conversations(None, None, 100).await?);
         assert!(left.iter().all(|r| r.visitor_id != v.id));
         // A socket that still holds the erased conversation or visitor cannot bring data back.
         let late = store

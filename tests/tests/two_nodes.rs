@@ -1037,3 +1037,101 @@ async fn revoked_access_closes_sockets_on_every_node() -> anyhow::Result<()> {
     db.drop_now().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_admins_change_to_an_agent_reaches_every_node() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    let prefix = format!("parley-test-{}", relay_server::store::new_id());
+    let a = node(db.url(), &prefix).await?;
+    let b = node(db.url(), &prefix).await?;
+    let (mina, _, mina_pass) = AGENTS[0];
+    let (joon, _, joon_pass) = AGENTS[1];
+    let http = reqwest::Client::new();
+    let cookie = parley_tests::ws::login_cookie(&a, mina, mina_pass).await?;
+    let agents: serde_json::Value = http
+        .get(a.url("/api/admin/agents"))
+        .header("Cookie", cookie.as_str())
+        .send()
+        .await?
+        .json()
+        .await?;
+    let joon_id = agents["agents"]
+        .as_array()
+        .and_then(|l| l.iter().find(|x| x["username"] == joon))
+        .and_then(|x| x["id"].as_str())
+        .context("joon listed")?
+        .to_owned();
+    let patch = |body: serde_json::Value| {
+        http.patch(a.url(&format!("/api/admin/agents/{joon_id}")))
+            .header("Cookie", cookie.as_str())
+            .json(&body)
+            .send()
+    };
+
+    // Disabled on node A: Joon's console on node B closes, and he signs in nowhere.
+    let mut joon_on_b = AgentClient::login(&b, joon, joon_pass).await?;
+    assert_eq!(
+        patch(serde_json::json!({"disabled": true}))
+            .await?
+            .status()
+            .as_u16(),
+        200
+    );
+    expect_session_ended(&mut joon_on_b, "the disabled agent on the other node").await?;
+    let r = http
+        .post(b.url("/api/login"))
+        .json(&serde_json::json!({"username": joon, "password": joon_pass}))
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(
+        patch(serde_json::json!({"disabled": false}))
+            .await?
+            .status()
+            .as_u16(),
+        200
+    );
+    let mut joon_on_b = AgentClient::login(&b, joon, joon_pass).await?;
+    // A console-managed agent's sites changed on node A: their console on node B is told to
+    // reconnect (a config agent's sites are the file's, so Mina makes one).
+    let sora: serde_json::Value = http
+        .post(a.url("/api/admin/agents"))
+        .header("Cookie", cookie.as_str())
+        .json(&serde_json::json!({
+            "username": "sora", "display_name": "Sora", "password": "sora's first pass"
+        }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let sora_id = sora["id"].as_str().context("created")?.to_owned();
+    let mut sora_on_b = AgentClient::login(&b, "sora", "sora's first pass").await?;
+    let r = http
+        .patch(a.url(&format!("/api/admin/agents/{sora_id}")))
+        .header("Cookie", cookie.as_str())
+        .json(&serde_json::json!({"sites": ["demo"]}))
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 200);
+    sora_on_b
+        .sock
+        .expect_close_code(
+            protocol::CLOSE_ACCESS_CHANGED,
+            "sites changed on another node",
+        )
+        .await?;
+    // Positive control: Joon's socket on B, untouched by Sora's change, still answers.
+    joon_on_b
+        .sock
+        .send_json(&protocol::AgentFrame::Hello {
+            v: protocol::PROTOCOL_VERSION,
+        })
+        .await?;
+    joon_on_b
+        .expect("welcome", |f| matches!(f, ToAgent::Welcome { .. }))
+        .await?;
+    b.shutdown().await;
+    a.shutdown().await;
+    db.drop_now().await;
+    Ok(())
+}

@@ -45,6 +45,15 @@ pub enum StoreError {
     /// The conversation was rated already: the first rating stands.
     #[error("conversation was already rated")]
     AlreadyRated,
+    /// Another agent has this username.
+    #[error("username is taken")]
+    UsernameTaken,
+    /// The change would leave no enabled admin: nobody could manage agents or sites again.
+    #[error("the last enabled admin cannot be disabled or demoted")]
+    LastAdmin,
+    /// No such agent.
+    #[error("agent not found")]
+    NoSuchAgent,
 }
 
 /// Result of a store call.
@@ -63,8 +72,119 @@ pub struct AgentRecord {
     pub password_hash: String,
     /// May use the admin pages (routing, hours, capacity of sites).
     pub admin: bool,
-    /// Cannot sign in, and has no sessions (removed from the config).
+    /// Cannot sign in, and has no sessions (removed from the config, or disabled by an admin).
     pub disabled: bool,
+    /// Who owns the account: the config file or the console.
+    pub managed_by: Managed,
+    /// The sites the agent serves; `None`: every site (see [`crate::access::Scope`]).
+    pub sites: Option<Vec<String>>,
+    /// Most conversations given to the agent automatically; `None`: the site's limit.
+    pub max_chats: Option<u32>,
+    /// Who disabled the agent: [`DISABLED_BY_CONFIG`] or an admin's username.
+    pub disabled_by: Option<String>,
+}
+
+/// `disabled_by` of an agent the config file no longer lists: listing them again enables them.
+pub const DISABLED_BY_CONFIG: &str = "config";
+
+/// Who owns an agent account (and so where it is edited).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Managed {
+    /// Listed in the config file: the file sets name, password, admin, sites and limit at every
+    /// start; the console may only disable and enable them.
+    Config,
+    /// Created in the console (or the generated first admin): admins edit everything.
+    Console,
+}
+
+impl Managed {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Managed::Config => "config",
+            Managed::Console => "console",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> StoreResult<Self> {
+        match s {
+            "config" => Ok(Managed::Config),
+            "console" => Ok(Managed::Console),
+            other => Err(StoreError::Corrupt(format!("managed_by {other:?}"))),
+        }
+    }
+}
+
+/// A new console-managed agent.
+#[derive(Clone, Debug)]
+pub struct NewAgent {
+    /// Login name (checked by the caller).
+    pub username: String,
+    /// Shown to visitors.
+    pub display_name: String,
+    /// argon2 PHC string.
+    pub password_hash: String,
+    /// May use the admin pages.
+    pub admin: bool,
+    /// Sites served; `None`: every site.
+    pub sites: Option<Vec<String>>,
+    /// Own limit; `None`: the site's.
+    pub max_chats: Option<u32>,
+}
+
+/// Changes to an agent, each `None` left as is. Applied with the audit line in one transaction,
+/// which refuses to leave no enabled admin ([`StoreError::LastAdmin`]) and ends the agent's
+/// sessions when it disables them or sets a password.
+#[derive(Clone, Debug, Default)]
+pub struct AgentChange {
+    /// New display name.
+    pub display_name: Option<String>,
+    /// New password hash (ends the agent's sessions).
+    pub password_hash: Option<String>,
+    /// Admin or not.
+    pub admin: Option<bool>,
+    /// Disabled (ends the agent's sessions) or enabled; with who did it.
+    pub disabled: Option<bool>,
+    /// Sites served (`Some(None)`: every site).
+    pub sites: Option<Option<Vec<String>>>,
+    /// Own limit (`Some(None)`: the site's).
+    pub max_chats: Option<Option<u32>>,
+}
+
+/// Who changed an agent and how, for the audit log (`None`: the config file at start, which is
+/// not audited: the file is its own record).
+#[derive(Clone, Debug)]
+pub struct AgentAudit {
+    /// An admin's username.
+    pub actor: String,
+    /// `agent_create`, `agent_update`, `agent_disable`, `agent_enable` or `agent_password`.
+    pub action: &'static str,
+    /// What changed, as JSON (never a password or its hash).
+    pub detail: String,
+}
+
+/// The columns an [`AgentRecord`] is read from, in both engines.
+pub(crate) const AGENT_COLUMNS: &str =
+    "id, username, display_name, password_hash, admin, disabled, managed_by, sites, max_chats, disabled_by";
+
+/// `sites` as stored (a JSON array, or NULL).
+pub(crate) fn sites_to_db(sites: &Option<Vec<String>>) -> Option<String> {
+    sites
+        .as_ref()
+        .map(|s| serde_json::to_string(s).unwrap_or_else(|_| "[]".into()))
+}
+
+/// `sites` as read.
+pub(crate) fn sites_from_db(raw: Option<String>) -> StoreResult<Option<Vec<String>>> {
+    raw.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("sites: {e}"))))
+        .transpose()
+}
+
+/// `max_chats` as read.
+pub(crate) fn max_chats_from_db(raw: Option<i64>) -> StoreResult<Option<u32>> {
+    raw.map(|n| u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("max_chats {n}"))))
+        .transpose()
 }
 
 /// A visitor (one browser, identified by its token).
@@ -241,12 +361,32 @@ pub struct Capacity {
     pub agents: HashMap<String, u32>,
     /// Sites whose conversations are never given automatically (agents pick them by hand).
     pub manual_sites: std::collections::HashSet<String>,
+    /// Agents who serve only some sites, by agent id (absent: every site).
+    pub scopes: HashMap<String, crate::access::Scope>,
 }
 
 impl Capacity {
-    /// The most conversations `agent` is given automatically while one of `site` waits.
+    /// Takes every agent's own limit and sites from their records (at start, and when an admin
+    /// changed an agent on any node).
+    pub fn set_agents(&mut self, agents: &[AgentRecord]) {
+        self.agents = agents
+            .iter()
+            .filter_map(|a| a.max_chats.map(|max| (a.id.clone(), max)))
+            .collect();
+        self.scopes = agents
+            .iter()
+            .filter(|a| a.sites.is_some())
+            .map(|a| (a.id.clone(), crate::access::Scope::of(a)))
+            .collect();
+    }
+
+    /// The most conversations `agent` is given automatically while one of `site` waits: none
+    /// from a site they do not serve.
     pub fn of(&self, agent: &str, site: &str) -> u32 {
         if self.manual_sites.contains(site) {
+            return 0;
+        }
+        if self.scopes.get(agent).is_some_and(|s| !s.covers(site)) {
             return 0;
         }
         self.agents
@@ -463,8 +603,20 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64>;
     /// Every agent account, enabled or not.
     async fn agents(&self) -> StoreResult<Vec<AgentRecord>>;
-    /// Disables an agent (and ends their sessions, in the same transaction) or enables them.
+    /// Disables an agent the config no longer lists (and ends their sessions, in the same
+    /// transaction; `disabled_by` [`DISABLED_BY_CONFIG`]) or enables them.
     async fn set_agent_disabled(&self, agent_id: &str, disabled: bool) -> StoreResult<()>;
+    /// Creates a console-managed agent, with its audit line. [`StoreError::UsernameTaken`] if the
+    /// name is used.
+    async fn create_agent(&self, new: &NewAgent, audit: &AgentAudit) -> StoreResult<AgentRecord>;
+    /// Changes an agent (see [`AgentChange`]); returns it as now stored and whether sessions
+    /// ended. `audit: None` only for the config file's own settings at start.
+    async fn update_agent(
+        &self,
+        agent_id: &str,
+        change: &AgentChange,
+        audit: Option<&AgentAudit>,
+    ) -> StoreResult<(AgentRecord, bool)>;
 
     /// Creates a visitor with this token hash.
     async fn create_visitor(&self, site: &str, token_hash: &str) -> StoreResult<VisitorRecord>;
@@ -501,12 +653,19 @@ pub trait Store: Send + Sync + 'static {
     }
     /// One conversation.
     async fn conversation(&self, id: &ConversationId) -> StoreResult<Option<ConversationRecord>>;
-    /// Conversations not closed, most recently changed first, at most `limit`.
-    async fn open_conversations(&self, limit: i64) -> StoreResult<Vec<ConversationRecord>>;
-    /// Closed conversations changed before the cursor `(updated_at, id)` (none: from the
-    /// newest), most recent first, at most `limit`: the agent's history, page by page.
+    /// Conversations not closed, of these sites (`None`: all), most recently changed first, at
+    /// most `limit`.
+    async fn open_conversations(
+        &self,
+        sites: Option<&[String]>,
+        limit: i64,
+    ) -> StoreResult<Vec<ConversationRecord>>;
+    /// Closed conversations of these sites (`None`: all) changed before the cursor
+    /// `(updated_at, id)` (none: from the newest), most recent first, at most `limit`: the
+    /// agent's history, page by page.
     async fn closed_conversations(
         &self,
+        sites: Option<&[String]>,
         before: Option<(i64, &str)>,
         limit: i64,
     ) -> StoreResult<Vec<ConversationRecord>>;

@@ -34,6 +34,7 @@ use std::collections::HashMap;
 
 use protocol::AgentInfo;
 
+mod agents;
 mod batch;
 mod rights;
 
@@ -41,7 +42,7 @@ use super::{
     auto_join, check_rateable, choose, is_bot, new_id, now_ms, parse_role, parse_status,
     preview_of, role_str, status_str, AgentRating, AgentRecord, Appended, Capacity,
     ConversationRecord, Effect, Gap, GapKind, NewEvent, QueueState, SiteSettingsRecord, Store,
-    StoreError, StoreResult, VisitorRecord, ASSIGN_SCAN, WAIT_SAMPLES,
+    StoreError, StoreResult, VisitorRecord, AGENT_COLUMNS, ASSIGN_SCAN, WAIT_SAMPLES,
 };
 
 /// The advisory lock every automatic assignment holds (transaction-scoped): assignments from all
@@ -451,6 +452,10 @@ fn agent_from_row(row: &PgRow) -> StoreResult<AgentRecord> {
         password_hash: row.try_get("password_hash")?,
         admin: row.try_get("admin")?,
         disabled: row.try_get("disabled")?,
+        managed_by: super::Managed::parse(row.try_get("managed_by")?)?,
+        sites: super::sites_from_db(row.try_get("sites")?)?,
+        max_chats: super::max_chats_from_db(row.try_get("max_chats")?)?,
+        disabled_by: row.try_get("disabled_by")?,
     })
 }
 
@@ -498,13 +503,19 @@ impl Store for PgStore {
         display_name: &str,
         password_hash: &str,
     ) -> StoreResult<AgentRecord> {
-        let row = sqlx::query(
+        // The file owns a listed agent; one it had removed (and so disabled) is enabled again,
+        // one an admin disabled stays disabled.
+        let row = sqlx::query(&format!(
             "INSERT INTO agents (id, username, display_name, password_hash, created_at)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (username) DO UPDATE SET display_name = EXCLUDED.display_name,
-                 password_hash = EXCLUDED.password_hash, disabled = FALSE
-             RETURNING id, username, display_name, password_hash, admin, disabled",
-        )
+                 password_hash = EXCLUDED.password_hash, managed_by = 'config',
+                 disabled = CASE WHEN agents.disabled_by IS NULL OR agents.disabled_by = 'config'
+                     THEN FALSE ELSE agents.disabled END,
+                 disabled_by = CASE WHEN agents.disabled_by = 'config'
+                     THEN NULL ELSE agents.disabled_by END
+             RETURNING {AGENT_COLUMNS}"
+        ))
         .bind(new_id())
         .bind(username)
         .bind(display_name)
@@ -516,9 +527,9 @@ impl Store for PgStore {
     }
 
     async fn agent_by_username(&self, username: &str) -> StoreResult<Option<AgentRecord>> {
-        sqlx::query(
-            "SELECT id, username, display_name, password_hash, admin, disabled FROM agents WHERE username = $1",
-        )
+        sqlx::query(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE username = $1"
+        ))
         .bind(username)
         .fetch_optional(&self.pool)
         .await?
@@ -528,15 +539,13 @@ impl Store for PgStore {
     }
 
     async fn agent_by_id(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
-        sqlx::query(
-            "SELECT id, username, display_name, password_hash, admin, disabled FROM agents WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(agent_from_row)
-        .transpose()
+        sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(agent_from_row)
+            .transpose()
     }
 
     async fn create_session(
@@ -559,11 +568,10 @@ impl Store for PgStore {
     }
 
     async fn session_agent(&self, token_hash: &str, now: i64) -> StoreResult<Option<AgentRecord>> {
-        sqlx::query(
-            "SELECT a.id, a.username, a.display_name, a.password_hash, a.admin, a.disabled
-             FROM sessions s JOIN agents a ON a.id = s.agent_id
-             WHERE s.token_hash = $1 AND s.expires_at > $2 AND NOT a.disabled",
-        )
+        sqlx::query(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE NOT disabled AND id =
+                 (SELECT agent_id FROM sessions WHERE token_hash = $1 AND expires_at > $2)"
+        ))
         .bind(token_hash)
         .bind(now)
         .fetch_optional(&self.pool)
@@ -598,10 +606,9 @@ impl Store for PgStore {
     }
 
     async fn agents(&self) -> StoreResult<Vec<AgentRecord>> {
-        sqlx::query(
-            "SELECT id, username, display_name, password_hash, admin, disabled FROM agents
-             ORDER BY username",
-        )
+        sqlx::query(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents ORDER BY username"
+        ))
         .fetch_all(&self.pool)
         .await?
         .iter()
@@ -611,8 +618,9 @@ impl Store for PgStore {
 
     async fn set_agent_disabled(&self, agent_id: &str, disabled: bool) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE agents SET disabled = $1 WHERE id = $2")
+        sqlx::query("UPDATE agents SET disabled = $1, disabled_by = $2 WHERE id = $3")
             .bind(disabled)
+            .bind(disabled.then_some(super::DISABLED_BY_CONFIG))
             .bind(agent_id)
             .execute(&mut *tx)
             .await?;
@@ -624,6 +632,23 @@ impl Store for PgStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn create_agent(
+        &self,
+        new: &super::NewAgent,
+        audit: &super::AgentAudit,
+    ) -> StoreResult<AgentRecord> {
+        self.create_agent_impl(new, audit).await
+    }
+
+    async fn update_agent(
+        &self,
+        agent_id: &str,
+        change: &super::AgentChange,
+        audit: Option<&super::AgentAudit>,
+    ) -> StoreResult<(AgentRecord, bool)> {
+        self.update_agent_impl(agent_id, change, audit).await
     }
 
     async fn create_visitor(&self, site: &str, token_hash: &str) -> StoreResult<VisitorRecord> {
@@ -724,11 +749,17 @@ impl Store for PgStore {
         Self::conversation_on(&self.pool, id).await
     }
 
-    async fn open_conversations(&self, limit: i64) -> StoreResult<Vec<ConversationRecord>> {
+    async fn open_conversations(
+        &self,
+        sites: Option<&[String]>,
+        limit: i64,
+    ) -> StoreResult<Vec<ConversationRecord>> {
         sqlx::query(&format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE status != 'closed'
-             ORDER BY updated_at DESC, id DESC LIMIT $1"
+                 AND ($1::text[] IS NULL OR site = ANY($1))
+             ORDER BY updated_at DESC, id DESC LIMIT $2"
         ))
+        .bind(sites)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?
@@ -739,6 +770,7 @@ impl Store for PgStore {
 
     async fn closed_conversations(
         &self,
+        sites: Option<&[String]>,
         before: Option<(i64, &str)>,
         limit: i64,
     ) -> StoreResult<Vec<ConversationRecord>> {
@@ -746,11 +778,13 @@ impl Store for PgStore {
         sqlx::query(&format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations
              WHERE status = 'closed' AND (updated_at < $1 OR (updated_at = $1 AND id < $2))
+                 AND ($4::text[] IS NULL OR site = ANY($4))
              ORDER BY updated_at DESC, id DESC LIMIT $3"
         ))
         .bind(at)
         .bind(id)
         .bind(limit)
+        .bind(sites)
         .fetch_all(&self.pool)
         .await?
         .iter()

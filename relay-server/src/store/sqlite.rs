@@ -13,6 +13,7 @@
 //! (kill -9); surviving power loss as well needs `synchronous = FULL` (`?synchronous=full`... see
 //! [`SqliteStore::connect`]).
 
+mod agents;
 mod checkpoint;
 mod commit;
 mod rights;
@@ -39,7 +40,7 @@ use super::{
     auto_join, check_rateable, choose, is_bot, new_id, now_ms, parse_role, parse_status,
     preview_of, role_str, status_str, AgentRating, AgentRecord, Appended, Capacity,
     ConversationRecord, Effect, Gap, GapKind, NewEvent, QueueState, SiteSettingsRecord, Store,
-    StoreError, StoreResult, VisitorRecord, ASSIGN_SCAN, WAIT_SAMPLES,
+    StoreError, StoreResult, VisitorRecord, AGENT_COLUMNS, ASSIGN_SCAN, WAIT_SAMPLES,
 };
 
 /// SQLite-backed [`Store`].
@@ -226,6 +227,10 @@ fn agent_from_row(row: &SqliteRow) -> StoreResult<AgentRecord> {
         password_hash: row.try_get("password_hash")?,
         admin: row.try_get("admin")?,
         disabled: row.try_get("disabled")?,
+        managed_by: super::Managed::parse(row.try_get("managed_by")?)?,
+        sites: super::sites_from_db(row.try_get("sites")?)?,
+        max_chats: super::max_chats_from_db(row.try_get("max_chats")?)?,
+        disabled_by: row.try_get("disabled_by")?,
     })
 }
 
@@ -273,13 +278,19 @@ impl Store for SqliteStore {
         display_name: &str,
         password_hash: &str,
     ) -> StoreResult<AgentRecord> {
-        let row = sqlx::query(
+        // The file owns a listed agent; one it had removed (and so disabled) is enabled again,
+        // one an admin disabled stays disabled.
+        let row = sqlx::query(&format!(
             "INSERT INTO agents (id, username, display_name, password_hash, created_at)
              VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (username) DO UPDATE SET display_name = excluded.display_name,
-                 password_hash = excluded.password_hash, disabled = 0
-             RETURNING id, username, display_name, password_hash, admin, disabled",
-        )
+                 password_hash = excluded.password_hash, managed_by = 'config',
+                 disabled = CASE WHEN agents.disabled_by IS NULL OR agents.disabled_by = 'config'
+                     THEN 0 ELSE agents.disabled END,
+                 disabled_by = CASE WHEN agents.disabled_by = 'config'
+                     THEN NULL ELSE agents.disabled_by END
+             RETURNING {AGENT_COLUMNS}"
+        ))
         .bind(new_id())
         .bind(username)
         .bind(display_name)
@@ -291,9 +302,9 @@ impl Store for SqliteStore {
     }
 
     async fn agent_by_username(&self, username: &str) -> StoreResult<Option<AgentRecord>> {
-        sqlx::query(
-            "SELECT id, username, display_name, password_hash, admin, disabled FROM agents WHERE username = ?",
-        )
+        sqlx::query(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE username = ?"
+        ))
         .bind(username)
         .fetch_optional(&self.read)
         .await?
@@ -303,15 +314,13 @@ impl Store for SqliteStore {
     }
 
     async fn agent_by_id(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
-        sqlx::query(
-            "SELECT id, username, display_name, password_hash, admin, disabled FROM agents WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.read)
-        .await?
-        .as_ref()
-        .map(agent_from_row)
-        .transpose()
+        sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(agent_from_row)
+            .transpose()
     }
 
     async fn create_session(
@@ -331,11 +340,10 @@ impl Store for SqliteStore {
     }
 
     async fn session_agent(&self, token_hash: &str, now: i64) -> StoreResult<Option<AgentRecord>> {
-        sqlx::query(
-            "SELECT a.id, a.username, a.display_name, a.password_hash, a.admin, a.disabled
-             FROM sessions s JOIN agents a ON a.id = s.agent_id
-             WHERE s.token_hash = ? AND s.expires_at > ? AND a.disabled = 0",
-        )
+        sqlx::query(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE disabled = 0 AND id =
+                 (SELECT agent_id FROM sessions WHERE token_hash = ? AND expires_at > ?)"
+        ))
         .bind(token_hash)
         .bind(now)
         .fetch_optional(&self.read)
@@ -370,10 +378,9 @@ impl Store for SqliteStore {
     }
 
     async fn agents(&self) -> StoreResult<Vec<AgentRecord>> {
-        sqlx::query(
-            "SELECT id, username, display_name, password_hash, admin, disabled FROM agents
-             ORDER BY username",
-        )
+        sqlx::query(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents ORDER BY username"
+        ))
         .fetch_all(&self.read)
         .await?
         .iter()
@@ -384,8 +391,9 @@ impl Store for SqliteStore {
     async fn set_agent_disabled(&self, agent_id: &str, disabled: bool) -> StoreResult<()> {
         let mut held = self.write.acquire().await?;
         let mut tx = sqlx::Connection::begin_with(&mut *held, "BEGIN IMMEDIATE").await?;
-        sqlx::query("UPDATE agents SET disabled = ? WHERE id = ?")
+        sqlx::query("UPDATE agents SET disabled = ?, disabled_by = ? WHERE id = ?")
             .bind(disabled)
+            .bind(disabled.then_some(super::DISABLED_BY_CONFIG))
             .bind(agent_id)
             .execute(&mut *tx)
             .await?;
@@ -397,6 +405,23 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn create_agent(
+        &self,
+        new: &super::NewAgent,
+        audit: &super::AgentAudit,
+    ) -> StoreResult<AgentRecord> {
+        self.create_agent_impl(new, audit).await
+    }
+
+    async fn update_agent(
+        &self,
+        agent_id: &str,
+        change: &super::AgentChange,
+        audit: Option<&super::AgentAudit>,
+    ) -> StoreResult<(AgentRecord, bool)> {
+        self.update_agent_impl(agent_id, change, audit).await
     }
 
     async fn create_visitor(&self, site: &str, token_hash: &str) -> StoreResult<VisitorRecord> {
@@ -501,11 +526,18 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn open_conversations(&self, limit: i64) -> StoreResult<Vec<ConversationRecord>> {
+    async fn open_conversations(
+        &self,
+        sites: Option<&[String]>,
+        limit: i64,
+    ) -> StoreResult<Vec<ConversationRecord>> {
+        let sites = sites.map(|s| serde_json::to_string(s).unwrap_or_else(|_| "[]".into()));
         sqlx::query(&format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE status != 'closed'
-             ORDER BY updated_at DESC, id DESC LIMIT ?"
+                 AND (?1 IS NULL OR site IN (SELECT value FROM json_each(?1)))
+             ORDER BY updated_at DESC, id DESC LIMIT ?2"
         ))
+        .bind(sites)
         .bind(limit)
         .fetch_all(&self.read)
         .await?
@@ -516,18 +548,21 @@ impl Store for SqliteStore {
 
     async fn closed_conversations(
         &self,
+        sites: Option<&[String]>,
         before: Option<(i64, &str)>,
         limit: i64,
     ) -> StoreResult<Vec<ConversationRecord>> {
         let (at, id) = before.unwrap_or((i64::MAX, ""));
+        let sites = sites.map(|s| serde_json::to_string(s).unwrap_or_else(|_| "[]".into()));
         sqlx::query(&format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations
-             WHERE status = 'closed' AND (updated_at < ? OR (updated_at = ? AND id < ?))
-             ORDER BY updated_at DESC, id DESC LIMIT ?"
+             WHERE status = 'closed' AND (updated_at < ?1 OR (updated_at = ?1 AND id < ?2))
+                 AND (?3 IS NULL OR site IN (SELECT value FROM json_each(?3)))
+             ORDER BY updated_at DESC, id DESC LIMIT ?4"
         ))
         .bind(at)
-        .bind(at)
         .bind(id)
+        .bind(sites)
         .bind(limit)
         .fetch_all(&self.read)
         .await?
