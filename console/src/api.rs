@@ -202,7 +202,7 @@ async fn refusal(response: Response) -> String {
     let status = response.status();
     let body = response.json::<Refusal>().await.unwrap_or_default();
     match status {
-        403 => "Only admins can change routing.".to_owned(),
+        403 => "Only admins can do this.".to_owned(),
         _ if !body.message.is_empty() => body.message,
         _ => format!("The relay refused (HTTP {status})."),
     }
@@ -232,4 +232,95 @@ pub async fn save_site(settings: &SiteSettings) -> Result<SiteSettings, String> 
         return Err(refusal(response).await);
     }
     parse::<SiteSettings>(response).await
+}
+
+/// An agent as the agents page shows it (`/api/admin/agents`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct AgentAccount {
+    /// Stable id.
+    pub id: String,
+    /// Login name.
+    pub username: String,
+    /// Shown to visitors.
+    pub display_name: String,
+    /// May use the admin pages.
+    #[serde(default)]
+    pub admin: bool,
+    /// Cannot sign in.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Who disabled them.
+    #[serde(default)]
+    pub disabled_by: Option<String>,
+    /// `config` (edited in the config file) or `console`.
+    pub managed_by: String,
+    /// Sites served; `None`: every site.
+    #[serde(default)]
+    pub sites: Option<Vec<String>>,
+    /// Own chat limit; `None`: the site's.
+    #[serde(default)]
+    pub max_chats: Option<u32>,
+    /// Signed in now.
+    #[serde(default)]
+    pub online: bool,
+}
+
+impl AgentAccount {
+    /// The config file owns this agent: the console may only disable and enable them.
+    pub fn from_config(&self) -> bool {
+        self.managed_by == "config"
+    }
+}
+
+#[derive(Deserialize)]
+struct Accounts {
+    agents: Vec<AgentAccount>,
+}
+
+async fn send_json(
+    request: gloo_net::http::RequestBuilder,
+    body: &serde_json::Value,
+) -> Result<AgentAccount, String> {
+    let response = request
+        .json(body)
+        .map_err(|e| format!("Cannot send: {e}"))?
+        .send()
+        .await
+        .map_err(|_| "The relay is not reachable.".to_owned())?;
+    if !response.ok() {
+        return Err(refusal(response).await);
+    }
+    parse::<AgentAccount>(response).await
+}
+
+/// `GET /api/admin/agents`.
+pub async fn admin_agents() -> Result<Vec<AgentAccount>, String> {
+    let response = Request::get("/api/admin/agents")
+        .send()
+        .await
+        .map_err(|_| "The relay is not reachable.".to_owned())?;
+    if !response.ok() {
+        return Err(refusal(response).await);
+    }
+    parse::<Accounts>(response).await.map(|a| a.agents)
+}
+
+/// `POST /api/admin/agents`: the new agent, or why it was refused.
+pub async fn create_agent(body: &serde_json::Value) -> Result<AgentAccount, String> {
+    send_json(Request::post("/api/admin/agents"), body).await
+}
+
+/// `PATCH /api/admin/agents/{id}` with the fields to change.
+pub async fn update_agent(id: &str, patch: &serde_json::Value) -> Result<AgentAccount, String> {
+    send_json(Request::patch(&format!("/api/admin/agents/{id}")), patch).await
+}
+
+/// `POST /api/admin/agents/{id}/password`.
+pub async fn set_agent_password(id: &str, password: &str) -> Result<AgentAccount, String> {
+    let body = serde_json::json!({ "password": password });
+    send_json(
+        Request::post(&format!("/api/admin/agents/{id}/password")),
+        &body,
+    )
+    .await
 }

@@ -11,6 +11,7 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
 
 use crate::api;
+use crate::components::agents::AgentsPage;
 use crate::components::cobrowse;
 use crate::components::context_panel::ContextPanel;
 use crate::components::conversation::ConversationPane;
@@ -77,6 +78,8 @@ pub struct Ctx {
     pub admin: RwSignal<bool>,
     /// The routing page is shown instead of the conversation.
     pub routing: RwSignal<bool>,
+    /// The agents page is shown instead of the conversation.
+    pub agents_page: RwSignal<bool>,
 }
 
 impl Ctx {
@@ -236,6 +239,7 @@ pub fn Workspace(
         logout: on_logout,
         admin: RwSignal::new(false),
         routing: RwSignal::new(false),
+        agents_page: RwSignal::new(false),
     };
     provide_context(ctx);
     spawn_local(async move { ctx.admin.set(api::is_admin().await) });
@@ -362,7 +366,14 @@ pub fn Workspace(
                 fallback=move || view! {
                     <Show
                         when=move || ctx.routing.get()
-                        fallback=|| view! { <ConversationPane/> <ContextPanel/> }
+                        fallback=move || view! {
+                            <Show
+                                when=move || ctx.agents_page.get()
+                                fallback=|| view! { <ConversationPane/> <ContextPanel/> }
+                            >
+                                <AgentsPage on_close=Callback::new(move |()| ctx.agents_page.set(false))/>
+                            </Show>
+                        }
                     >
                         <RoutingPage on_close=Callback::new(move |()| ctx.routing.set(false))/>
                     </Show>

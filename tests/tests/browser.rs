@@ -460,3 +460,107 @@ async fn the_console_pages_older_closed_conversations() -> anyhow::Result<()> {
     relay.shutdown().await;
     result
 }
+
+#[tokio::test]
+async fn an_admin_adds_and_disables_an_agent_in_the_console() -> anyhow::Result<()> {
+    require_dist()?;
+    let relay = TestRelay::builder().admin("mina").start().await?;
+    let (user, _, pass) = AGENTS[0];
+    let browser = Browser::start().await?;
+    let client = browser.new_session().await?;
+    let login = |username: &'static str, password: &'static str| {
+        let url = relay.url("/api/login");
+        async move {
+            anyhow::Ok(
+                reqwest::Client::new()
+                    .post(url)
+                    .json(&serde_json::json!({"username": username, "password": password}))
+                    .send()
+                    .await?
+                    .status()
+                    .as_u16(),
+            )
+        }
+    };
+    let result = async {
+        let console = Console::new(&client);
+        console.login(&relay.base_url(), user, pass).await?;
+        console.element("button.agents-open").await?.click().await?;
+        // Joon comes from the config file: shown, but only disable/enable is offered.
+        console
+            .element(".agent-card[data-username=joon] .toggle-agent")
+            .await?;
+        let joon_locked = client
+            .execute(
+                "const c = document.querySelector('.agent-card[data-username=joon]');
+                 return [!c.querySelector('.save-agent'), c.querySelector('.display-name').disabled];",
+                vec![],
+            )
+            .await?;
+        assert_eq!(joon_locked, serde_json::json!([true, true]));
+
+        // A refused form says why, and adds nobody.
+        let fill = |css: &'static str, text: &'static str| {
+            let console = &console;
+            async move {
+                let input = console.element(css).await?;
+                input.clear().await?;
+                input.send_keys(text).await?;
+                anyhow::Ok(())
+            }
+        };
+        fill("form.add-agent .new-username", "sora").await?;
+        fill("form.add-agent .new-display-name", "<b>Sora</b>").await?;
+        fill("form.add-agent .new-password", "short").await?;
+        console.element(".add-agent-submit").await?.click().await?;
+        parley_tests::browser::wait_js(
+            &client,
+            "the refusal under the form",
+            "const a = document.querySelector('form.add-agent [role=alert]');
+             return a && a.textContent.includes('at least 12');",
+            vec![],
+        )
+        .await?;
+        assert_eq!(login("sora", "short").await?, 401);
+
+        // Accepted: Sora's card appears, her name shown as text, and she can sign in.
+        fill("form.add-agent .new-password", "sora's first pass").await?;
+        console.element(".add-agent-submit").await?.click().await?;
+        console.element(".agent-card[data-username=sora]").await?;
+        let heading = client
+            .execute(
+                "const h = document.querySelector('.agent-card[data-username=sora] h2');
+                 return [h.textContent, h.querySelectorAll('b').length];",
+                vec![],
+            )
+            .await?;
+        assert!(
+            heading[0].as_str().unwrap_or_default().contains("<b>Sora</b>"),
+            "{heading}"
+        );
+        assert_eq!(heading[1], 0, "untrusted text is rendered as text");
+        assert_eq!(login("sora", "sora's first pass").await?, 200);
+        screenshot(&client, "console-agents.png").await?;
+
+        // Disabled from her card: the card says so and she can no longer sign in.
+        console
+            .element(".agent-card[data-username=sora] .toggle-agent")
+            .await?
+            .click()
+            .await?;
+        parley_tests::browser::wait_js(
+            &client,
+            "Sora shown disabled",
+            "const c = document.querySelector('.agent-card[data-username=sora] .agent-state');
+             return c && c.textContent === 'Disabled';",
+            vec![],
+        )
+        .await?;
+        assert_eq!(login("sora", "sora's first pass").await?, 401);
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = client.close().await;
+    relay.shutdown().await;
+    result
+}

@@ -1,5 +1,6 @@
 //! The console's components, one module per screen area.
 
+pub mod agents;
 pub mod cobrowse;
 pub mod context_panel;
 pub mod conversation;

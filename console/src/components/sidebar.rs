@@ -66,8 +66,11 @@ pub fn Sidebar() -> impl IntoView {
                         "Knowledge gaps"
                     </button>
                     <Show when=move || ctx.admin.get()>
-                        <button class="routing-open" type="button" on:click=move |_| ctx.routing.set(true)>
+                        <button class="routing-open" type="button" on:click=move |_| { ctx.agents_page.set(false); ctx.routing.set(true) }>
                             "Routing"
+                        </button>
+                        <button class="agents-open" type="button" on:click=move |_| { ctx.routing.set(false); ctx.agents_page.set(true) }>
+                            "Agents"
                         </button>
                     </Show>
                     <button class="logout" type="button" on:click=logout>"Log out"</button>
