@@ -132,8 +132,10 @@ pub enum Bus {
 
 /// Settings of [`Bus::start`].
 pub struct BusSettings<'a> {
-    /// `redis://…`, or `None` for [`Bus::InProcess`].
+    /// `redis://…` or `rediss://…` (TLS), or `None` for [`Bus::InProcess`].
     pub url: Option<&'a str>,
+    /// For `rediss://` on a private CA: that CA's certificate (PEM); else the system's roots.
+    pub ca_file: Option<&'a std::path::Path>,
     /// Prefix of the Redis keys and channel, so several deployments (or test runs) can share one
     /// Redis without seeing each other.
     pub prefix: &'a str,
@@ -155,7 +157,8 @@ impl Bus {
             return Ok(Self::InProcess);
         };
         let shown = redact(url);
-        let client = redis::Client::open(url).with_context(|| format!("bad bus URL {shown}"))?;
+        let client =
+            client(url, settings.ca_file).with_context(|| format!("bad bus URL {shown}"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))
@@ -203,6 +206,28 @@ impl Bus {
 }
 
 /// `redis://user:secret@host` → `redis://***@host`: URLs are logged and shown in errors.
+/// The Redis client for `url`: over TLS (rustls, ring) for `rediss://`, checked against
+/// `ca_file` when given, else the system's trusted roots; the password, if any, in the URL.
+fn client(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<redis::Client> {
+    // rustls picks its provider from its crate features: `ring` is the only one compiled in
+    // (see Cargo.toml), so nothing is installed here.
+    if ca_file.is_some() && !url.starts_with("rediss://") {
+        anyhow::bail!("a bus CA file is for rediss:// URLs only");
+    }
+    match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the bus CA file {}", path.display()))?;
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            Ok(redis::Client::build_with_tls(url, certs)?)
+        }
+        None => Ok(redis::Client::open(url)?),
+    }
+}
+
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {

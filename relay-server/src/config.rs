@@ -51,10 +51,17 @@ pub struct Cli {
     #[arg(long)]
     pub no_demo_site: bool,
 
-    /// Redis URL of the cross-node bus (`redis://127.0.0.1:6379/`). Needed when several relays
-    /// share one PostgreSQL database behind one address; without it the relay is one node.
+    /// Redis URL of the cross-node bus (`redis://127.0.0.1:6379/`; with a password
+    /// `redis://:PASSWORD@host/` or `redis://USER:PASSWORD@host/`; over TLS `rediss://…`).
+    /// Needed when several relays share one PostgreSQL database behind one address; without it
+    /// the relay is one node.
     #[arg(long, env = "PARLEY_BUS")]
     pub bus: Option<String>,
+
+    /// PEM file of the certificate authority that signed the bus's TLS certificate (a private
+    /// CA); without it a `rediss://` bus is checked against the system's trusted roots.
+    #[arg(long, env = "PARLEY_BUS_CA_FILE")]
+    pub bus_ca_file: Option<PathBuf>,
 
     /// Prefix of the bus's Redis keys and channel, so deployments sharing a Redis stay apart.
     #[arg(long, env = "PARLEY_BUS_PREFIX", default_value = "parley")]
@@ -350,6 +357,8 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// Redis URL of the cross-node bus; `None` runs one node (in-process fan-out only).
     pub bus_url: Option<String>,
+    /// CA certificate (PEM) for a `rediss://` bus on a private CA.
+    pub bus_ca_file: Option<PathBuf>,
     /// Prefix of the bus's Redis keys and channel: deployments (and test runs) sharing one
     /// Redis must use different prefixes or they would see each other's nodes.
     pub bus_prefix: String,
@@ -525,6 +534,7 @@ impl Config {
             public_url: cli.public_url.clone(),
             trusted_proxies: cli.trusted_proxy.clone(),
             bus_url: cli.bus.clone(),
+            bus_ca_file: cli.bus_ca_file.clone(),
             bus_prefix: cli.bus_prefix.clone(),
             agent_grace: std::time::Duration::from_secs(cli.agent_grace_secs),
             smtp: match (&cli.smtp_url, &cli.smtp_from) {
@@ -553,6 +563,7 @@ impl Config {
             public_url: None,
             trusted_proxies: Vec::new(),
             bus_url: None,
+            bus_ca_file: None,
             bus_prefix: "parley".into(),
             agent_grace: std::time::Duration::from_secs(120),
             smtp: None,

@@ -1,6 +1,7 @@
 //! Redis for the cross-node tests: the shared server's URL ([`redis_url`]), a TCP proxy that
 //! can close or silently blackhole one node's path to it ([`CuttableProxy`]), and a private
-//! `redis-server` process a test may kill and restart ([`RedisServer`]).
+//! `redis-server` process a test may kill and restart ([`RedisServer`]), and one that speaks
+//! only TLS and wants a password ([`SecureRedis`]).
 //!
 //! The shared Redis (127.0.0.1:6379) is never stopped by a test: other tests run against it at
 //! the same time. A test that needs Redis itself to die starts its own.
@@ -277,5 +278,170 @@ impl Drop for RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A private `redis-server` that takes clients only over TLS (a certificate for 127.0.0.1 from a
+/// private CA, both made with `openssl`) and only with a password; killed on drop. Its plain port is
+/// used only to see that it is up.
+pub struct SecureRedis {
+    child: Child,
+    tls: SocketAddr,
+    password: String,
+    /// Holds the key and certificate.
+    dir: tempfile::TempDir,
+}
+
+impl SecureRedis {
+    /// Starts one and waits until it answers `AUTH` + `PING` on its plain port.
+    pub async fn start(password: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        // A private CA, and the server's certificate for 127.0.0.1 signed by it (rustls, rightly,
+        // refuses a CA certificate used as the server's own).
+        std::fs::write(
+            dir.path().join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )?;
+        let steps: [&[&str]; 3] = [
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=parley-test-ca",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "server.csr",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                "server.ext",
+                "-out",
+                "cert.pem",
+            ],
+        ];
+        for args in steps {
+            let made = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .context("running openssl (Debian: apt install openssl)")?;
+            if !made.success() {
+                bail!(
+                    "openssl {} failed making the test certificates: {made}",
+                    args[0]
+                );
+            }
+        }
+        let free = || -> anyhow::Result<SocketAddr> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+        };
+        let (plain, tls) = (free()?, free()?);
+        let child = {
+            use std::os::unix::process::CommandExt as _;
+            Command::new(redis_server_binary())
+                .args(["--bind", "127.0.0.1", "--port"])
+                .arg(plain.port().to_string())
+                .arg("--tls-port")
+                .arg(tls.port().to_string())
+                .arg("--tls-cert-file")
+                .arg(dir.path().join("cert.pem"))
+                .arg("--tls-key-file")
+                .arg(dir.path().join("key.pem"))
+                .args(["--tls-auth-clients", "no", "--requirepass", password])
+                .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .process_group(0)
+                .spawn()
+                .context("starting redis-server with TLS")?
+        };
+        let server = Self {
+            child,
+            tls,
+            password: password.to_owned(),
+            dir,
+        };
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while !server.answers(plain).await {
+            if tokio::time::Instant::now() > deadline {
+                bail!("redis-server with TLS not answering within {TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(server)
+    }
+
+    async fn answers(&self, plain: SocketAddr) -> bool {
+        let attempt = async {
+            let mut tcp = tokio::net::TcpStream::connect(plain).await.ok()?;
+            tcp.write_all(format!("AUTH {}\r\nPING\r\n", self.password).as_bytes())
+                .await
+                .ok()?;
+            let mut answer = [0u8; 12];
+            tcp.read_exact(&mut answer).await.ok()?;
+            Some(&answer == b"+OK\r\n+PONG\r\n")
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), attempt).await,
+            Ok(Some(true))
+        )
+    }
+
+    /// `rediss://:PASSWORD@127.0.0.1:TLS_PORT/`.
+    pub fn url(&self) -> String {
+        format!("rediss://:{}@{}/", self.password, self.tls)
+    }
+
+    /// The URL with another password.
+    pub fn url_with_password(&self, password: &str) -> String {
+        format!("rediss://:{password}@{}/", self.tls)
+    }
+
+    /// The CA certificate that signed the server's, for `--bus-ca-file`.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+impl Drop for SecureRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

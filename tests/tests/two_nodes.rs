@@ -1135,3 +1135,67 @@ async fn an_admins_change_to_an_agent_reaches_every_node() -> anyhow::Result<()>
     db.drop_now().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_bus_runs_over_tls_with_a_password_and_refuses_what_it_cannot_trust(
+) -> anyhow::Result<()> {
+    let secure = parley_tests::bus::SecureRedis::start("bus-pass-7f3a").await?;
+    let db = TestDatabase::create().await?;
+    let prefix = format!("parley-test-{}", relay_server::store::new_id());
+    let start = |url: String, ca: Option<std::path::PathBuf>| {
+        let database_url = db.url().to_owned();
+        let prefix = prefix.clone();
+        TestRelay::builder()
+            .config(move |c| {
+                c.database_url = database_url;
+                c.bus_url = Some(url);
+                c.bus_ca_file = ca;
+                c.bus_prefix = prefix;
+            })
+            .start()
+    };
+    // Refused, each with a reason and never the password: a wrong password, no CA for a
+    // self-signed certificate (the system's roots do not trust it), plain text to a TLS port.
+    for (url, ca, why) in [
+        (
+            secure.url_with_password("wrong"),
+            Some(secure.ca_file()),
+            "a wrong password",
+        ),
+        (secure.url(), None, "an untrusted certificate"),
+        (
+            secure.url().replace("rediss://", "redis://"),
+            None,
+            "plain text to the TLS port",
+        ),
+    ] {
+        let Err(e) = start(url, ca).await else {
+            bail!("a relay started with {why}");
+        };
+        let text = format!("{e:#}");
+        assert!(text.contains("Redis bus"), "{why}: {text}");
+        assert!(
+            !text.contains("bus-pass-7f3a"),
+            "{why}: the password leaked: {text}"
+        );
+    }
+    // Trusted and authenticated: a visitor on node A reaches an agent on node B.
+    let a = start(secure.url(), Some(secure.ca_file())).await?;
+    let b = start(secure.url(), Some(secure.ca_file())).await?;
+    let (mina, _, mina_pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&b, mina, mina_pass).await?;
+    let mut v = VisitorClient::connect(&a, None).await?;
+    v.send("tls-1", "over TLS").await?;
+    v.expect_ack("tls-1").await?;
+    let id = v.conversation_id.clone().context("conversation")?;
+    agent
+        .expect(
+            "the conversation, through the TLS bus",
+            |f| matches!(f, ToAgent::Conversation(c) if c.id == id),
+        )
+        .await?;
+    b.shutdown().await;
+    a.shutdown().await;
+    db.drop_now().await;
+    Ok(())
+}
