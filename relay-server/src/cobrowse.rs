@@ -17,7 +17,9 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::{Consent, ConversationId, ErrorCode, ErrorFrame, ToAgent, ToVisitor};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::{Arc, Weak};
 
 use crate::config::Limits;
 use crate::store::{ConversationRecord, Store, StoreResult};
@@ -108,11 +110,41 @@ pub enum Recipient {
     },
 }
 
-/// What a sharing visitor connection may still send: frames and bytes per second, with bursts
-/// big enough for a snapshot. Built only while sharing, so idle connections do not carry it.
+/// What a share may still send: frames and bytes per second, with bursts big enough for a
+/// snapshot. One per share (conversation and agent), whatever number of tabs the visitor has
+/// open ([`Budgets`]); built only while sharing, so idle connections do not carry it.
 pub struct Budget {
     frames: DefaultDirectRateLimiter,
     bytes: DefaultDirectRateLimiter,
+}
+
+/// The budgets of the shares going on through this node, so that every tab (connection) of one
+/// share draws from the same one: a visitor opening ten tabs does not get ten times the
+/// bandwidth. Held weakly: a share's budget goes with the last connection using it.
+#[derive(Default)]
+pub struct Budgets(std::sync::Mutex<HashMap<(ConversationId, String), Weak<Budget>>>);
+
+impl Budgets {
+    /// The budget of the share of `conversation` with `agent`: the one its other tabs use, or
+    /// a full one.
+    pub fn of(&self, conversation: &ConversationId, agent: &str, limits: &Limits) -> Arc<Budget> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (conversation.clone(), agent.to_owned());
+        if let Some(budget) = map.get(&key).and_then(Weak::upgrade) {
+            return budget;
+        }
+        // Shares are few and this runs once per share: forget the ended ones here.
+        map.retain(|_, b| b.strong_count() > 0);
+        let budget = Arc::new(Budget::new(limits));
+        map.insert(key, Arc::downgrade(&budget));
+        budget
+    }
+
+    /// Shares with a live budget (for tests).
+    pub fn live(&self) -> usize {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().filter(|b| b.strong_count() > 0).count()
+    }
 }
 
 fn quota(per_second: u32, burst: u32) -> Quota {
@@ -199,4 +231,39 @@ pub fn check_highlight(h: &protocol::Highlight) -> Result<(), ErrorFrame> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tab_of_a_share_draws_from_one_budget() {
+        let limits = Limits {
+            cobrowse_frames_per_second: 1,
+            cobrowse_frames_burst: 2,
+            ..Limits::default()
+        };
+        let budgets = Budgets::default();
+        let c = ConversationId("c1".into());
+        let tab1 = budgets.of(&c, "mina", &limits);
+        let tab2 = budgets.of(&c, "mina", &limits);
+        assert!(
+            tab1.take(10).is_ok() && tab2.take(10).is_ok(),
+            "the burst, shared"
+        );
+        assert!(
+            tab1.take(10).is_err() && tab2.take(10).is_err(),
+            "spent for both tabs"
+        );
+        // Positive control: another agent's share (after a transfer) starts full.
+        assert!(budgets.of(&c, "joon", &limits).take(10).is_ok());
+        assert_eq!(budgets.live(), 1, "joon's ended with its last holder");
+        drop((tab1, tab2));
+        assert_eq!(
+            budgets.live(),
+            0,
+            "the share's budget goes with its last tab"
+        );
+    }
 }

@@ -177,15 +177,15 @@ pub async fn run<S: Session>(
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_seen = Instant::now(),
             },
-            signal = mailbox.rx.recv() => {
+            signal = mailbox.recv() => {
                 if let Some(signal) = signal {
                     Box::pin(session.on_signal(signal, &mut out)).await;
                     // Take what else is already queued, so a busy connection writes one batch
                     // and flushes once instead of a syscall per frame.
                     for _ in 0..BATCH {
-                        match mailbox.rx.try_recv() {
-                            Ok(signal) => Box::pin(session.on_signal(signal, &mut out)).await,
-                            Err(_) => break,
+                        match mailbox.try_recv() {
+                            Some(signal) => Box::pin(session.on_signal(signal, &mut out)).await,
+                            None => break,
                         }
                     }
                 }
@@ -309,7 +309,7 @@ fn answered<F: ServerFrame>(
 /// one resync is enough.
 async fn catch_up<S: Session>(session: &mut S, mailbox: &mut Mailbox, out: &mut Vec<S::Out>) {
     let mut kept = Vec::new();
-    while let Ok(signal) = mailbox.rx.try_recv() {
+    while let Some(signal) = mailbox.try_recv() {
         if !session.resync_covers(&signal) {
             kept.push(signal);
         }
@@ -530,7 +530,7 @@ mod tests {
             "queued events are covered by the re-read; typing is not, and comes after it"
         );
         assert!(
-            mailbox.rx.try_recv().is_err(),
+            mailbox.try_recv().is_none(),
             "the queue is empty again, so new signals fit"
         );
     }

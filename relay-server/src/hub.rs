@@ -10,7 +10,7 @@
 //! `remote_agents`, refreshed by the bus, and [`Hub::agents_online`] returns the union.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use protocol::{AgentInfo, Author, ConversationId, ConversationSummary, Event};
@@ -29,6 +29,13 @@ pub const QUEUE: usize = 256;
 /// into more load. The channel allocates as it fills, so a quiet agent costs no more than a
 /// visitor, and agents are few.
 pub const AGENT_QUEUE: usize = 8192;
+
+/// Bytes of co-browse stream and message text one connection may have waiting in its queue.
+/// The queues are bounded in signals, but a co-browse piece is up to 64 KiB: 8,192 of them on an
+/// agent's queue would be 512 MiB. Past this bound the connection is marked lagged, as for a
+/// full queue (messages are re-read from the store; the console asks the visitor's page for a
+/// fresh snapshot when its stream has a gap).
+pub const QUEUE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Something a connection should tell its client.
 #[derive(Clone, Debug)]
@@ -49,6 +56,24 @@ pub enum Signal {
     Revoked(Arc<crate::access::Revocation>),
     /// A visitor was erased (visitors only): that visitor's sockets close.
     Erased(Arc<String>),
+}
+
+impl Signal {
+    /// What the signal holds that can be large, in bytes: the co-browse data or the message
+    /// text; the rest is small and counted as nothing.
+    pub fn weight(&self) -> usize {
+        match self {
+            Signal::Cobrowse(relayed) => match &relayed.to {
+                crate::cobrowse::Recipient::Agent {
+                    frame: protocol::ToAgent::Cobrowse { data, .. },
+                    ..
+                } => data.len(),
+                _ => 0,
+            },
+            Signal::Event(event) => event.message_text().map_or(0, str::len),
+            _ => 0,
+        }
+    }
 }
 
 /// What [`Signal::Queue`] tells a connection (see [`crate::queue`]).
@@ -94,11 +119,20 @@ pub struct Inbox {
     tx: mpsc::Sender<Signal>,
     /// Set when a signal could not be queued; the connection resyncs from the store.
     lagged: Arc<AtomicBool>,
+    /// [`Signal::weight`] of what is queued, bounded by [`QUEUE_BYTES`].
+    bytes: Arc<AtomicUsize>,
 }
 
 impl Inbox {
     fn deliver(&self, signal: Signal) {
+        let weight = signal.weight();
+        if weight > 0 && self.bytes.fetch_add(weight, Ordering::AcqRel) + weight > QUEUE_BYTES {
+            self.bytes.fetch_sub(weight, Ordering::AcqRel);
+            self.lagged.store(true, Ordering::Release);
+            return;
+        }
         if self.tx.try_send(signal).is_err() {
+            self.bytes.fetch_sub(weight, Ordering::AcqRel);
             self.lagged.store(true, Ordering::Release);
         }
     }
@@ -106,12 +140,38 @@ impl Inbox {
 
 /// The receiving half a connection keeps.
 pub struct Mailbox {
-    /// Signals in order.
-    pub rx: mpsc::Receiver<Signal>,
+    /// Signals in order (read through [`Mailbox::recv`] and [`Mailbox::try_recv`], which keep
+    /// the byte count).
+    rx: mpsc::Receiver<Signal>,
     /// True when some signal was not queued; clear it and resync.
     pub lagged: Arc<AtomicBool>,
     /// The hub-side handle, to (un)subscribe.
     pub inbox: Inbox,
+}
+
+impl Mailbox {
+    /// The next signal, waiting for one.
+    pub async fn recv(&mut self) -> Option<Signal> {
+        let signal = self.rx.recv().await?;
+        self.inbox
+            .bytes
+            .fetch_sub(signal.weight(), Ordering::AcqRel);
+        Some(signal)
+    }
+
+    /// The next signal if one is queued.
+    pub fn try_recv(&mut self) -> Option<Signal> {
+        let signal = self.rx.try_recv().ok()?;
+        self.inbox
+            .bytes
+            .fetch_sub(signal.weight(), Ordering::AcqRel);
+        Some(signal)
+    }
+
+    /// Bytes queued now (for tests).
+    pub fn queued_bytes(&self) -> usize {
+        self.inbox.bytes.load(Ordering::Acquire)
+    }
 }
 
 #[derive(Default)]
@@ -194,6 +254,7 @@ impl Hub {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             tx,
             lagged: lagged.clone(),
+            bytes: Arc::new(AtomicUsize::new(0)),
         };
         Mailbox { rx, lagged, inbox }
     }
@@ -518,6 +579,50 @@ mod tests {
             hub.publish_event(event("c1", seq));
         }
         assert!(m.lagged.load(Ordering::Acquire));
+    }
+
+    fn piece(conversation: &str, kib: usize) -> Arc<crate::cobrowse::Relayed> {
+        Arc::new(crate::cobrowse::Relayed {
+            conversation_id: ConversationId::from(conversation),
+            to: crate::cobrowse::Recipient::Agent {
+                agent_id: "a1".into(),
+                frame: protocol::ToAgent::Cobrowse {
+                    conversation_id: ConversationId::from(conversation),
+                    n: 1,
+                    data: "x".repeat(kib * 1024),
+                    index: 0,
+                    count: 1,
+                },
+            },
+        })
+    }
+
+    #[tokio::test]
+    async fn a_queue_is_bounded_in_bytes_as_well_as_in_signals() {
+        let hub = Hub::new();
+        let mut m = hub.agent_mailbox();
+        hub.subscribe(&ConversationId::from("c1"), &m.inbox);
+        // 60 KiB pieces: far fewer than AGENT_QUEUE signals fill QUEUE_BYTES.
+        let fits = QUEUE_BYTES / (60 * 1024);
+        for _ in 0..fits {
+            hub.deliver_cobrowse(piece("c1", 60));
+        }
+        assert!(!m.lagged.load(Ordering::Acquire), "within the bound");
+        assert_eq!(m.queued_bytes(), fits * 60 * 1024);
+        hub.deliver_cobrowse(piece("c1", 60));
+        assert!(
+            m.lagged.load(Ordering::Acquire),
+            "one piece more is refused"
+        );
+        assert!(m.queued_bytes() <= QUEUE_BYTES);
+        // Reading frees the bytes: after it the same piece fits again.
+        m.lagged.store(false, Ordering::Release);
+        while m.try_recv().is_some() {}
+        assert_eq!(m.queued_bytes(), 0);
+        hub.deliver_cobrowse(piece("c1", 60));
+        assert!(!m.lagged.load(Ordering::Acquire));
+        assert_eq!(m.recv().await.map(|s| s.weight()), Some(60 * 1024));
+        assert_eq!(m.queued_bytes(), 0);
     }
 
     #[tokio::test]

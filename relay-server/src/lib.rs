@@ -90,6 +90,8 @@ pub struct App {
     pub new_visitors: per_source::PerSource,
     /// New conversations per address (each is a stored row and a queue entry).
     pub new_conversations: per_source::PerSource,
+    /// Co-browse bandwidth, one budget per share whatever the number of the visitor's tabs.
+    pub cobrowse_budgets: cobrowse::Budgets,
     /// Password checks, on a bounded pool of threads.
     pub hasher: hasher::Hasher,
     /// A real argon2 hash to verify unknown usernames against (equal timing).
@@ -333,6 +335,7 @@ impl Relay {
             new_conversations: per_source::PerSource::per_minute(
                 config.limits.new_conversations_per_ip_per_minute,
             ),
+            cobrowse_budgets: cobrowse::Budgets::default(),
             hasher: hasher::Hasher::start(
                 config.limits.hash_workers,
                 config.limits.hash_queue,
@@ -349,6 +352,7 @@ impl Relay {
         let bus = bus::Bus::start(
             bus::BusSettings {
                 url: config.bus_url.as_deref(),
+                ca_file: config.bus_ca_file.as_deref(),
                 prefix: &config.bus_prefix,
                 errors: app.metrics.bus_errors.clone(),
             },

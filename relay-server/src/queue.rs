@@ -126,10 +126,12 @@ pub fn changes_queue(appended: &crate::store::Appended) -> bool {
         | EventBody::Handoff { .. }
         | EventBody::Transferred { .. }
         | EventBody::Requeued { .. } => true,
-        // The first event of a conversation that starts in the queue (agents-first site).
+        // The first event of a conversation that starts in the queue (agents-first site), or
+        // the visitor's first message in one a greeting opened: it started waiting just now.
         _ => {
-            appended.event.seq == 1
-                && appended.conversation.status == protocol::ConversationStatus::Open
+            let c = &appended.conversation;
+            c.status == protocol::ConversationStatus::Open
+                && (appended.event.seq == 1 || c.queued_at == Some(appended.event.at))
         }
     }
 }

@@ -118,8 +118,9 @@ struct CobrowseView {
     /// The seq of the last event folded in: the next one must be `upto + 1`, or the fold is read
     /// again from the store (it never guesses across a gap).
     upto: Seq,
-    /// Bandwidth left while sharing, with the agent it was granted for; `None` otherwise.
-    budget: Option<(String, Budget)>,
+    /// Bandwidth left while sharing (shared with the visitor's other tabs: [`cobrowse::Budgets`]),
+    /// with the agent it was granted for; `None` otherwise.
+    budget: Option<(String, Arc<Budget>)>,
 }
 
 impl CobrowseView {
@@ -129,14 +130,20 @@ impl CobrowseView {
         self.budget
             .as_ref()
             .filter(|(a, _)| a == agent)
-            .map(|(a, b)| (a.as_str(), b))
+            .map(|(a, b)| (a.as_str(), &**b))
     }
 
-    /// Gives a fresh budget when sharing starts (or moves to another agent), drops it when it ends.
-    fn settle_budget(&mut self, limits: &crate::config::Limits) {
+    /// Takes the share's budget when sharing starts (or moves to another agent), drops it when
+    /// it ends.
+    fn settle_budget(&mut self, app: &App) {
         match self.consent.sharing_with() {
             Some(agent) if self.budget.as_ref().is_some_and(|(a, _)| a == agent) => {}
-            Some(agent) => self.budget = Some((agent.to_owned(), Budget::new(limits))),
+            Some(agent) => {
+                let budget = app
+                    .cobrowse_budgets
+                    .of(&self.conversation, agent, &app.limits);
+                self.budget = Some((agent.to_owned(), budget));
+            }
             None => self.budget = None,
         }
     }
@@ -187,9 +194,12 @@ impl VisitorSession {
     }
 
     /// The visitor's open conversation (creating one as the site's routing says), listened to.
+    /// The visitor's open conversation, opened if needed. `waiting`: it joins the people's queue
+    /// now (an agents-first site); a greeting opens one that waits only once the visitor writes.
     async fn open_conversation(
         &mut self,
         visitor: &VisitorRecord,
+        waiting: bool,
     ) -> Result<ConversationId, OpenError> {
         if let (Some(id), true) = (&self.conversation, self.conversation_open) {
             return Ok(id.clone());
@@ -203,7 +213,13 @@ impl VisitorSession {
         let (c, _created) = self
             .app
             .store
-            .open_conversation_as(&site.key, &visitor.id, &self.context, site.bot_first())
+            .open_conversation_as(
+                &site.key,
+                &visitor.id,
+                &self.context,
+                site.bot_first(),
+                waiting,
+            )
             .await
             .map_err(OpenError::Store)?;
         if self.conversation.as_ref() != Some(&c.id) || !self.cursor.tracks(&c.id) {
@@ -342,7 +358,7 @@ impl VisitorSession {
                 if let Some(old) = self.cobrowse.take() {
                     view.budget = old.budget;
                 }
-                view.settle_budget(&self.app.limits);
+                view.settle_budget(&self.app);
                 self.cobrowse = Some(Box::new(view));
             }
             Ok(None) => self.cobrowse = None,
@@ -382,7 +398,7 @@ impl VisitorSession {
             view.consent.apply(e);
             view.upto = e.seq;
         }
-        view.settle_budget(&self.app.limits);
+        view.settle_budget(&self.app);
         true
     }
 
@@ -583,7 +599,7 @@ impl VisitorSession {
         };
         // At most twice: a conversation believed open may have been closed by an agent meanwhile.
         for _ in 0..2 {
-            let conversation = match self.open_conversation(&visitor).await {
+            let conversation = match self.open_conversation(&visitor, true).await {
                 Ok(id) => id,
                 Err(e) => return out.push(e.answer(Some(client_id))),
             };
@@ -737,7 +753,7 @@ impl VisitorSession {
         };
         // At most twice, as in `send`: the conversation may have been closed meanwhile.
         for _ in 0..2 {
-            let conversation = match self.open_conversation(&visitor).await {
+            let conversation = match self.open_conversation(&visitor, true).await {
                 Ok(id) => id,
                 Err(e) => return out.push(e.answer(Some(client_id))),
             };
@@ -787,7 +803,7 @@ impl VisitorSession {
                 "no greeting rule has this id",
             )));
         };
-        let conversation = match self.open_conversation(&visitor).await {
+        let conversation = match self.open_conversation(&visitor, false).await {
             Ok(id) => id,
             Err(e) => return out.push(e.answer(None)),
         };

@@ -303,7 +303,7 @@ async fn bot_flag_rules(store: std::sync::Arc<dyn Store>) -> anyhow::Result<()> 
     // Hand-off: bot → open, then the bot is refused.
     let visitor = store.create_visitor("demo", &store::new_id()).await?;
     let (c, created) = store
-        .open_conversation_as("demo", &visitor.id, &context, true)
+        .open_conversation_as("demo", &visitor.id, &context, true, true)
         .await?;
     assert!(created);
     assert_eq!(c.status, ConversationStatus::Bot);
@@ -327,7 +327,7 @@ async fn bot_flag_rules(store: std::sync::Arc<dyn Store>) -> anyhow::Result<()> 
     let agent = store.upsert_agent("mina", "Mina", "x").await?;
     let visitor = store.create_visitor("demo", &store::new_id()).await?;
     let (c, _) = store
-        .open_conversation_as("demo", &visitor.id, &context, true)
+        .open_conversation_as("demo", &visitor.id, &context, true, true)
         .await?;
     let take = NewEvent {
         author: Author {

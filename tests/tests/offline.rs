@@ -590,6 +590,47 @@ async fn greeting_is_stored_once_as_the_bots_message() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_greeting_queues_nobody_until_the_visitor_writes() -> anyhow::Result<()> {
+    let relay = TestRelay::builder()
+        .auto_assign(3, Duration::from_secs(120))
+        .config(|c| {
+            c.sites[0].greetings = vec![greeting("cart", "Need help with your cart?")];
+        })
+        .start()
+        .await?;
+    let (user, _, pass) = parley_tests::AGENTS[0];
+    let mut mina = parley_tests::AgentClient::login(&relay, user, pass).await?;
+    let mut v = VisitorClient::connect(&relay, None).await?;
+    v.sock
+        .send_json(&VisitorFrame::Greeting {
+            rule: "cart".into(),
+        })
+        .await?;
+    let greeted = v
+        .expect_event("the greeting", |e| e.author.role == Role::Bot)
+        .await?;
+    let conversation = greeted.conversation_id.clone();
+    // Greeted, silent: nobody is given the conversation, and the queue counts nobody.
+    mina.expect_none("an assignment before the visitor wrote", Duration::from_millis(800), |f| {
+        matches!(f, protocol::ToAgent::Conversation(c) if c.id == conversation && c.assignee.is_some())
+            || matches!(f, protocol::ToAgent::Queue { waiting, .. } if *waiting > 0)
+    })
+    .await?;
+    // The visitor writes: now it waits, and Mina (online, with room) is given it after it.
+    v.send("m-1", "Yes please").await?;
+    assert_eq!(v.expect_ack("m-1").await?, 2, "nothing came between");
+    let joined = v
+        .expect_event("an agent joined", |e| e.body == VisitorBody::Joined)
+        .await?;
+    assert_eq!(
+        joined.seq, 3,
+        "the assignment follows the visitor's first message"
+    );
+    relay.shutdown().await;
+    Ok(())
+}
+
 // ── In real browsers: the widget's offline form and greeting bubbles, the console's marker. ──
 
 mod browser {

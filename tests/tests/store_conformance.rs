@@ -369,7 +369,13 @@ mod cases {
             .create_visitor("demo", &relay_server::store::new_id())
             .await?;
         let (silenced, _) = store
-            .open_conversation_as("demo", &bot_v.id, &context("https://shop.example/"), true)
+            .open_conversation_as(
+                "demo",
+                &bot_v.id,
+                &context("https://shop.example/"),
+                true,
+                true,
+            )
             .await?;
         store
             .append(
@@ -1327,7 +1333,13 @@ mod cases {
             .create_visitor("demo", &relay_server::store::new_id())
             .await?;
         let (bot, _) = store
-            .open_conversation_as("demo", &visitor.id, &context("https://shop.example/"), true)
+            .open_conversation_as(
+                "demo",
+                &visitor.id,
+                &context("https://shop.example/"),
+                true,
+                true,
+            )
             .await?;
         assert_eq!(bot.queued_at, None);
         assert!(
@@ -1776,7 +1788,13 @@ mod cases {
             .create_visitor("demo", &relay_server::store::new_id())
             .await?;
         let (bot, _) = store
-            .open_conversation_as("demo", &visitor.id, &context("https://shop.example/"), true)
+            .open_conversation_as(
+                "demo",
+                &visitor.id,
+                &context("https://shop.example/"),
+                true,
+                true,
+            )
             .await?;
         assert_eq!(bot.status, ConversationStatus::Bot);
         assert_eq!(bot.offline_email, None);

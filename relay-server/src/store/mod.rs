@@ -331,6 +331,7 @@ impl Effect {
         &self,
         conv: &ConversationRecord,
         now: i64,
+        by_visitor: bool,
     ) -> (Option<i64>, Option<(String, i64)>) {
         match self {
             Effect::Assign(agent) if conv.assignee_id.is_none() => {
@@ -344,9 +345,25 @@ impl Effect {
             }
             Effect::Handoff | Effect::Requeue(_) => (Some(now), None),
             Effect::Close => (None, None),
+            // A conversation a greeting opened joins the queue when the visitor first writes.
+            _ if by_visitor && unqueued(conv) => (Some(now), None),
             _ => (conv.queued_at, None),
         }
     }
+}
+
+/// Open, nobody's, and not in the queue: a conversation a greeting opened, before the visitor
+/// wrote.
+fn unqueued(conv: &ConversationRecord) -> bool {
+    conv.status == ConversationStatus::Open
+        && conv.assignee_id.is_none()
+        && conv.queued_at.is_none()
+}
+
+/// Whether appending `new` puts the conversation in the people's queue (the visitor's first
+/// message after a greeting): the plain group-commit paths leave that append to the careful one.
+pub(crate) fn starts_waiting(conv: &ConversationRecord, new: &NewEvent) -> bool {
+    new.author.role == Role::Visitor && unqueued(conv)
 }
 
 /// How many conversations an agent may be given automatically: the agent's own limit, else the
@@ -640,6 +657,7 @@ pub trait Store: Send + Sync + 'static {
         visitor_id: &str,
         context: &PageContext,
         bot: bool,
+        waiting: bool,
     ) -> StoreResult<(ConversationRecord, bool)>;
     /// [`Store::open_conversation_as`] without the bot (an agents-first site).
     async fn open_conversation(
@@ -648,7 +666,7 @@ pub trait Store: Send + Sync + 'static {
         visitor_id: &str,
         context: &PageContext,
     ) -> StoreResult<(ConversationRecord, bool)> {
-        self.open_conversation_as(site, visitor_id, context, false)
+        self.open_conversation_as(site, visitor_id, context, false, true)
             .await
     }
     /// One conversation.

@@ -314,7 +314,9 @@ impl PgStore {
             _ => conv.preview.clone(),
         };
         let now = now_ms();
-        let (queued_at, waited) = new.effect.queue_times(&conv, now);
+        let (queued_at, waited) =
+            new.effect
+                .queue_times(&conv, now, new.author.role == protocol::Role::Visitor);
         let row = sqlx::query(&format!(
             "UPDATE conversations SET last_seq = last_seq + 1, status = $1, assignee_id = $2,
                  preview = $3, updated_at = $4, bot = $6, queued_at = $7 WHERE id = $5
@@ -709,6 +711,7 @@ impl Store for PgStore {
         visitor_id: &str,
         context: &PageContext,
         bot: bool,
+        waiting: bool,
     ) -> StoreResult<(ConversationRecord, bool)> {
         for _ in 0..OPEN_ATTEMPTS {
             if let Some(existing) = self.open_of(visitor_id).await? {
@@ -732,7 +735,7 @@ impl Store for PgStore {
             .bind(now)
             .bind(bot)
             // Without the bot it waits for a person from the start.
-            .bind((!bot).then_some(now))
+            .bind((!bot && waiting).then_some(now))
             .fetch_optional(&self.pool)
             .await?;
             if let Some(row) = created {
@@ -834,6 +837,7 @@ impl Store for PgStore {
                 .await?;
             let waiting: Vec<(ConversationId, String)> = sqlx::query(
                 "SELECT id, site FROM conversations WHERE status = 'open' AND NOT bot
+                 AND queued_at IS NOT NULL
                  ORDER BY queued_at, id LIMIT $1",
             )
             .bind(ASSIGN_SCAN)
@@ -859,7 +863,8 @@ impl Store for PgStore {
             // A manual take or a close may have won meanwhile (they do not hold the advisory
             // lock): check under the row lock, which `append_in` takes again harmlessly.
             let still_waiting: Option<bool> = sqlx::query_scalar(
-                "SELECT status = 'open' AND NOT bot FROM conversations WHERE id = $1 FOR UPDATE",
+                "SELECT status = 'open' AND NOT bot AND queued_at IS NOT NULL FROM conversations
+                 WHERE id = $1 FOR UPDATE",
             )
             .bind(&conversation.0)
             .fetch_optional(&mut *tx)
@@ -877,6 +882,7 @@ impl Store for PgStore {
     async fn queue_state(&self) -> StoreResult<QueueState> {
         let waiting = sqlx::query_scalar::<_, String>(
             "SELECT id FROM conversations WHERE status = 'open' AND NOT bot
+                 AND queued_at IS NOT NULL
              ORDER BY queued_at, id",
         )
         .fetch_all(&self.pool)

@@ -480,6 +480,7 @@ impl Store for SqliteStore {
         visitor_id: &str,
         context: &PageContext,
         bot: bool,
+        waiting: bool,
     ) -> StoreResult<(ConversationRecord, bool)> {
         let mut held = self.write.acquire().await?;
         let mut tx = sqlx::Connection::begin_with(&mut *held, "BEGIN IMMEDIATE").await?;
@@ -506,8 +507,9 @@ impl Store for SqliteStore {
         .bind(json(context))
         .bind(now)
         .bind(now)
-        // Without the bot it waits for a person from the start.
-        .bind((!bot).then_some(now))
+        // Without the bot it waits for a person from the start (one a greeting opened: once
+        // the visitor writes).
+        .bind((!bot && waiting).then_some(now))
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -608,6 +610,7 @@ impl Store for SqliteStore {
         let mut tx = sqlx::Connection::begin_with(&mut *held, "BEGIN IMMEDIATE").await?;
         let waiting: Vec<(ConversationId, String)> = sqlx::query(
             "SELECT id, site FROM conversations WHERE status = 'open' AND bot = 0
+                 AND queued_at IS NOT NULL
              ORDER BY queued_at, id LIMIT ?",
         )
         .bind(ASSIGN_SCAN)
@@ -638,7 +641,8 @@ impl Store for SqliteStore {
 
     async fn queue_state(&self) -> StoreResult<QueueState> {
         let waiting = sqlx::query_scalar::<_, String>(
-            "SELECT id FROM conversations WHERE status = 'open' AND bot = 0 ORDER BY queued_at, id",
+            "SELECT id FROM conversations WHERE status = 'open' AND bot = 0 AND queued_at IS NOT NULL
+             ORDER BY queued_at, id",
         )
         .fetch_all(&self.read)
         .await?
@@ -1003,7 +1007,9 @@ async fn append_in(
         _ => conv.preview.clone(),
     };
     let now = now_ms();
-    let (queued_at, waited) = new.effect.queue_times(&conv, now);
+    let (queued_at, waited) =
+        new.effect
+            .queue_times(&conv, now, new.author.role == protocol::Role::Visitor);
     let row = sqlx::query(&format!(
             "UPDATE conversations SET last_seq = last_seq + 1, status = ?, bot = ?, assignee_id = ?,
                  preview = ?, updated_at = ?, queued_at = ? WHERE id = ? RETURNING {CONVERSATION_COLUMNS}"

@@ -164,11 +164,15 @@ static BATCH_APPEND: LazyLock<String> = LazyLock::new(|| {
          ), totals AS (
              SELECT conversation_id, max(base) + count(*) AS last_seq,
                  (array_agg(preview ORDER BY ord DESC) FILTER (WHERE preview IS NOT NULL))[1]
-                     AS preview
+                     AS preview,
+                 bool_or(author_role = 'visitor') AS by_visitor
              FROM accepted GROUP BY conversation_id
          ), updated AS (
              UPDATE conversations c SET last_seq = t.last_seq,
-                 preview = COALESCE(t.preview, c.preview), updated_at = $10
+                 preview = COALESCE(t.preview, c.preview), updated_at = $10,
+                 -- A conversation a greeting opened joins the queue when the visitor writes.
+                 queued_at = CASE WHEN t.by_visitor AND c.queued_at IS NULL AND c.status = 'open'
+                     AND NOT c.bot AND c.assignee_id IS NULL THEN $10 ELSE c.queued_at END
              FROM totals t WHERE c.id = t.conversation_id AND c.id = ANY($1::text[])
              RETURNING c.*
          ), inserted AS (

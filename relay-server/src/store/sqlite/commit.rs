@@ -203,6 +203,8 @@ async fn append_fast(
         _ => None,
     };
     let (insert, update) = match &new.effect {
+        // A visitor's message joins the queue a conversation a greeting opened.
+        Effect::None if new.author.role == protocol::Role::Visitor => &FAST_APPEND[5],
         Effect::None => &FAST_APPEND[0],
         Effect::Assign(_) => &FAST_APPEND[1],
         Effect::Transfer { .. } | Effect::Requeue(_) => return Ok(None),
@@ -249,10 +251,10 @@ async fn append_fast(
     }))
 }
 
-/// [`append_fast`]'s insert and update for `Effect::None`, `Assign`, `Close`, `Handoff` and
-/// `BotReply`, in that order, built once: they differ only by the effect's guard and what it
+/// [`append_fast`]'s insert and update for `Effect::None`, `Assign`, `Close`, `Handoff`,
+/// `BotReply` and a visitor's `Effect::None`, in that order, built once: they differ only by the effect's guard and what it
 /// sets.
-static FAST_APPEND: LazyLock<[(String, String); 5]> = LazyLock::new(|| {
+static FAST_APPEND: LazyLock<[(String, String); 6]> = LazyLock::new(|| {
     [
         ("", ""),
         // Only an agent's message in a conversation already theirs: taking it from the queue or
@@ -263,6 +265,13 @@ static FAST_APPEND: LazyLock<[(String, String); 5]> = LazyLock::new(|| {
         // people's queue, waiting from now.
         (", bot = 0, queued_at = ?2", " AND bot = 1"),
         ("", " AND bot = 1"),
+        // A visitor's message: a conversation a greeting opened (open, not the bot's, nobody's,
+        // not queued) starts waiting now.
+        (
+            ", queued_at = CASE WHEN queued_at IS NULL AND status = 'open' AND bot = 0
+                 AND assignee_id IS NULL THEN ?2 ELSE queued_at END",
+            "",
+        ),
     ]
     .map(|(set_effect, guard)| {
         (

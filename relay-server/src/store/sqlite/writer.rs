@@ -276,7 +276,9 @@ impl Plan {
             };
             let accepts = conversation.status != ConversationStatus::Closed
                 && match &request.new.effect {
-                    Effect::None => true,
+                    // The visitor's first message in a conversation a greeting opened sets its
+                    // queue time: the careful path does that.
+                    Effect::None => !crate::store::starts_waiting(conversation, &request.new),
                     Effect::Assign(agent) => conversation.assignee_id.as_ref() == Some(agent),
                     Effect::BotReply => conversation.status == ConversationStatus::Bot,
                     _ => false,
