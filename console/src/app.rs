@@ -242,8 +242,6 @@ pub fn Workspace(
         agents_page: RwSignal::new(false),
     };
     provide_context(ctx);
-    spawn_local(async move { ctx.admin.set(api::is_admin().await) });
-
     // Whether a `welcome` came on the current connection; a close without one may mean the
     // session expired (the upgrade answers 401, which the browser reports only as a close).
     let welcomed = StoredValue::new(false);
@@ -270,6 +268,16 @@ pub fn Workspace(
                 welcomed.set_value(true);
                 socket::mark_healthy();
                 ctx.conn.set(ConnState::Online);
+                // After an admin changed this agent (close 4403 and reconnect), the role may
+                // have changed too: the admin pages follow it.
+                spawn_local(async move {
+                    let admin = api::is_admin().await;
+                    ctx.admin.try_set(admin);
+                    if !admin {
+                        ctx.routing.try_set(false);
+                        ctx.agents_page.try_set(false);
+                    }
+                });
             }
             ctx.run(fx);
         },

@@ -564,3 +564,67 @@ async fn an_admin_adds_and_disables_an_agent_in_the_console() -> anyhow::Result<
     relay.shutdown().await;
     result
 }
+
+#[tokio::test]
+async fn a_visitor_saves_the_conversation_as_text() -> anyhow::Result<()> {
+    require_dist()?;
+    let relay = start_server().await?;
+    let (user, _, pass) = AGENTS[0];
+    let mut agent = AgentClient::login(&relay, user, pass).await?;
+    let browser = Browser::start().await?;
+    let client = browser.new_session().await?;
+    let result = async {
+        client.goto(&relay.url("/")).await?;
+        let widget = Widget::new(&client);
+        widget.open().await?;
+        widget.send("Where is order <b>#12</b>?").await?;
+        widget
+            .wait_message("visitor", "Where is order <b>#12</b>?")
+            .await?;
+        let id = agent
+            .expect("the new conversation", |f| {
+                matches!(f, ToAgent::Conversation(_))
+            })
+            .await
+            .map(|f| match f {
+                ToAgent::Conversation(c) => c.id.clone(),
+                _ => unreachable!(),
+            })?;
+        agent.take(&id).await?;
+        agent.send(&id, "a-1", "It ships today.").await?;
+        widget.wait_message("agent", "It ships today.").await?;
+        // Every Blob URL the page makes is remembered, so the saved file can be read back.
+        client
+            .execute(
+                "window.__saved = []; const make = URL.createObjectURL;
+                 URL.createObjectURL = b => { window.__saved.push(b); return make.call(URL, b); };",
+                vec![],
+            )
+            .await?;
+        widget.find("button.parley-save").await?.click().await?;
+        let saved = client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 const wait = () => window.__saved.length
+                   ? window.__saved[0].text().then(t => done([window.__saved[0].type, t]))
+                   : setTimeout(wait, 50);
+                 wait();",
+                vec![],
+            )
+            .await?;
+        let kind = saved[0].as_str().unwrap_or_default();
+        let text = saved[1].as_str().unwrap_or_default();
+        assert!(kind.starts_with("text/plain"), "{kind}");
+        let visitor_line = text.find("Where is order <b>#12</b>?");
+        let agent_line = text.find("It ships today.");
+        assert!(
+            text.starts_with("Demo Shop") && visitor_line.is_some() && agent_line > visitor_line,
+            "both lines, in order, as text: {text}"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = client.close().await;
+    relay.shutdown().await;
+    result
+}

@@ -125,6 +125,8 @@ pub struct Strings {
     pub send: &'static str,
     /// aria-label of the panel's own close button.
     pub close: &'static str,
+    /// aria-label of the button that saves the conversation as a text file.
+    pub save_transcript: &'static str,
     /// aria-label of the message list.
     pub history: &'static str,
     /// Shown when no agent is online, so the visitor knows a reply may take a while.
@@ -187,6 +189,7 @@ static EN: Strings = Strings {
     placeholder: "Type a message…",
     send: "Send",
     close: "Close",
+    save_transcript: "Save this conversation",
     history: "Messages",
     no_agents: "No agents are online right now. Leave a message and we'll reply as soon as we can.",
     away: "We're away right now — leave a message and we'll email you",
@@ -223,6 +226,7 @@ static KO: Strings = Strings {
     placeholder: "메시지를 입력하세요…",
     send: "보내기",
     close: "닫기",
+    save_transcript: "대화 내용 저장",
     history: "대화 내용",
     no_agents:
         "지금은 상담 가능한 상담원이 없습니다. 메시지를 남겨 주시면 최대한 빨리 답변드리겠습니다.",

@@ -23,10 +23,10 @@ color:var(--parley-on-accent)}
 .parley-conn::before{content:"";width:8px;height:8px;border-radius:50%;background:#f5a623}
 .parley-conn[data-state=online]::before{background:#3ccf6e}
 .parley-conn[data-state=offline]::before{background:#9aa0a6}
-.parley-close{all:unset;cursor:pointer;width:32px;height:32px;border-radius:8px;text-align:center;
+.parley-close,.parley-save{all:unset;cursor:pointer;width:32px;height:32px;border-radius:8px;text-align:center;
 font-size:22px;line-height:32px;color:inherit}
-.parley-close:hover{background:rgba(255,255,255,.18)}
-.parley-close:focus-visible,.parley-send:focus-visible,.parley-messages:focus-visible{outline:2px solid #1a73e8;outline-offset:2px}
+.parley-close:hover,.parley-save:hover{background:rgba(255,255,255,.18)}
+.parley-close:focus-visible,.parley-save:focus-visible,.parley-send:focus-visible,.parley-messages:focus-visible{outline:2px solid #1a73e8;outline-offset:2px}
 .parley-notice,.parley-queue{margin:0;padding:10px 14px;background:#fff8e1;color:#5d4300;font-size:13px;border-bottom:1px solid #f1e3b0}
 .parley-messages{flex:1;margin:0;padding:12px;list-style:none;overflow-y:auto;background:#f6f7f9;
 display:flex;flex-direction:column;gap:8px}

@@ -55,6 +55,49 @@ fn row(t: &'static Strings, item: Item) -> impl IntoView {
     }
 }
 
+/// The conversation as plain text, for the visitor to keep: the site's name, then each line
+/// they see, in order, as they see it (sender and time, then the text; system lines marked
+/// with a dash). Built from the panel's own rows, so it holds exactly what the visitor was
+/// shown and nothing agent-only.
+pub fn transcript(site: &str, items: &[Item]) -> String {
+    let mut out = format!("{site}\n\n");
+    for item in items {
+        match &item.meta {
+            Some(meta) => out.push_str(&format!("{meta}\n{}\n", item.text)),
+            None => out.push_str(&format!("— {}\n", item.text)),
+        }
+        if let Some(note) = item.note {
+            out.push_str(&format!("({note})\n"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Offers `text` as a download named `file` (a Blob URL on a detached link, revoked later).
+fn save_text(file: &str, text: &str) -> Option<()> {
+    let parts = js_sys::Array::of1(&wasm_bindgen::JsValue::from_str(text));
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type("text/plain;charset=utf-8");
+    let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options).ok()?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).ok()?;
+    let link: web_sys::HtmlAnchorElement = web_sys::window()?
+        .document()?
+        .create_element("a")
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    link.set_href(&url);
+    link.set_download(file);
+    link.click();
+    // The browser has started the download from the URL; let it finish before revoking.
+    Timeout::new(60_000, move || {
+        let _ = web_sys::Url::revoke_object_url(&url);
+    })
+    .forget();
+    Some(())
+}
+
 /// The whole panel. `name` is the site's name (dialog title and label).
 pub fn panel(chat: Chat, name: String) -> impl IntoView {
     let label = name.clone();
@@ -168,6 +211,13 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
             }
         }
     };
+    let on_save = {
+        let site = name.clone();
+        move |_| {
+            let text = ui.items.with_untracked(|items| transcript(&site, items));
+            let _ = save_text("conversation.txt", &text);
+        }
+    };
     let on_close = {
         let chat = chat.clone();
         move |_| chat.close(true)
@@ -227,6 +277,11 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
                         }}
                     </span>
                 </div>
+                <button type="button" class="parley-save" aria-label=t.save_transcript
+                    title=t.save_transcript hidden=move || ui.items.with(Vec::is_empty)
+                    on:click=on_save>
+                    "⤓"
+                </button>
                 <button type="button" class="parley-close" aria-label=t.close on:click=on_close>
                     "×"
                 </button>
@@ -269,5 +324,43 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
             </form>
         </section>
         <div class="parley-sr" aria-live="polite">{move || ui.announce.get()}</div>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(meta: Option<&str>, text: &str, note: Option<&'static str>) -> Item {
+        Item {
+            key: text.to_owned(),
+            class: "parley-msg",
+            role: "visitor",
+            kind: None,
+            seq: None,
+            meta: meta.map(str::to_owned),
+            text: text.to_owned(),
+            note,
+            buttons: Vec::new(),
+            link: None,
+            cb: None,
+        }
+    }
+
+    #[test]
+    fn the_transcript_holds_what_the_visitor_saw_in_order() {
+        let items = [
+            line(Some("You · 14:02"), "Where is my order <b>#12</b>?", None),
+            line(None, "Mina joined", None),
+            line(Some("Mina · 14:03"), "It ships today.", None),
+            line(Some("You · 14:04"), "Thanks", Some("Not sent")),
+        ];
+        let text = transcript("Demo Shop", &items);
+        assert_eq!(
+            text,
+            "Demo Shop\n\nYou · 14:02\nWhere is my order <b>#12</b>?\n\n— Mina joined\n\n\
+             Mina · 14:03\nIt ships today.\n\nYou · 14:04\nThanks\n(Not sent)\n\n"
+        );
+        assert_eq!(transcript("Demo Shop", &[]), "Demo Shop\n\n");
     }
 }
