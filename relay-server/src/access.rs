@@ -145,13 +145,18 @@ pub async fn seed_agents(store: &dyn Store, seeds: &[AgentSeed]) -> anyhow::Resu
             revoked.push(record.id.clone());
         }
         store.set_agent_admin(&seed.username, seed.admin).await?;
-        // The file owns the agent's sites and limit too (not audited: the file is its record).
-        let change = AgentChange {
-            sites: Some(seed.sites.clone()),
-            max_chats: Some(seed.max_chats),
-            ..AgentChange::default()
+        // The file owns the agent's sites and limit too (not audited: the file is its record);
+        // written only when they differ, so an unchanged file costs no write at start.
+        let record = if record.sites != seed.sites || record.max_chats != seed.max_chats {
+            let change = AgentChange {
+                sites: Some(seed.sites.clone()),
+                max_chats: Some(seed.max_chats),
+                ..AgentChange::default()
+            };
+            store.update_agent(&record.id, &change, None).await?.0
+        } else {
+            record
         };
-        let (record, _) = store.update_agent(&record.id, &change, None).await?;
         agents.push((seed.clone(), record));
     }
     if !seeds.is_empty() {

@@ -79,8 +79,13 @@ pub struct AgentView {
     pub online: bool,
 }
 
-fn view(app: &App, a: AgentRecord) -> AgentView {
-    let online = app.hub.agents_online().iter().any(|o| o.id == a.id);
+/// The ids of the agents online on any node, read once per response.
+fn online(app: &App) -> std::collections::HashSet<String> {
+    app.hub.agents_online().into_iter().map(|a| a.id).collect()
+}
+
+fn view(online: &std::collections::HashSet<String>, a: AgentRecord) -> AgentView {
+    let online = online.contains(&a.id);
     AgentView {
         id: a.id,
         username: a.username,
@@ -274,18 +279,28 @@ async fn changed(app: &App, agent_id: &str, sessions_ended: bool) -> Result<(), 
     Ok(())
 }
 
+/// The agent with this id, or `404 not_found`.
+async fn stored(app: &App, id: &str) -> Result<AgentRecord, AppError> {
+    app.store
+        .agent_by_id(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| AppError::NotFound("no such agent".into()))
+}
+
 /// `GET /api/admin/agents`: every agent, enabled or not, by username.
 async fn list(
     State(app): State<Arc<App>>,
     _admin: AdminAgent,
 ) -> Result<Json<serde_json::Value>, AppError> {
+    let online = online(&app);
     let agents: Vec<AgentView> = app
         .store
         .agents()
         .await
         .map_err(store_error)?
         .into_iter()
-        .map(|a| view(&app, a))
+        .map(|a| view(&online, a))
         .collect();
     Ok(Json(serde_json::json!({ "agents": agents })))
 }
@@ -330,7 +345,10 @@ async fn create(
         .map_err(store_error)?;
     tracing::info!(username = %record.username, by = %admin.username, "agent created");
     changed(&app, &record.id, false).await?;
-    Ok((axum::http::StatusCode::CREATED, Json(view(&app, record))))
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(view(&online(&app), record)),
+    ))
 }
 
 /// `PATCH /api/admin/agents/{id}`: changes an agent; answers with the agent as now stored.
@@ -343,12 +361,7 @@ async fn update(
 ) -> Result<Json<AgentView>, AppError> {
     app.public.check_origin(&headers)?;
     let Json(body) = body.map_err(AppError::from_json)?;
-    let target = app
-        .store
-        .agent_by_id(&id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| AppError::NotFound("no such agent".into()))?;
+    let target = stored(&app, &id).await?;
     if target.managed_by == Managed::Config
         && (body.display_name.is_some()
             || body.admin.is_some()
@@ -410,7 +423,7 @@ async fn update(
         .map_err(store_error)?;
     tracing::info!(username = %record.username, by = %admin.username, action, "agent changed");
     changed(&app, &record.id, ended || record.disabled).await?;
-    Ok(Json(view(&app, record)))
+    Ok(Json(view(&online(&app), record)))
 }
 
 /// `POST /api/admin/agents/{id}/password`: sets a console-managed agent's password and ends
@@ -424,12 +437,7 @@ async fn set_password(
 ) -> Result<Json<AgentView>, AppError> {
     app.public.check_origin(&headers)?;
     let Json(body) = body.map_err(AppError::from_json)?;
-    let target = app
-        .store
-        .agent_by_id(&id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| AppError::NotFound("no such agent".into()))?;
+    let target = stored(&app, &id).await?;
     if target.managed_by == Managed::Config {
         return Err(AppError::Conflict(
             "managed_by_config",
@@ -454,7 +462,7 @@ async fn set_password(
     tracing::info!(username = %record.username, by = %admin.username, "agent password set");
     // Every session ended, whether or not one was open: their sockets close everywhere.
     changed(&app, &record.id, true).await?;
-    Ok(Json(view(&app, record)))
+    Ok(Json(view(&online(&app), record)))
 }
 
 #[cfg(test)]

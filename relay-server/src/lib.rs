@@ -299,7 +299,6 @@ impl Relay {
             store.create_agent(&first, &audit).await?;
             auth::announce_first_admin(&password, &config.database_url)?;
         }
-        capacity.set_agents(&store.agents().await?);
         if !config.assets_dir.join("widget.js").exists() {
             tracing::warn!(dir = %config.assets_dir.display(), "widget bundle missing: run `cargo xtask build`");
         }
