@@ -7,14 +7,18 @@
 //! unknown, hidden, or inside an added subtree (already carried by it). A change of a privacy
 //! marker (`data-parley-*`, `contenteditable`) re-sends the element whole, with the new rules
 //! applied. Every attribute and text goes through [`crate::mask`] like the snapshot's.
+//!
+//! Shadow roots and frame documents are parents like elements (their fragment's id), and an
+//! element can be sent again whole on purpose ([`batch_resending`]: a frame that loaded a new
+//! document).
 
 use js_sys::{Array, Set};
 use protocol::cobrowse::{Added, AttrChange, Mutations, TextChange};
-use wasm_bindgen::JsCast;
 use web_sys::{Element, MutationRecord, Node};
 
 use crate::mask::{self, Ctx};
 use crate::serialize::{in_hidden_subtree, serializable, Serializer};
+use crate::tree;
 
 fn connected(n: &Node) -> bool {
     n.is_connected()
@@ -34,19 +38,31 @@ fn next_known(ser: &Serializer, n: &Node) -> Option<u32> {
     None
 }
 
+/// Whether an ancestor of `n` (across shadow roots and frames) is in `set`.
 fn has_ancestor_in(n: &Node, set: &Set) -> bool {
-    let mut p = n.parent_node();
+    let mut p = tree::parent(n);
     while let Some(x) = p {
         if set.has(x.as_ref()) {
             return true;
         }
-        p = x.parent_node();
+        p = tree::parent(&x);
     }
     false
 }
 
 /// Builds the batch for `records` (None when nothing the agent sees changed).
 pub fn batch(ser: &mut Serializer, page: u32, records: &[MutationRecord]) -> Option<Mutations> {
+    batch_resending(ser, page, records, &[])
+}
+
+/// [`batch`], with the elements of `resend` sent again whole (removed and added back with what
+/// they hold now) when the agent knows them.
+pub fn batch_resending(
+    ser: &mut Serializer,
+    page: u32,
+    records: &[MutationRecord],
+    resend: &[Element],
+) -> Option<Mutations> {
     ser.begin();
     let mut m = Mutations {
         page,
@@ -60,6 +76,14 @@ pub fn batch(ser: &mut Serializer, page: u32, records: &[MutationRecord]) -> Opt
             order.push(n);
         }
     };
+    for el in resend {
+        if let Some(id) = ser.id_of(el) {
+            if !m.removes.contains(&id) {
+                m.removes.push(id);
+            }
+            add(el.clone().into(), &mut order);
+        }
+    }
     for r in records {
         let Some(target) = r.target() else { continue };
         match r.type_().as_str() {
@@ -119,10 +143,11 @@ pub fn batch(ser: &mut Serializer, page: u32, records: &[MutationRecord]) -> Opt
         }
     });
     for n in &tops {
-        let Some(parent) = n.parent_element() else {
+        // An element, or a shadow root / frame document (the top of a fragment).
+        let Some(parent) = n.parent_node() else {
             continue;
         };
-        let ctx = Ctx::of(&parent);
+        let ctx = Ctx::inside(&parent);
         let Some(parent_id) = ser.id_of(&parent) else {
             continue;
         };
@@ -142,7 +167,7 @@ pub fn batch(ser: &mut Serializer, page: u32, records: &[MutationRecord]) -> Opt
                 let Some(name) = r.attribute_name() else {
                     continue;
                 };
-                let Some(el) = target.dyn_ref::<Element>() else {
+                let Some(el) = tree::element(&target) else {
                     continue;
                 };
                 let Some(id) = ser.id_of(&target) else {
@@ -179,8 +204,8 @@ pub fn batch(ser: &mut Serializer, page: u32, records: &[MutationRecord]) -> Opt
                     continue;
                 }
                 let ctx = target
-                    .parent_element()
-                    .map(|p| Ctx::of(&p))
+                    .parent_node()
+                    .map(|p| Ctx::inside(&p))
                     .unwrap_or_default();
                 let text = ctx.text(&target.text_content().unwrap_or_default());
                 m.texts.push(TextChange { id, text });

@@ -24,6 +24,7 @@ pub mod picker;
 pub mod serialize;
 pub mod session;
 pub mod stream;
+pub mod tree;
 pub mod ui;
 
 use wasm_bindgen::prelude::*;

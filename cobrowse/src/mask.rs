@@ -20,8 +20,9 @@
 //! has any content and empty when empty, whatever its length. The agent sees that a field is
 //! filled, and sees the visitor typing as a stream of changes, never how much was typed.
 
-use wasm_bindgen::JsCast;
-use web_sys::{Element, HtmlElement};
+use web_sys::Element;
+
+use crate::tree;
 
 /// The character that replaces masked content.
 pub const MASK: char = '•';
@@ -94,7 +95,9 @@ pub fn text(t: &str) -> String {
     format!("{lead}{}{trail}", value(core))
 }
 
-/// What the rules say about one place in the page, computed from its ancestors.
+/// What the rules say about one place in the page, computed from its ancestors — across shadow
+/// roots and frames too ([`crate::tree`]): a host or a frame inside a region keeps its content in
+/// that region.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ctx {
     /// Inside `data-parley-unmask`.
@@ -103,6 +106,10 @@ pub struct Ctx {
     pub mask: bool,
     /// Inside an editable region (`contenteditable`).
     pub editable: bool,
+    /// Inside a shadow root or frame whose host sits in an editable region: everything in it
+    /// counts as editable (a browser's `isContentEditable` stops at that boundary; the rule
+    /// does not).
+    pub editable_host: bool,
     /// Inside a `<textarea>` (its text children are its value).
     pub textarea: bool,
     /// Inside (or on) a `<select>` whose value is masked: its options say nothing of the choice.
@@ -116,18 +123,51 @@ impl Ctx {
         let mut ctx = Ctx {
             unmask: has("[data-parley-unmask]"),
             mask: has("[data-parley-mask]"),
-            editable: el
-                .dyn_ref::<HtmlElement>()
-                .is_some_and(HtmlElement::is_content_editable),
-            textarea: el.local_name() == "textarea",
+            editable: tree::is_content_editable(el),
+            editable_host: false,
+            textarea: tree::is_html_tag(el, "textarea"),
             masked_select: false,
         };
-        ctx.masked_select = el
-            .closest("select")
-            .ok()
-            .flatten()
-            .is_some_and(|s| masks_value(&s, ctx));
+        if let Some(host) = tree::outer(el.as_ref()) {
+            let out = Ctx::of(&host).across();
+            ctx.unmask |= out.unmask;
+            ctx.mask |= out.mask;
+            ctx.editable_host = out.editable_host;
+            ctx.editable |= out.editable_host;
+            ctx.masked_select = out.masked_select;
+        }
+        if !ctx.masked_select {
+            ctx.masked_select = el
+                .closest("select")
+                .ok()
+                .flatten()
+                .is_some_and(|s| masks_value(&s, ctx));
+        }
         ctx
+    }
+
+    /// The rules in force directly under `parent`: an element's content, or the top of a shadow
+    /// root or frame document (the rules of its host, [`Self::across`]).
+    pub fn inside(parent: &web_sys::Node) -> Ctx {
+        match tree::element(parent) {
+            Some(el) => Ctx::of(el),
+            None => tree::parent(parent)
+                .as_ref()
+                .and_then(tree::element)
+                .map(|host| Ctx::of(host).across())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The rules for the content of this element's shadow root or frame document.
+    pub fn across(self) -> Ctx {
+        let editable = self.editable || self.editable_host;
+        Ctx {
+            editable,
+            editable_host: editable,
+            textarea: false,
+            ..self
+        }
     }
 
     /// The rules for a child element of the place described by `self`.
@@ -135,13 +175,12 @@ impl Ctx {
         let mut ctx = Ctx {
             unmask: self.unmask || el.has_attribute(UNMASK_ATTR),
             mask: self.mask || el.has_attribute(MASK_ATTR),
-            editable: el
-                .dyn_ref::<HtmlElement>()
-                .is_some_and(HtmlElement::is_content_editable),
-            textarea: el.local_name() == "textarea",
+            editable: self.editable_host || tree::is_content_editable(el),
+            editable_host: self.editable_host,
+            textarea: tree::is_html_tag(el, "textarea"),
             masked_select: self.masked_select,
         };
-        if el.local_name() == "select" {
+        if tree::is_html_tag(el, "select") {
             ctx.masked_select = masks_value(el, ctx);
         }
         ctx
@@ -259,7 +298,7 @@ pub fn masks_value(el: &Element, ctx: Ctx) -> bool {
 
 /// `<input type=password>`: never shown, whatever the markup says.
 pub fn is_password(el: &Element) -> bool {
-    el.local_name() == "input"
+    tree::is_html_tag(el, "input")
         && el
             .get_attribute("type")
             .is_some_and(|t| t.trim().eq_ignore_ascii_case("password"))
@@ -267,7 +306,7 @@ pub fn is_password(el: &Element) -> bool {
 
 /// Whether `el` is a form field with a value (input, textarea, select).
 pub fn is_field(el: &Element) -> bool {
-    matches!(el.local_name().as_str(), "input" | "textarea" | "select")
+    tree::is_html(el) && matches!(el.local_name().as_str(), "input" | "textarea" | "select")
 }
 
 #[cfg(test)]

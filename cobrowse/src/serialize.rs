@@ -6,9 +6,14 @@
 //! and the `src` of frames; URLs become absolute; field values are masked unless marked safe.
 //! Same-origin stylesheets under [`INLINE_CSS_MAX`] are inlined as `<style>` (the agent may not
 //! be able to fetch them: cookies, intranets), bigger or cross-origin ones stay links.
+//!
+//! Open shadow roots and the documents of same-origin frames are serialized as [`Fragment`]s
+//! under their host, with the host's rules; a frame of another origin becomes a `block` of its
+//! size. Every shadow root and frame document met is listed in [`Serializer::found`], so the
+//! session observes its changes too.
 
 use js_sys::WeakMap;
-use protocol::cobrowse::{Node as WireNode, NodeId, Size, MAX_DEPTH};
+use protocol::cobrowse::{Fragment, Node as WireNode, NodeId, Size, MAX_DEPTH};
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{
     CssStyleSheet, Document, Element, HtmlInputElement, HtmlLinkElement, HtmlSelectElement,
@@ -16,6 +21,9 @@ use web_sys::{
 };
 
 use crate::mask::{self, Ctx};
+use crate::tree;
+
+pub use crate::tree::depth_of;
 
 /// Same-origin stylesheets smaller than this (bytes of CSS text) are inlined.
 pub const INLINE_CSS_MAX: usize = 32 * 1024;
@@ -43,6 +51,9 @@ pub struct Serializer {
     /// The document's base URL, read again for every item ([`Self::begin`]): URLs are made
     /// absolute against it.
     base: String,
+    /// Shadow roots and frame documents serialized since the list was last taken: the session
+    /// observes each (a `MutationObserver` on the page's document does not see into them).
+    pub found: Vec<Node>,
 }
 
 impl Default for Serializer {
@@ -55,7 +66,7 @@ impl Default for Serializer {
 pub fn serializable(node: &Node) -> bool {
     match node.node_type() {
         Node::TEXT_NODE => node.parent_element().is_none_or(|p| !skipped_tag(&p)),
-        Node::ELEMENT_NODE => node.dyn_ref::<Element>().is_some_and(|el| !skipped_tag(el)),
+        Node::ELEMENT_NODE => tree::element(node).is_some_and(|el| !skipped_tag(el)),
         _ => false,
     }
 }
@@ -69,26 +80,19 @@ fn skipped_tag(el: &Element) -> bool {
 }
 
 /// Whether `node` sits in a part of the page that is never serialized below its own level: inside
-/// a skipped element, a blocked element, or the widget.
+/// a skipped element, a blocked element, or the widget — in its own tree or around the shadow
+/// host or frame that holds it.
 pub fn in_hidden_subtree(node: &Node) -> bool {
-    let Some(el) = node.parent_element() else {
-        return false;
-    };
-    el.closest("script,noscript,template,parley-chat,[data-parley-host],[data-parley-block]")
-        .ok()
-        .flatten()
-        .is_some()
-}
-
-/// How deep `node` sits in its document: the root element is at 1.
-pub fn depth_of(node: &Node) -> usize {
-    let mut depth = 1;
-    let mut p = node.parent_element();
-    while let Some(x) = p {
-        depth += 1;
-        p = x.parent_element();
-    }
-    depth
+    let hidden_here = node.parent_element().is_some_and(|el| {
+        el.closest("script,noscript,template,parley-chat,[data-parley-host],[data-parley-block]")
+            .ok()
+            .flatten()
+            .is_some()
+    });
+    hidden_here
+        || tree::outer(node).is_some_and(|host| {
+            skipped_tag(&host) || host.has_attribute(mask::BLOCK_ATTR) || in_hidden_subtree(&host)
+        })
 }
 
 fn document() -> Option<Document> {
@@ -153,6 +157,7 @@ impl Serializer {
             next: 1,
             masked: 0,
             base: String::new(),
+            found: Vec::new(),
         }
     }
 
@@ -203,6 +208,15 @@ impl Serializer {
                     }
                 }
             }
+            if let Some(el) = tree::element(&n) {
+                if let Some(root) = tree::shadow(el) {
+                    stack.push(root.into());
+                } else if let Some(root) =
+                    tree::frame_document(el).and_then(|d| d.document_element())
+                {
+                    stack.push(root.into());
+                }
+            }
         }
         None
     }
@@ -221,7 +235,7 @@ impl Serializer {
             return None;
         }
         let id = self.id(node);
-        if node.node_type() == Node::TEXT_NODE {
+        let Some(el) = tree::element(node) else {
             let t = node.text_content().unwrap_or_default();
             return Some(WireNode {
                 id,
@@ -231,14 +245,22 @@ impl Serializer {
                 text: Some(ctx.text(&t)),
                 kids: Vec::new(),
                 block: None,
+                shadow: None,
+                frame: None,
             });
-        }
-        let el: &Element = node.unchecked_ref();
+        };
         let tag = el.local_name();
         let ns = (el.namespace_uri().as_deref() == Some("http://www.w3.org/2000/svg"))
             .then(|| "svg".to_owned());
-        if el.has_attribute(mask::BLOCK_ATTR) {
-            let r = el.get_bounding_client_rect();
+        // A blocked element, or a frame whose document this page cannot read (another origin):
+        // a box of its size, nothing else.
+        let frame_doc = tree::frame_document(el);
+        let unreadable_frame = tree::is_frame(el)
+            && frame_doc
+                .as_ref()
+                .and_then(|d| d.document_element())
+                .is_none();
+        if el.has_attribute(mask::BLOCK_ATTR) || unreadable_frame {
             return Some(WireNode {
                 id,
                 tag: Some(tag),
@@ -246,13 +268,12 @@ impl Serializer {
                 attrs: Vec::new(),
                 text: None,
                 kids: Vec::new(),
-                block: Some(Size {
-                    w: r.width().round() as i32,
-                    h: r.height().round() as i32,
-                }),
+                block: Some(size_of(el)),
+                shadow: None,
+                frame: None,
             });
         }
-        if tag == "link" {
+        if tree::is_html_tag(el, "link") {
             if let Some(style) = self.inline_stylesheet(el, id) {
                 return Some(style);
             }
@@ -262,15 +283,31 @@ impl Serializer {
         if mask::is_field(el) {
             self.field_state(el, ctx, &mut attrs);
         }
-        let mut kids = Vec::new();
-        let children = node.child_nodes();
-        for i in 0..children.length() {
-            if let Some(k) = children.item(i) {
-                if let Some(n) = self.node_at(&k, ctx, depth + 1) {
-                    kids.push(n);
-                }
-            }
-        }
+        let kids = self.kids(node, ctx, depth + 1);
+        // What lives below the element but not among its children: two levels down (the
+        // fragment, then its nodes), with the element's rules carried across.
+        let shadow = tree::shadow(el).map(|root| {
+            let root: Node = root.into();
+            self.found.push(root.clone());
+            Box::new(Fragment {
+                id: self.id(&root),
+                kids: self.kids(&root, ctx.across(), depth + 2),
+                size: None,
+            })
+        });
+        let frame = frame_doc.and_then(|doc| {
+            let html: Node = doc.document_element()?.into();
+            let doc: Node = doc.into();
+            self.found.push(doc.clone());
+            Some(Box::new(Fragment {
+                id: self.id(&doc),
+                kids: self
+                    .node_at(&html, ctx.across(), depth + 2)
+                    .into_iter()
+                    .collect(),
+                size: Some(size_of(el)),
+            }))
+        });
         Some(WireNode {
             id,
             tag: Some(tag),
@@ -279,7 +316,23 @@ impl Serializer {
             text: None,
             kids,
             block: None,
+            shadow,
+            frame,
         })
+    }
+
+    /// The serialized children of `parent` (an element, a shadow root), each at `depth`.
+    fn kids(&mut self, parent: &Node, ctx: Ctx, depth: usize) -> Vec<WireNode> {
+        let mut kids = Vec::new();
+        let children = parent.child_nodes();
+        for i in 0..children.length() {
+            if let Some(k) = children.item(i) {
+                if let Some(n) = self.node_at(&k, ctx, depth) {
+                    kids.push(n);
+                }
+            }
+        }
+        kids
     }
 
     /// The cleaned attributes of `el` (its field value is added by [`Self::field_state`]).
@@ -309,7 +362,9 @@ impl Serializer {
         if name == "src" && matches!(tag.as_str(), "iframe" | "frame" | "object" | "embed") {
             return None;
         }
-        let base = &self.base;
+        // A frame's URLs are relative to its own document.
+        let frame_base = tree::frame_base(el);
+        let base = frame_base.as_ref().unwrap_or(&self.base);
         let v = if URL_ATTRS.contains(&name.as_str()) {
             absolute(value, base)?
         } else if name == "srcset" {
@@ -346,7 +401,8 @@ impl Serializer {
     /// `<link rel=stylesheet>` of this origin with readable rules under the size limit, as a
     /// `<style>` node (the link's id, its text a fresh one).
     fn inline_stylesheet(&mut self, el: &Element, id: NodeId) -> Option<WireNode> {
-        let link: &HtmlLinkElement = el.dyn_ref()?;
+        // A `<link>` in the HTML namespace (checked by the caller), of any realm.
+        let link: &HtmlLinkElement = el.unchecked_ref();
         if !link
             .rel()
             .to_ascii_lowercase()
@@ -355,7 +411,7 @@ impl Serializer {
         {
             return None;
         }
-        let sheet: CssStyleSheet = link.sheet()?.dyn_into().ok()?;
+        let sheet: CssStyleSheet = link.sheet()?.unchecked_into();
         // Cross-origin sheets throw on cssRules: they stay links.
         let rules = sheet.css_rules().ok()?;
         let mut css = String::new();
@@ -378,6 +434,8 @@ impl Serializer {
             text: Some(absolute_css(&css, &href)),
             kids: Vec::new(),
             block: None,
+            shadow: None,
+            frame: None,
         };
         let mut attrs = vec![("data-parley-href".to_owned(), href)];
         if !media.is_empty() {
@@ -391,6 +449,8 @@ impl Serializer {
             text: None,
             kids: vec![text],
             block: None,
+            shadow: None,
+            frame: None,
         })
     }
 
@@ -410,20 +470,31 @@ impl Serializer {
     }
 }
 
-/// A field's live value, and `Some(checked)` for checkboxes and radios.
+/// The size of `el`'s box on the visitor's screen, in whole CSS pixels.
+fn size_of(el: &Element) -> Size {
+    let r = el.get_bounding_client_rect();
+    Size {
+        w: r.width().round() as i32,
+        h: r.height().round() as i32,
+    }
+}
+
+/// A field's live value, and `Some(checked)` for checkboxes and radios. Told by tag, not by
+/// `dyn_ref`: a same-origin frame's fields belong to another realm.
 fn field_value(el: &Element) -> (String, Option<bool>) {
-    if let Some(i) = el.dyn_ref::<HtmlInputElement>() {
+    if tree::is_html_tag(el, "input") {
+        let i: &HtmlInputElement = el.unchecked_ref();
         let t = i.type_().to_ascii_lowercase();
         if t == "checkbox" || t == "radio" {
             return (i.value(), Some(i.checked()));
         }
         return (i.value(), None);
     }
-    if let Some(t) = el.dyn_ref::<HtmlTextAreaElement>() {
-        return (t.value(), None);
+    if tree::is_html_tag(el, "textarea") {
+        return (el.unchecked_ref::<HtmlTextAreaElement>().value(), None);
     }
-    if let Some(s) = el.dyn_ref::<HtmlSelectElement>() {
-        return (s.value(), None);
+    if tree::is_html_tag(el, "select") {
+        return (el.unchecked_ref::<HtmlSelectElement>().value(), None);
     }
     (String::new(), None)
 }

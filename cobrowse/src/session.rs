@@ -27,7 +27,7 @@ use crate::log::{Entry, Log};
 use crate::mask::Ctx;
 use crate::serialize::Serializer;
 use crate::stream::Queue;
-use crate::{changes, picker, ui};
+use crate::{changes, picker, tree, ui};
 
 /// Pump period.
 pub const TICK_MS: u32 = 100;
@@ -57,6 +57,8 @@ pub(crate) struct State {
     records: Vec<MutationRecord>,
     /// Fields whose value changed since the last batch.
     inputs: Vec<Element>,
+    /// Frames that loaded a new document since the last batch: sent again whole.
+    reloaded: Vec<Element>,
     /// The last value sent per field: an unchanged value is not sent again.
     sent_inputs: HashMap<NodeId, (String, Option<bool>)>,
     sent_scroll: HashMap<Option<NodeId>, (i32, i32)>,
@@ -83,6 +85,42 @@ struct Parts {
     observer: MutationObserver,
     pump: Option<Interval>,
     listeners: Vec<Listener>,
+    /// Shadow roots and frame documents already observed (and, for documents, listened to).
+    watched: js_sys::WeakSet,
+}
+
+/// What the observer reports: every kind of change, in the whole subtree.
+fn observer_init() -> MutationObserverInit {
+    let init = MutationObserverInit::new();
+    init.set_child_list(true);
+    init.set_subtree(true);
+    init.set_attributes(true);
+    init.set_character_data(true);
+    init
+}
+
+/// Events listened to in the capture phase (removing a listener must say so again).
+fn captured(name: &str) -> bool {
+    matches!(name, "scroll" | "pointermove" | "input" | "change" | "load")
+}
+
+/// Adds a passive listener for `name` on `target` and keeps it in `listeners` for Stop.
+fn listen(
+    listeners: &mut Vec<Listener>,
+    target: &EventTarget,
+    name: &'static str,
+    f: Box<dyn FnMut(Event)>,
+) {
+    let cb = Closure::<dyn FnMut(Event)>::wrap(f);
+    let o = AddEventListenerOptions::new();
+    o.set_capture(captured(name));
+    o.set_passive(true);
+    let _ = target.add_event_listener_with_callback_and_add_event_listener_options(
+        name,
+        cb.as_ref().unchecked_ref(),
+        &o,
+    );
+    listeners.push((target.clone(), name, cb));
 }
 
 pub(crate) struct Inner {
@@ -173,6 +211,7 @@ impl Session {
                 queue: Queue::new(),
                 records: Vec::new(),
                 inputs: Vec::new(),
+                reloaded: Vec::new(),
                 sent_inputs: HashMap::new(),
                 sent_scroll: HashMap::new(),
                 sent_pointer: (-1, -1),
@@ -213,61 +252,38 @@ impl Session {
         let stop = ui::button(&bar, "stop", t.stop)?;
 
         let mut listeners = Vec::new();
-        let mut on =
-            |target: &EventTarget, name: &'static str, capture: bool, f: Box<dyn FnMut(Event)>| {
-                let cb = Closure::<dyn FnMut(Event)>::wrap(f);
-                let o = AddEventListenerOptions::new();
-                o.set_capture(capture);
-                o.set_passive(true);
-                let _ = target.add_event_listener_with_callback_and_add_event_listener_options(
-                    name,
-                    cb.as_ref().unchecked_ref(),
-                    &o,
-                );
-                listeners.push((target.clone(), name, cb));
-            };
+        let mut on = |target: &EventTarget, name: &'static str, f: Box<dyn FnMut(Event)>| {
+            listen(&mut listeners, target, name, f)
+        };
         let me = self.clone();
-        on(
-            &stop,
-            "click",
-            false,
-            Box::new(move |_| me.stop_by_visitor()),
-        );
+        on(&stop, "click", Box::new(move |_| me.stop_by_visitor()));
         let me = self.clone();
-        on(&show, "click", false, Box::new(move |_| picker::pick(&me)));
+        on(&show, "click", Box::new(move |_| picker::pick(&me)));
         let me = self.clone();
-        on(&log, "click", false, Box::new(move |_| me.open_log()));
+        on(&log, "click", Box::new(move |_| me.open_log()));
 
         let doc = ui::document().ok_or_else(|| JsValue::from_str("no document"))?;
         let win = window().ok_or_else(|| JsValue::from_str("no window"))?;
         let doc_t: EventTarget = doc.clone().into();
         let win_t: EventTarget = win.into();
         let me = self.clone();
-        on(&doc_t, "scroll", true, Box::new(move |e| me.on_scroll(&e)));
+        on(&doc_t, "scroll", Box::new(move |e| me.on_scroll(&e)));
         let me = self.clone();
-        on(&win_t, "resize", false, Box::new(move |_| me.on_resize()));
+        on(&win_t, "resize", Box::new(move |_| me.on_resize()));
         let me = self.clone();
-        on(
-            &doc_t,
-            "pointermove",
-            true,
-            Box::new(move |e| me.on_pointer(&e)),
-        );
+        on(&doc_t, "pointermove", Box::new(move |e| me.on_pointer(&e)));
         for name in ["input", "change"] {
             let me = self.clone();
-            on(&doc_t, name, true, Box::new(move |e| me.on_input(&e)));
-        }
-        for name in ["popstate", "hashchange"] {
-            let me = self.clone();
-            on(&win_t, name, false, Box::new(move |_| me.check_url()));
+            on(&doc_t, name, Box::new(move |e| me.on_input(&e)));
         }
         let me = self.clone();
-        on(
-            &win_t,
-            "pagehide",
-            false,
-            Box::new(move |_| me.save_log(true)),
-        );
+        on(&doc_t, "load", Box::new(move |e| me.on_frame_load(&e)));
+        for name in ["popstate", "hashchange"] {
+            let me = self.clone();
+            on(&win_t, name, Box::new(move |_| me.check_url()));
+        }
+        let me = self.clone();
+        on(&win_t, "pagehide", Box::new(move |_| me.save_log(true)));
 
         let me = self.clone();
         let cb = Closure::<dyn FnMut(js_sys::Array)>::new(move |records: js_sys::Array| {
@@ -278,12 +294,7 @@ impl Session {
         let observer = MutationObserver::new(cb.as_ref().unchecked_ref())?;
         // The observer owns the callback from here; it dies with the page.
         cb.forget();
-        let init = MutationObserverInit::new();
-        init.set_child_list(true);
-        init.set_subtree(true);
-        init.set_attributes(true);
-        init.set_character_data(true);
-        observer.observe_with_options(&doc, &init)?;
+        observer.observe_with_options(&doc, &observer_init())?;
 
         let me = self.clone();
         let pump = Interval::new(TICK_MS, move || me.tick());
@@ -294,8 +305,49 @@ impl Session {
             observer,
             pump: Some(pump),
             listeners,
+            watched: js_sys::WeakSet::new(),
         });
         Ok(())
+    }
+
+    /// Observes the shadow roots and frame documents the serializer met since last time (a
+    /// frame's document also gets the field and load listeners the page's has).
+    fn watch_found(&self) {
+        let found = std::mem::take(&mut self.0.st.borrow_mut().ser.found);
+        if found.is_empty() {
+            return;
+        }
+        let mut parts = self.0.parts.borrow_mut();
+        let Some(p) = parts.as_mut() else {
+            return;
+        };
+        for root in found {
+            let obj: &js_sys::Object = root.unchecked_ref();
+            if p.watched.has(obj) {
+                continue;
+            }
+            p.watched.add(obj);
+            let _ = p.observer.observe_with_options(&root, &observer_init());
+            if root.node_type() == Node::DOCUMENT_NODE {
+                let target: &EventTarget = root.unchecked_ref();
+                for name in ["input", "change"] {
+                    let me = self.clone();
+                    listen(
+                        &mut p.listeners,
+                        target,
+                        name,
+                        Box::new(move |e| me.on_input(&e)),
+                    );
+                }
+                let me = self.clone();
+                listen(
+                    &mut p.listeners,
+                    target,
+                    "load",
+                    Box::new(move |e| me.on_frame_load(&e)),
+                );
+            }
+        }
     }
 
     fn snapshot_now(&self) {
@@ -309,6 +361,7 @@ impl Session {
         drop(observer_records);
         st.records.clear();
         st.inputs.clear();
+        st.reloaded.clear();
         st.sent_inputs.clear();
         st.sent_scroll.clear();
         st.queue.clear();
@@ -329,6 +382,7 @@ impl Session {
         });
         st.log_dirty = true;
         drop(st);
+        self.watch_found();
         self.save_log(true);
     }
 
@@ -364,6 +418,7 @@ impl Session {
                 st.queue.due(elapsed)
             }
         };
+        self.watch_found();
         for (n, data, index, count) in due {
             let ok = self
                 .0
@@ -396,12 +451,14 @@ impl Session {
         if st.stale {
             st.records.clear();
             st.inputs.clear();
+            st.reloaded.clear();
             return;
         }
         let records = std::mem::take(&mut st.records);
+        let reloaded = std::mem::take(&mut st.reloaded);
         let page = st.page;
-        if !records.is_empty() {
-            if let Some(m) = changes::batch(&mut st.ser, page, &records) {
+        if !records.is_empty() || !reloaded.is_empty() {
+            if let Some(m) = changes::batch_resending(&mut st.ser, page, &records, &reloaded) {
                 let bytes = st.queue.push(&Stream::Mutations(m)) as u32;
                 if let Some(c) = st.log.counts() {
                     c.changes += 1;
@@ -475,10 +532,13 @@ impl Session {
             let (x, y) = scroll_xy();
             (None, x, y)
         } else {
-            let Some(el) = target.and_then(|t| t.dyn_into::<Element>().ok()) else {
+            let Some(el) = target
+                .as_ref()
+                .and_then(|t| tree::element(t.unchecked_ref()))
+            else {
                 return;
             };
-            let Some(id) = st.ser.id_of(&el) else { return };
+            let Some(id) = st.ser.id_of(el) else { return };
             (Some(id), el.scroll_left(), el.scroll_top())
         };
         if st.sent_scroll.get(&id) == Some(&(x, y)) {
@@ -530,7 +590,14 @@ impl Session {
     }
 
     fn on_input(&self, e: &Event) {
-        let Some(el) = e.target().and_then(|t| t.dyn_into::<Element>().ok()) else {
+        // The field itself, also inside an open shadow root (where `target` is the host).
+        let first = e.composed_path().get(0);
+        let Some(el) = first
+            .dyn_ref::<Node>()
+            .or_else(|| first.is_object().then(|| first.unchecked_ref::<Node>()))
+            .and_then(tree::element)
+            .cloned()
+        else {
             return;
         };
         if !crate::mask::is_field(&el) {
@@ -539,6 +606,21 @@ impl Session {
         let mut st = self.0.st.borrow_mut();
         if !st.inputs.iter().any(|x| x == &el) {
             st.inputs.push(el);
+        }
+    }
+
+    /// A frame loaded a document: when the agent knows the frame, it is sent again whole.
+    fn on_frame_load(&self, e: &Event) {
+        let Some(target) = e.target() else { return };
+        let Some(el) = tree::element(target.unchecked_ref()).cloned() else {
+            return;
+        };
+        if !tree::is_frame(&el) {
+            return;
+        }
+        let mut st = self.0.st.borrow_mut();
+        if st.ser.id_of(&el).is_some() && !st.reloaded.iter().any(|x| x == &el) {
+            st.reloaded.push(el);
         }
     }
 
@@ -593,7 +675,7 @@ impl Session {
                 let _ = target.remove_event_listener_with_callback_and_bool(
                     name,
                     cb.as_ref().unchecked_ref(),
-                    matches!(name, "scroll" | "pointermove" | "input" | "change"),
+                    captured(name),
                 );
                 // Freed later: this may run inside one of these listeners.
                 let keep = cb;
@@ -665,10 +747,7 @@ impl Session {
                 HighlightTarget::Node(id) => st
                     .ser
                     .find(id)
-                    .and_then(|n| match n.dyn_into::<Element>() {
-                        Ok(el) => Some(el),
-                        Err(n) => n.parent_element(),
-                    })
+                    .and_then(|n| tree::element(&n).cloned().or_else(|| n.parent_element()))
                     .map(Target::Element),
                 HighlightTarget::Rect(r) => Some(Target::Rect(r)),
             }

@@ -921,3 +921,236 @@ fn pages_nested_hundreds_deep_mirror_and_deeper_ones_are_cut() {
     );
     top.remove();
 }
+
+/// Every node of `n` in order, with what its shadow roots and frames hold.
+fn all_nodes<'a>(n: &'a Node, out: &mut Vec<&'a Node>) {
+    out.push(n);
+    for k in &n.kids {
+        all_nodes(k, out);
+    }
+    for f in [&n.shadow, &n.frame].into_iter().flatten() {
+        for k in &f.kids {
+            all_nodes(k, out);
+        }
+    }
+}
+
+/// Private text and values put inside shadow roots and frames: none may leave the page.
+const FRAGMENT_CANARIES: &[&str] = &[
+    "SHADOWMASKCANARY",
+    "SHADOWATTRCANARY",
+    "SHADOWINPUTCANARY",
+    "SHADOWFIELDCANARY",
+    "CLOSEDCANARY",
+    "EDITSHADOWCANARY",
+    "FRAMEINPUTCANARY",
+    "FRAMEMASKCANARY",
+    "FRAMEREGIONCANARY",
+    "SHADOWADDCANARY",
+    "FRAMEADDCANARY",
+];
+
+/// A shadow root with `html` attached to a new `<div>` (open or closed) under `parent`.
+fn shadow_host(parent: &Element, id: &str, html: &str, mode: web_sys::ShadowRootMode) -> Element {
+    let host = doc().create_element("div").unwrap();
+    host.set_id(id);
+    parent.append_child(&host).unwrap();
+    let root = host
+        .attach_shadow(&web_sys::ShadowRootInit::new(mode))
+        .unwrap();
+    root.set_inner_html(html);
+    host
+}
+
+/// A same-origin (`about:blank`) frame under `parent` whose body is `html`.
+fn frame_with(parent: &Element, id: &str, html: &str) -> Document {
+    let frame = doc().create_element("iframe").unwrap();
+    frame.set_id(id);
+    frame
+        .set_attribute("style", "width: 240px; height: 90px; border: 0")
+        .unwrap();
+    parent.append_child(&frame).unwrap();
+    let fdoc = parley_cobrowse::tree::frame_document(&frame).unwrap();
+    fdoc.body().unwrap().set_inner_html(html);
+    fdoc
+}
+
+#[wasm_bindgen_test]
+fn shadow_roots_and_frames_are_masked_like_the_page() {
+    use web_sys::ShadowRootMode::{Closed, Open};
+    if let Some(old) = doc().get_element_by_id("frags") {
+        old.remove();
+    }
+    let holder = doc().create_element("div").unwrap();
+    holder.set_id("frags");
+    holder.set_inner_html(
+        r#"<div id="sh-mreg" data-parley-mask></div><div id="sh-ereg" contenteditable="true"></div><div id="sh-freg" data-parley-mask></div><iframe id="xframe" sandbox style="width: 150px; height: 60px; border: 0"></iframe>"#,
+    );
+    doc().body().unwrap().append_child(&holder).unwrap();
+    let region = |id: &str| doc().get_element_by_id(id).unwrap();
+    // Inside a masked region: text, attributes and a field, all in a shadow root.
+    let mhost = shadow_host(
+        &region("sh-mreg"),
+        "mhost",
+        r#"<p>SHADOWMASKCANARY</p><a href="https://x.example/SHADOWATTRCANARY" title="SHADOWATTRCANARY">x</a><input id="sin">"#,
+        Open,
+    );
+    let sin: HtmlInputElement = mhost
+        .shadow_root()
+        .unwrap()
+        .get_element_by_id("sin")
+        .unwrap()
+        .unchecked_into();
+    sin.set_value("SHADOWINPUTCANARY");
+    // Outside any region: the text shows (positive control), the field's value does not.
+    let phost = shadow_host(
+        &holder,
+        "phost",
+        r#"<p>SHADOWPLAINTEXT</p><input id="pin"><slot></slot>"#,
+        Open,
+    );
+    phost
+        .shadow_root()
+        .unwrap()
+        .get_element_by_id("pin")
+        .unwrap()
+        .unchecked_into::<HtmlInputElement>()
+        .set_value("SHADOWFIELDCANARY");
+    shadow_host(&holder, "chost", "<p>CLOSEDCANARY</p>", Closed);
+    // Inside an editable region: a shadow root's text counts as edited text.
+    shadow_host(&region("sh-ereg"), "ehost", "<p>EDITSHADOWCANARY</p>", Open);
+    // Same-origin frames: one plain, one inside a masked region.
+    let fdoc = frame_with(
+        &holder,
+        "sframe",
+        r#"<p>FRAMEPLAINTEXT</p><input id="fin"><div data-parley-mask>FRAMEMASKCANARY</div>"#,
+    );
+    fdoc.get_element_by_id("fin")
+        .unwrap()
+        .unchecked_into::<HtmlInputElement>()
+        .set_value("FRAMEINPUTCANARY");
+    let rdoc = frame_with(&region("sh-freg"), "rframe", "<p>FRAMEREGIONCANARY</p>");
+
+    let mut ser = Serializer::new();
+    let s = snap(&mut ser);
+    let json = serde_json::to_string(&s).unwrap();
+    // Positive controls: content outside every region does come through, inside both kinds of
+    // boundary, so the absence checks below can see a leak.
+    for shown in ["SHADOWPLAINTEXT", "FRAMEPLAINTEXT"] {
+        assert!(
+            json.contains(shown),
+            "{shown} missing: the check sees nothing"
+        );
+    }
+    for c in FRAGMENT_CANARIES {
+        assert!(!json.contains(c), "{c} leaked into the snapshot");
+    }
+    let mut nodes = Vec::new();
+    all_nodes(&s.root, &mut nodes);
+    let by_id = |id: &str| {
+        *nodes
+            .iter()
+            .find(|n| attr(n, "id") == Some(id))
+            .unwrap_or_else(|| panic!("#{id} serialized"))
+    };
+    assert!(by_id("phost").shadow.is_some() && by_id("chost").shadow.is_none());
+    let frame = by_id("sframe")
+        .frame
+        .as_ref()
+        .expect("the frame's document");
+    assert_eq!(frame.size.map(|s| (s.w, s.h)), Some((240, 90)));
+    // A block carries no attributes: found by its wire id.
+    let xid = ser
+        .id_of(&doc().get_element_by_id("xframe").unwrap())
+        .unwrap();
+    let foreign = *nodes.iter().find(|n| n.id == xid).unwrap();
+    assert!(foreign.frame.is_none());
+    assert_eq!(foreign.block.map(|s| (s.w, s.h)), Some((150, 60)));
+    // Masked fields in both kinds of boundary still say they are filled.
+    // (`#sin` sits in a masked region, where ids are dropped: found by its wire id.)
+    let sin_id = ser.id_of(&sin).unwrap();
+    let sin_node = *nodes.iter().find(|n| n.id == sin_id).unwrap();
+    assert_eq!(attr(sin_node, "value"), Some(mask::value("x").as_str()));
+    assert_eq!(attr(by_id("fin"), "value"), Some(mask::value("x").as_str()));
+    assert!(
+        ser.found.len() >= 4,
+        "shadow roots and frame documents to observe"
+    );
+
+    // Changes inside the fragments, seen by an observer on each found root.
+    let o = observer();
+    let init = web_sys::MutationObserverInit::new();
+    init.set_child_list(true);
+    init.set_subtree(true);
+    init.set_attributes(true);
+    init.set_character_data(true);
+    for root in std::mem::take(&mut ser.found) {
+        o.observe_with_options(&root, &init).unwrap();
+    }
+    let mroot = mhost.shadow_root().unwrap();
+    let span = doc().create_element("span").unwrap();
+    span.set_text_content(Some("SHADOWADDCANARY"));
+    mroot.append_child(&span).unwrap();
+    mroot
+        .query_selector("a")
+        .unwrap()
+        .unwrap()
+        .set_attribute("title", "SHADOWATTRCANARY again")
+        .unwrap();
+    let proot = phost.shadow_root().unwrap();
+    let b = doc().create_element("b").unwrap();
+    b.set_text_content(Some("SHADOWADDPLAIN"));
+    proot.append_child(&b).unwrap();
+    let fp = fdoc.create_element("p").unwrap();
+    fp.set_text_content(Some("FRAMEADDPLAIN"));
+    fdoc.body().unwrap().append_child(&fp).unwrap();
+    let rp = rdoc.create_element("p").unwrap();
+    rp.set_text_content(Some("FRAMEADDCANARY"));
+    rdoc.body().unwrap().append_child(&rp).unwrap();
+    let m = changes::batch(&mut ser, 7, &records(&o)).expect("a batch");
+    o.disconnect();
+    let mjson = serde_json::to_string(&m).unwrap();
+    for shown in ["SHADOWADDPLAIN", "FRAMEADDPLAIN"] {
+        assert!(mjson.contains(shown), "{shown} missing from {mjson}");
+    }
+    for c in FRAGMENT_CANARIES {
+        assert!(!mjson.contains(c), "{c} leaked into a batch: {mjson}");
+    }
+    let proot_id = ser.id_of(proot.as_ref()).unwrap();
+    assert_eq!(by_id("phost").shadow.as_ref().unwrap().id, proot_id);
+    assert!(
+        m.adds.iter().any(|a| a.parent == proot_id),
+        "an add in the shadow root names the root: {mjson}"
+    );
+    // A frame sent again whole (it loaded a new document) keeps its id and its rules.
+    let rframe = doc().get_element_by_id("rframe").unwrap();
+    let again =
+        changes::batch_resending(&mut ser, 7, &[], std::slice::from_ref(&rframe)).expect("resent");
+    let rid = ser.id_of(&rframe).unwrap();
+    assert!(again.removes.contains(&rid));
+    let ajson = serde_json::to_string(&again).unwrap();
+    assert!(
+        again
+            .adds
+            .iter()
+            .any(|a| a.node.id == rid && a.node.frame.is_some()),
+        "{ajson}"
+    );
+    for c in FRAGMENT_CANARIES {
+        assert!(!ajson.contains(c), "{c} leaked into a resend: {ajson}");
+    }
+    // Input items for fields in both kinds of boundary are masked.
+    for field in [
+        sin.clone().unchecked_into::<Element>(),
+        fdoc.get_element_by_id("fin").unwrap(),
+    ] {
+        let (value, _, masked) = ser.shared_value(&field);
+        assert!(masked, "masked");
+        assert_eq!(value, mask::value("x"));
+    }
+    // Found by id for highlights, across both boundaries.
+    let fin_id = ser.id_of(&fdoc.get_element_by_id("fin").unwrap()).unwrap();
+    assert!(ser.find(fin_id).is_some());
+    assert!(ser.find(ser.id_of(&sin).unwrap()).is_some());
+    holder.remove();
+}

@@ -316,6 +316,8 @@ mod tests {
                 text: None,
                 kids: vec![],
                 block: None,
+                shadow: None,
+                frame: None,
             },
             masked: 0,
         }))
@@ -340,6 +342,8 @@ mod tests {
             text: Some("deep".into()),
             kids: vec![],
             block: None,
+            shadow: None,
+            frame: None,
         };
         for id in 1..levels {
             node = Node {
@@ -350,6 +354,8 @@ mod tests {
                 text: None,
                 kids: vec![node],
                 block: None,
+                shadow: None,
+                frame: None,
             };
         }
         serde_json::to_string(&Stream::Snapshot(Snapshot {

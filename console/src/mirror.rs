@@ -6,12 +6,18 @@
 //! [`crate::cobrowse::attr_allowed`] again (the widget cleaned them already). Scripts could not
 //! run anyway: the iframe is sandboxed without `allow-scripts` and `/console/mirror.html` is
 //! served with `script-src 'none'`; this is the second lock.
+//!
+//! A shadow root of the visitor's page is built as an open shadow root on the mirror's host
+//! element (its `<style>`s stay scoped, its `<slot>`s show the host's children as on the page). A
+//! same-origin frame's document is built in a shadow root of a box of the frame's size: one
+//! document, so ids, hit tests and the mirror's policy hold inside it too, and nothing is loaded
+//! into a nested browsing context.
 
 use std::collections::HashMap;
 
-use protocol::cobrowse::{Mutations, Node, NodeId, Size, Snapshot};
+use protocol::cobrowse::{Fragment, Mutations, Node, NodeId, Size, Snapshot};
 use wasm_bindgen::{JsCast, JsValue};
-use web_sys::{Document, Element};
+use web_sys::{Document, Element, ShadowRootInit, ShadowRootMode};
 
 use crate::cobrowse::{attr_allowed, tag_rule, TagRule};
 
@@ -21,6 +27,8 @@ const XLINK_NS: &str = "http://www.w3.org/1999/xlink";
 const ID_PROP: &str = "__parleyId";
 /// Set on the grey boxes that stand in for blocked elements and embedded documents.
 pub const BLOCK_ATTR: &str = "data-parley-block";
+/// Set on the box that holds a same-origin frame's document.
+pub const FRAME_ATTR: &str = "data-parley-frame";
 
 /// The visitor's page, as built in one mirror document.
 pub struct MirrorDoc {
@@ -201,7 +209,12 @@ impl MirrorDoc {
                     // A comment keeps the node's place, so later adds `before` it still land
                     // where the visitor's page has them.
                     TagRule::Drop => self.doc.create_comment("").into(),
-                    TagRule::Placeholder => self.placeholder("div", n.block, &n.attrs)?.into(),
+                    TagRule::Placeholder => match &n.frame {
+                        Some(f) if n.block.is_none() && tag_rule_frame(&tag) => {
+                            self.frame_box(f, &n.attrs)?.into()
+                        }
+                        _ => self.placeholder("div", n.block, &n.attrs)?.into(),
+                    },
                     TagRule::Build if n.block.is_some() => {
                         self.placeholder(&tag, n.block, &[])?.into()
                     }
@@ -219,6 +232,9 @@ impl MirrorDoc {
                                 let _ = el.append_child(&k);
                             }
                         }
+                        if let Some(f) = &n.shadow {
+                            self.shadow(&el, f);
+                        }
                         if tag == "select" {
                             // A select's `value` is no attribute a browser reads: set it, so a
                             // masked one (no option has the mask as value) shows no choice
@@ -235,6 +251,52 @@ impl MirrorDoc {
         let _ = js_sys::Reflect::set(&built, &ID_PROP.into(), &JsValue::from(n.id));
         self.nodes.insert(n.id, built.clone());
         Some(built)
+    }
+
+    /// Builds fragment `f` in an open shadow root of `host` (mapped to the fragment's id, so adds
+    /// inside it land there). A host that takes no shadow root gets the nodes as children.
+    fn shadow(&mut self, host: &Element, f: &Fragment) {
+        let root: web_sys::Node =
+            match host.attach_shadow(&ShadowRootInit::new(ShadowRootMode::Open)) {
+                Ok(r) => {
+                    let _ = js_sys::Reflect::set(&r, &ID_PROP.into(), &JsValue::from(f.id));
+                    r.into()
+                }
+                Err(_) => host.clone().into(),
+            };
+        for kid in &f.kids {
+            if let Some(k) = self.node(kid) {
+                let _ = root.append_child(&k);
+            }
+        }
+        self.nodes.insert(f.id, root);
+    }
+
+    /// The box that shows a same-origin frame: the frame's size, its document in a shadow root.
+    fn frame_box(&mut self, f: &Fragment, attrs: &[(String, String)]) -> Option<Element> {
+        let el = self.doc.create_element("div").ok()?;
+        let _ = el.set_attribute(FRAME_ATTR, "");
+        for (k, v) in attrs {
+            if matches!(k.as_str(), "class" | "id" | "title") {
+                set_attr(&el, k, v);
+            }
+        }
+        let size = f.size.unwrap_or(Size { w: 300, h: 150 });
+        {
+            let style = el.unchecked_ref::<web_sys::HtmlElement>().style();
+            for (k, v) in [
+                ("display", "inline-block".to_owned()),
+                ("box-sizing", "border-box".to_owned()),
+                ("overflow", "hidden".to_owned()),
+                ("vertical-align", "bottom".to_owned()),
+                ("width", format!("{}px", size.w.max(0))),
+                ("height", format!("{}px", size.h.max(0))),
+            ] {
+                let _ = style.set_property(k, &v);
+            }
+        }
+        self.shadow(&el, f);
+        Some(el)
     }
 
     /// A grey box of the blocked element's size (or the `width`/`height` an embed asked for).
@@ -272,7 +334,7 @@ impl MirrorDoc {
         Some(el)
     }
 
-    /// Drops `node` and its subtree from the id map.
+    /// Drops `node` and its subtree (shadow roots included) from the id map.
     fn forget(&mut self, node: &web_sys::Node) {
         if let Some(id) = node_id(node) {
             if self.nodes.get(&id) == Some(node) {
@@ -284,6 +346,9 @@ impl MirrorDoc {
             if let Some(k) = kids.item(i) {
                 self.forget(&k);
             }
+        }
+        if let Some(root) = as_element(node).and_then(|el| el.shadow_root()) {
+            self.forget(&root.into());
         }
     }
 }
@@ -300,6 +365,12 @@ fn node_id(node: &web_sys::Node) -> Option<NodeId> {
         .ok()?
         .as_f64()
         .map(|f| f as NodeId)
+}
+
+/// Whether a `Placeholder` tag may show a frame's document (an `<iframe>` or `<frame>`, never an
+/// `<object>` or `<embed>`).
+fn tag_rule_frame(tag: &str) -> bool {
+    matches!(tag, "iframe" | "frame")
 }
 
 /// Whether `el` is a placeholder (its content and attributes stay hidden).

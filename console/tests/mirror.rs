@@ -8,8 +8,10 @@
 // `allow-unwrap-in-tests` covers `#[test]` only, not `#[wasm_bindgen_test]` and its helpers.
 #![allow(clippy::unwrap_used)]
 
-use parley_console::mirror::{MirrorDoc, BLOCK_ATTR};
-use protocol::cobrowse::{Added, AttrChange, Mutations, Node, Size, Snapshot, TextChange};
+use parley_console::mirror::{MirrorDoc, BLOCK_ATTR, FRAME_ATTR};
+use protocol::cobrowse::{
+    Added, AttrChange, Fragment, Mutations, Node, Size, Snapshot, TextChange,
+};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
 use web_sys::{Document, HtmlIFrameElement};
@@ -28,6 +30,8 @@ fn el(id: u32, tag: &str, attrs: &[(&str, &str)], kids: Vec<Node>) -> Node {
         text: None,
         kids,
         block: None,
+        shadow: None,
+        frame: None,
     }
 }
 
@@ -40,6 +44,8 @@ fn text(id: u32, t: &str) -> Node {
         text: Some(t.into()),
         kids: vec![],
         block: None,
+        shadow: None,
+        frame: None,
     }
 }
 
@@ -272,4 +278,166 @@ fn mutations_inputs_and_drift() {
         ..Mutations::default()
     }));
     assert_eq!(m.id_at(&p.first_child().unwrap()), Some(70));
+}
+
+/// A shadow host (`x-card`, its root holding a style and a slot), a same-origin frame's document
+/// and a frame the widget could not read.
+fn page_with_fragments() -> Snapshot {
+    let mut host = el(20, "x-card", &[], vec![text(21, "light child")]);
+    host.shadow = Some(Box::new(Fragment {
+        id: 22,
+        kids: vec![
+            el(
+                23,
+                "style",
+                &[],
+                vec![text(24, "p { color: rgb(9, 8, 7); }")],
+            ),
+            el(
+                25,
+                "p",
+                &[("id", "inside")],
+                vec![text(26, "in the shadow")],
+            ),
+            el(27, "slot", &[], vec![]),
+            el(28, "script", &[], vec![text(29, "window.pwned = 3")]),
+        ],
+        size: None,
+    }));
+    let mut frame = el(30, "iframe", &[("class", "embed")], vec![]);
+    frame.frame = Some(Box::new(Fragment {
+        id: 31,
+        kids: vec![el(
+            32,
+            "html",
+            &[],
+            vec![el(
+                33,
+                "body",
+                &[],
+                vec![el(
+                    34,
+                    "h2",
+                    &[("onclick", "x()")],
+                    vec![text(35, "Framed")],
+                )],
+            )],
+        )],
+        size: Some(Size { w: 240, h: 90 }),
+    }));
+    let mut foreign = el(40, "iframe", &[], vec![]);
+    foreign.block = Some(Size { w: 200, h: 70 });
+    Snapshot {
+        page: 4,
+        url: "https://shop.example/".into(),
+        title: "Parts".into(),
+        viewport: Size { w: 1024, h: 700 },
+        scroll_x: 0,
+        scroll_y: 0,
+        root: el(
+            1,
+            "html",
+            &[],
+            vec![
+                el(2, "head", &[], vec![]),
+                el(3, "body", &[], vec![host, frame, foreign]),
+            ],
+        ),
+        masked: 0,
+    }
+}
+
+#[wasm_bindgen_test]
+fn shadow_roots_and_frames_are_built_in_their_own_roots() {
+    let doc = mirror_frame();
+    let mut m = MirrorDoc::build(doc.clone(), &page_with_fragments());
+    let host = doc.query_selector("x-card").unwrap().unwrap();
+    let root = host.shadow_root().expect("an open shadow root on the host");
+    let inside = root.query_selector("#inside").unwrap().unwrap();
+    assert_eq!(inside.text_content().as_deref(), Some("in the shadow"));
+    assert!(
+        doc.query_selector("#inside").unwrap().is_none(),
+        "shadow content stays in its root"
+    );
+    assert!(root.query_selector("script").unwrap().is_none());
+    assert_eq!(host.text_content().as_deref(), Some("light child"));
+    // The frame: a box of its size holding the frame's document; no nested browsing context.
+    assert!(doc.query_selector("iframe").unwrap().is_none());
+    let frame_box = doc
+        .query_selector(&format!("[{FRAME_ATTR}]"))
+        .unwrap()
+        .unwrap();
+    let style = frame_box.get_attribute("style").unwrap_or_default();
+    assert!(
+        style.contains("width: 240px") && style.contains("height: 90px"),
+        "{style}"
+    );
+    let framed = frame_box
+        .shadow_root()
+        .unwrap()
+        .query_selector("h2")
+        .unwrap()
+        .unwrap();
+    assert_eq!(framed.text_content().as_deref(), Some("Framed"));
+    assert!(!framed.has_attribute("onclick"));
+    let foreign = m.element(40).unwrap();
+    assert!(
+        foreign.has_attribute(BLOCK_ATTR),
+        "an unreadable frame is a grey box"
+    );
+    // Mutations address the fragments by their ids.
+    assert!(m.apply(&Mutations {
+        page: 4,
+        removes: vec![26],
+        adds: vec![
+            Added {
+                parent: 22,
+                before: Some(27),
+                node: el(50, "em", &[], vec![text(51, "added in the shadow")]),
+            },
+            Added {
+                parent: 33,
+                before: None,
+                node: el(52, "p", &[], vec![text(53, "added in the frame")]),
+            },
+        ],
+        attrs: vec![],
+        texts: vec![TextChange {
+            id: 35,
+            text: "Framed again".into(),
+        }],
+        masked: 0,
+    }));
+    assert_eq!(
+        root.query_selector("em")
+            .unwrap()
+            .unwrap()
+            .text_content()
+            .as_deref(),
+        Some("added in the shadow")
+    );
+    assert_eq!(inside.text_content().as_deref(), Some(""));
+    assert_eq!(framed.text_content().as_deref(), Some("Framed again"));
+    assert!(m.element(52).is_some());
+    // Removing the host forgets what its shadow root held: a later add there is drift.
+    assert!(m.apply(&Mutations {
+        page: 4,
+        removes: vec![20],
+        ..Mutations::default()
+    }));
+    assert!(m.element(50).is_none() && m.element(25).is_none());
+    assert!(!m.apply(&Mutations {
+        page: 4,
+        adds: vec![Added {
+            parent: 22,
+            before: None,
+            node: text(60, "late"),
+        }],
+        ..Mutations::default()
+    }));
+    assert!(
+        js_sys::Reflect::get(&web_sys::window().unwrap(), &"pwned".into())
+            .unwrap()
+            .is_undefined()
+    );
 }

@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 /// A node's id within one page: given by the widget's serializer, never reused on that page.
 pub type NodeId = u32;
 
-/// The deepest a serialized page may nest, in [`Node`] levels (`<html>` is level 1). The widget
-/// leaves deeper nodes out; [`decode_item`] refuses items nested deeper than this allows.
+/// The deepest a serialized page may nest, in [`Node`] levels (`<html>` is level 1; a
+/// [`Fragment`] counts as one level between its host and its nodes). The widget leaves deeper
+/// nodes out; [`decode_item`] refuses items nested deeper than this allows.
 ///
 /// Why not more: serializing, parsing and building a tree recurse per level, and in a browser a
 /// wasm call stack is bounded by the JS engine, not only by the wasm stack. Measured in a debug
@@ -128,6 +129,30 @@ pub struct Node {
     /// children and no attributes other than its tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block: Option<Size>,
+    /// Set on a shadow host whose shadow root is open: that root's content, serialized with the
+    /// same rules (the host's masking region goes on inside it). Closed roots are never sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Box<Fragment>>,
+    /// Set on an `<iframe>` (or `<frame>`) whose document the widget can read (same origin,
+    /// `srcdoc`, `about:blank`): that document's root element, serialized with the same rules,
+    /// and the frame's box. A frame it cannot read comes as a `block` of its size instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<Box<Fragment>>,
+}
+
+/// What lives under a node but is not among its children: an open shadow root's content or a
+/// same-origin frame's document. It has an id of its own, so mutations inside it name it as their
+/// `parent` (a shadow root's top-level nodes, a frame document's root element).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fragment {
+    /// The shadow root's or the frame document's id on this page.
+    pub id: NodeId,
+    /// Its child nodes, in order (for a frame: the document's root element).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kids: Vec<Node>,
+    /// For a frame: the size of its box on the visitor's screen, so the mirror draws it as big.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Size>,
 }
 
 /// The whole page, sent first and again on every navigation or when the agent asks
@@ -353,6 +378,8 @@ mod tests {
             text: Some("bottom".into()),
             kids: Vec::new(),
             block: None,
+            shadow: None,
+            frame: None,
         };
         for i in 1..levels {
             node = Node {
@@ -363,6 +390,8 @@ mod tests {
                 text: None,
                 kids: vec![node],
                 block: None,
+                shadow: None,
+                frame: None,
             };
         }
         serde_json::to_string(&Stream::Snapshot(Snapshot {

@@ -3,7 +3,8 @@
 //! console, against a real relay and SQLite.
 //!
 //! One scenario, in parts that each report their own failure: consent denied then allowed; the
-//! mirror appears; canaries typed into every kind of field are found in no captured frame, no
+//! mirror appears; canaries typed into every kind of field (one inside a web component's open
+//! shadow root, one inside a same-origin iframe, both mirrored) are found in no captured frame, no
 //! relay log line, no stored byte and no node of the agent's mirror (while an unmasked field's
 //! text *is* found, so the check can see a leak); an agent click highlights the right element on
 //! the visitor's page (geometry); a visitor highlight appears in the mirror; navigation is
@@ -34,6 +35,20 @@ const CANARIES: [(&str, &str); 7] = [
     ("#password", "Pw-zqx7-secret"),
     ("#note", "Leave it with zqxneighbour"),
     ("#gift-message", "Happy zqxbirthday"),
+];
+
+/// Put into the gift-card field in `<gift-card-field>`'s open shadow root and into the door-code
+/// field of the same-origin delivery frame (by script: WebDriver types into neither as such, and
+/// the widget sees the same `input` events); neither may leave the page.
+const HIDDEN_CANARIES: [(&str, &str); 2] = [
+    (
+        "const i = document.querySelector('gift-card-field').shadowRoot.getElementById('gift-card');",
+        "GCZQX-7731-5520",
+    ),
+    (
+        "const i = document.querySelector('.delivery-frame').contentDocument.getElementById('door-code');",
+        "DoorZQX4417",
+    ),
 ];
 
 /// Text the page shows inside `data-parley-mask`: it must not leave the page either.
@@ -319,6 +334,37 @@ async fn cobrowse_end_to_end_in_real_browsers() -> anyhow::Result<()> {
             field.click().await?;
             field.send_keys(text).await?;
         }
+        for (find, text) in HIDDEN_CANARIES {
+            visitor
+                .execute(
+                    &format!(
+                        "{find} i.focus(); i.value = arguments[0];
+                         i.dispatchEvent(new InputEvent('input', {{bubbles: true, composed: true}}));"
+                    ),
+                    vec![json!(text)],
+                )
+                .await?;
+        }
+        // Positive controls across both boundaries: the shadow root's and the frame's own text
+        // reach the mirror, and their fields show as filled (8 mask characters), so input
+        // inside them is streamed and masked.
+        wait_js_for(
+            &agent,
+            "the shadow root and the frame in the mirror, their fields masked",
+            "const f = document.querySelector('.cobrowse-frame'); const d = f && f.contentDocument;
+             const host = d && d.querySelector('gift-card-field');
+             const sr = host && host.shadowRoot;
+             const box = d && d.querySelector('[data-parley-frame]');
+             const fr = box && box.shadowRoot;
+             if (!sr || !fr) return false;
+             const gift = sr.querySelector('#gift-card'), door = fr.querySelector('#door-code');
+             return sr.textContent.includes('taken off the total')
+               && fr.textContent.includes('Delivery instructions')
+               && gift && gift.value.length === 8 && door && door.value.length === 8;",
+            vec![],
+            Duration::from_secs(20),
+        )
+        .await?;
         // The unmasked field's text arrives in the mirror: input is being streamed.
         wait_js_for(
             &agent,
@@ -346,9 +392,15 @@ async fn cobrowse_end_to_end_in_real_browsers() -> anyhow::Result<()> {
         let mirror = agent
             .execute(
                 "const f = document.querySelector('.cobrowse-frame'); const d = f.contentDocument;
-                 const values = Array.from(d.querySelectorAll('input,textarea,select'))
-                   .map(e => e.value + ' ' + (e.checked ? 'on' : ''));
-                 return d.documentElement.outerHTML + '\\n' + values.join('\\n') + '\\n' + d.body.innerText;",
+                 const parts = [];
+                 const walk = (root) => {
+                   for (const e of root.querySelectorAll('*')) {
+                     if (e.matches('input,textarea,select')) parts.push(e.value + ' ' + (e.checked ? 'on' : ''));
+                     if (e.shadowRoot) { parts.push(e.shadowRoot.innerHTML); walk(e.shadowRoot); }
+                   }
+                 };
+                 walk(d);
+                 return d.documentElement.outerHTML + '\\n' + parts.join('\\n') + '\\n' + d.body.innerText;",
                 vec![],
             )
             .await?;
@@ -384,6 +436,7 @@ async fn cobrowse_end_to_end_in_real_browsers() -> anyhow::Result<()> {
         let mut leaks = Vec::new();
         let needles: Vec<String> = CANARIES
             .iter()
+            .chain(HIDDEN_CANARIES.iter())
             .flat_map(|(_, t)| [t.to_string(), t.replace(' ', "")])
             .chain([MASKED_TEXT.to_owned()])
             .collect();
