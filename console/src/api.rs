@@ -135,6 +135,44 @@ pub async fn older_closed(before: (i64, String)) -> Result<ClosedPage, String> {
     parse::<ClosedPage>(response).await
 }
 
+/// `GET /api/visitors/{id}`: who the visitor is and their conversations.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct VisitorProfile {
+    /// Who the site's server says they are; absent for an anonymous visitor.
+    #[serde(default)]
+    pub identity: Option<VerifiedIdentity>,
+    /// Their conversations, newest first.
+    pub conversations: Vec<protocol::ConversationSummary>,
+}
+
+/// A visitor's verified identity (from a token the site signed).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct VerifiedIdentity {
+    /// The site's user id.
+    pub user_id: String,
+    /// Name, if the site gave one.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Email, if the site gave one.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Other facts the site vouched for (plan, account, …).
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// `GET /api/visitors/{id}`. `Err` is the sentence to show.
+pub async fn visitor(id: &str) -> Result<VisitorProfile, String> {
+    let response = Request::get(&format!("/api/visitors/{id}"))
+        .send()
+        .await
+        .map_err(|_| "Cannot reach the server.".to_owned())?;
+    if !response.ok() {
+        return Err(format!("The server answered {}.", response.status()));
+    }
+    parse::<VisitorProfile>(response).await
+}
+
 async fn parse<T: for<'de> Deserialize<'de>>(response: Response) -> Result<T, String> {
     response
         .json::<T>()

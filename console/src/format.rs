@@ -70,7 +70,10 @@ pub fn error_text(code: ErrorCode) -> &'static str {
         ErrorCode::Malformed
         | ErrorCode::UnknownType
         | ErrorCode::HelloRequired
-        | ErrorCode::UnsupportedVersion => "The relay did not understand the console",
+        | ErrorCode::UnsupportedVersion
+        // Visitor-only codes: never sent to an agent.
+        | ErrorCode::IdentityInvalid
+        | ErrorCode::IdentityRequired => "The relay did not understand the console",
     }
 }
 

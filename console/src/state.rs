@@ -218,6 +218,8 @@ pub struct Header {
     pub status: ConversationStatus,
     /// "Visitor 3f2a".
     pub visitor: String,
+    /// The visitor's id (their profile: `GET /api/visitors/{id}`).
+    pub visitor_id: String,
     /// Site display name.
     pub site_name: String,
     /// Site key.
@@ -814,6 +816,7 @@ impl Model {
             id: c.id.clone(),
             status: c.status,
             visitor: visitor_label(&c.visitor_id),
+            visitor_id: c.visitor_id.clone(),
             site_name: c.site_name.clone(),
             site: c.site.clone(),
             assignee: c.assignee.as_ref().map(|a| a.display_name.clone()),

@@ -265,6 +265,7 @@ async fn visitor_hello(ws: &mut Ws) -> anyhow::Result<()> {
     send(
         ws,
         &VisitorFrame::Hello {
+            identity: None,
             v: protocol::PROTOCOL_VERSION,
             token: None,
             conversation_id: None,

@@ -287,6 +287,7 @@ mod tests {
     fn round_trips_and_types_are_listed() {
         let frames = vec![
             VisitorFrame::Hello {
+                identity: None,
                 v: 1,
                 token: None,
                 conversation_id: Some("c1".into()),

@@ -30,6 +30,12 @@ pub enum ErrorCode {
     Closed,
     /// The relay failed; the frame was not stored. Retrying with the same client id is safe.
     Internal,
+    /// The `hello`'s identity token was refused (`reason` says why); the visitor goes on
+    /// anonymously.
+    IdentityInvalid,
+    /// The site requires a signed identity and this `hello` had none that held: the socket
+    /// closes (1008).
+    IdentityRequired,
 }
 
 /// An error frame. `client_id` names the send it answers, when it answers one.
@@ -45,6 +51,11 @@ pub struct ErrorFrame {
     /// With `rate_limited`: how long to wait before retrying.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// With `identity_invalid` and `identity_required`: one word for why (`expired`,
+    /// `bad_signature`, `wrong_site`, `malformed`, `too_long`, `lifetime`, `not_yet_valid`,
+    /// `missing_claim`, `bad_claim`, `not_enabled`, `absent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl ErrorFrame {
@@ -55,7 +66,14 @@ impl ErrorFrame {
             message: message.into(),
             client_id: None,
             retry_after_ms: None,
+            reason: None,
         }
+    }
+
+    /// Adds the one-word reason.
+    pub fn because(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
     }
 
     /// Names the send this error answers.

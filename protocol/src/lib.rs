@@ -68,6 +68,11 @@ pub const CLOSE_ACCESS_CHANGED: u16 = 4403;
 /// stored about them is gone; a client that reconnects with the old token becomes a new visitor.
 pub const CLOSE_ERASED: u16 = 4410;
 
+/// Close code of a visitor socket whose anonymous visitor was merged into a signed-in visitor
+/// (another tab of the same browser proved who the person is, PROTOCOL §15): reconnect with the
+/// same token, which now leads to that person's history.
+pub const CLOSE_MOVED: u16 = 4409;
+
 /// Close code sent when a socket stays silent past the idle timeout or a policy is violated
 /// (RFC 6455 "policy violation").
 pub const CLOSE_POLICY: u16 = 1008;

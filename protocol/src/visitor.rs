@@ -29,6 +29,12 @@ pub enum VisitorFrame {
         /// The page the visitor is on.
         #[serde(default)]
         context: PageContext,
+        /// A signed identity token from the site's server (an HS256 JWT, PROTOCOL.md §15):
+        /// the relay then treats this browser as that user of the site, with their history.
+        /// A bad token is answered by `identity_invalid` and the visitor goes on anonymously
+        /// (unless the site requires identity).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<String>,
     },
     /// A chat message. Answered by `ack` once stored (or by `error` naming the same client id).
     Send {
@@ -155,6 +161,10 @@ pub enum ToVisitor {
         /// `available` is false (only the hand-off needs people).
         #[serde(default, skip_serializing_if = "is_false")]
         bot_first: bool,
+        /// The site's user id this visitor is verified as (by a token in this `hello` or an
+        /// earlier one on this browser); absent for an anonymous visitor.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<String>,
     },
     /// A conversation event, live or replayed, as a visitor may see it ([`VisitorEvent`]).
     Event(VisitorEvent),

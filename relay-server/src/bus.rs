@@ -80,8 +80,8 @@ pub enum Nudge {
     Settings,
     /// Agent sessions ended: other nodes close the sockets opened with them.
     Revoked(Arc<crate::access::Revocation>),
-    /// A visitor was erased: other nodes close that visitor's sockets.
-    Erased(Arc<String>),
+    /// A visitor row is gone (erased or merged): other nodes close that visitor's sockets.
+    Erased(Arc<crate::hub::Gone>),
 }
 
 /// Nudges waiting to be published. Past it nudges are dropped and the node owes the others a
@@ -260,8 +260,8 @@ enum Body {
     Settings,
     /// Agent sessions ended.
     Revoked(crate::access::Revocation),
-    /// A visitor (this id) was erased.
-    Erased(String),
+    /// A visitor row is gone (erased or merged).
+    Erased(crate::hub::Gone),
     /// The sender lost nudges (Redis down, or its bus queue full): re-read everything from the
     /// store, as after a reconnect of one's own subscriber.
     Resync,
@@ -532,7 +532,7 @@ impl RedisBus {
                     Nudge::Queue => Body::Queue,
                     Nudge::Settings => Body::Settings,
                     Nudge::Revoked(r) => Body::Revoked((*r).clone()),
-                    Nudge::Erased(id) => Body::Erased((*id).clone()),
+                    Nudge::Erased(gone) => Body::Erased((*gone).clone()),
                     Nudge::Presence => {
                         // Write the hash first (once per batch), so a node reading it on our
                         // nudge sees the change.
@@ -697,7 +697,7 @@ impl RedisBus {
             Body::Queue => self.hub.queue_changed.notify_one(),
             Body::Settings => self.hub.settings_changed.notify_one(),
             Body::Revoked(r) => self.hub.deliver_revoked(Arc::new(r)),
-            Body::Erased(id) => self.hub.deliver_erased(Arc::new(id)),
+            Body::Erased(gone) => self.hub.deliver_gone(Arc::new(gone)),
             Body::Resync => {
                 tracing::info!(from = %envelope.node, "another node lost bus nudges; resyncing local connections");
                 self.catch_up();

@@ -179,6 +179,9 @@ pub struct SiteConfig {
     /// `retention_days` and `keep_query_params` (see [`crate::rights::Privacy`]).
     #[serde(flatten)]
     pub privacy: crate::rights::Privacy,
+    /// `identity_secret`, `require_identity`, … (see [`crate::identity::IdentityConfig`]).
+    #[serde(flatten)]
+    pub identity: crate::identity::IdentityConfig,
 }
 
 /// A proactive greeting rule: on a matching page, after some seconds, the loader shows `text`
@@ -484,6 +487,7 @@ pub fn demo_site(origins: Vec<String>) -> SiteConfig {
         hours: None,
         greetings: Vec::new(),
         privacy: Default::default(),
+        identity: Default::default(),
     }
 }
 

@@ -278,8 +278,8 @@ fn over_capacity(e: &axum::Error) -> bool {
 }
 
 /// What every answer to one frame gets, whichever handler wrote it: its errors name the
-/// frame's `client_id` (PROTOCOL.md §6), and an `unsupported_version` answer closes the socket
-/// after it is sent (§9). Returns the close, if any.
+/// frame's `client_id` (PROTOCOL.md §6), and an `unsupported_version` (§9) or
+/// `identity_required` (§15) answer closes the socket after it is sent. Returns the close, if any.
 fn answered<F: ServerFrame>(
     answers: &mut [F],
     client_id: Option<protocol::ClientId>,
@@ -292,6 +292,9 @@ fn answered<F: ServerFrame>(
             }
             if e.code == ErrorCode::UnsupportedVersion {
                 close = Some((protocol::CLOSE_POLICY, "unsupported protocol version"));
+            }
+            if e.code == ErrorCode::IdentityRequired {
+                close = Some((protocol::CLOSE_POLICY, "identity required"));
             }
         }
     }

@@ -347,6 +347,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/gaps", get(gaps::report))
         .route("/api/ratings", get(csat::ratings))
         .route("/api/conversations", get(crate::history::closed))
+        .route("/api/visitors/{id}", get(crate::visitors::profile))
         .route("/api/admin/sites", get(admin::list_sites))
         .route(
             "/api/admin/sites/{key}",

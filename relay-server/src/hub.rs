@@ -54,8 +54,20 @@ pub enum Signal {
     Queue(Arc<QueueUpdate>),
     /// Sessions ended (agents only): a socket opened with one of them closes.
     Revoked(Arc<crate::access::Revocation>),
-    /// A visitor was erased (visitors only): that visitor's sockets close.
-    Erased(Arc<String>),
+    /// A visitor row is gone (visitors only): that visitor's sockets close.
+    Erased(Arc<Gone>),
+}
+
+/// A visitor row that no longer exists: erased by an admin, or merged into the identified
+/// visitor of the same person (`Store::identify_visitor`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Gone {
+    /// The visitor id.
+    pub visitor_id: String,
+    /// Merged rather than erased: the socket closes with [`protocol::CLOSE_MOVED`] and the
+    /// browser, reconnecting, finds its history under the person it now belongs to.
+    #[serde(default)]
+    pub merged: bool,
 }
 
 impl Signal {
@@ -466,18 +478,19 @@ impl Hub {
         }
     }
 
-    /// A visitor was erased: their sockets on this node and the other nodes close.
-    pub fn publish_erased(&self, visitor_id: Arc<String>) {
-        self.deliver_erased(visitor_id.clone());
-        self.forward(Nudge::Erased(visitor_id));
+    /// A visitor row is gone (erased or merged): their sockets on this node and the other
+    /// nodes close.
+    pub fn publish_gone(&self, gone: Arc<Gone>) {
+        self.deliver_gone(gone.clone());
+        self.forward(Nudge::Erased(gone));
     }
 
-    /// Tells this node's visitor sockets that a visitor was erased (also from the bus); each
+    /// Tells this node's visitor sockets that a visitor row is gone (also from the bus); each
     /// checks whether it is theirs.
-    pub fn deliver_erased(&self, visitor_id: Arc<String>) {
+    pub fn deliver_gone(&self, gone: Arc<Gone>) {
         let t = self.lock();
         for inbox in t.visitor_conns.values() {
-            inbox.deliver(Signal::Erased(visitor_id.clone()));
+            inbox.deliver(Signal::Erased(gone.clone()));
         }
     }
 

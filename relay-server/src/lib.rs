@@ -30,6 +30,7 @@ pub mod history;
 pub mod hours;
 pub mod http;
 pub mod hub;
+pub mod identity;
 pub mod login;
 pub mod logsafe;
 pub mod mail;
@@ -42,6 +43,7 @@ pub mod serve;
 pub mod store;
 pub mod token;
 pub mod visitor;
+pub mod visitors;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -256,6 +258,11 @@ impl Relay {
             }
         }
         rights::check_sites(&config.sites)?;
+        for site in &config.sites {
+            site.identity
+                .check()
+                .map_err(|e| anyhow::anyhow!("site {:?}: {e}", site.key))?;
+        }
         for seed in &config.agents {
             for key in seed.sites.iter().flatten() {
                 if !config.sites.iter().any(|s| &s.key == key) {

@@ -281,7 +281,13 @@ fn export_json(data: &VisitorData) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({
-        "visitor": { "id": data.id, "site": data.site, "created_at": data.created_at },
+        "visitor": {
+            "id": data.id,
+            "site": data.site,
+            "created_at": data.created_at,
+            "identity": data.identity,
+            "browsers": data.browsers,
+        },
         "conversations": conversations,
         "exported_at": now_ms(),
     })
@@ -326,7 +332,10 @@ async fn erase(
         "visitor erased"
     );
     // Their open tabs, on every node, close now: nothing more is stored for them.
-    app.hub.publish_erased(Arc::new(id.clone()));
+    app.hub.publish_gone(Arc::new(crate::hub::Gone {
+        visitor_id: id.clone(),
+        merged: false,
+    }));
     Ok(Json(serde_json::json!({
         "visitor_id": id,
         "erased": erased,

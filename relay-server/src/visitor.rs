@@ -94,8 +94,9 @@ pub struct VisitorSession {
     cobrowse: Option<Box<CobrowseView>>,
     /// The client's address: new visitors and conversations are limited per address.
     source: Source,
-    /// An admin erased this visitor: the socket closes with [`protocol::CLOSE_ERASED`].
-    erased: bool,
+    /// This visitor's row is gone: an admin erased it ([`protocol::CLOSE_ERASED`]) or another
+    /// browser's identity merged it ([`protocol::CLOSE_MOVED`]). The socket closes with that.
+    gone: Option<(u16, &'static str)>,
     /// When the page context was last written: a visitor's page changes are stored (and told
     /// to every agent) at most once per [`CONTEXT_EVERY`]; `context_due` holds the latest one
     /// until then.
@@ -108,6 +109,14 @@ pub struct VisitorSession {
 /// in this time: a page that changes its URL many times a second (a script, a hostile visitor)
 /// costs one write per interval, and the last change is written at its end.
 const CONTEXT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A browser's token use is written down at most this often (ms): the anonymous TTL is days.
+const TOKEN_TOUCH_MS: i64 = 3_600_000;
+
+/// Now, in Unix seconds (identity tokens count in seconds).
+fn now_secs() -> i64 {
+    crate::store::now_ms() / 1000
+}
 
 /// The consent rule's state for the visitor's conversation, and the share's budget.
 struct CobrowseView {
@@ -154,7 +163,7 @@ impl VisitorSession {
     pub fn new(app: Arc<App>, site: Arc<SiteConfig>, source: Source, mailbox: &Mailbox) -> Self {
         Self {
             source,
-            erased: false,
+            gone: None,
             context_written: None,
             context_due: None,
             app,
@@ -235,6 +244,7 @@ impl VisitorSession {
         self.conversation = Some(conversation.clone());
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn on_hello(
         &mut self,
         v: u32,
@@ -242,6 +252,7 @@ impl VisitorSession {
         held: Option<ConversationId>,
         last_seq: Option<Seq>,
         context: PageContext,
+        identity: Option<String>,
         out: &mut Vec<ToVisitor>,
     ) {
         if v != protocol::PROTOCOL_VERSION {
@@ -258,7 +269,23 @@ impl VisitorSession {
             )));
             return;
         }
-        self.context = crate::rights::stored_context(&self.current_site(), context);
+        let site = self.current_site();
+        self.context = crate::rights::stored_context(&site, context);
+        // Who the page says the visitor is, believed only when the site's secret signed it.
+        let verified = match identity.as_deref() {
+            None => Err("absent"),
+            Some(t) => match crate::identity::verify(&site.key, &site.identity, t, now_secs()) {
+                Ok(v) => Ok(v),
+                Err(e) => {
+                    tracing::debug!(site = %site.key, reason = e.reason(), "identity refused");
+                    out.push(ToVisitor::Error(
+                        ErrorFrame::new(ErrorCode::IdentityInvalid, e.to_string())
+                            .because(e.reason()),
+                    ));
+                    Err(e.reason())
+                }
+            },
+        };
         let store = &self.app.store;
         let known = match &token {
             Some(t) => {
@@ -268,7 +295,28 @@ impl VisitorSession {
             }
             None => Ok(None),
         };
-        let (visitor, token) = match known {
+        // An anonymous browser's token left unused too long leads nowhere: a new visitor.
+        let now = crate::store::now_ms();
+        let known = known.map(|found| {
+            found.filter(|v| {
+                v.user_id.is_some()
+                    || now.saturating_sub(v.token_seen_at) <= site.identity.anonymous_ttl_ms()
+            })
+        });
+        if site.identity.require_identity
+            && verified.is_err()
+            && !matches!(&known, Ok(Some(v)) if v.user_id.is_some())
+        {
+            let why = verified.err().unwrap_or("absent");
+            return out.push(ToVisitor::Error(
+                ErrorFrame::new(
+                    ErrorCode::IdentityRequired,
+                    "this site takes only visitors its server signed in",
+                )
+                .because(why),
+            ));
+        }
+        let (mut visitor, token) = match known {
             Ok(Some(v)) => (v, token.unwrap_or_default()),
             Ok(None) => {
                 if let Err(wait) = self.app.new_visitors.check(&self.source) {
@@ -288,6 +336,32 @@ impl VisitorSession {
             }
             Err(e) => return out.push(internal(e, None)),
         };
+        let token_hash = token::hash(&token);
+        if let Ok(who) = &verified {
+            match store
+                .identify_visitor(&self.site.key, &visitor.id, &token_hash, who)
+                .await
+            {
+                Ok((v, how)) => {
+                    tracing::debug!(site = %site.key, visitor = %v.id, ?how, "visitor identified");
+                    if how == crate::store::Identified::Merged {
+                        // Other tabs of this browser still speak as the merged-away visitor:
+                        // they reconnect and find the person's history.
+                        self.app.hub.publish_gone(Arc::new(crate::hub::Gone {
+                            visitor_id: visitor.id.clone(),
+                            merged: true,
+                        }));
+                    }
+                    visitor = v;
+                }
+                Err(e) => return out.push(internal(e, None)),
+            }
+        } else if now.saturating_sub(visitor.token_seen_at) > TOKEN_TOUCH_MS {
+            // At most one write per browser per hour: enough for a TTL counted in days.
+            if let Err(e) = store.touch_visitor_token(&token_hash).await {
+                tracing::warn!(error = %e, "could not record a visitor token's use");
+            }
+        }
         let latest = match store.latest_conversation(&visitor.id).await {
             Ok(c) => c,
             Err(e) => return out.push(internal(e, None)),
@@ -302,7 +376,6 @@ impl VisitorSession {
                 (Some(c.id.clone()), c.last_seq, recovered, from)
             }
         };
-        let site = self.current_site();
         let now = self.app.availability(&site);
         out.push(ToVisitor::Welcome {
             v: protocol::PROTOCOL_VERSION,
@@ -315,6 +388,7 @@ impl VisitorSession {
             available: now.available,
             opens_at: now.opens_at,
             bot_first: site.bot_first() && self.app.has_bot(&site.key),
+            user_id: visitor.user_id.clone(),
         });
         self.visitor = Some(visitor);
         if let Some(conversation) = conversation_id {
@@ -946,8 +1020,9 @@ impl Session for VisitorSession {
                 conversation_id,
                 last_seq,
                 context,
+                identity,
             } => {
-                self.on_hello(v, token, conversation_id, last_seq, context, out)
+                self.on_hello(v, token, conversation_id, last_seq, context, identity, out)
                     .await
             }
             VisitorFrame::Send { client_id, text } => self.on_send(client_id, text, out).await,
@@ -1005,9 +1080,20 @@ impl Session for VisitorSession {
             Signal::Presence if self.visitor.is_none() => {}
             Signal::Presence => out.push(self.presence()),
             Signal::Summary(_) | Signal::Revoked(_) => {}
-            Signal::Erased(visitor_id) => {
-                if self.visitor.as_ref().is_some_and(|v| v.id == *visitor_id) {
-                    self.erased = true;
+            Signal::Erased(gone) => {
+                if self
+                    .visitor
+                    .as_ref()
+                    .is_some_and(|v| v.id == gone.visitor_id)
+                {
+                    self.gone = Some(if gone.merged {
+                        (
+                            protocol::CLOSE_MOVED,
+                            "visitor merged into a signed-in visitor",
+                        )
+                    } else {
+                        (protocol::CLOSE_ERASED, "visitor data erased")
+                    });
                 }
             }
             Signal::Queue(update) => {
@@ -1053,8 +1139,7 @@ impl Session for VisitorSession {
     }
 
     fn closing(&self) -> Option<(u16, &'static str)> {
-        self.erased
-            .then_some((protocol::CLOSE_ERASED, "visitor data erased"))
+        self.gone
     }
 
     fn wakeup(&self) -> Option<tokio::time::Instant> {

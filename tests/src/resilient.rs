@@ -279,6 +279,7 @@ async fn visitor_session(
             .as_ref()
             .map(|c| (c.clone(), l.held.get(c).copied().unwrap_or(0)));
         VisitorFrame::Hello {
+            identity: None,
             v: PROTOCOL_VERSION,
             token: token.clone(),
             conversation_id: held.as_ref().map(|(c, _)| c.clone()),

@@ -414,6 +414,8 @@ pub struct VisitorClient {
     pub opens_at: Option<i64>,
     /// `welcome.bot_first`.
     pub bot_first: bool,
+    /// `welcome.user_id`: the site's user this visitor is verified as.
+    pub user_id: Option<String>,
 }
 
 impl VisitorClient {
@@ -435,7 +437,24 @@ impl VisitorClient {
     /// Connects as a new visitor of `site` (a site the test added to the config).
     pub async fn connect_on(relay: &TestRelay, site: &str) -> anyhow::Result<Self> {
         let sock = Self::raw_on(relay, site).await?;
-        Self::greet(relay, sock, None, None).await
+        Self::greet(relay, sock, None, None, None).await
+    }
+
+    /// Connects to `site` presenting a visitor `token` (if any) and a signed `identity` token.
+    pub async fn connect_identified(
+        relay: &TestRelay,
+        site: &str,
+        token: Option<&str>,
+        identity: &str,
+    ) -> anyhow::Result<Self> {
+        let sock = Self::raw_on(relay, site).await?;
+        Self::greet(relay, sock, token, None, Some(identity)).await
+    }
+
+    /// Connects to `site` as the visitor owning `token`.
+    pub async fn reconnect_on(relay: &TestRelay, site: &str, token: &str) -> anyhow::Result<Self> {
+        let sock = Self::raw_on(relay, site).await?;
+        Self::greet(relay, sock, Some(token), None, None).await
     }
 
     /// Connects as a new visitor (no token) or as the visitor owning `token`.
@@ -451,7 +470,7 @@ impl VisitorClient {
         held: Option<(&ConversationId, Seq)>,
     ) -> anyhow::Result<Self> {
         let sock = Self::raw(relay).await?;
-        Self::greet(relay, sock, token, held).await
+        Self::greet(relay, sock, token, held, None).await
     }
 
     /// Says `hello` on an open visitor socket and reads `welcome`.
@@ -460,8 +479,10 @@ impl VisitorClient {
         mut sock: RawSocket,
         token: Option<&str>,
         held: Option<(&ConversationId, Seq)>,
+        identity: Option<&str>,
     ) -> anyhow::Result<Self> {
         sock.send_json(&VisitorFrame::Hello {
+            identity: identity.map(str::to_owned),
             v: PROTOCOL_VERSION,
             token: token.map(str::to_owned),
             conversation_id: held.map(|(c, _)| c.clone()),
@@ -487,6 +508,7 @@ impl VisitorClient {
                 available,
                 opens_at,
                 bot_first,
+                user_id,
             } => {
                 if v != PROTOCOL_VERSION {
                     bail!("welcome speaks v{v}, expected v{PROTOCOL_VERSION}");
@@ -502,6 +524,7 @@ impl VisitorClient {
                     available,
                     opens_at,
                     bot_first,
+                    user_id,
                 })
             }
             other => bail!("expected welcome after hello, got {other:?}"),

@@ -134,6 +134,7 @@ async fn asking_for_a_person_hands_over_and_silences_the_bot() -> anyhow::Result
     let mut replay = VisitorClient::raw(&relay).await?;
     replay
         .send_json(&protocol::VisitorFrame::Hello {
+            identity: None,
             v: protocol::PROTOCOL_VERSION,
             token: Some(v.token.clone()),
             conversation_id: None,

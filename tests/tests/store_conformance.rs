@@ -88,6 +88,7 @@ conformance!(
     events_after_each_reads_many_conversations_at_once,
     sessions_expire,
     visitor_by_token_is_site_scoped,
+    identities_follow_the_person_across_browsers,
     open_conversations_newest_first,
     open_and_closed_lists_page_by_cursor,
     disabled_agents_have_no_sessions,
@@ -906,6 +907,119 @@ mod cases {
             "a token is only good on its own site"
         );
         assert!(store.visitor_by_token("demo", "hash-2").await?.is_none());
+        Ok(())
+    }
+
+    pub async fn identities_follow_the_person_across_browsers(
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        use relay_server::identity::Verified;
+        use relay_server::store::Identified;
+        let ada = |name: &str| Verified {
+            user_id: "ada".into(),
+            name: Some(name.into()),
+            ..Verified::default()
+        };
+        // A first sign-in: the browser's visitor becomes the person.
+        let laptop = store.create_visitor("demo", "laptop").await?;
+        assert_eq!(laptop.user_id, None);
+        let (v, how) = store
+            .identify_visitor("demo", &laptop.id, "laptop", &ada("Ada"))
+            .await?;
+        assert_eq!(
+            (v.id.as_str(), how),
+            (laptop.id.as_str(), Identified::Claimed)
+        );
+        let (_, how) = store
+            .identify_visitor("demo", &laptop.id, "laptop", &ada("Ada Park"))
+            .await?;
+        assert_eq!(how, Identified::Same);
+        let found = store
+            .visitor_by_token("demo", "laptop")
+            .await?
+            .context("found")?;
+        assert_eq!(found.user_id.as_deref(), Some("ada"));
+        // Another browser with an anonymous conversation: merged, the conversation moves.
+        let phone = store.create_visitor("demo", "phone").await?;
+        let (c, _) = store
+            .open_conversation("demo", &phone.id, &context("https://shop.example/"))
+            .await?;
+        let (v, how) = store
+            .identify_visitor("demo", &phone.id, "phone", &ada("Ada Park"))
+            .await?;
+        assert_eq!(
+            (v.id.as_str(), how),
+            (laptop.id.as_str(), Identified::Merged)
+        );
+        assert_eq!(
+            store.visitor_by_token("demo", "phone").await?.map(|v| v.id),
+            Some(laptop.id.clone()),
+            "the phone's token now leads to the person"
+        );
+        assert!(
+            store.visitor_profile(&phone.id).await?.is_none(),
+            "merged away"
+        );
+        let profile = store
+            .visitor_profile(&laptop.id)
+            .await?
+            .context("profile")?;
+        assert_eq!(profile.conversations.len(), 1);
+        assert_eq!(profile.conversations[0].id, c.id);
+        assert_eq!(profile.conversations[0].visitor_id, laptop.id);
+        let who = profile.identity.context("verified")?;
+        assert_eq!(who.name.as_deref(), Some("Ada Park"));
+        // A shared browser: someone else signs in on the laptop; Ada keeps her visitor.
+        let bo = Verified {
+            user_id: "bo".into(),
+            ..Verified::default()
+        };
+        let (v, how) = store
+            .identify_visitor("demo", &laptop.id, "laptop", &bo)
+            .await?;
+        assert_eq!(how, Identified::Switched);
+        assert_ne!(v.id, laptop.id);
+        assert_eq!(
+            store.visitor_by_token("demo", "phone").await?.map(|v| v.id),
+            Some(laptop.id.clone()),
+            "Ada's phone is still Ada's"
+        );
+        // Back to Ada on the laptop: the token follows the person again.
+        let (v, how) = store
+            .identify_visitor("demo", &v.id, "laptop", &ada("Ada"))
+            .await?;
+        assert_eq!((v.id, how), (laptop.id.clone(), Identified::Switched));
+        // Users are per site: the same user id on another site is another visitor.
+        let other = store.create_visitor("other", "other-browser").await?;
+        let (v, how) = store
+            .identify_visitor("other", &other.id, "other-browser", &ada("Ada"))
+            .await?;
+        assert_eq!((v.id, how), (other.id.clone(), Identified::Claimed));
+        // A token's use is recorded.
+        let before = store
+            .visitor_by_token("other", "other-browser")
+            .await?
+            .context("token")?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        store.touch_visitor_token("other-browser").await?;
+        let after = store
+            .visitor_by_token("other", "other-browser")
+            .await?
+            .context("token")?;
+        assert!(after.token_seen_at > before.token_seen_at);
+        // Identifying a visitor that does not exist is refused, not invented.
+        assert!(matches!(
+            store
+                .identify_visitor("demo", "no-such-visitor", "x", &ada("Ada"))
+                .await,
+            Err(StoreError::NotFound)
+        ));
+        // Idle visitors without conversations expire with their tokens (Bo, never chatted).
+        let gone = store
+            .expire_idle_visitors("demo", now_ms() + 1_000, 100)
+            .await?;
+        assert_eq!(gone, 1, "Bo's visitor");
+        assert!(store.visitor_by_token("demo", "laptop").await?.is_some());
         Ok(())
     }
 
@@ -1883,12 +1997,14 @@ mod cases {
     /// The kinds of visitor data [`fill`] writes, each as `<tag>-<kind>` somewhere: what the
     /// canary tests look for in the files and tables. (The first page title, `<tag>-title`, is
     /// replaced by `retitle`: not stored any more, so not among them.)
-    pub const KINDS: [&str; 10] = [
+    pub const KINDS: [&str; 14] = [
         "token", "url", "ref", "retitle", "msg", "bigtail", "gap", "lostpage", "mail", "comment",
+        "user", "who", "attr", "phone",
     ];
 
     /// A visitor of `demo` with every kind of data the store keeps about visitors, each kind
-    /// marked `<tag>-<kind>` ([`KINDS`]): token hash, page context (URL, referrer, title, and a
+    /// marked `<tag>-<kind>` ([`KINDS`]): token hash, a verified identity (user id, name, an
+    /// attribute) and a second browser's token, page context (URL, referrer, title, and a
     /// later title), messages (one past a page, so overflow pages are covered), a knowledge
     /// gap, an offline email and a rating comment. Returns the visitor and their conversation.
     pub async fn fill(
@@ -1906,6 +2022,24 @@ mod cases {
             ..Default::default()
         };
         let (c, _) = store.open_conversation("demo", &visitor.id, &page).await?;
+        // A verified identity, and a second browser (its own token) merged into the person.
+        let who = relay_server::identity::Verified {
+            user_id: format!("{tag}-user"),
+            name: Some(format!("{tag}-who")),
+            email: None,
+            attributes: [("plan".to_owned(), serde_json::json!(format!("{tag}-attr")))]
+                .into_iter()
+                .collect(),
+        };
+        store
+            .identify_visitor("demo", &visitor.id, &format!("{tag}-token"), &who)
+            .await?;
+        let phone = store
+            .create_visitor("demo", &format!("{tag}-phone"))
+            .await?;
+        store
+            .identify_visitor("demo", &phone.id, &format!("{tag}-phone"), &who)
+            .await?;
         for i in 0..12 {
             store
                 .append(

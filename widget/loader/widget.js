@@ -3,14 +3,21 @@
  * Embed:  <script src="https://RELAY/widget.js" data-site="SITE_KEY" async></script>
  *   data-site  (required) the site key
  *   data-lang  (optional) "en" | "ko"; default: the browser language (ko* -> Korean, else English)
+ *   data-identity (optional) a signed identity token from the site's server (see Parley.identify)
  *
  * Page API, window.Parley (calls made before the chat panel has loaded are queued):
  *   Parley.open()              show the chat panel (loading it first if needed)
  *   Parley.close()             hide it
  *   Parley.toggle()            open or close
+ *   Parley.identify(token)     the visitor is signed in: `token` is an HS256 JWT the site's server
+ *                              signed with the site's identity secret (PROTOCOL.md §15), or a
+ *                              function returning a fresh one (or a promise of one), called on
+ *                              every connect. The relay verifies it; this browser then has the
+ *                              person's history. Not sent anywhere else.
  *   Parley.identify({name, email})
- *                              accepted and kept locally by the panel; protocol v1 has no frame
- *                              for it, so it is sent nowhere yet
+ *                              unverified details, kept by the panel (they prefill its forms)
+ *   Parley.reset()             the site's logout: forgets this browser's chat (token, unsent
+ *                              messages, identity) and goes on as a new anonymous visitor
  *   Parley.on('message', cb)   cb(detail) for every new message from an agent or a bot, where
  *   Parley.off('message', cb)  detail = {conversation_id, seq, at, text, author: {role, id?, name?}};
  *                              the same detail is dispatched as window event 'parley:message'
@@ -55,6 +62,8 @@
   const listeners = new Set();
   const queue = [];
   let handle, loading, site, launcher, badge, icons, dead = false;
+  // The signed identity, until the panel takes it (not a queued call: it must not load the panel).
+  let signed = me.getAttribute('data-identity') || null;
   let ready;
   const siteKnown = new Promise((r) => (ready = r));
 
@@ -68,7 +77,19 @@
     open: () => call('open'),
     close: () => call('close'),
     toggle: () => call('toggle'),
-    identify: (info) => call('identify', Object(info)),
+    identify: (info) =>
+      typeof info == 'string' || typeof info == 'function'
+        ? handle
+          ? handle.identify(info)
+          : (signed = info)
+        : call('identify', Object(info)),
+    reset: () => {
+      signed = null;
+      try {
+        for (const k of ['token', 'outbox', 'read']) localStorage.removeItem(pre + k);
+      } catch (e) {}
+      if (handle) handle.reset();
+    },
     on: (ev, cb) => ev == 'message' && typeof cb == 'function' && listeners.add(cb),
     off: (ev, cb) => ev == 'message' && listeners.delete(cb),
   });
@@ -163,6 +184,7 @@
           onMessage,
           onCobrowse,
         });
+        if (signed) handle.identify(signed);
         for (const [fn, arg] of queue.splice(0)) handle[fn](arg);
       })
       .catch((e) => {

@@ -104,6 +104,19 @@ struct Failed {
     reason: &'static str,
 }
 
+/// Where the signed identity token comes from.
+#[derive(Clone)]
+pub enum Signed {
+    /// One token (it expires within minutes: sent in the next `hello` only, since the relay
+    /// then knows this browser as that user).
+    Token(String),
+    /// A page function returning a fresh token (or a promise of one), asked on every connect.
+    Fetch(js_sys::Function),
+}
+
+/// How long a page's token function may take before `hello` goes without it.
+const FETCH_TOKEN_MS: u32 = 5_000;
+
 #[derive(Default)]
 struct State {
     /// The socket has been started (on open, on send, or because a token was stored).
@@ -134,8 +147,14 @@ struct State {
     typing_at: f64,
     typing_idle: Option<Timeout>,
     their_typing: Option<Timeout>,
-    /// Name and email from `Parley.identify`, kept locally: protocol v1 has no frame for them.
+    /// Name and email from `Parley.identify({name, email})`, kept locally (unverified: they
+    /// prefill the offline form and are never sent as who the visitor is).
     identity: Option<(String, String)>,
+    /// The page's signed identity (`Parley.identify(token)`, `data-identity`, or a function
+    /// that returns a fresh token): sent in `hello`, where the relay verifies it.
+    signed: Option<Signed>,
+    /// The site's user this browser is verified as (`welcome.user_id`).
+    user_id: Option<String>,
     /// The loader was told to start co-browse (and not told to stop since).
     cb_on: bool,
     /// The visitor pressed Stop; until the relay's `stopped` event arrives, sharing stays off
@@ -222,6 +241,29 @@ pub fn sharing(events: &[VisitorEvent]) -> (Consent, String) {
         .and_then(|e| e.author.name.clone())
         .unwrap_or_default();
     (consent, name)
+}
+
+/// Calls the page's token function: its string (or the string its promise resolves to) within
+/// [`FETCH_TOKEN_MS`], else None (the `hello` then goes without identity).
+async fn fetch_token(f: &js_sys::Function) -> Option<String> {
+    let v = f.call0(&JsValue::NULL).ok()?;
+    if let Some(s) = v.as_string() {
+        return Some(s);
+    }
+    let answer = js_sys::Promise::resolve(&v);
+    let timeout = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(
+                &resolve,
+                FETCH_TOKEN_MS as i32,
+            );
+        }
+    });
+    let first = js_sys::Promise::race(&js_sys::Array::of2(&answer, &timeout));
+    wasm_bindgen_futures::JsFuture::from(first)
+        .await
+        .ok()?
+        .as_string()
 }
 
 fn encode_read(read: &(Option<ConversationId>, Seq)) -> String {
@@ -382,10 +424,29 @@ impl Chat {
     }
 
     fn on_open(&self) {
+        let signed = self.0.st.borrow().signed.clone();
+        match signed {
+            None => self.hello(None),
+            Some(Signed::Token(t)) => self.hello(Some(t)),
+            Some(Signed::Fetch(f)) => {
+                let me = self.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    let token = fetch_token(&f).await;
+                    me.hello(token);
+                });
+            }
+        }
+    }
+
+    fn hello(&self, identity: Option<String>) {
         let ctx = page::current(&self.0.store);
         let mut st = self.0.st.borrow_mut();
+        if st.welcomed {
+            return;
+        }
         let last = st.timeline.last_seq();
         let hello = VisitorFrame::Hello {
+            identity,
             v: PROTOCOL_VERSION,
             token: st.token.clone(),
             conversation_id: st.timeline.conversation_id().filter(|_| last > 0).cloned(),
@@ -466,12 +527,18 @@ impl Chat {
                 agents_online,
                 available,
                 bot_first,
+                user_id,
                 ..
             } => {
                 {
                     let mut st = self.0.st.borrow_mut();
                     st.unavailable = !available;
                     st.bot_first = bot_first;
+                    if user_id.is_some() && matches!(st.signed, Some(Signed::Token(_))) {
+                        // Spent: this browser's token now leads to the user.
+                        st.signed = None;
+                    }
+                    st.user_id = user_id;
                 }
                 self.on_welcome(token, conversation_id, last_seq, recovered, agents_online)
             }
@@ -745,6 +812,25 @@ impl Chat {
                 self.0.st.borrow_mut().stopped = true;
                 self.0.ui.conn.set(ConnState::Offline);
             }
+            (ErrorCode::IdentityInvalid, _) => {
+                web_sys::console::warn_1(&JsValue::from_str(&format!(
+                    "Parley: identity refused ({}): {}; chatting anonymously",
+                    e.reason.as_deref().unwrap_or("?"),
+                    e.message
+                )));
+                let mut st = self.0.st.borrow_mut();
+                if matches!(st.signed, Some(Signed::Token(_))) {
+                    st.signed = None;
+                }
+            }
+            (ErrorCode::IdentityRequired, _) => {
+                // Only a (new) signed identity from the page can open this chat.
+                web_sys::console::warn_1(&JsValue::from_str(
+                    "Parley: this site's chat needs a signed-in visitor (Parley.identify)",
+                ));
+                self.0.st.borrow_mut().stopped = true;
+                self.0.ui.conn.set(ConnState::Offline);
+            }
             (code, Some(cid)) => {
                 let reason = match code {
                     ErrorCode::TooLarge => t.too_large,
@@ -846,9 +932,64 @@ impl Chat {
         self.0.host.opened(false, restore_focus);
     }
 
-    /// Keeps the name and email given to `Parley.identify` (not sent: protocol v1 has no field).
+    /// Keeps the name and email given to `Parley.identify({name, email})` (unverified: never
+    /// sent as who the visitor is).
     pub fn identify(&self, name: String, email: String) {
         self.0.st.borrow_mut().identity = Some((name, email));
+    }
+
+    /// The page signed the visitor in (`Parley.identify(token)` or a token function): the
+    /// next `hello` carries it; an open connection says hello again at once.
+    pub fn identify_signed(&self, signed: Signed) {
+        let reconnect = {
+            let mut st = self.0.st.borrow_mut();
+            st.signed = Some(signed);
+            // A site that refused us for lack of identity may take us now.
+            let was_stopped = std::mem::take(&mut st.stopped);
+            st.started && (st.socket.is_some() || was_stopped)
+        };
+        if reconnect {
+            self.reconnect_now();
+        }
+    }
+
+    /// The site's user this browser is verified as, if any.
+    pub fn user_id(&self) -> Option<String> {
+        self.0.st.borrow().user_id.clone()
+    }
+
+    /// `Parley.reset()` (the site's logout): forgets everything this browser keeps for the
+    /// site — token, unsent messages, read marker, the conversation shown, any identity — and
+    /// goes on as a new anonymous visitor. Sharing stops.
+    pub fn reset(&self) {
+        let started = {
+            let mut st = self.0.st.borrow_mut();
+            if let Some(sock) = st.socket.take() {
+                sock.detach();
+                wasm_bindgen_futures::spawn_local(async move { drop(sock) });
+            }
+            for key in [TOKEN, READ, crate::storage::OUTBOX] {
+                self.0.store.remove(key);
+            }
+            let started = st.started;
+            let cb_on = st.cb_on;
+            *st = State {
+                started,
+                ..State::default()
+            };
+            st.cb_on = cb_on;
+            started
+        };
+        self.0.ui.queue.set(None);
+        self.0.ui.typing.set(None);
+        self.0.ui.rate.set(false);
+        self.0.ui.away.set(false);
+        self.sync_cobrowse();
+        self.refresh();
+        self.recount();
+        if started {
+            self.connect();
+        }
     }
 
     /// The name and email given to `Parley.identify`, if any.

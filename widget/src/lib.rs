@@ -7,7 +7,8 @@
 //! await m.default({ module_or_path: base + '/widget/panel_bg.wasm' });
 //! const handle = m.mount(shadowRoot, { base, site, name, lang, agentsOnline,
 //!                                      onUnread, onOpen, onMessage });
-//! handle.open(); handle.close(); handle.toggle(); handle.identify({ name, email });
+//! handle.open(); handle.close(); handle.toggle(); handle.reset();
+//! handle.identify(token | tokenFunction | { name, email }); handle.userId();
 //! handle.cobrowseSend(n, data, index, count); handle.cobrowseStop();   // for the co-browse module
 //! ```
 //! (the options are described in [`host`]). Modules are cut by domain: [`chat`] is the state
@@ -117,9 +118,19 @@ impl PanelHandle {
         self.chat.greet(rule);
     }
 
-    /// Keeps `{name, email}` in memory. Protocol v1 has no frame for visitor identity, so it is
-    /// sent nowhere yet.
+    /// `Parley.identify(x)`: a string is a signed identity token from the site's server, a
+    /// function returns one (or a promise of one) on every connect; both are verified by the
+    /// relay. An object `{name, email}` is kept locally, unverified (it prefills the offline
+    /// form).
     pub fn identify(&self, info: JsValue) {
+        if let Some(token) = info.as_string() {
+            self.chat.identify_signed(chat::Signed::Token(token));
+            return;
+        }
+        if let Some(f) = info.dyn_ref::<js_sys::Function>() {
+            self.chat.identify_signed(chat::Signed::Fetch(f.clone()));
+            return;
+        }
         let field = |k: &str| {
             js_sys::Reflect::get(&info, &JsValue::from_str(k))
                 .ok()
@@ -127,5 +138,17 @@ impl PanelHandle {
                 .unwrap_or_default()
         };
         self.chat.identify(field("name"), field("email"));
+    }
+
+    /// `Parley.reset()`, for the site's logout: forgets this browser's chat (token, unsent
+    /// messages, identity) and goes on as a new anonymous visitor.
+    pub fn reset(&self) {
+        self.chat.reset();
+    }
+
+    /// The site's user this browser is verified as (for tests and the page), if any.
+    #[wasm_bindgen(js_name = userId)]
+    pub fn user_id(&self) -> Option<String> {
+        self.chat.user_id()
     }
 }

@@ -67,6 +67,8 @@ fn error_code(name: &str) -> ErrorCode {
         "forbidden" => ErrorCode::Forbidden,
         "closed" => ErrorCode::Closed,
         "internal" => ErrorCode::Internal,
+        "identity_invalid" => ErrorCode::IdentityInvalid,
+        "identity_required" => ErrorCode::IdentityRequired,
         // `invalid` and codes of later revisions: not retried.
         _ => ErrorCode::Invalid,
     }
@@ -206,6 +208,7 @@ pub fn decode(json: &str) -> Option<ToVisitor> {
             available: flag(&o, "available").unwrap_or(true),
             opens_at: uint(&o, "opens_at").map(|n| n as i64),
             bot_first: flag(&o, "bot_first").unwrap_or(false),
+            user_id: text(&o, "user_id"),
         },
         "event" => ToVisitor::Event(event(&o)?),
         "ack" => ToVisitor::Ack {
@@ -236,6 +239,7 @@ pub fn decode(json: &str) -> Option<ToVisitor> {
             message: text(&o, "message").unwrap_or_default(),
             client_id: text(&o, "client_id").map(ClientId),
             retry_after_ms: uint(&o, "retry_after_ms"),
+            reason: text(&o, "reason"),
         }),
         _ => return None,
     })

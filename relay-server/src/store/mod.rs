@@ -187,13 +187,56 @@ pub(crate) fn max_chats_from_db(raw: Option<i64>) -> StoreResult<Option<u32>> {
         .transpose()
 }
 
-/// A visitor (one browser, identified by its token).
+/// A visitor: one person on one site, reached through one token per browser they used. An
+/// anonymous visitor has one browser; an identified one (`user_id`) every browser that proved
+/// that user id.
 #[derive(Clone, Debug)]
 pub struct VisitorRecord {
     /// Stable id.
     pub id: String,
     /// The site key it belongs to.
     pub site: String,
+    /// The site's user id, once a signed identity proved it (`crate::identity`).
+    pub user_id: Option<String>,
+    /// When the token it was found by was last used (Unix ms); for a visitor just created or
+    /// identified, now.
+    pub token_seen_at: i64,
+}
+
+/// A visitor as agents see them beside a conversation: who they are (verified, or not at all)
+/// and their conversations.
+#[derive(Clone, Debug)]
+pub struct VisitorProfile {
+    /// The visitor.
+    pub id: String,
+    /// Site key.
+    pub site: String,
+    /// First seen (Unix ms).
+    pub created_at: i64,
+    /// What the last verified identity said, if any.
+    pub identity: Option<crate::identity::Verified>,
+    /// When it was last verified (Unix ms).
+    pub verified_at: Option<i64>,
+    /// Their conversations, newest first (at most [`PROFILE_CONVERSATIONS`]).
+    pub conversations: Vec<ConversationRecord>,
+}
+
+/// Most conversations a [`VisitorProfile`] lists.
+pub const PROFILE_CONVERSATIONS: i64 = 50;
+
+/// What [`Store::identify_visitor`] did with a browser's visitor and a verified identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Identified {
+    /// The browser's anonymous visitor became the user (first time the user is seen).
+    Claimed,
+    /// The browser's visitor already was the user: identity details refreshed.
+    Same,
+    /// The user was known elsewhere: the browser's anonymous visitor was merged into them
+    /// (conversations and tokens moved, the anonymous row deleted).
+    Merged,
+    /// The browser's visitor was another user (a shared computer): only this browser's token
+    /// now leads to the user, the other user keeps their history.
+    Switched,
 }
 
 /// A conversation row.
@@ -635,14 +678,29 @@ pub trait Store: Send + Sync + 'static {
         audit: Option<&AgentAudit>,
     ) -> StoreResult<(AgentRecord, bool)>;
 
-    /// Creates a visitor with this token hash.
+    /// Creates an anonymous visitor reached by this token hash.
     async fn create_visitor(&self, site: &str, token_hash: &str) -> StoreResult<VisitorRecord>;
-    /// The visitor of a token on a site.
+    /// The visitor a token leads to on a site.
     async fn visitor_by_token(
         &self,
         site: &str,
         token_hash: &str,
     ) -> StoreResult<Option<VisitorRecord>>;
+    /// Records that a token was used now (anonymous tokens unused too long stop working).
+    async fn touch_visitor_token(&self, token_hash: &str) -> StoreResult<()>;
+    /// Makes the browser whose token hash is `token_hash` (leading to visitor `visitor_id`) the
+    /// site's user `identity.user_id`, in one transaction: one visitor per user id and site, an
+    /// anonymous history merged into the user's without copies, another user's history left
+    /// to them (see [`Identified`]). Returns the visitor the token now leads to.
+    async fn identify_visitor(
+        &self,
+        site: &str,
+        visitor_id: &str,
+        token_hash: &str,
+        identity: &crate::identity::Verified,
+    ) -> StoreResult<(VisitorRecord, Identified)>;
+    /// The visitor as agents see them, or None when unknown.
+    async fn visitor_profile(&self, visitor_id: &str) -> StoreResult<Option<VisitorProfile>>;
 
     /// The visitor's newest conversation, closed or not.
     async fn latest_conversation(

@@ -36,6 +36,7 @@ use protocol::AgentInfo;
 
 mod agents;
 mod batch;
+mod identity;
 mod rights;
 
 use super::{
@@ -654,20 +655,7 @@ impl Store for PgStore {
     }
 
     async fn create_visitor(&self, site: &str, token_hash: &str) -> StoreResult<VisitorRecord> {
-        let id = new_id();
-        sqlx::query(
-            "INSERT INTO visitors (id, site, token_hash, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&id)
-        .bind(site)
-        .bind(token_hash)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(VisitorRecord {
-            id,
-            site: site.to_owned(),
-        })
+        self.create_visitor_impl(site, token_hash).await
     }
 
     async fn visitor_by_token(
@@ -675,18 +663,29 @@ impl Store for PgStore {
         site: &str,
         token_hash: &str,
     ) -> StoreResult<Option<VisitorRecord>> {
-        let row = sqlx::query("SELECT id, site FROM visitors WHERE token_hash = $1 AND site = $2")
-            .bind(token_hash)
-            .bind(site)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(VisitorRecord {
-                id: r.try_get("id")?,
-                site: r.try_get("site")?,
-            })
-        })
-        .transpose()
+        self.visitor_by_token_impl(site, token_hash).await
+    }
+
+    async fn touch_visitor_token(&self, token_hash: &str) -> StoreResult<()> {
+        self.touch_visitor_token_impl(token_hash).await
+    }
+
+    async fn identify_visitor(
+        &self,
+        site: &str,
+        visitor_id: &str,
+        token_hash: &str,
+        identity: &crate::identity::Verified,
+    ) -> StoreResult<(VisitorRecord, super::Identified)> {
+        self.identify_visitor_impl(site, visitor_id, token_hash, identity)
+            .await
+    }
+
+    async fn visitor_profile(
+        &self,
+        visitor_id: &str,
+    ) -> StoreResult<Option<super::VisitorProfile>> {
+        self.visitor_profile_impl(visitor_id).await
     }
 
     async fn latest_conversation(
@@ -1136,18 +1135,29 @@ impl Store for PgStore {
         created_before: i64,
         limit: i64,
     ) -> StoreResult<u64> {
-        Ok(sqlx::query(
-            "DELETE FROM visitors WHERE id IN (
-                 SELECT v.id FROM visitors v WHERE v.site = $1 AND v.created_at < $2
-                 AND NOT EXISTS (SELECT 1 FROM conversations c WHERE c.visitor_id = v.id)
-                 ORDER BY v.created_at LIMIT $3)",
+        // Locked (SKIP LOCKED: two nodes' passes take different rows), tokens first.
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT v.id FROM visitors v WHERE v.site = $1 AND v.created_at < $2
+             AND NOT EXISTS (SELECT 1 FROM conversations c WHERE c.visitor_id = v.id)
+             ORDER BY v.created_at, v.id LIMIT $3 FOR UPDATE SKIP LOCKED",
         )
         .bind(site)
         .bind(created_before)
         .bind(limit)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM visitor_tokens WHERE visitor_id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        let gone = sqlx::query("DELETE FROM visitors WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(gone)
     }
 
     async fn expire_closed(

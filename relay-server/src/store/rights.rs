@@ -2,8 +2,9 @@
 //! (issue #18): the records [`super::Store::visitor_data`], [`super::Store::erase_visitor`],
 //! [`super::Store::expire_closed`] and [`super::Store::audit_log`] answer with.
 //!
-//! Every table that refers to a visitor (read from both migration folders): `visitors` (the row
-//! and its token hash), `conversations` (page context, preview, offline email, rating and its
+//! Every table that refers to a visitor (read from both migration folders): `visitors` (the row,
+//! its first token hash and its verified identity), `visitor_tokens` (one token hash per
+//! browser), `conversations` (page context, preview, offline email, rating and its
 //! comment), `events` (messages and every other event), `knowledge_gaps` (the visitor's
 //! questions and page URL) and `queue_waits` (an agent's wait figure, keyed by the
 //! conversation). Agents' `sessions` and `site_settings` hold nothing of visitors. A new table
@@ -24,6 +25,10 @@ pub struct VisitorData {
     pub site: String,
     /// First seen (Unix ms).
     pub created_at: i64,
+    /// What the last verified identity said (user id, name, email, attributes), if any.
+    pub identity: Option<crate::identity::Verified>,
+    /// How many browsers' tokens lead to them.
+    pub browsers: i64,
     /// Their conversations, oldest first.
     pub conversations: Vec<ConversationData>,
 }

@@ -16,6 +16,7 @@
 mod agents;
 mod checkpoint;
 mod commit;
+mod identity;
 mod rights;
 mod writer;
 mod writes;
@@ -425,18 +426,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_visitor(&self, site: &str, token_hash: &str) -> StoreResult<VisitorRecord> {
-        let id = new_id();
-        sqlx::query("INSERT INTO visitors (id, site, token_hash, created_at) VALUES (?, ?, ?, ?)")
-            .bind(&id)
-            .bind(site)
-            .bind(token_hash)
-            .bind(now_ms())
-            .execute(&mut *self.write.acquire().await?)
-            .await?;
-        Ok(VisitorRecord {
-            id,
-            site: site.to_owned(),
-        })
+        self.create_visitor_impl(site, token_hash).await
     }
 
     async fn visitor_by_token(
@@ -444,18 +434,29 @@ impl Store for SqliteStore {
         site: &str,
         token_hash: &str,
     ) -> StoreResult<Option<VisitorRecord>> {
-        let row = sqlx::query("SELECT id, site FROM visitors WHERE token_hash = ? AND site = ?")
-            .bind(token_hash)
-            .bind(site)
-            .fetch_optional(&self.read)
-            .await?;
-        row.map(|r| {
-            Ok(VisitorRecord {
-                id: r.try_get("id")?,
-                site: r.try_get("site")?,
-            })
-        })
-        .transpose()
+        self.visitor_by_token_impl(site, token_hash).await
+    }
+
+    async fn touch_visitor_token(&self, token_hash: &str) -> StoreResult<()> {
+        self.touch_visitor_token_impl(token_hash).await
+    }
+
+    async fn identify_visitor(
+        &self,
+        site: &str,
+        visitor_id: &str,
+        token_hash: &str,
+        identity: &crate::identity::Verified,
+    ) -> StoreResult<(VisitorRecord, super::Identified)> {
+        self.identify_visitor_impl(site, visitor_id, token_hash, identity)
+            .await
+    }
+
+    async fn visitor_profile(
+        &self,
+        visitor_id: &str,
+    ) -> StoreResult<Option<super::VisitorProfile>> {
+        self.visitor_profile_impl(visitor_id).await
     }
 
     async fn latest_conversation(
@@ -886,18 +887,30 @@ impl Store for SqliteStore {
         created_before: i64,
         limit: i64,
     ) -> StoreResult<u64> {
-        Ok(sqlx::query(
-            "DELETE FROM visitors WHERE id IN (
-                 SELECT v.id FROM visitors v WHERE v.site = ?1 AND v.created_at < ?2
-                 AND NOT EXISTS (SELECT 1 FROM conversations c WHERE c.visitor_id = v.id)
-                 ORDER BY v.created_at LIMIT ?3)",
-        )
+        // The same visitors for both statements: the transaction holds the write lock, and the
+        // order is total.
+        const IDLE: &str = "SELECT v.id FROM visitors v WHERE v.site = ?1 AND v.created_at < ?2
+             AND NOT EXISTS (SELECT 1 FROM conversations c WHERE c.visitor_id = v.id)
+             ORDER BY v.created_at, v.id LIMIT ?3";
+        let mut held = self.write.acquire().await?;
+        let mut tx = sqlx::Connection::begin_with(&mut *held, "BEGIN IMMEDIATE").await?;
+        sqlx::query(&format!(
+            "DELETE FROM visitor_tokens WHERE visitor_id IN ({IDLE})"
+        ))
         .bind(site)
         .bind(created_before)
         .bind(limit)
-        .execute(&mut *self.write.acquire().await?)
-        .await?
-        .rows_affected())
+        .execute(&mut *tx)
+        .await?;
+        let gone = sqlx::query(&format!("DELETE FROM visitors WHERE id IN ({IDLE})"))
+            .bind(site)
+            .bind(created_before)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(gone)
     }
 
     async fn expire_closed(

@@ -30,7 +30,11 @@ impl PgStore {
         &self,
         visitor_id: &str,
     ) -> StoreResult<Option<VisitorData>> {
-        let Some(visitor) = sqlx::query("SELECT id, site, created_at FROM visitors WHERE id = $1")
+        let Some(visitor) = sqlx::query(
+            "SELECT id, site, created_at, user_id, name, email, attributes,
+                 (SELECT COUNT(*) FROM visitor_tokens t WHERE t.visitor_id = visitors.id) AS browsers
+             FROM visitors WHERE id = $1",
+        )
             .bind(visitor_id)
             .fetch_optional(&self.pool)
             .await?
@@ -70,6 +74,8 @@ impl PgStore {
             id: visitor.try_get("id")?,
             site: visitor.try_get("site")?,
             created_at: visitor.try_get("created_at")?,
+            identity: super::identity::identity_from_row(&visitor)?,
+            browsers: visitor.try_get("browsers")?,
             conversations,
         }))
     }
@@ -114,6 +120,10 @@ impl PgStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        sqlx::query("DELETE FROM visitor_tokens WHERE visitor_id = $1")
+            .bind(visitor_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM visitors WHERE id = $1")
             .bind(visitor_id)
             .execute(&mut *tx)

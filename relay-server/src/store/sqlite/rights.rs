@@ -26,10 +26,14 @@ impl SqliteStore {
         &self,
         visitor_id: &str,
     ) -> StoreResult<Option<VisitorData>> {
-        let Some(visitor) = sqlx::query("SELECT id, site, created_at FROM visitors WHERE id = ?")
-            .bind(visitor_id)
-            .fetch_optional(&self.read)
-            .await?
+        let Some(visitor) = sqlx::query(
+            "SELECT id, site, created_at, user_id, name, email, attributes,
+                 (SELECT COUNT(*) FROM visitor_tokens t WHERE t.visitor_id = visitors.id) AS browsers
+             FROM visitors WHERE id = ?",
+        )
+        .bind(visitor_id)
+        .fetch_optional(&self.read)
+        .await?
         else {
             return Ok(None);
         };
@@ -66,6 +70,8 @@ impl SqliteStore {
             id: visitor.try_get("id")?,
             site: visitor.try_get("site")?,
             created_at: visitor.try_get("created_at")?,
+            identity: super::identity::identity_from_row(&visitor)?,
+            browsers: visitor.try_get("browsers")?,
             conversations,
         }))
     }
@@ -111,6 +117,10 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        sqlx::query("DELETE FROM visitor_tokens WHERE visitor_id = ?")
+            .bind(visitor_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM visitors WHERE id = ?")
             .bind(visitor_id)
             .execute(&mut *tx)
