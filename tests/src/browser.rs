@@ -74,6 +74,47 @@ impl Browser {
 
     /// A new browser session (its own Chromium and profile, so its own localStorage).
     pub async fn new_session(&self) -> anyhow::Result<Client> {
+        self.session_with(None).await
+    }
+
+    /// A session emulating a phone of `width` × `height` CSS pixels with a touch screen
+    /// (chromedriver's `mobileEmulation`: device pixel ratio 3, a mobile user agent).
+    pub async fn new_phone_session(&self, width: u32, height: u32) -> anyhow::Result<Client> {
+        self.session_with(Some(json!({
+            "deviceMetrics": {"width": width, "height": height, "pixelRatio": 3.0, "touch": true},
+            "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 \
+                          (KHTML, like Gecko) Chrome/131.0 Mobile Safari/537.36",
+        })))
+        .await
+    }
+
+    /// Sends one Chrome DevTools Protocol command to `client`'s browser (through chromedriver's
+    /// `goog/cdp/execute`): what WebDriver cannot do, such as a touch swipe or a viewport that
+    /// shrinks as an on-screen keyboard would make it.
+    pub async fn cdp(&self, client: &Client, cmd: &str, params: Value) -> anyhow::Result<Value> {
+        let id = client
+            .session_id()
+            .await?
+            .context("the WebDriver session has no id")?;
+        let url = format!(
+            "http://127.0.0.1:{}/session/{id}/goog/cdp/execute",
+            self.port
+        );
+        let response = reqwest::Client::new()
+            .post(&url)
+            .json(&json!({"cmd": cmd, "params": params}))
+            .send()
+            .await
+            .with_context(|| format!("CDP {cmd}"))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("CDP {cmd}: {status} {body}");
+        }
+        Ok(body["value"].clone())
+    }
+
+    async fn session_with(&self, mobile: Option<Value>) -> anyhow::Result<Client> {
         let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
         let profile = tempfile::tempdir().context("profile dir")?;
         let args = vec![
@@ -90,10 +131,11 @@ impl Browser {
             format!("--user-data-dir={}", profile.path().display()),
         ];
         let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({ "binary": chromium, "args": args }),
-        );
+        let mut options = json!({ "binary": chromium, "args": args });
+        if let Some(m) = mobile {
+            options["mobileEmulation"] = m;
+        }
+        caps.insert("goog:chromeOptions".into(), options);
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
             .connect(&format!("http://127.0.0.1:{}", self.port))

@@ -303,6 +303,9 @@ async fn widget_on_hostile_pages_unread_badge_and_korean() -> anyhow::Result<()>
         )
         .await?;
         widget.wait_badge("1").await?;
+        // The launcher's accessible name says it too (a screen reader does not see the badge).
+        let label = widget.launcher().await?.label;
+        anyhow::ensure!(label == "Open chat, 1 unread", "launcher name: {label:?}");
         widget.open().await?;
         widget.wait_message("agent", "you have mail").await?;
         widget

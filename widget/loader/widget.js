@@ -57,7 +57,7 @@
   } catch (e) {}
   const want = (me.getAttribute('data-lang') || '').toLowerCase();
   const lang = want == 'ko' || want == 'en' ? want : /^ko\b/i.test(navigator.language || '') ? 'ko' : 'en';
-  const LABEL = lang == 'ko' ? ['채팅 열기', '채팅 닫기'] : ['Open chat', 'Close chat'];
+  const LABEL = lang == 'ko' ? ['채팅 열기', '채팅 닫기', '읽지 않은 메시지 '] : ['Open chat', 'Close chat', ' unread'];
   const pre = 'parley:' + key + ':';
   const listeners = new Set();
   const queue = [];
@@ -103,12 +103,20 @@
   const root = host.attachShadow({ mode: 'open' });
 
   // Callbacks given to the panel (see widget/src/host.rs).
+  let unread = 0;
+  // The launcher's name says how many messages wait ("Open chat, 2 unread").
+  const label = (open) => {
+    const n = unread > 99 ? '99+' : unread;
+    launcher.setAttribute('aria-label', LABEL[+open] + (unread ? ', ' + (lang == 'ko' ? LABEL[2] + n + '개' : n + LABEL[2]) : ''));
+  };
   const onUnread = (n) => {
+    unread = n;
     badge.textContent = n > 99 ? '99+' : '' + n;
     badge.hidden = !n;
+    label(launcher.getAttribute('aria-expanded') == 'true');
   };
   const onOpen = (open, restoreFocus) => {
-    launcher.setAttribute('aria-label', LABEL[+open]);
+    label(open);
     launcher.setAttribute('aria-expanded', '' + open);
     icons[0].toggleAttribute('hidden', open);
     icons[1].toggleAttribute('hidden', !open);
@@ -211,16 +219,19 @@
     const hex = color.length == 4 ? color.replace(/\w/g, '$&$&') : color;
     const [r, g, b] = [1, 3, 5].map((i) => parseInt(hex.substr(i, 2), 16));
     const on = 0.299 * r + 0.587 * g + 0.114 * b > 170 ? '#111' : '#fff';
+    // A page zoomed with CSS `zoom` would scale the widget off screen: undo it on the host.
+    const zoom = 1 / (document.body.currentCSSZoom || 1);
     const sheet = new CSSStyleSheet();
     // `all: initial !important` on :host beats any page rule (important declarations of the inner
     // context win), so `* { all: unset !important }` and friends cannot touch the widget.
     sheet.replaceSync(
-      `:host{all:initial!important;display:block!important;--parley-accent:${color}!important;--parley-on-accent:${on}!important}` +
+      `:host{all:initial!important;display:block!important;zoom:${zoom}!important;--parley-accent:${color}!important;--parley-on-accent:${on}!important}` +
         '[hidden]{display:none!important}' +
         '.parley-launcher{all:initial;box-sizing:border-box;position:fixed;right:20px;bottom:20px;z-index:2147483647;width:58px;height:58px;border-radius:50%;' +
         'background:var(--parley-accent);color:var(--parley-on-accent);cursor:pointer;display:flex;align-items:center;justify-content:center;' +
         'box-shadow:0 4px 16px rgba(0,0,0,.25);transition:transform .15s}' +
         '.parley-launcher:hover{transform:scale(1.06)}' +
+        '@media (prefers-reduced-motion:reduce){.parley-launcher{transition:none}.parley-launcher:hover{transform:none}}' +
         '.parley-launcher:focus-visible{outline:3px solid #1a73e8;outline-offset:3px}' +
         '.parley-launcher svg{width:28px;height:28px;fill:currentColor}' +
         '.parley-bubble{all:initial;box-sizing:border-box;position:fixed;right:20px;bottom:90px;z-index:2147483647;max-width:260px;padding:10px 14px;' +
@@ -250,6 +261,12 @@
     launcher.addEventListener('keydown', (e) => e.key == 'Escape' && handle && handle.isOpen() && handle.close());
     root.append(launcher);
     document.body.append(host);
+    // In the top layer the widget ignores the page's transforms, filters, `contain` and
+    // z-indexes (a `transform` on <html> or <body> would otherwise pin `position: fixed` to them).
+    try {
+      host.popover = 'manual';
+      host.showPopover();
+    } catch (e) {}
     ready();
     let returning = false;
     try {

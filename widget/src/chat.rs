@@ -63,6 +63,9 @@ pub struct Item {
     /// Co-browse controls on this line: `ask` (the consent card's Allow / Deny) or `log`
     /// ("What was shared").
     pub cb: Option<&'static str>,
+    /// Follows a message by the same sender: its sender line is not repeated (the time stays
+    /// in the row's `title`).
+    pub cont: bool,
 }
 
 /// The reactive state the view reads. Signals are `Copy` handles.
@@ -1180,6 +1183,7 @@ impl Chat {
             buttons: Vec::new(),
             link: None,
             cb: None,
+            cont: false,
         };
         // Quick replies belong to the newest event only, and vanish as soon as the visitor sends.
         let latest = st.timeline.last_seq();
@@ -1221,6 +1225,7 @@ impl Chat {
                 buttons: Vec::new(),
                 link: None,
                 cb: None,
+                cont: false,
             };
             let item = match &e.body {
                 VisitorBody::Message {
@@ -1269,6 +1274,7 @@ impl Chat {
                                     None
                                 },
                                 cb: None,
+                                cont: false,
                             }
                         }
                     }
@@ -1342,7 +1348,23 @@ impl Chat {
                 Some(f.reason),
             ));
         }
+        group(&mut items);
         items
+    }
+}
+
+/// Marks each message that follows one by the same sender (same role and name, nothing in
+/// between) as a continuation: "Mina · 12:44" is said once per run.
+fn group(items: &mut [Item]) {
+    let sender = |i: &Item| {
+        i.meta
+            .as_deref()
+            .and_then(|m| m.rsplit_once(" · "))
+            .map(|(who, _)| (i.role, who.to_owned()))
+    };
+    for n in 1..items.len() {
+        let same = sender(&items[n]).is_some() && sender(&items[n]) == sender(&items[n - 1]);
+        items[n].cont = same;
     }
 }
 
@@ -1355,5 +1377,48 @@ fn message_frame(client_id: ClientId, text: String, email: Option<String>) -> Vi
             text,
         },
         None => VisitorFrame::Send { client_id, text },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(role: &'static str, meta: Option<&str>) -> Item {
+        Item {
+            key: String::new(),
+            class: "parley-msg",
+            role,
+            kind: None,
+            seq: None,
+            meta: meta.map(str::to_owned),
+            text: String::new(),
+            note: None,
+            buttons: Vec::new(),
+            link: None,
+            cb: None,
+            cont: false,
+        }
+    }
+
+    #[test]
+    fn a_run_of_one_senders_messages_names_them_once() {
+        let mut items = vec![
+            line("agent", Some("Mina · 12:44")),
+            line("agent", Some("Mina · 12:44")),
+            line("agent", Some("Mina · 12:45")),
+            line("agent", Some("Joon · 12:45")),
+            line("system", None),
+            line("agent", Some("Joon · 12:46")),
+            line("visitor", Some("You · 12:46")),
+            line("visitor", Some("You · 12:47")),
+        ];
+        group(&mut items);
+        let cont: Vec<bool> = items.iter().map(|i| i.cont).collect();
+        assert_eq!(
+            cont,
+            [false, true, true, false, false, false, false, true],
+            "a new sender, or a system line between, starts a new run"
+        );
     }
 }

@@ -43,9 +43,16 @@ fn row(t: &'static Strings, item: Item) -> impl IntoView {
         };
         view! { <div class="parley-quicks">{button(first)}{second.map(button)}</div> }
     });
+    // A continuation keeps its sender and time in `title`, not in a repeated line.
+    let (meta, title) = if item.cont {
+        (None, item.meta)
+    } else {
+        (item.meta, None)
+    };
     view! {
-        <li class=item.class data-role=item.role data-kind=item.kind data-seq=item.seq.map(|s| s.to_string())>
-            {item.meta.map(|m| view! { <div class="parley-meta">{m}</div> })}
+        <li class=item.class data-role=item.role data-kind=item.kind data-seq=item.seq.map(|s| s.to_string())
+            data-cont=item.cont.then_some("") title=title>
+            {meta.map(|m| view! { <div class="parley-meta">{m}</div> })}
             <div class="parley-text">{item.text}</div>
             {link}
             {item.note.map(|n| view! { <div class="parley-note">{n}</div> })}
@@ -98,6 +105,43 @@ fn save_text(file: &str, text: &str) -> Option<()> {
     Some(())
 }
 
+/// On a phone the panel fills the *visual* viewport: when the on-screen keyboard opens (or the
+/// phone turns) the panel shrinks to what is visible, and the newest message stays in view.
+/// The CSS reads `--parley-vv-h` / `--parley-vv-top` only on small screens.
+fn follow_visual_viewport(list: NodeRef<html::Ol>) {
+    let Some(vv) = web_sys::window().and_then(|w| w.visual_viewport()) else {
+        return;
+    };
+    let target = vv.clone();
+    let fit = wasm_bindgen::closure::Closure::<dyn FnMut(web_sys::Event)>::new(
+        move |e: web_sys::Event| {
+            // The list's parent is the panel.
+            let Some(l) = list.get_untracked() else {
+                return;
+            };
+            let Some(p) = l.parent_element() else {
+                return;
+            };
+            // Whole pixels: formatting an f64 would link float printing into the panel.
+            let vars = format!(
+                "--parley-vv-h:{}px;--parley-vv-top:{}px",
+                target.height().round() as i64,
+                target.offset_top().round() as i64
+            );
+            let _ = p.set_attribute("style", &vars);
+            // A keyboard opening or a turn (not a pan): the newest message back in view.
+            if e.type_() == "resize" {
+                l.set_scroll_top(l.scroll_height());
+            }
+        },
+    );
+    for name in ["resize", "scroll"] {
+        let _ = vv.add_event_listener_with_callback(name, fit.as_ref().unchecked_ref());
+    }
+    // Lives as long as the page (the panel is never unmounted).
+    fit.forget();
+}
+
 /// The whole panel. `name` is the site's name (dialog title and label).
 pub fn panel(chat: Chat, name: String) -> impl IntoView {
     let label = name.clone();
@@ -106,6 +150,7 @@ pub fn panel(chat: Chat, name: String) -> impl IntoView {
     let t = lang.strings();
     let list: NodeRef<html::Ol> = NodeRef::new();
     let input: NodeRef<html::Textarea> = NodeRef::new();
+    follow_visual_viewport(list);
 
     // Newest message in view, and the composer focused when the panel opens. Deferred by a
     // timeout so the DOM (the `hidden` attribute, new rows) is up to date first.
@@ -344,6 +389,7 @@ mod tests {
             buttons: Vec::new(),
             link: None,
             cb: None,
+            cont: false,
         }
     }
 
