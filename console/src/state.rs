@@ -153,6 +153,16 @@ pub struct Line {
     /// `data-cobrowse` for a co-browse consent line (`requested`, `allowed`, `denied`,
     /// `stopped`), so tests and styles find it without matching the wording.
     pub cobrowse: Option<&'static str>,
+    /// An internal note (agents only), drawn apart from the chat.
+    pub is_note: bool,
+}
+
+/// Client ids of internal notes start with this: every path that (re)sends a pending line
+/// (`send_frame`) sends these as `note`, never as a message to the visitor.
+pub const NOTE_PREFIX: &str = "note-";
+
+fn is_note_id(client_id: &ClientId) -> bool {
+    client_id.0.starts_with(NOTE_PREFIX)
 }
 
 /// Co-browsing in the shown conversation, for the header's buttons and the mirror.
@@ -466,7 +476,9 @@ impl Model {
         let is_message = matches!(e.body, EventBody::Message { .. });
         let is_cobrowse = matches!(e.body, EventBody::Cobrowse { .. });
         let client_id = match &e.body {
-            EventBody::Message { client_id, .. } => client_id.clone(),
+            EventBody::Message { client_id, .. } | EventBody::Note { client_id, .. } => {
+                client_id.clone()
+            }
             _ => None,
         };
         let thread = self.threads.entry(id.clone()).or_default();
@@ -515,6 +527,38 @@ impl Model {
         let frame = open_frame(id, thread.timeline.last_seq());
         self.mark_selected_seen();
         vec![Effect::Send(frame)]
+    }
+
+    /// Queues an internal note on the selected conversation (taken or not; not a closed one).
+    /// `client_id` gets [`NOTE_PREFIX`] if it lacks it. `Err` is the reason to show.
+    pub fn note(&mut self, text: &str, client_id: ClientId) -> Result<Vec<Effect>, String> {
+        let id = self
+            .selected
+            .clone()
+            .ok_or_else(|| "No conversation selected".to_owned())?;
+        if let Err(e) = validate_text(text) {
+            return Err(match e.code {
+                ErrorCode::TooLarge => "Note is too long".to_owned(),
+                _ => "Note is empty".to_owned(),
+            });
+        }
+        if self.conversations.get(&id).map(|c| c.status) == Some(ConversationStatus::Closed) {
+            return Err(error_text(ErrorCode::Closed).to_owned());
+        }
+        let client_id = if is_note_id(&client_id) {
+            client_id
+        } else {
+            ClientId(format!("{NOTE_PREFIX}{}", client_id.0))
+        };
+        let thread = self.threads.entry(id.clone()).or_default();
+        thread.outbox.push(client_id, text.to_owned());
+        Ok(thread
+            .outbox
+            .pending()
+            .last()
+            .map(|p| Effect::Send(send_frame(&id, p)))
+            .into_iter()
+            .collect())
     }
 
     /// Queues a reply to the selected conversation. `Err` is the reason to show at the composer.
@@ -861,6 +905,7 @@ impl Model {
             at: None,
             state,
             cobrowse: None,
+            is_note: is_note_id(&p.client_id),
         };
         let last = thread.timeline.last_seq();
         lines.extend(
@@ -907,6 +952,13 @@ fn open_frame(conversation_id: ConversationId, last_seq: Seq) -> AgentFrame {
 }
 
 fn send_frame(id: &ConversationId, p: &Pending) -> AgentFrame {
+    if is_note_id(&p.client_id) {
+        return AgentFrame::Note {
+            conversation_id: id.clone(),
+            client_id: p.client_id.clone(),
+            text: p.text.clone(),
+        };
+    }
     AgentFrame::Send {
         conversation_id: id.clone(),
         client_id: p.client_id.clone(),
@@ -995,6 +1047,7 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
     });
     let (mut buttons, mut link, mut is_handoff, mut mood) = (Vec::new(), None, false, None);
     let mut cobrowse = None;
+    let is_note = matches!(e.body, EventBody::Note { .. });
     let (text, is_notice) = match &e.body {
         EventBody::Message {
             text,
@@ -1073,6 +1126,7 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
             let why = error.as_deref().unwrap_or("unknown error");
             (format!("Email to {to} failed: {why}"), true)
         }
+        EventBody::Note { text, .. } => (text.clone(), false),
         EventBody::Unknown => ("(an update this console cannot show)".to_owned(), true),
     };
     Line {
@@ -1089,6 +1143,7 @@ fn event_line(e: &Event, visitor: &str, me: &str) -> Line {
         at: Some(e.at),
         state: LineState::Stored,
         cobrowse,
+        is_note,
     }
 }
 
@@ -1312,6 +1367,55 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].state, LineState::Stored);
         assert_eq!(t[0].who, "You");
+    }
+
+    #[test]
+    fn a_note_is_sent_and_resent_as_a_note_never_as_a_reply() {
+        let mut m = welcomed(vec![
+            conv("a", ConversationStatus::Open, None, 1),
+            conv("z", ConversationStatus::Closed, None, 1),
+        ]);
+        m.select("z".into());
+        assert!(m.note("too late", ClientId::from("x0")).is_err(), "closed");
+        m.select("a".into());
+        // Not taken: a note needs no take.
+        let fx = m.note("called the courier", ClientId::from("x1")).unwrap();
+        let is_note = |f: &Effect| {
+            matches!(f, Effect::Send(AgentFrame::Note { client_id, text, .. })
+                if client_id.0 == "note-x1" && text == "called the courier")
+        };
+        assert!(fx.iter().any(is_note), "{fx:?}");
+        let line = &m.transcript()[0];
+        assert!(line.is_note && line.state == LineState::Pending);
+        // After a reconnect it goes again, still as a note (no path resends it as `send`).
+        let fx = m.receive(
+            ToAgent::Welcome {
+                v: 1,
+                agent: agent("me"),
+                conversations: vec![],
+                agents_online: vec![],
+            },
+            0,
+        );
+        assert!(fx.iter().any(is_note), "{fx:?}");
+        assert!(!fx
+            .iter()
+            .any(|f| matches!(f, Effect::Send(AgentFrame::Send { .. }))));
+        // Its event settles it and shows as a note.
+        m.receive(
+            ToAgent::Event(Event {
+                body: EventBody::Note {
+                    text: "called the courier".into(),
+                    client_id: Some("note-x1".into()),
+                },
+                ..ev("a", 1, Role::Agent, "", None)
+            }),
+            0,
+        );
+        let t = m.transcript();
+        assert_eq!(t.len(), 1);
+        assert!(t[0].is_note && t[0].state == LineState::Stored);
+        assert!(m.note("  ", ClientId::from("x2")).is_err());
     }
 
     #[test]

@@ -167,6 +167,17 @@ pub enum AgentFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
     },
+    /// An internal note in the conversation, for agents only. Any agent who serves the site may
+    /// write one (taking the conversation is not needed; a closed one takes none).
+    /// Answered by `ack` once stored, like `send`; the same `client_id` is stored once.
+    Note {
+        /// Which conversation.
+        conversation_id: ConversationId,
+        /// Idempotency key.
+        client_id: ClientId,
+        /// Plain text.
+        text: String,
+    },
 }
 
 /// A frame the relay sends to an agent.

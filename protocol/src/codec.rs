@@ -56,6 +56,7 @@ impl Frame for AgentFrame {
         "cobrowse_highlight",
         "cobrowse_resync",
         "transfer",
+        "note",
     ];
 }
 

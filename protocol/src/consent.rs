@@ -94,6 +94,7 @@ impl ConsentEvent for Event {
             | EventBody::Handoff { .. }
             | EventBody::Rating { .. }
             | EventBody::Email { .. }
+            | EventBody::Note { .. }
             | EventBody::Unknown => Step::Nothing,
         }
     }

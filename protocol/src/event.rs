@@ -105,6 +105,16 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
     },
+    /// An internal note an agent wrote in the conversation, for agents only: a visitor's
+    /// [`crate::VisitorEvent`] carries it as `internal`, without its text, so it never reaches a
+    /// visitor's screen, replay or emailed transcript.
+    Note {
+        /// Plain text, at most [`crate::MAX_TEXT_BYTES`] bytes.
+        text: String,
+        /// The writer's client id, so the console can match the event with its pending note.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<ClientId>,
+    },
     /// The assigned agent was gone longer than the relay's grace period: the conversation went
     /// back to the queue (author: the system) and will be offered to another agent.
     Requeued {

@@ -337,7 +337,7 @@ impl VisitorEvent {
                 note: _agent_only,
             } => VisitorBody::Transferred { to },
             EventBody::Requeued { from } => VisitorBody::Requeued { from },
-            EventBody::Email { .. } => VisitorBody::Internal,
+            EventBody::Email { .. } | EventBody::Note { .. } => VisitorBody::Internal,
             EventBody::Unknown => VisitorBody::Unknown,
         };
         VisitorEvent {
@@ -411,6 +411,10 @@ mod tests {
                 to: "v@example.com".into(),
                 sent: false,
                 error: Some(format!("smtp.internal.example:25 refused {canary}")),
+            },
+            EventBody::Note {
+                text: format!("gave a 10% discount, do not tell others {canary}"),
+                client_id: Some("note-1".into()),
             },
         ];
         for body in bodies {

@@ -210,6 +210,55 @@ impl AgentSession {
         }
     }
 
+    /// An internal note: any agent serving the site may write one, assigned or not (a closed
+    /// conversation refuses it, like every append). Stored as an event agents see; visitors get
+    /// it as `internal` (the projection).
+    async fn on_note(
+        &mut self,
+        conversation_id: ConversationId,
+        client_id: ClientId,
+        text: String,
+        out: &mut Vec<ToAgent>,
+    ) {
+        if !client_id.is_valid() {
+            return out.push(ToAgent::Error(
+                ErrorFrame::new(
+                    ErrorCode::Invalid,
+                    "client_id must be 1-64 of [A-Za-z0-9_-]",
+                )
+                .for_client(Some(client_id)),
+            ));
+        }
+        if let Err(e) = protocol::validate_text(&text) {
+            return out.push(ToAgent::Error(e.for_client(Some(client_id))));
+        }
+        if let Err(e) = self.conversation(&conversation_id, Some(&client_id)).await {
+            return out.push(e);
+        }
+        let new = NewEvent {
+            author: self.author(),
+            body: EventBody::Note {
+                text,
+                client_id: Some(client_id.clone()),
+            },
+            client_id: Some(client_id.clone()),
+            effect: Effect::None,
+        };
+        match self.app.append(&conversation_id, new).await {
+            Ok(appended) => {
+                out.push(ToAgent::Ack {
+                    client_id,
+                    conversation_id,
+                    seq: appended.event.seq,
+                });
+                if !appended.duplicate {
+                    self.app.publish(&appended).await;
+                }
+            }
+            Err(e) => out.push(store_error(e, Some(client_id))),
+        }
+    }
+
     async fn on_send(
         &mut self,
         conversation_id: ConversationId,
@@ -611,6 +660,11 @@ impl Session for AgentSession {
                 to_agent,
                 note,
             } => self.on_transfer(conversation_id, to_agent, note, out).await,
+            AgentFrame::Note {
+                conversation_id,
+                client_id,
+                text,
+            } => self.on_note(conversation_id, client_id, text, out).await,
         }
     }
 

@@ -791,4 +791,29 @@ impl<'a> Console<'a> {
         self.element("button.send").await?.click().await?;
         Ok(())
     }
+
+    /// Switches the composer to "Internal note", writes `text`, adds it, switches back, and
+    /// waits for the stored note (`li.event.note` with a `data-seq`).
+    pub async fn note(&self, text: &str) -> anyhow::Result<()> {
+        self.element("button.mode-note").await?.click().await?;
+        let composer = self
+            .element("textarea[aria-label=\"Internal note\"]")
+            .await?;
+        composer.click().await?;
+        composer.send_keys(text).await?;
+        self.element("button.send").await?.click().await?;
+        wait_js(
+            self.client,
+            &format!("the stored note {text:?}"),
+            "return Array.from(document.querySelectorAll('li.event.note[data-seq] .text'))
+               .some(t => t.textContent === arguments[0]);",
+            vec![json!(text)],
+        )
+        .await?;
+        self.element(".composer-mode button.mode:not(.mode-note)")
+            .await?
+            .click()
+            .await?;
+        Ok(())
+    }
 }

@@ -119,6 +119,23 @@ async fn chat_scenario(relay: &TestRelay, visitor: &Client, agent: &Client) -> a
         .wait_line_containing(&format!("{name} joined"))
         .await
         .context("the visitor must see who joined")?;
+    // An internal note: the console shows it as one; the visitor's panel gets nothing to show
+    // (a reply sent after it arrives, so the note had its chance to leak first).
+    console.note("NOTECANARY wants the blue one").await?;
+    console.reply("The blue one is in stock.").await?;
+    widget
+        .wait_message("agent", "The blue one is in stock.")
+        .await?;
+    let shown = visitor
+        .execute(
+            "const r = document.querySelector('parley-chat').shadowRoot; return r.textContent;",
+            vec![],
+        )
+        .await?;
+    anyhow::ensure!(
+        !shown.as_str().unwrap_or_default().contains("NOTECANARY"),
+        "the note reached the visitor's panel"
+    );
     screenshot(visitor, "panel.png").await?;
     screenshot(agent, "console.png").await?;
 

@@ -245,6 +245,7 @@ fn EventLine(line: Line) -> impl IntoView {
             class:handoff=line.is_handoff
             class:pending=pending
             class:failed=is_failed
+            class:note=line.is_note
             data-seq=line.seq.map(|s| s.to_string())
             data-role=line.role
             data-cobrowse=line.cobrowse
@@ -255,6 +256,15 @@ fn EventLine(line: Line) -> impl IntoView {
                     view! {
                         <div class="meta">
                             <span class="who">{line.who.clone()}</span>
+                            {line
+                                .is_note
+                                .then(|| {
+                                    view! {
+                                        <span class="note-tag" title="Only agents see internal notes">
+                                            "Internal note"
+                                        </span>
+                                    }
+                                })}
                             {mood
                                 .map(|m| {
                                     view! {
@@ -306,14 +316,17 @@ fn EventLine(line: Line) -> impl IntoView {
     }
 }
 
-/// Reply box: Enter sends, Shift+Enter adds a line; typing frames are throttled.
+/// Reply box: Enter sends, Shift+Enter adds a line; typing frames are throttled. "Internal
+/// note" switches it to notes, which only agents see (no typing frames are sent for them; a
+/// note needs no take).
 ///
-/// * `closed` — the conversation is closed: the box is disabled.
+/// * `closed` — the conversation is closed: replies are disabled.
 #[component]
 fn Composer(#[prop(into)] closed: Signal<bool>) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let draft = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
+    let noting = RwSignal::new(false);
     // One draft per conversation, so switching never carries a half-written reply to the wrong
     // visitor.
     let drafts = StoredValue::new(HashMap::<ConversationId, String>::new());
@@ -335,13 +348,22 @@ fn Composer(#[prop(into)] closed: Signal<bool>) -> impl IntoView {
     });
     let send = move || {
         let text = draft.get_untracked();
-        let result = ctx.model.try_update(|m| m.compose(&text, new_client_id()));
+        let note = noting.get_untracked();
+        let result = ctx.model.try_update(|m| {
+            if note {
+                m.note(&text, new_client_id())
+            } else {
+                m.compose(&text, new_client_id())
+            }
+        });
         match result {
             Some(Ok(fx)) => {
                 ctx.run(fx);
                 draft.set(String::new());
                 error.set(None);
-                ctx.stop_typing();
+                if !note {
+                    ctx.stop_typing();
+                }
             }
             Some(Err(why)) => error.set(Some(why)),
             None => {}
@@ -350,6 +372,10 @@ fn Composer(#[prop(into)] closed: Signal<bool>) -> impl IntoView {
     let on_input = move |ev| {
         draft.set(event_target_value(&ev));
         error.set(None);
+        if noting.get_untracked() {
+            // The visitor never learns that someone is writing a note.
+            return;
+        }
         if let Some(Some(active)) = ctx.typing.try_update_value(|t| t.on_input(now_ms())) {
             ctx.send_typing(active);
         }
@@ -361,17 +387,42 @@ fn Composer(#[prop(into)] closed: Signal<bool>) -> impl IntoView {
         }
     };
     view! {
-        <div class="composer">
+        <div class="composer" class:noting=move || noting.get()>
+            <div class="composer-mode" role="group" aria-label="Write a">
+                <button
+                    type="button"
+                    class="mode"
+                    aria-pressed=move || (!noting.get()).to_string()
+                    on:click=move |_| noting.set(false)
+                >
+                    "Reply"
+                </button>
+                <button
+                    type="button"
+                    class="mode mode-note"
+                    aria-pressed=move || noting.get().to_string()
+                    on:click=move |_| {
+                        if !noting.get_untracked() {
+                            ctx.stop_typing();
+                        }
+                        noting.set(true)
+                    }
+                >
+                    "Internal note"
+                </button>
+            </div>
             <Show when=move || error.get().is_some()>
                 <div class="composer-error" role="alert">{move || error.get().unwrap_or_default()}</div>
             </Show>
             <div class="composer-row">
                 <textarea
-                    aria-label="Reply"
+                    aria-label=move || if noting.get() { "Internal note" } else { "Reply" }
                     rows="3"
                     placeholder=move || {
                         if closed.get() {
                             "This conversation is closed."
+                        } else if noting.get() {
+                            "Internal note: only agents see it (Enter to add)"
                         } else {
                             "Write a reply… (Enter to send, Shift+Enter for a new line)"
                         }
@@ -387,7 +438,7 @@ fn Composer(#[prop(into)] closed: Signal<bool>) -> impl IntoView {
                     disabled=move || closed.get()
                     on:click=move |_| send()
                 >
-                    "Send"
+                    {move || if noting.get() { "Add note" } else { "Send" }}
                 </button>
             </div>
         </div>
