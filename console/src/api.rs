@@ -331,6 +331,65 @@ async fn send_json(
     parse::<AgentAccount>(response).await
 }
 
+/// A canned reply (`GET /api/canned`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct CannedReply {
+    /// Stable id.
+    pub id: String,
+    /// The site it is for; absent: every site.
+    #[serde(default)]
+    pub site: Option<String>,
+    /// Shared (an admin's) rather than the agent's own.
+    pub shared: bool,
+    /// What follows `/`.
+    pub shortcut: String,
+    /// The text, with `{visitor.name}` and `{agent.name}` to fill in.
+    pub text: String,
+}
+
+#[derive(Deserialize)]
+struct CannedList {
+    replies: Vec<CannedReply>,
+}
+
+/// `GET /api/canned`: the shared replies of the agent's sites and their own.
+pub async fn canned() -> Result<Vec<CannedReply>, String> {
+    let response = Request::get("/api/canned")
+        .send()
+        .await
+        .map_err(|_| "The relay is not reachable.".to_owned())?;
+    if !response.ok() {
+        return Err(refusal(response).await);
+    }
+    parse::<CannedList>(response).await.map(|l| l.replies)
+}
+
+/// `POST /api/canned` with `{shortcut, text, shared}`.
+pub async fn create_canned(body: &serde_json::Value) -> Result<(), String> {
+    let response = Request::post("/api/canned")
+        .json(body)
+        .map_err(|e| format!("Cannot send: {e}"))?
+        .send()
+        .await
+        .map_err(|_| "The relay is not reachable.".to_owned())?;
+    if !response.ok() {
+        return Err(refusal(response).await);
+    }
+    Ok(())
+}
+
+/// `DELETE /api/canned/{id}`.
+pub async fn delete_canned(id: &str) -> Result<(), String> {
+    let response = Request::delete(&format!("/api/canned/{id}"))
+        .send()
+        .await
+        .map_err(|_| "The relay is not reachable.".to_owned())?;
+    if !response.ok() {
+        return Err(refusal(response).await);
+    }
+    Ok(())
+}
+
 /// `GET /api/admin/agents`.
 pub async fn admin_agents() -> Result<Vec<AgentAccount>, String> {
     let response = Request::get("/api/admin/agents")

@@ -80,6 +80,21 @@ pub struct Ctx {
     pub routing: RwSignal<bool>,
     /// The agents page is shown instead of the conversation.
     pub agents_page: RwSignal<bool>,
+    /// Canned replies this agent may use (`GET /api/canned`), read after each `welcome` and
+    /// after each change.
+    pub canned: RwSignal<Vec<api::CannedReply>>,
+}
+
+impl Ctx {
+    /// Reads the canned replies again.
+    pub fn reload_canned(&self) {
+        let canned = self.canned;
+        spawn_local(async move {
+            if let Ok(list) = api::canned().await {
+                canned.try_set(list);
+            }
+        });
+    }
 }
 
 impl Ctx {
@@ -240,6 +255,7 @@ pub fn Workspace(
         admin: RwSignal::new(false),
         routing: RwSignal::new(false),
         agents_page: RwSignal::new(false),
+        canned: RwSignal::new(Vec::new()),
     };
     provide_context(ctx);
     // Whether a `welcome` came on the current connection; a close without one may mean the
@@ -270,6 +286,7 @@ pub fn Workspace(
                 ctx.conn.set(ConnState::Online);
                 // After an admin changed this agent (close 4403 and reconnect), the role may
                 // have changed too: the admin pages follow it.
+                ctx.reload_canned();
                 spawn_local(async move {
                     let admin = api::is_admin().await;
                     ctx.admin.try_set(admin);

@@ -355,6 +355,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .merge(crate::rights::routes())
         .merge(crate::agents::routes())
+        .merge(crate::canned::routes())
         // Outside the console router: its CSP (`frame-ancestors 'none'`) must not apply.
         .route("/console/mirror.html", get(mirror_page))
         .merge(widget)

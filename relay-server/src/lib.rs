@@ -19,6 +19,7 @@ pub mod agents;
 pub mod auth;
 pub mod bot;
 pub mod bus;
+pub mod canned;
 pub mod cobrowse;
 pub mod config;
 pub mod connection;

@@ -280,14 +280,18 @@ fn export_json(data: &VisitorData) -> serde_json::Value {
                 .collect(),
         })
         .collect();
+    let mut visitor = serde_json::json!({
+        "id": data.id,
+        "site": data.site,
+        "created_at": data.created_at,
+        "browsers": data.browsers,
+    });
+    // Absent for an anonymous visitor (optional fields are omitted, never null).
+    if let Some(identity) = &data.identity {
+        visitor["identity"] = serde_json::json!(identity);
+    }
     serde_json::json!({
-        "visitor": {
-            "id": data.id,
-            "site": data.site,
-            "created_at": data.created_at,
-            "identity": data.identity,
-            "browsers": data.browsers,
-        },
+        "visitor": visitor,
         "conversations": conversations,
         "exported_at": now_ms(),
     })

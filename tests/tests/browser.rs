@@ -136,6 +136,39 @@ async fn chat_scenario(relay: &TestRelay, visitor: &Client, agent: &Client) -> a
         !shown.as_str().unwrap_or_default().contains("NOTECANARY"),
         "the note reached the visitor's panel"
     );
+    // A canned reply: saved in the right column, then `/` + a few letters and Tab in the
+    // composer fills it in, with the agent's name.
+    console
+        .element(".canned-panel summary")
+        .await?
+        .click()
+        .await?;
+    console
+        .element(".canned-add input[name=shortcut]")
+        .await?
+        .send_keys("thanks")
+        .await?;
+    console
+        .element(".canned-add textarea[name=text]")
+        .await?
+        .send_keys("Thanks for waiting, this is {agent.name}.")
+        .await?;
+    console
+        .element(".canned-add button[type=submit]")
+        .await?
+        .click()
+        .await?;
+    console
+        .element(".canned-item[data-shortcut=thanks]")
+        .await?;
+    let composer = console.element("textarea[aria-label=\"Reply\"]").await?;
+    composer.click().await?;
+    composer.send_keys("/than").await?;
+    console.element(".canned-suggestions .canned-pick").await?;
+    composer.send_keys("\u{e004}").await?; // Tab
+    console.element("button.send").await?.click().await?;
+    let filled = format!("Thanks for waiting, this is {name}.");
+    widget.wait_message("agent", &filled).await?;
     screenshot(visitor, "panel.png").await?;
     screenshot(agent, "console.png").await?;
 

@@ -89,6 +89,7 @@ conformance!(
     sessions_expire,
     visitor_by_token_is_site_scoped,
     identities_follow_the_person_across_browsers,
+    canned_replies_round_trip,
     open_conversations_newest_first,
     open_and_closed_lists_page_by_cursor,
     disabled_agents_have_no_sessions,
@@ -1020,6 +1021,59 @@ mod cases {
             .await?;
         assert_eq!(gone, 1, "Bo's visitor");
         assert!(store.visitor_by_token("demo", "laptop").await?.is_some());
+        Ok(())
+    }
+
+    pub async fn canned_replies_round_trip(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        use relay_server::store::CannedReply;
+        let mina = store.upsert_agent("mina", "Mina", "x").await?;
+        let joon = store.upsert_agent("joon", "Joon", "x").await?;
+        let reply =
+            |id: &str, site: Option<&str>, owner: Option<&str>, shortcut: &str| CannedReply {
+                id: id.into(),
+                site: site.map(str::to_owned),
+                owner_id: owner.map(str::to_owned),
+                shortcut: shortcut.into(),
+                text: format!("text of {id}"),
+                updated_by: "mina".into(),
+                updated_at: now_ms(),
+            };
+        store
+            .save_canned(&reply("r1", None, None, "returns"))
+            .await?;
+        store
+            .save_canned(&reply("r2", Some("demo"), None, "returns"))
+            .await?;
+        store
+            .save_canned(&reply("r3", None, Some(&mina.id), "returns"))
+            .await?;
+        store
+            .save_canned(&reply("r4", None, Some(&joon.id), "returns"))
+            .await?;
+        // The same owner, site and shortcut twice (NULL site and NULL owner included).
+        for dup in [
+            reply("d1", None, None, "returns"),
+            reply("d2", Some("demo"), None, "returns"),
+            reply("d3", None, Some(&joon.id), "returns"),
+        ] {
+            assert!(
+                matches!(
+                    store.save_canned(&dup).await,
+                    Err(StoreError::ShortcutTaken)
+                ),
+                "{dup:?}"
+            );
+        }
+        // Saving by id replaces.
+        let mut edited = reply("r1", None, None, "refunds");
+        edited.text = "Refunds take 5 days.".into();
+        store.save_canned(&edited).await?;
+        let all = store.canned_replies().await?;
+        assert_eq!(all.len(), 4);
+        assert!(all.contains(&edited));
+        assert!(store.delete_canned("r4").await?);
+        assert!(!store.delete_canned("r4").await?);
+        assert_eq!(store.canned_replies().await?.len(), 3);
         Ok(())
     }
 

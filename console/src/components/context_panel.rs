@@ -24,6 +24,7 @@ pub fn ContextPanel() -> impl IntoView {
     };
     view! {
         <aside class="visitor-context" aria-label="Visitor">
+            <CannedPanel/>
             <h2>"Visitor"</h2>
             {move || {
                 who.get()
@@ -196,5 +197,118 @@ fn VisitorCard(
                 }
             }}
         </section>
+    }
+}
+
+/// The agent's canned replies: the shared ones of their sites and their own, with delete
+/// buttons where they may delete, and a form to add one (admins may share it with every agent).
+/// Used in the composer by typing `/` and a few letters of the shortcut.
+#[component]
+fn CannedPanel() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let shortcut = RwSignal::new(String::new());
+    let text = RwSignal::new(String::new());
+    let shared = RwSignal::new(false);
+    let error = RwSignal::new(None::<String>);
+    let add = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let body = serde_json::json!({
+            "shortcut": shortcut.get_untracked(),
+            "text": text.get_untracked(),
+            "shared": shared.get_untracked(),
+        });
+        leptos::task::spawn_local(async move {
+            match api::create_canned(&body).await {
+                Ok(()) => {
+                    shortcut.try_set(String::new());
+                    text.try_set(String::new());
+                    error.try_set(None);
+                    ctx.reload_canned();
+                }
+                Err(why) => {
+                    error.try_set(Some(why));
+                }
+            }
+        });
+    };
+    let remove = move |id: String| {
+        leptos::task::spawn_local(async move {
+            match api::delete_canned(&id).await {
+                Ok(()) => ctx.reload_canned(),
+                Err(why) => {
+                    error.try_set(Some(why));
+                }
+            }
+        });
+    };
+    view! {
+        <details class="canned-panel">
+            <summary>{move || format!("Canned replies ({})", ctx.canned.with(Vec::len))}</summary>
+            <ul class="canned-list">
+                {move || {
+                    let admin = ctx.admin.get();
+                    ctx.canned
+                        .get()
+                        .into_iter()
+                        .map(|r| {
+                            let id = r.id.clone();
+                            let deletable = !r.shared || admin;
+                            view! {
+                                <li class="canned-item" data-shortcut=r.shortcut.clone()>
+                                    <span class="canned-shortcut">{format!("/{}", r.shortcut)}</span>
+                                    {r.shared.then(|| view! { <span class="canned-shared">"shared"</span> })}
+                                    <span class="canned-text">{r.text.clone()}</span>
+                                    {deletable
+                                        .then(|| {
+                                            view! {
+                                                <button
+                                                    type="button"
+                                                    class="link canned-delete"
+                                                    on:click=move |_| remove(id.clone())
+                                                >
+                                                    "Delete"
+                                                </button>
+                                            }
+                                        })}
+                                </li>
+                            }
+                        })
+                        .collect_view()
+                }}
+            </ul>
+            <form class="canned-add" on:submit=add>
+                <input
+                    type="text"
+                    name="shortcut"
+                    aria-label="Shortcut"
+                    placeholder="shortcut (after /)"
+                    maxlength="32"
+                    prop:value=move || shortcut.get()
+                    on:input=move |ev| shortcut.set(event_target_value(&ev))
+                />
+                <textarea
+                    name="text"
+                    aria-label="Reply text"
+                    rows="2"
+                    placeholder="Hi {visitor.name}, this is {agent.name}…"
+                    prop:value=move || text.get()
+                    on:input=move |ev| text.set(event_target_value(&ev))
+                ></textarea>
+                <Show when=move || ctx.admin.get()>
+                    <label class="canned-share">
+                        <input
+                            type="checkbox"
+                            prop:checked=move || shared.get()
+                            on:change=move |ev| shared.set(event_target_checked(&ev))
+                        />
+                        " Share with every agent"
+                    </label>
+                </Show>
+                <button type="submit">"Add"</button>
+                <Show when=move || error.get().is_some()>
+                    <p class="canned-error" role="alert">{move || error.get().unwrap_or_default()}</p>
+                </Show>
+            </form>
+        </details>
     }
 }

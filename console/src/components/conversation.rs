@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use leptos::html;
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 use protocol::{ConversationId, ConversationStatus};
 
 use crate::app::{new_client_id, now_ms, Ctx};
@@ -380,7 +381,62 @@ fn Composer(#[prop(into)] closed: Signal<bool>) -> impl IntoView {
             ctx.send_typing(active);
         }
     };
+    // Canned replies: typing `/` and a few letters offers the matching ones (this site's and
+    // every site's); Tab or Enter takes the first, a click takes any.
+    let site = Memo::new(move |_| {
+        ctx.model
+            .with(|m| m.header().map(|h| (h.site, h.visitor_id)))
+    });
+    let suggestions = Memo::new(move |_| {
+        let typed = draft.get();
+        let Some(q) = typed.strip_prefix('/') else {
+            return Vec::new();
+        };
+        if q.contains(char::is_whitespace) {
+            return Vec::new();
+        }
+        let q = q.to_ascii_lowercase();
+        let here = site.get().map(|(s, _)| s);
+        ctx.canned.with(|all| {
+            all.iter()
+                .filter(|r| r.shortcut.starts_with(&q))
+                .filter(|r| r.site.is_none() || r.site == here)
+                .take(6)
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    });
+    let insert = move |reply: crate::api::CannedReply| {
+        let me = ctx
+            .model
+            .with_untracked(|m| m.me.as_ref().map(|a| a.display_name.clone()))
+            .unwrap_or_default();
+        let text = reply.text.replace("{agent.name}", &me);
+        if !text.contains("{visitor.name}") {
+            draft.set(text);
+            return;
+        }
+        // Only a verified name (the site's server signed it) is used; else a neutral word.
+        let visitor = site.get_untracked().map(|(_, v)| v).unwrap_or_default();
+        spawn_local(async move {
+            let name = crate::api::visitor(&visitor)
+                .await
+                .ok()
+                .and_then(|p| p.identity)
+                .and_then(|i| i.name)
+                .unwrap_or_else(|| "there".to_owned());
+            draft.try_set(text.replace("{visitor.name}", &name));
+        });
+    };
     let on_key = move |ev: leptos::ev::KeyboardEvent| {
+        let first = suggestions.with_untracked(|s| s.first().cloned());
+        if let Some(reply) = first {
+            if (ev.key() == "Tab" || ev.key() == "Enter") && !ev.shift_key() && !ev.is_composing() {
+                ev.prevent_default();
+                insert(reply);
+                return;
+            }
+        }
         if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
             ev.prevent_default();
             send();
@@ -413,6 +469,34 @@ fn Composer(#[prop(into)] closed: Signal<bool>) -> impl IntoView {
             </div>
             <Show when=move || error.get().is_some()>
                 <div class="composer-error" role="alert">{move || error.get().unwrap_or_default()}</div>
+            </Show>
+            <Show when=move || !suggestions.get().is_empty()>
+                <ul class="canned-suggestions" aria-label="Canned replies (Tab takes the first)">
+                    {move || {
+                        suggestions
+                            .get()
+                            .into_iter()
+                            .map(|r| {
+                                let shortcut = format!("/{}", r.shortcut);
+                                let preview: String = r.text.chars().take(80).collect();
+                                let pick = r.clone();
+                                view! {
+                                    <li>
+                                        <button
+                                            type="button"
+                                            class="canned-pick"
+                                            on:click=move |_| insert(pick.clone())
+                                        >
+                                            <span class="canned-shortcut">{shortcut}</span>
+                                            " "
+                                            <span class="canned-preview">{preview}</span>
+                                        </button>
+                                    </li>
+                                }
+                            })
+                            .collect_view()
+                    }}
+                </ul>
             </Show>
             <div class="composer-row">
                 <textarea

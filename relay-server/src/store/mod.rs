@@ -48,6 +48,9 @@ pub enum StoreError {
     /// Another agent has this username.
     #[error("username is taken")]
     UsernameTaken,
+    /// The owner already has a canned reply with this shortcut for this site.
+    #[error("shortcut is taken")]
+    ShortcutTaken,
     /// The change would leave no enabled admin: nobody could manage agents or sites again.
     #[error("the last enabled admin cannot be disabled or demoted")]
     LastAdmin,
@@ -201,6 +204,26 @@ pub struct VisitorRecord {
     /// When the token it was found by was last used (Unix ms); for a visitor just created or
     /// identified, now.
     pub token_seen_at: i64,
+}
+
+/// A canned reply: text an agent inserts by typing `/shortcut` in the console's composer.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CannedReply {
+    /// Stable id.
+    pub id: String,
+    /// The site it is for; `None`: every site.
+    pub site: Option<String>,
+    /// The agent whose own reply it is; `None`: shared with every agent of the site (admins
+    /// write those).
+    pub owner_id: Option<String>,
+    /// What follows `/`: 1–32 of `[a-z0-9_-]`.
+    pub shortcut: String,
+    /// The text, with `{visitor.name}` / `{agent.name}` filled in by the console.
+    pub text: String,
+    /// Who saved it last (username).
+    pub updated_by: String,
+    /// When (Unix ms).
+    pub updated_at: i64,
 }
 
 /// A visitor as agents see them beside a conversation: who they are (verified, or not at all)
@@ -821,6 +844,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<ConversationRecord>;
     /// Every site's saved settings.
     async fn site_settings(&self) -> StoreResult<Vec<SiteSettingsRecord>>;
+    /// Every canned reply (a small table: the caller filters by owner and site).
+    async fn canned_replies(&self) -> StoreResult<Vec<CannedReply>>;
+    /// Creates or replaces (by id) a canned reply. [`StoreError::ShortcutTaken`] when its owner
+    /// has that shortcut for that site already.
+    async fn save_canned(&self, reply: &CannedReply) -> StoreResult<()>;
+    /// Deletes a canned reply; false when there was none.
+    async fn delete_canned(&self, id: &str) -> StoreResult<bool>;
     /// Saves (creates or replaces) a site's settings.
     async fn put_site_settings(&self, settings: &SiteSettingsRecord) -> StoreResult<()>;
 

@@ -1077,6 +1077,62 @@ impl Store for PgStore {
         }
     }
 
+    async fn canned_replies(&self) -> StoreResult<Vec<super::CannedReply>> {
+        let rows = sqlx::query(
+            "SELECT id, site, owner_id, shortcut, text, updated_by, updated_at FROM canned_replies
+             ORDER BY shortcut, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(super::CannedReply {
+                    id: r.try_get("id")?,
+                    site: r.try_get("site")?,
+                    owner_id: r.try_get("owner_id")?,
+                    shortcut: r.try_get("shortcut")?,
+                    text: r.try_get("text")?,
+                    updated_by: r.try_get("updated_by")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn save_canned(&self, reply: &super::CannedReply) -> StoreResult<()> {
+        let done = sqlx::query(
+            "INSERT INTO canned_replies (id, site, owner_id, shortcut, text, updated_by, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET site = excluded.site, owner_id = excluded.owner_id,
+                 shortcut = excluded.shortcut, text = excluded.text,
+                 updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+        )
+        .bind(&reply.id)
+        .bind(&reply.site)
+        .bind(&reply.owner_id)
+        .bind(&reply.shortcut)
+        .bind(&reply.text)
+        .bind(&reply.updated_by)
+        .bind(reply.updated_at)
+        .execute(&self.pool)
+        .await;
+        match done {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::ShortcutTaken)
+            }
+            other => other.map(|_| ()).map_err(Into::into),
+        }
+    }
+
+    async fn delete_canned(&self, id: &str) -> StoreResult<bool> {
+        Ok(sqlx::query("DELETE FROM canned_replies WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            > 0)
+    }
+
     async fn site_settings(&self) -> StoreResult<Vec<SiteSettingsRecord>> {
         sqlx::query(
             "SELECT site, routing, hours, max_chats_per_agent, updated_at, updated_by
