@@ -106,6 +106,8 @@ pub struct ListRow {
     pub auto_assigned: bool,
     /// The visitor left a message while nobody was available: replies are emailed here.
     pub offline_email: Option<String>,
+    /// Agents' labels on it.
+    pub labels: Vec<String>,
 }
 
 /// Delivery state of a transcript line.
@@ -244,6 +246,8 @@ pub struct Header {
     pub created_at: i64,
     /// Left offline: the visitor reads replies by email at this address.
     pub offline_email: Option<String>,
+    /// Agents' labels on it.
+    pub labels: Vec<String>,
 }
 
 /// What the console holds of one opened conversation.
@@ -849,6 +853,7 @@ impl Model {
                 queue_position: positions.get(&c.id).copied(),
                 auto_assigned: self.auto_assigned.contains(&c.id),
                 offline_email: c.offline_email.clone(),
+                labels: c.labels.clone(),
             })
             .collect()
     }
@@ -868,6 +873,7 @@ impl Model {
             context: c.context.clone(),
             created_at: c.created_at,
             offline_email: c.offline_email.clone(),
+            labels: c.labels.clone(),
         })
     }
 
@@ -1206,6 +1212,7 @@ mod tests {
             rating: None,
             queued_at: None,
             offline_email: None,
+            labels: Vec::new(),
         }
     }
 

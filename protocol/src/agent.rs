@@ -75,6 +75,9 @@ pub struct ConversationSummary {
     /// emailed to. Consoles mark such conversations as offline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline_email: Option<String>,
+    /// Agents' labels on it ("refund", "vip"), as set with `label`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// How many conversations an agent has and may have (for the console's "2/3").
@@ -86,6 +89,34 @@ pub struct AgentLoad {
     pub chats: u32,
     /// Most conversations the relay assigns them automatically.
     pub max: u32,
+}
+
+/// Most labels on one conversation.
+pub const MAX_LABELS: usize = 10;
+/// Longest label, in characters.
+pub const MAX_LABEL_CHARS: usize = 32;
+
+/// `labels` cleaned as the relay stores them: trimmed, empty ones and repeats (compared without
+/// case) dropped, in the given order; `Err` names what is wrong (too many, too long, control
+/// characters).
+pub fn clean_labels(labels: &[String]) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for l in labels {
+        let t = l.trim();
+        if t.is_empty() || out.iter().any(|o| o.to_lowercase() == t.to_lowercase()) {
+            continue;
+        }
+        if t.chars().count() > MAX_LABEL_CHARS || t.chars().any(char::is_control) {
+            return Err(format!(
+                "a label is 1-{MAX_LABEL_CHARS} characters without control characters"
+            ));
+        }
+        out.push(t.to_owned());
+    }
+    if out.len() > MAX_LABELS {
+        return Err(format!("at most {MAX_LABELS} labels"));
+    }
+    Ok(out)
 }
 
 /// A frame an agent sends to the relay.
@@ -166,6 +197,15 @@ pub enum AgentFrame {
         /// A line of context for them (at most 16 KiB).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
+    },
+    /// Sets a conversation's labels (the whole list; empty clears them). Any agent who serves
+    /// the site may; every agent then gets the `conversation` summary with the new `labels`.
+    Label {
+        /// Which conversation.
+        conversation_id: ConversationId,
+        /// At most [`MAX_LABELS`] labels of 1–[`MAX_LABEL_CHARS`] characters (trimmed, compared
+        /// without case: repeats are dropped).
+        labels: Vec<String>,
     },
     /// An internal note in the conversation, for agents only. Any agent who serves the site may
     /// write one (taking the conversation is not needed; a closed one takes none).
@@ -257,4 +297,23 @@ pub enum ToAgent {
         /// Load of every agent online.
         agents: Vec<AgentLoad>,
     },
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_trimmed_deduplicated_and_bounded() {
+        let l = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            clean_labels(&l(&[" Refund ", "vip", "REFUND", "", "환불"])),
+            Ok(l(&["Refund", "vip", "환불"]))
+        );
+        assert!(clean_labels(&l(&[&"x".repeat(MAX_LABEL_CHARS + 1)])).is_err());
+        assert!(clean_labels(&l(&["a\nb"])).is_err());
+        let many: Vec<String> = (0..=MAX_LABELS).map(|i| format!("l{i}")).collect();
+        assert!(clean_labels(&many).is_err());
+        assert_eq!(clean_labels(&[]), Ok(vec![]));
+    }
 }

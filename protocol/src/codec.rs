@@ -57,6 +57,7 @@ impl Frame for AgentFrame {
         "cobrowse_resync",
         "transfer",
         "note",
+        "label",
     ];
 }
 

@@ -210,6 +210,28 @@ impl AgentSession {
         }
     }
 
+    /// Sets a conversation's labels: any agent serving the site may. No answer of its own:
+    /// every agent (this one included) gets the changed `conversation` summary.
+    async fn on_label(
+        &mut self,
+        conversation_id: ConversationId,
+        labels: Vec<String>,
+        out: &mut Vec<ToAgent>,
+    ) {
+        let labels = match protocol::agent::clean_labels(&labels) {
+            Ok(l) => l,
+            Err(why) => return out.push(ToAgent::Error(ErrorFrame::new(ErrorCode::Invalid, why))),
+        };
+        if let Err(e) = self.conversation(&conversation_id, None).await {
+            return out.push(e);
+        }
+        match self.app.store.set_labels(&conversation_id, &labels).await {
+            Ok(Some(record)) => self.app.publish_summary(&record).await,
+            Ok(None) => out.push(not_found(None)),
+            Err(e) => out.push(internal(e, None)),
+        }
+    }
+
     /// An internal note: any agent serving the site may write one, assigned or not (a closed
     /// conversation refuses it, like every append). Stored as an event agents see; visitors get
     /// it as `internal` (the projection).
@@ -665,6 +687,10 @@ impl Session for AgentSession {
                 client_id,
                 text,
             } => self.on_note(conversation_id, client_id, text, out).await,
+            AgentFrame::Label {
+                conversation_id,
+                labels,
+            } => self.on_label(conversation_id, labels, out).await,
         }
     }
 

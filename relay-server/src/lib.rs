@@ -176,6 +176,7 @@ impl App {
                 .queued_at
                 .filter(|_| c.status == protocol::ConversationStatus::Open),
             offline_email: c.offline_email.clone(),
+            labels: c.labels.clone(),
         }
     }
 

@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Context as _};
 use fantoccini::Client;
-use parley_tests::browser::{screenshot, Browser, Console, Widget};
+use parley_tests::browser::{screenshot, wait_js, Browser, Console, Widget};
 use parley_tests::{require_dist, start_server, AgentClient, TestRelay, AGENTS};
 use protocol::{ConversationId, ToAgent};
 
@@ -169,6 +169,28 @@ async fn chat_scenario(relay: &TestRelay, visitor: &Client, agent: &Client) -> a
     console.element("button.send").await?.click().await?;
     let filled = format!("Thanks for waiting, this is {name}.");
     widget.wait_message("agent", &filled).await?;
+    // A label: added in the header, shown in the list, and the list filters by it.
+    let add = console.element(".label-add input").await?;
+    add.send_keys("vip\u{e007}").await?; // Enter
+    console.element(".conversations .label-chip").await?;
+    let filter = console.element("input.label-filter").await?;
+    filter.send_keys("refund").await?;
+    wait_js(
+        agent,
+        "the list filtered to nothing by another label",
+        "return document.querySelectorAll('ul.conversations > li.conversation').length === 0;",
+        vec![],
+    )
+    .await?;
+    filter.clear().await?;
+    filter.send_keys("VI").await?;
+    wait_js(
+        agent,
+        "the labelled conversation back in the filtered list",
+        "return document.querySelectorAll('ul.conversations > li.conversation').length === 1;",
+        vec![],
+    )
+    .await?;
     screenshot(visitor, "panel.png").await?;
     screenshot(agent, "console.png").await?;
 

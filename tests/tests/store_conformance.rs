@@ -90,6 +90,7 @@ conformance!(
     visitor_by_token_is_site_scoped,
     identities_follow_the_person_across_browsers,
     canned_replies_round_trip,
+    labels_round_trip,
     open_conversations_newest_first,
     open_and_closed_lists_page_by_cursor,
     disabled_agents_have_no_sessions,
@@ -1021,6 +1022,34 @@ mod cases {
             .await?;
         assert_eq!(gone, 1, "Bo's visitor");
         assert!(store.visitor_by_token("demo", "laptop").await?.is_some());
+        Ok(())
+    }
+
+    pub async fn labels_round_trip(store: Arc<dyn Store>) -> anyhow::Result<()> {
+        let (_, c) = chat(&*store).await?;
+        assert!(c.labels.is_empty());
+        let before = store.conversation(&c.id).await?.context("there")?;
+        let labels = vec!["refund".to_owned(), "환불".to_owned()];
+        let after = store.set_labels(&c.id, &labels).await?.context("there")?;
+        assert_eq!(after.labels, labels);
+        assert_eq!(
+            after.updated_at, before.updated_at,
+            "a label keeps the list order"
+        );
+        let listed = store.open_conversations(None, 100).await?;
+        assert_eq!(
+            listed
+                .iter()
+                .find(|x| x.id == c.id)
+                .map(|x| x.labels.clone()),
+            Some(labels)
+        );
+        let cleared = store.set_labels(&c.id, &[]).await?.context("there")?;
+        assert!(cleared.labels.is_empty());
+        assert!(store
+            .set_labels(&ConversationId("no-such".into()), &["x".into()])
+            .await?
+            .is_none());
         Ok(())
     }
 

@@ -156,8 +156,6 @@ struct State {
     /// The page's signed identity (`Parley.identify(token)`, `data-identity`, or a function
     /// that returns a fresh token): sent in `hello`, where the relay verifies it.
     signed: Option<Signed>,
-    /// The site's user this browser is verified as (`welcome.user_id`).
-    user_id: Option<String>,
     /// The loader was told to start co-browse (and not told to stop since).
     cb_on: bool,
     /// The visitor pressed Stop; until the relay's `stopped` event arrives, sharing stays off
@@ -541,7 +539,6 @@ impl Chat {
                         // Spent: this browser's token now leads to the user.
                         st.signed = None;
                     }
-                    st.user_id = user_id;
                 }
                 self.on_welcome(token, conversation_id, last_seq, recovered, agents_online)
             }
@@ -954,11 +951,6 @@ impl Chat {
         if reconnect {
             self.reconnect_now();
         }
-    }
-
-    /// The site's user this browser is verified as, if any.
-    pub fn user_id(&self) -> Option<String> {
-        self.0.st.borrow().user_id.clone()
     }
 
     /// `Parley.reset()` (the site's logout): forgets everything this browser keeps for the

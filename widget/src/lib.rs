@@ -8,7 +8,7 @@
 //! const handle = m.mount(shadowRoot, { base, site, name, lang, agentsOnline,
 //!                                      onUnread, onOpen, onMessage });
 //! handle.open(); handle.close(); handle.toggle(); handle.reset();
-//! handle.identify(token | tokenFunction | { name, email }); handle.userId();
+//! handle.identify(token | tokenFunction | { name, email });
 //! handle.cobrowseSend(n, data, index, count); handle.cobrowseStop();   // for the co-browse module
 //! ```
 //! (the options are described in [`host`]). Modules are cut by domain: [`chat`] is the state
@@ -144,11 +144,5 @@ impl PanelHandle {
     /// messages, identity) and goes on as a new anonymous visitor.
     pub fn reset(&self) {
         self.chat.reset();
-    }
-
-    /// The site's user this browser is verified as (for tests and the page), if any.
-    #[wasm_bindgen(js_name = userId)]
-    pub fn user_id(&self) -> Option<String> {
-        self.chat.user_id()
     }
 }

@@ -104,10 +104,80 @@ fn ConversationHeader(header: Memo<Option<crate::state::Header>>) -> impl IntoVi
             el.set_value("");
         }
     };
+    // Labels: chips with × and a field that adds one; each change sends the whole list.
+    let labels =
+        Memo::new(move |_| header.with(|h| h.as_ref().map(|h| (h.id.clone(), h.labels.clone()))));
+    let set_labels = move |list: Vec<String>| {
+        if let Some((conversation_id, _)) = labels.get_untracked() {
+            ctx.run(vec![crate::state::Effect::Send(
+                protocol::AgentFrame::Label {
+                    conversation_id,
+                    labels: list,
+                },
+            )]);
+        }
+    };
+    let new_label: NodeRef<html::Input> = NodeRef::new();
+    let add_label = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let Some(el) = new_label.get_untracked() else {
+            return;
+        };
+        let text = el.value();
+        let mut list = labels.get_untracked().map(|(_, l)| l).unwrap_or_default();
+        match protocol::agent::clean_labels(&[list.clone(), vec![text]].concat()) {
+            Ok(cleaned) => {
+                list = cleaned;
+                set_labels(list);
+                el.set_value("");
+            }
+            Err(why) => ctx.model.update(|m| m.notice = Some(why)),
+        }
+    };
     view! {
         <header class="conv-header">
             <div class="conv-title">
                 <h1>{move || header.with(|h| h.as_ref().map(|h| h.visitor.clone()))}</h1>
+                <div class="conv-labels">
+                    {move || {
+                        labels
+                            .get()
+                            .map(|(_, list)| {
+                                list.iter()
+                                    .map(|l| {
+                                        let without: Vec<String> = list
+                                            .iter()
+                                            .filter(|x| *x != l)
+                                            .cloned()
+                                            .collect();
+                                        let name = l.clone();
+                                        view! {
+                                            <span class="label-chip" data-label=name.clone()>
+                                                {name.clone()}
+                                                <button
+                                                    type="button"
+                                                    class="label-remove"
+                                                    aria-label=format!("Remove label {name}")
+                                                    on:click=move |_| set_labels(without.clone())
+                                                >
+                                                    "×"
+                                                </button>
+                                            </span>
+                                        }
+                                    })
+                                    .collect_view()
+                            })
+                    }}
+                    <form class="label-add" on:submit=add_label>
+                        <input
+                            node_ref=new_label
+                            type="text"
+                            maxlength="32"
+                            aria-label="Add a label"
+                            placeholder="+ label"
+                        />
+                    </form>
+                </div>
                 <span class="conv-sub">
                     {move || header.with(|h| h.as_ref().map(|h| h.site_name.clone()))}
                     {move || {

@@ -29,9 +29,16 @@ pub fn Sidebar() -> impl IntoView {
         })
     });
     let counts = Memo::new(move |_| ctx.model.with(|m| m.counts()));
+    // "Filter by label": rows with a label containing the text (any case).
+    let label_filter = RwSignal::new(String::new());
     let rows = Memo::new(move |_| {
         let tab = ctx.tab.get();
-        ctx.model.with(|m| m.rows(tab))
+        let wanted = label_filter.get().trim().to_lowercase();
+        let mut rows = ctx.model.with(|m| m.rows(tab));
+        if !wanted.is_empty() {
+            rows.retain(|r| r.labels.iter().any(|l| l.to_lowercase().contains(&wanted)));
+        }
+        rows
     });
     let logout = move |_| {
         spawn_local(async move {
@@ -117,6 +124,14 @@ pub fn Sidebar() -> impl IntoView {
                     .collect_view()}
             </nav>
             <Numbers/>
+            <input
+                class="label-filter"
+                type="search"
+                aria-label="Filter by label"
+                placeholder="Filter by label"
+                prop:value=move || label_filter.get()
+                on:input=move |ev| label_filter.set(event_target_value(&ev))
+            />
             <ul class="conversations">
                 <For each=move || rows.get() key=|row| row.clone() let:row>
                     <ConversationItem row=row/>
@@ -214,6 +229,18 @@ fn ConversationItem(row: ListRow) -> impl IntoView {
                 })}
             </div>
             <div class="preview">{row.preview}</div>
+            {(!row.labels.is_empty())
+                .then(|| {
+                    view! {
+                        <div class="labels">
+                            {row
+                                .labels
+                                .iter()
+                                .map(|l| view! { <span class="label-chip">{l.clone()}</span> })
+                                .collect_view()}
+                        </div>
+                    }
+                })}
             {row.queue_position.map(|p| view! { <div class="queue-position">{format!("#{p} in queue")}</div> })}
             {row.auto_assigned.then(|| view! { <div class="auto-assigned">"Assigned to you automatically"</div> })}
             {row.assignee.map(|name| view! { <div class="assignee">{name}</div> })}

@@ -292,6 +292,15 @@ pub struct ConversationRecord {
     /// The address a visitor left with an offline message (see [`Store::mark_offline`]): agents'
     /// replies are emailed there.
     pub offline_email: Option<String>,
+    /// Agents' labels on the conversation ([`Store::set_labels`]).
+    pub labels: Vec<String>,
+}
+
+/// Reads the `labels` column (a JSON array; NULL: none).
+pub(crate) fn labels_from_db(raw: Option<String>) -> StoreResult<Vec<String>> {
+    raw.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("labels: {e}"))))
+        .transpose()
+        .map(Option::unwrap_or_default)
 }
 
 /// How visitors rated one agent's conversations (the agent assigned when they were closed).
@@ -844,6 +853,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<ConversationRecord>;
     /// Every site's saved settings.
     async fn site_settings(&self) -> StoreResult<Vec<SiteSettingsRecord>>;
+    /// Replaces a conversation's labels (it keeps its place in lists: `updated_at` stays).
+    /// Returns the conversation as it is now, or None when there is none.
+    async fn set_labels(
+        &self,
+        conversation_id: &ConversationId,
+        labels: &[String],
+    ) -> StoreResult<Option<ConversationRecord>>;
     /// Every canned reply (a small table: the caller filters by owner and site).
     async fn canned_replies(&self) -> StoreResult<Vec<CannedReply>>;
     /// Creates or replaces (by id) a canned reply. [`StoreError::ShortcutTaken`] when its owner

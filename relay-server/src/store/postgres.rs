@@ -65,7 +65,7 @@ const POOL_SIZE: u32 = 16;
 const OPEN_ATTEMPTS: usize = 5;
 
 const CONVERSATION_COLUMNS: &str =
-    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at, rating, queued_at, offline_email";
+    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at, rating, queued_at, offline_email, labels";
 
 const EVENT_COLUMNS: &str = "conversation_id, seq, at, author_role, author_id, author_name, body";
 
@@ -429,6 +429,7 @@ fn conversation_from_row(row: &PgRow) -> StoreResult<ConversationRecord> {
             .transpose()?,
         queued_at: row.try_get("queued_at")?,
         offline_email: row.try_get("offline_email")?,
+        labels: super::labels_from_db(row.try_get("labels")?)?,
     })
 }
 
@@ -1075,6 +1076,27 @@ impl Store for PgStore {
                 None => Err(StoreError::NotFound),
             },
         }
+    }
+
+    async fn set_labels(
+        &self,
+        conversation_id: &ConversationId,
+        labels: &[String],
+    ) -> StoreResult<Option<ConversationRecord>> {
+        let text = (!labels.is_empty())
+            .then(|| serde_json::to_string(labels))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("labels: {e}")))?;
+        let changed = sqlx::query("UPDATE conversations SET labels = $1 WHERE id = $2")
+            .bind(&text)
+            .bind(&conversation_id.0)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.conversation(conversation_id).await
     }
 
     async fn canned_replies(&self) -> StoreResult<Vec<super::CannedReply>> {

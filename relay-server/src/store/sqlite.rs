@@ -64,7 +64,7 @@ pub struct SqliteStore {
 }
 
 const CONVERSATION_COLUMNS: &str =
-    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at, rating, queued_at, offline_email";
+    "id, site, visitor_id, status, bot, assignee_id, last_seq, preview, context, created_at, updated_at, rating, queued_at, offline_email, labels";
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url` (`sqlite://PATH`) and migrates it.
@@ -202,6 +202,7 @@ fn conversation_from_row(row: &SqliteRow) -> StoreResult<ConversationRecord> {
             .transpose()?,
         queued_at: row.try_get("queued_at")?,
         offline_email: row.try_get("offline_email")?,
+        labels: super::labels_from_db(row.try_get("labels")?)?,
     })
 }
 
@@ -827,6 +828,27 @@ impl Store for SqliteStore {
                 None => Err(StoreError::NotFound),
             },
         }
+    }
+
+    async fn set_labels(
+        &self,
+        conversation_id: &ConversationId,
+        labels: &[String],
+    ) -> StoreResult<Option<ConversationRecord>> {
+        let text = (!labels.is_empty())
+            .then(|| serde_json::to_string(labels))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("labels: {e}")))?;
+        let changed = sqlx::query("UPDATE conversations SET labels = ? WHERE id = ?")
+            .bind(&text)
+            .bind(&conversation_id.0)
+            .execute(&mut *self.write.acquire().await?)
+            .await?
+            .rows_affected();
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.conversation(conversation_id).await
     }
 
     async fn canned_replies(&self) -> StoreResult<Vec<super::CannedReply>> {

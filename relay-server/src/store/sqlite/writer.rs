@@ -221,6 +221,10 @@ fn conversation_from(row: &Row<'_>) -> rusqlite::Result<ConversationRecord> {
             .transpose()?,
         queued_at: row.get("queued_at")?,
         offline_email: row.get("offline_email")?,
+        labels: match row.get::<_, Option<String>>("labels")? {
+            Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(14, e.to_string()))?,
+            None => Vec::new(),
+        },
     })
 }
 
