@@ -80,6 +80,19 @@ pub struct AgentSession {
     changed: bool,
 }
 
+/// The checks every written line (a reply or a note) passes first: a well-formed client id and
+/// a text within bounds; the error names the client id.
+fn checked_line(client_id: &ClientId, text: &str) -> Result<(), ErrorFrame> {
+    if !client_id.is_valid() {
+        return Err(ErrorFrame::new(
+            ErrorCode::Invalid,
+            "client_id must be 1-64 of [A-Za-z0-9_-]",
+        )
+        .for_client(Some(client_id.clone())));
+    }
+    protocol::validate_text(text).map_err(|e| e.for_client(Some(client_id.clone())))
+}
+
 impl AgentSession {
     /// A session before `hello`.
     pub fn new(
@@ -242,17 +255,8 @@ impl AgentSession {
         text: String,
         out: &mut Vec<ToAgent>,
     ) {
-        if !client_id.is_valid() {
-            return out.push(ToAgent::Error(
-                ErrorFrame::new(
-                    ErrorCode::Invalid,
-                    "client_id must be 1-64 of [A-Za-z0-9_-]",
-                )
-                .for_client(Some(client_id)),
-            ));
-        }
-        if let Err(e) = protocol::validate_text(&text) {
-            return out.push(ToAgent::Error(e.for_client(Some(client_id))));
+        if let Err(e) = checked_line(&client_id, &text) {
+            return out.push(ToAgent::Error(e));
         }
         if let Err(e) = self.conversation(&conversation_id, Some(&client_id)).await {
             return out.push(e);
@@ -288,17 +292,8 @@ impl AgentSession {
         text: String,
         out: &mut Vec<ToAgent>,
     ) {
-        if !client_id.is_valid() {
-            return out.push(ToAgent::Error(
-                ErrorFrame::new(
-                    ErrorCode::Invalid,
-                    "client_id must be 1-64 of [A-Za-z0-9_-]",
-                )
-                .for_client(Some(client_id)),
-            ));
-        }
-        if let Err(e) = protocol::validate_text(&text) {
-            return out.push(ToAgent::Error(e.for_client(Some(client_id))));
+        if let Err(e) = checked_line(&client_id, &text) {
+            return out.push(ToAgent::Error(e));
         }
         if let Err(e) = self.take(&conversation_id, Some(&client_id)).await {
             return out.push(e);

@@ -316,8 +316,10 @@ impl VisitorSession {
                 .because(why),
             ));
         }
-        let (mut visitor, token) = match known {
-            Ok(Some(v)) => (v, token.unwrap_or_default()),
+        // The browser's visitor and token; a browser never seen gets a new token (stored with
+        // its visitor below, or by the identity that names who it is).
+        let (known, token) = match known {
+            Ok(Some(v)) => (Some(v), token.unwrap_or_default()),
             Ok(None) => {
                 if let Err(wait) = self.app.new_visitors.check(&self.source) {
                     return out.push(rate_limited(
@@ -325,43 +327,48 @@ impl VisitorSession {
                         "too many new visitors from this address",
                     ));
                 }
-                let fresh = token::generate();
-                match store
-                    .create_visitor(&self.site.key, &token::hash(&fresh))
-                    .await
-                {
-                    Ok(v) => (v, fresh),
-                    Err(e) => return out.push(internal(e, None)),
-                }
+                (None, token::generate())
             }
             Err(e) => return out.push(internal(e, None)),
         };
         let token_hash = token::hash(&token);
-        if let Ok(who) = &verified {
-            match store
-                .identify_visitor(&self.site.key, &visitor.id, &token_hash, who)
-                .await
-            {
-                Ok((v, how)) => {
-                    tracing::debug!(site = %site.key, visitor = %v.id, ?how, "visitor identified");
-                    if how == crate::store::Identified::Merged {
-                        // Other tabs of this browser still speak as the merged-away visitor:
-                        // they reconnect and find the person's history.
-                        self.app.hub.publish_gone(Arc::new(crate::hub::Gone {
-                            visitor_id: visitor.id.clone(),
-                            merged: true,
-                        }));
+        let visitor = match (&verified, known) {
+            (Ok(who), known) => {
+                let device = known.as_ref().map(|v| v.id.as_str());
+                match store
+                    .identify_visitor(&site.key, device, &token_hash, who)
+                    .await
+                {
+                    Ok((v, how)) => {
+                        tracing::debug!(site = %site.key, visitor = %v.id, ?how, "visitor identified");
+                        if let Some(old) = known.filter(|_| how == crate::store::Identified::Merged)
+                        {
+                            // Other tabs of this browser still speak as the merged-away
+                            // visitor: they reconnect and find the person's history.
+                            self.app.hub.publish_gone(Arc::new(crate::hub::Gone {
+                                visitor_id: old.id,
+                                merged: true,
+                            }));
+                        }
+                        v
                     }
-                    visitor = v;
+                    Err(e) => return out.push(internal(e, None)),
                 }
+            }
+            (Err(_), Some(v)) => {
+                if now.saturating_sub(v.token_seen_at) > TOKEN_TOUCH_MS {
+                    // At most one write per browser per hour: enough for a TTL counted in days.
+                    if let Err(e) = store.touch_visitor_token(&token_hash).await {
+                        tracing::warn!(error = %e, "could not record a visitor token's use");
+                    }
+                }
+                v
+            }
+            (Err(_), None) => match store.create_visitor(&site.key, &token_hash).await {
+                Ok(v) => v,
                 Err(e) => return out.push(internal(e, None)),
-            }
-        } else if now.saturating_sub(visitor.token_seen_at) > TOKEN_TOUCH_MS {
-            // At most one write per browser per hour: enough for a TTL counted in days.
-            if let Err(e) = store.touch_visitor_token(&token_hash).await {
-                tracing::warn!(error = %e, "could not record a visitor token's use");
-            }
-        }
+            },
+        };
         let latest = match store.latest_conversation(&visitor.id).await {
             Ok(c) => c,
             Err(e) => return out.push(internal(e, None)),

@@ -926,14 +926,14 @@ mod cases {
         let laptop = store.create_visitor("demo", "laptop").await?;
         assert_eq!(laptop.user_id, None);
         let (v, how) = store
-            .identify_visitor("demo", &laptop.id, "laptop", &ada("Ada"))
+            .identify_visitor("demo", Some(&laptop.id), "laptop", &ada("Ada"))
             .await?;
         assert_eq!(
             (v.id.as_str(), how),
             (laptop.id.as_str(), Identified::Claimed)
         );
         let (_, how) = store
-            .identify_visitor("demo", &laptop.id, "laptop", &ada("Ada Park"))
+            .identify_visitor("demo", Some(&laptop.id), "laptop", &ada("Ada Park"))
             .await?;
         assert_eq!(how, Identified::Same);
         let found = store
@@ -947,7 +947,7 @@ mod cases {
             .open_conversation("demo", &phone.id, &context("https://shop.example/"))
             .await?;
         let (v, how) = store
-            .identify_visitor("demo", &phone.id, "phone", &ada("Ada Park"))
+            .identify_visitor("demo", Some(&phone.id), "phone", &ada("Ada Park"))
             .await?;
         assert_eq!(
             (v.id.as_str(), how),
@@ -961,6 +961,41 @@ mod cases {
         assert!(
             store.visitor_profile(&phone.id).await?.is_none(),
             "merged away"
+        );
+        // A browser never seen, of a known person: its new token leads to them.
+        let (v, how) = store
+            .identify_visitor("demo", None, "tablet", &ada("Ada Park"))
+            .await?;
+        assert_eq!(
+            (v.id.as_str(), how),
+            (laptop.id.as_str(), Identified::Added)
+        );
+        assert_eq!(
+            store
+                .visitor_by_token("demo", "tablet")
+                .await?
+                .map(|v| v.id),
+            Some(laptop.id.clone())
+        );
+        // A new person on a browser never seen: a visitor of their own.
+        let (cy, how) = store
+            .identify_visitor(
+                "demo",
+                None,
+                "cy-browser",
+                &Verified {
+                    user_id: "cy".into(),
+                    ..Verified::default()
+                },
+            )
+            .await?;
+        assert_eq!(how, Identified::Claimed);
+        assert_eq!(
+            store
+                .visitor_by_token("demo", "cy-browser")
+                .await?
+                .map(|v| v.id),
+            Some(cy.id.clone())
         );
         let profile = store
             .visitor_profile(&laptop.id)
@@ -977,7 +1012,7 @@ mod cases {
             ..Verified::default()
         };
         let (v, how) = store
-            .identify_visitor("demo", &laptop.id, "laptop", &bo)
+            .identify_visitor("demo", Some(&laptop.id), "laptop", &bo)
             .await?;
         assert_eq!(how, Identified::Switched);
         assert_ne!(v.id, laptop.id);
@@ -988,13 +1023,13 @@ mod cases {
         );
         // Back to Ada on the laptop: the token follows the person again.
         let (v, how) = store
-            .identify_visitor("demo", &v.id, "laptop", &ada("Ada"))
+            .identify_visitor("demo", Some(&v.id), "laptop", &ada("Ada"))
             .await?;
         assert_eq!((v.id, how), (laptop.id.clone(), Identified::Switched));
         // Users are per site: the same user id on another site is another visitor.
         let other = store.create_visitor("other", "other-browser").await?;
         let (v, how) = store
-            .identify_visitor("other", &other.id, "other-browser", &ada("Ada"))
+            .identify_visitor("other", Some(&other.id), "other-browser", &ada("Ada"))
             .await?;
         assert_eq!((v.id, how), (other.id.clone(), Identified::Claimed));
         // A token's use is recorded.
@@ -1012,15 +1047,15 @@ mod cases {
         // Identifying a visitor that does not exist is refused, not invented.
         assert!(matches!(
             store
-                .identify_visitor("demo", "no-such-visitor", "x", &ada("Ada"))
+                .identify_visitor("demo", Some("no-such-visitor"), "x", &ada("Ada"))
                 .await,
             Err(StoreError::NotFound)
         ));
-        // Idle visitors without conversations expire with their tokens (Bo, never chatted).
+        // Idle visitors without conversations expire with their tokens (Bo and Cy never chatted).
         let gone = store
             .expire_idle_visitors("demo", now_ms() + 1_000, 100)
             .await?;
-        assert_eq!(gone, 1, "Bo's visitor");
+        assert_eq!(gone, 2, "Bo's and Cy's visitors");
         assert!(store.visitor_by_token("demo", "laptop").await?.is_some());
         Ok(())
     }
@@ -2115,13 +2150,11 @@ mod cases {
                 .collect(),
         };
         store
-            .identify_visitor("demo", &visitor.id, &format!("{tag}-token"), &who)
+            .identify_visitor("demo", Some(&visitor.id), &format!("{tag}-token"), &who)
             .await?;
-        let phone = store
-            .create_visitor("demo", &format!("{tag}-phone"))
-            .await?;
+        // A browser never seen: its token is stored by the identity.
         store
-            .identify_visitor("demo", &phone.id, &format!("{tag}-phone"), &who)
+            .identify_visitor("demo", None, &format!("{tag}-phone"), &who)
             .await?;
         for i in 0..12 {
             store

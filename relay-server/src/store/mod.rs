@@ -254,6 +254,8 @@ pub enum Identified {
     Claimed,
     /// The browser's visitor already was the user: identity details refreshed.
     Same,
+    /// A browser never seen, of a person already known: its new token leads to them.
+    Added,
     /// The user was known elsewhere: the browser's anonymous visitor was merged into them
     /// (conversations and tokens moved, the anonymous row deleted).
     Merged,
@@ -294,6 +296,30 @@ pub struct ConversationRecord {
     pub offline_email: Option<String>,
     /// Agents' labels on the conversation ([`Store::set_labels`]).
     pub labels: Vec<String>,
+}
+
+/// A visitor row's identity columns (`user_id`, `name`, `email`, `attributes` as JSON) as a
+/// [`crate::identity::Verified`]; None while anonymous.
+pub(crate) fn identity_from_db(
+    user_id: Option<String>,
+    name: Option<String>,
+    email: Option<String>,
+    attributes: Option<String>,
+) -> StoreResult<Option<crate::identity::Verified>> {
+    let Some(user_id) = user_id else {
+        return Ok(None);
+    };
+    let attributes = match attributes {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("visitor attributes: {e}")))?,
+        None => Default::default(),
+    };
+    Ok(Some(crate::identity::Verified {
+        user_id,
+        name,
+        email,
+        attributes,
+    }))
 }
 
 /// Reads the `labels` column (a JSON array; NULL: none).
@@ -720,14 +746,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<VisitorRecord>>;
     /// Records that a token was used now (anonymous tokens unused too long stop working).
     async fn touch_visitor_token(&self, token_hash: &str) -> StoreResult<()>;
-    /// Makes the browser whose token hash is `token_hash` (leading to visitor `visitor_id`) the
-    /// site's user `identity.user_id`, in one transaction: one visitor per user id and site, an
-    /// anonymous history merged into the user's without copies, another user's history left
-    /// to them (see [`Identified`]). Returns the visitor the token now leads to.
+    /// Makes the browser whose token hash is `token_hash` (leading to visitor `visitor_id`; None:
+    /// a new token, stored here) the site's user `identity.user_id`, in one transaction: one
+    /// visitor per user id and site, an anonymous history merged into the user's without
+    /// copies, another user's history left to them (see [`Identified`]). Returns the visitor
+    /// the token now leads to.
     async fn identify_visitor(
         &self,
         site: &str,
-        visitor_id: &str,
+        visitor_id: Option<&str>,
         token_hash: &str,
         identity: &crate::identity::Verified,
     ) -> StoreResult<(VisitorRecord, Identified)>;

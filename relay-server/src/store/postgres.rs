@@ -674,7 +674,7 @@ impl Store for PgStore {
     async fn identify_visitor(
         &self,
         site: &str,
-        visitor_id: &str,
+        visitor_id: Option<&str>,
         token_hash: &str,
         identity: &crate::identity::Verified,
     ) -> StoreResult<(VisitorRecord, super::Identified)> {

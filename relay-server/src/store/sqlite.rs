@@ -445,7 +445,7 @@ impl Store for SqliteStore {
     async fn identify_visitor(
         &self,
         site: &str,
-        visitor_id: &str,
+        visitor_id: Option<&str>,
         token_hash: &str,
         identity: &crate::identity::Verified,
     ) -> StoreResult<(VisitorRecord, super::Identified)> {

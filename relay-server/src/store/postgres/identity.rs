@@ -14,22 +14,14 @@ use crate::store::{
     PROFILE_CONVERSATIONS,
 };
 
-/// A visitor row's identity columns read back as a [`Verified`] (None while anonymous).
+/// A visitor row's identity columns read back (see [`crate::store::identity_from_db`]).
 pub(super) fn identity_from_row(row: &sqlx::postgres::PgRow) -> StoreResult<Option<Verified>> {
-    let Some(user_id) = row.try_get::<Option<String>, _>("user_id")? else {
-        return Ok(None);
-    };
-    let attributes = match row.try_get::<Option<String>, _>("attributes")? {
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| StoreError::Corrupt(format!("visitor attributes: {e}")))?,
-        None => Default::default(),
-    };
-    Ok(Some(Verified {
-        user_id,
-        name: row.try_get("name")?,
-        email: row.try_get("email")?,
-        attributes,
-    }))
+    crate::store::identity_from_db(
+        row.try_get("user_id")?,
+        row.try_get("name")?,
+        row.try_get("email")?,
+        row.try_get("attributes")?,
+    )
 }
 
 impl PgStore {
@@ -41,25 +33,8 @@ impl PgStore {
         let id = new_id();
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO visitors (id, site, token_hash, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&id)
-        .bind(site)
-        .bind(token_hash)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO visitor_tokens (token_hash, visitor_id, site, created_at, last_seen_at)
-             VALUES ($1, $2, $3, $4, $4)",
-        )
-        .bind(token_hash)
-        .bind(&id)
-        .bind(site)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        insert_visitor(&mut tx, &id, site, token_hash, now).await?;
+        insert_token(&mut tx, token_hash, &id, site, now).await?;
         tx.commit().await?;
         Ok(VisitorRecord {
             id,
@@ -105,7 +80,7 @@ impl PgStore {
     pub(super) async fn identify_visitor_impl(
         &self,
         site: &str,
-        visitor_id: &str,
+        visitor_id: Option<&str>,
         token_hash: &str,
         identity: &Verified,
     ) -> StoreResult<(VisitorRecord, Identified)> {
@@ -125,7 +100,7 @@ impl PgStore {
     async fn identify_once(
         &self,
         site: &str,
-        visitor_id: &str,
+        visitor_id: Option<&str>,
         token_hash: &str,
         identity: &Verified,
     ) -> StoreResult<(VisitorRecord, Identified)> {
@@ -133,16 +108,23 @@ impl PgStore {
             .map_err(|e| StoreError::Corrupt(format!("visitor attributes: {e}")))?;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let Some(device_user) = sqlx::query_scalar::<_, Option<String>>(
-            "SELECT user_id FROM visitors WHERE id = $1 AND site = $2 FOR UPDATE",
-        )
-        .bind(visitor_id)
-        .bind(site)
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
-            tx.rollback().await?;
-            return Err(StoreError::NotFound);
+        // The browser's visitor and who it is signed in as; None for a browser never seen.
+        let device = match visitor_id {
+            Some(id) => {
+                let Some(user) = sqlx::query_scalar::<_, Option<String>>(
+                    "SELECT user_id FROM visitors WHERE id = $1 AND site = $2 FOR UPDATE",
+                )
+                .bind(id)
+                .bind(site)
+                .fetch_optional(&mut *tx)
+                .await?
+                else {
+                    tx.rollback().await?;
+                    return Err(StoreError::NotFound);
+                };
+                Some((id, user))
+            }
+            None => None,
         };
         let owner = sqlx::query_scalar::<_, String>(
             "SELECT id FROM visitors WHERE site = $1 AND user_id = $2 FOR UPDATE",
@@ -151,41 +133,41 @@ impl PgStore {
         .bind(&identity.user_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let (target, how) = match (owner, device_user) {
-            (Some(o), _) if o == visitor_id => (o, Identified::Same),
-            (None, None) => (visitor_id.to_owned(), Identified::Claimed),
-            (None, Some(_)) => {
+        let (target, how) = match (owner, device) {
+            (Some(o), Some((d, _))) if o == d => (o, Identified::Same),
+            (None, None) => {
+                // A person first seen, on a browser first seen.
                 let id = new_id();
-                sqlx::query(
-                    "INSERT INTO visitors (id, site, token_hash, created_at)
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&id)
-                .bind(site)
-                .bind(format!("identity:{id}"))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                insert_visitor(&mut tx, &id, site, token_hash, now).await?;
+                insert_token(&mut tx, token_hash, &id, site, now).await?;
+                (id, Identified::Claimed)
+            }
+            (Some(o), None) => {
+                insert_token(&mut tx, token_hash, &o, site, now).await?;
+                (o, Identified::Added)
+            }
+            (None, Some((d, None))) => (d.to_owned(), Identified::Claimed),
+            (None, Some((_, Some(_)))) => {
+                // A shared browser: the user gets a visitor of their own, only this token moves.
+                let id = new_id();
+                insert_visitor(&mut tx, &id, site, &format!("identity:{id}"), now).await?;
                 move_token(&mut tx, token_hash, &id).await?;
                 (id, Identified::Switched)
             }
-            (Some(o), Some(_)) => {
+            (Some(o), Some((_, Some(_)))) => {
                 move_token(&mut tx, token_hash, &o).await?;
                 (o, Identified::Switched)
             }
-            (Some(o), None) => {
+            (Some(o), Some((d, None))) => {
+                // The anonymous history joins the user's: rows move, nothing is copied.
                 for sql in [
                     "UPDATE conversations SET visitor_id = $1 WHERE visitor_id = $2",
                     "UPDATE visitor_tokens SET visitor_id = $1 WHERE visitor_id = $2",
                 ] {
-                    sqlx::query(sql)
-                        .bind(&o)
-                        .bind(visitor_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(sql).bind(&o).bind(d).execute(&mut *tx).await?;
                 }
                 sqlx::query("DELETE FROM visitors WHERE id = $1")
-                    .bind(visitor_id)
+                    .bind(d)
                     .execute(&mut *tx)
                     .await?;
                 (o, Identified::Merged)
@@ -267,5 +249,46 @@ async fn move_token(
         .bind(token_hash)
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+/// A visitor row; `token_hash` is the legacy `visitors.token_hash` (the first browser's, or a
+/// placeholder: `visitor_tokens` is what is read).
+async fn insert_visitor(
+    tx: &mut Transaction<'_, Postgres>,
+    id: &str,
+    site: &str,
+    token_hash: &str,
+    now: i64,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO visitors (id, site, token_hash, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(site)
+        .bind(token_hash)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// One browser's token leading to `visitor_id`, used now.
+async fn insert_token(
+    tx: &mut Transaction<'_, Postgres>,
+    token_hash: &str,
+    visitor_id: &str,
+    site: &str,
+    now: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO visitor_tokens (token_hash, visitor_id, site, created_at, last_seen_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(token_hash)
+    .bind(visitor_id)
+    .bind(site)
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
