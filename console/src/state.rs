@@ -536,62 +536,53 @@ impl Model {
     /// Queues an internal note on the selected conversation (taken or not; not a closed one).
     /// `client_id` gets [`NOTE_PREFIX`] if it lacks it. `Err` is the reason to show.
     pub fn note(&mut self, text: &str, client_id: ClientId) -> Result<Vec<Effect>, String> {
-        let id = self
-            .selected
-            .clone()
-            .ok_or_else(|| "No conversation selected".to_owned())?;
-        if let Err(e) = validate_text(text) {
-            return Err(match e.code {
-                ErrorCode::TooLarge => "Note is too long".to_owned(),
-                _ => "Note is empty".to_owned(),
-            });
-        }
-        if self.conversations.get(&id).map(|c| c.status) == Some(ConversationStatus::Closed) {
-            return Err(error_text(ErrorCode::Closed).to_owned());
-        }
         let client_id = if is_note_id(&client_id) {
             client_id
         } else {
             ClientId(format!("{NOTE_PREFIX}{}", client_id.0))
         };
-        let thread = self.threads.entry(id.clone()).or_default();
-        thread.outbox.push(client_id, text.to_owned());
-        Ok(thread
-            .outbox
-            .pending()
-            .last()
-            .map(|p| Effect::Send(send_frame(&id, p)))
-            .into_iter()
-            .collect())
+        self.queue_line(text, client_id, "Note").map(|(_, fx)| fx)
     }
 
     /// Queues a reply to the selected conversation. `Err` is the reason to show at the composer.
     pub fn compose(&mut self, text: &str, client_id: ClientId) -> Result<Vec<Effect>, String> {
+        let (id, fx) = self.queue_line(text, client_id, "Message")?;
+        self.taking.insert(id);
+        Ok(fx)
+    }
+
+    /// What a reply and a note share: the selected conversation, open; a text within bounds
+    /// (`what` names it in the reason); the line in its outbox and its frame ([`send_frame`]
+    /// picks `send` or `note` from the client id).
+    fn queue_line(
+        &mut self,
+        text: &str,
+        client_id: ClientId,
+        what: &str,
+    ) -> Result<(ConversationId, Vec<Effect>), String> {
         let id = self
             .selected
             .clone()
             .ok_or_else(|| "No conversation selected".to_owned())?;
         if let Err(e) = validate_text(text) {
             return Err(match e.code {
-                ErrorCode::TooLarge => "Message is too long".to_owned(),
-                _ => "Message is empty".to_owned(),
+                ErrorCode::TooLarge => format!("{what} is too long"),
+                _ => format!("{what} is empty"),
             });
         }
         if self.conversations.get(&id).map(|c| c.status) == Some(ConversationStatus::Closed) {
             return Err(error_text(ErrorCode::Closed).to_owned());
         }
-        self.taking.insert(id.clone());
         let thread = self.threads.entry(id.clone()).or_default();
         thread.outbox.push(client_id, text.to_owned());
-        let frame = thread
+        let fx = thread
             .outbox
             .pending()
             .last()
-            .map(|p| send_frame(&id, p))
+            .map(|p| Effect::Send(send_frame(&id, p)))
             .into_iter()
-            .map(Effect::Send)
             .collect();
-        Ok(frame)
+        Ok((id, fx))
     }
 
     /// Take the selected conversation.

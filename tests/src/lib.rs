@@ -14,6 +14,7 @@ pub mod browser;
 pub mod bus;
 pub mod capture;
 pub mod fake_bot;
+pub mod identity;
 pub mod pg;
 pub mod process;
 pub mod relay;

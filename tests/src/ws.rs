@@ -628,6 +628,49 @@ pub struct AgentClient {
     pub agents_online: Vec<AgentInfo>,
 }
 
+/// An agent's HTTP calls with their session cookie (the console's API, as the console makes
+/// them).
+pub struct HttpAgent {
+    http: reqwest::Client,
+    cookie: String,
+    base: String,
+}
+
+impl HttpAgent {
+    /// Logs in as `user`.
+    pub async fn login(relay: &TestRelay, user: &str, pass: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::new(),
+            cookie: login_cookie(relay, user, pass).await?,
+            base: relay.base_url(),
+        })
+    }
+
+    /// `method path` with an optional JSON body; the status and the JSON answer (`null` when
+    /// the answer is not JSON).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("Cookie", &self.cookie);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.context(path.to_owned())?;
+        let status = response.status().as_u16();
+        let body = response
+            .json::<serde_json::Value>()
+            .await
+            .unwrap_or(serde_json::Value::Null);
+        Ok((status, body))
+    }
+}
+
 /// Logs in over HTTP and returns the `parley_session=…` cookie pair to send back.
 pub async fn login_cookie(relay: &TestRelay, user: &str, pass: &str) -> anyhow::Result<String> {
     let response = reqwest::Client::new()

@@ -4,6 +4,7 @@
 //! the real relay on loopback (SQLite); `two_nodes.rs` checks the same changes across nodes.
 
 use anyhow::Context as _;
+use parley_tests::ws::HttpAgent;
 use parley_tests::{AgentClient, TestRelay, VisitorClient, AGENTS};
 use protocol::{AgentFrame, ConversationId, ErrorCode, ToAgent};
 use serde_json::{json, Value};
@@ -23,38 +24,18 @@ async fn two_sites() -> anyhow::Result<TestRelay> {
 }
 
 /// An admin's HTTP calls.
-struct Admin {
-    http: reqwest::Client,
-    cookie: String,
-    base: String,
+struct Admin(HttpAgent);
+
+impl std::ops::Deref for Admin {
+    type Target = HttpAgent;
+    fn deref(&self) -> &HttpAgent {
+        &self.0
+    }
 }
 
 impl Admin {
     async fn login(relay: &TestRelay, user: &str, pass: &str) -> anyhow::Result<Self> {
-        Ok(Self {
-            http: reqwest::Client::new(),
-            cookie: parley_tests::ws::login_cookie(relay, user, pass).await?,
-            base: relay.base_url(),
-        })
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<(u16, Value)> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("Cookie", &self.cookie);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.context(path.to_owned())?;
-        let status = response.status().as_u16();
-        let body = response.json::<Value>().await.unwrap_or(Value::Null);
-        Ok((status, body))
+        Ok(Self(HttpAgent::login(relay, user, pass).await?))
     }
 
     async fn create(&self, body: Value) -> anyhow::Result<(u16, Value)> {

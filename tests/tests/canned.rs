@@ -3,40 +3,23 @@
 //! the shared ones of the sites they serve and their own, never a colleague's own; only admins
 //! change shared ones; bad input is a typed error.
 
+use parley_tests::ws::HttpAgent;
 use parley_tests::{TestRelay, AGENTS};
 use serde_json::{json, Value};
 
-struct Agent {
-    http: reqwest::Client,
-    cookie: String,
-    base: String,
+/// An agent's calls to `/api/canned`.
+struct Agent(HttpAgent);
+
+impl std::ops::Deref for Agent {
+    type Target = HttpAgent;
+    fn deref(&self) -> &HttpAgent {
+        &self.0
+    }
 }
 
 impl Agent {
     async fn login(relay: &TestRelay, user: &str, pass: &str) -> anyhow::Result<Self> {
-        Ok(Self {
-            http: reqwest::Client::new(),
-            cookie: parley_tests::ws::login_cookie(relay, user, pass).await?,
-            base: relay.base_url(),
-        })
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<(u16, Value)> {
-        let mut r = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("Cookie", &self.cookie);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let response = r.send().await?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
+        Ok(Self(HttpAgent::login(relay, user, pass).await?))
     }
 
     async fn post(&self, body: Value) -> anyhow::Result<(u16, Value)> {

@@ -8,7 +8,7 @@
 //! agents see the verified identity and the visitor's conversations.
 
 use anyhow::Context as _;
-use jsonwebtoken::{encode, EncodingKey, Header};
+use parley_tests::identity::{now_secs as now, sign};
 use parley_tests::{TestRelay, VisitorClient, AGENTS};
 use protocol::{ErrorCode, PageContext, ToVisitor, VisitorFrame};
 use serde_json::{json, Value};
@@ -32,22 +32,6 @@ async fn relay(ttl_days: i64) -> anyhow::Result<TestRelay> {
         })
         .start()
         .await
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-fn sign(claims: &Value, secret: &str) -> String {
-    encode(
-        &Header::default(),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("signing")
 }
 
 fn claims(user: &str) -> Value {
@@ -98,14 +82,14 @@ async fn hello_frames(
 /// `GET /api/visitors/{id}` as Mina.
 async fn profile(relay: &TestRelay, visitor_id: &str) -> anyhow::Result<(u16, Value)> {
     let (user, _, pass) = AGENTS[0];
-    let cookie = parley_tests::ws::login_cookie(relay, user, pass).await?;
-    let response = reqwest::Client::new()
-        .get(relay.url(&format!("/api/visitors/{visitor_id}")))
-        .header("Cookie", cookie)
-        .send()
-        .await?;
-    let status = response.status().as_u16();
-    Ok((status, response.json().await.unwrap_or(Value::Null)))
+    parley_tests::ws::HttpAgent::login(relay, user, pass)
+        .await?
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/visitors/{visitor_id}"),
+            None,
+        )
+        .await
 }
 
 #[tokio::test]

@@ -17,29 +17,13 @@ use axum::extract::{Query, State};
 use axum::response::Html;
 use axum::routing::get;
 use fantoccini::Client;
-use jsonwebtoken::{encode, EncodingKey, Header};
 use parley_tests::browser::{wait_js, Browser, Console, Widget};
+use parley_tests::identity::{now_secs as now, sign};
 use parley_tests::{require_dist, AgentClient, TestRelay, AGENTS};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const SECRET: &str = "shop-secret-0123456789abcdef0123456789";
 const OTHER_SECRET: &str = "bank-secret-0123456789abcdef0123456789";
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-fn sign(claims: &Value, secret: &str) -> String {
-    encode(
-        &Header::default(),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("signing")
-}
 
 /// What the shop's server signs for a logged-in `user`.
 fn token_for(user: &str) -> String {
